@@ -1,0 +1,78 @@
+/**
+ * Every metadata change is one of these commands. They are plain JSON so the Raft log can
+ * carry them; everything the state machine needs (time included) is inside the command,
+ * which keeps apply() deterministic on every node.
+ */
+import type { ErrorCode } from '../../storage/errors.js'
+
+export interface DescriptorRecord {
+  mediaType: string
+  digest: string
+  size: number
+  artifactType?: string
+  annotations?: Record<string, string>
+}
+
+export interface ManifestRecord {
+  mediaType: string
+  size: number
+  at: number
+  /** Blobs (config and layers) the manifest references. */
+  blobs: string[]
+  /** Child manifests (for an index). */
+  manifests: string[]
+  subject?: string
+  artifactType?: string
+  annotations?: Record<string, string>
+}
+
+export interface UploadRecord {
+  repo: string
+  /** Node that holds the upload's bytes. */
+  owner: string
+  at: number
+  algorithm: 'sha256' | 'sha512'
+}
+
+export type Command =
+  | { type: 'CreateUpload'; id: string; repo: string; owner: string; algorithm: 'sha256' | 'sha512'; at: number }
+  | { type: 'DeleteUpload'; id: string }
+  /** Make a durable blob servable from a repository; closes the upload it came from, if any. */
+  | { type: 'LinkBlob'; repo: string; digest: string; size: number; uploadId?: string; at: number }
+  | { type: 'UnlinkBlob'; repo: string; digest: string }
+  | {
+    type: 'PutManifest'
+    repo: string
+    digest: string
+    /** base64 of the exact bytes pushed. */
+    body: string
+    mediaType: string
+    tags: string[]
+    blobs: string[]
+    manifests: string[]
+    subject?: string
+    artifactType?: string
+    annotations?: Record<string, string>
+    at: number
+  }
+  | { type: 'DeleteTag'; repo: string; tag: string }
+  | { type: 'DeleteManifest'; repo: string; digest: string }
+
+export type CommandResult =
+  | { ok: true; value?: unknown }
+  | { ok: false; code: ErrorCode; message: string }
+
+/** A command as proposed: the client id and sequence number let retries be deduplicated. */
+export interface Envelope {
+  clientId?: string
+  seq?: number
+  command: Command
+}
+
+export function encodeEnvelope (e: Envelope): Uint8Array {
+  return new TextEncoder().encode(JSON.stringify(e))
+}
+
+export function decodeEnvelope (bytes: Uint8Array): Envelope {
+  return JSON.parse(new TextDecoder().decode(bytes)) as Envelope
+}

@@ -1,0 +1,45 @@
+/**
+ * The metadata key layout. Every key is a string of parts joined by NUL, which sorts
+ * before every character a name, digest or tag may hold, so a prefix scan over
+ * `tag␀<repo>␀` never spills into `tag␀<repo>/sub␀` and tags come back in lexical order.
+ *
+ *   meta (classic-level)
+ *   ├── sm␀applied                               → {index}            last Raft index applied
+ *   ├── repo␀<repo>                               → {at}               repositories (the catalog)
+ *   ├── blob␀<digest>                             → {size, links}      how many repositories link the blob
+ *   ├── link␀<repo>␀<digest>                      → {size, at}         blobs a repository may serve
+ *   ├── manifest␀<repo>␀<digest>                  → ManifestRecord     what a manifest is and references
+ *   ├── mbody␀<repo>␀<digest>                     → raw bytes          stored exactly as pushed
+ *   ├── tag␀<repo>␀<tag>                          → {digest, at}
+ *   ├── tagsof␀<repo>␀<digest>␀<tag>              → {}                 reverse index: a manifest's tags
+ *   ├── referrer␀<repo>␀<subject>␀<digest>        → Descriptor         referrers API
+ *   ├── upload␀<id>                               → UploadRecord       open upload sessions
+ *   └── session␀<clientId>                        → {seq, result}      deduplication of retried commands
+ */
+const SEP = '\u0000'
+
+export const key = {
+  applied: (): string => `sm${SEP}applied`,
+  repo: (repo: string): string => `repo${SEP}${repo}`,
+  repoPrefix: (): string => `repo${SEP}`,
+  blob: (digest: string): string => `blob${SEP}${digest}`,
+  link: (repo: string, digest: string): string => `link${SEP}${repo}${SEP}${digest}`,
+  linkPrefix: (repo: string): string => `link${SEP}${repo}${SEP}`,
+  manifest: (repo: string, digest: string): string => `manifest${SEP}${repo}${SEP}${digest}`,
+  manifestPrefix: (repo: string): string => `manifest${SEP}${repo}${SEP}`,
+  body: (repo: string, digest: string): string => `mbody${SEP}${repo}${SEP}${digest}`,
+  tag: (repo: string, tag: string): string => `tag${SEP}${repo}${SEP}${tag}`,
+  tagPrefix: (repo: string): string => `tag${SEP}${repo}${SEP}`,
+  tagsOf: (repo: string, digest: string, tag: string): string => `tagsof${SEP}${repo}${SEP}${digest}${SEP}${tag}`,
+  tagsOfPrefix: (repo: string, digest: string): string => `tagsof${SEP}${repo}${SEP}${digest}${SEP}`,
+  referrer: (repo: string, subject: string, digest: string): string => `referrer${SEP}${repo}${SEP}${subject}${SEP}${digest}`,
+  referrerPrefix: (repo: string, subject: string): string => `referrer${SEP}${repo}${SEP}${subject}${SEP}`,
+  upload: (id: string): string => `upload${SEP}${id}`,
+  uploadPrefix: (): string => `upload${SEP}`,
+  session: (clientId: string): string => `session${SEP}${clientId}`,
+}
+
+/** The last part of a key (the name, digest or tag it ends with). */
+export function lastPart (k: string): string {
+  return k.slice(k.lastIndexOf(SEP) + 1)
+}

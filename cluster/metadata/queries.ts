@@ -1,0 +1,95 @@
+/**
+ * Reads over the metadata state. They never write; the state machine is the only writer.
+ */
+import type { KV } from '../../storage/kv/kv.js'
+import { prefixRange } from '../../storage/kv/kv.js'
+import { key, lastPart } from './keys.js'
+import { decodeJSON } from './state-machine.js'
+import type { DescriptorRecord, ManifestRecord, UploadRecord } from './commands.js'
+
+export interface Page<T> {
+  items: T[]
+  /** True when more items follow the last one returned. */
+  more: boolean
+}
+
+export class MetadataQueries {
+  constructor (private readonly kv: KV) {}
+
+  private async json<T> (k: string): Promise<T | undefined> {
+    const v = await this.kv.get(k)
+    return v === undefined ? undefined : decodeJSON<T>(v)
+  }
+
+  async repoExists (repo: string): Promise<boolean> {
+    return (await this.kv.get(key.repo(repo))) !== undefined
+  }
+
+  /** Size of a blob linked into `repo`, or undefined. */
+  async linkedBlob (repo: string, digest: string): Promise<{ size: number } | undefined> {
+    return await this.json<{ size: number }>(key.link(repo, digest))
+  }
+
+  /** A blob known anywhere in the registry (linked by at least one repository). */
+  async knownBlob (digest: string): Promise<{ size: number; links: number } | undefined> {
+    const b = await this.json<{ size: number; links: number }>(key.blob(digest))
+    return b !== undefined && b.links > 0 ? b : undefined
+  }
+
+  async resolveTag (repo: string, tag: string): Promise<string | undefined> {
+    return (await this.json<{ digest: string }>(key.tag(repo, tag)))?.digest
+  }
+
+  async manifest (repo: string, digest: string): Promise<ManifestRecord | undefined> {
+    return await this.json<ManifestRecord>(key.manifest(repo, digest))
+  }
+
+  async manifestBody (repo: string, digest: string): Promise<Uint8Array | undefined> {
+    return await this.kv.get(key.body(repo, digest))
+  }
+
+  /** Tags in lexical order after `last`, at most `n` (all when n is undefined). */
+  async tags (repo: string, opts: { n?: number; last?: string } = {}): Promise<Page<string>> {
+    return await this.page(key.tagPrefix(repo), opts)
+  }
+
+  async repositories (opts: { n?: number; last?: string } = {}): Promise<Page<string>> {
+    return await this.page(key.repoPrefix(), opts)
+  }
+
+  private async page (prefix: string, opts: { n?: number; last?: string }): Promise<Page<string>> {
+    const range = prefixRange(prefix)
+    const r: { gte?: string; gt?: string; lt: string; limit?: number } = { lt: range.lt }
+    if (opts.last !== undefined && opts.last !== '') r.gt = prefix + opts.last; else r.gte = range.gte
+    if (opts.n !== undefined) r.limit = opts.n + 1
+    const items: string[] = []
+    for await (const [k] of this.kv.entries(r)) items.push(k.slice(prefix.length))
+    const more = opts.n !== undefined && items.length > opts.n
+    if (more) items.length = opts.n!
+    return { items, more }
+  }
+
+  async tagsOfManifest (repo: string, digest: string): Promise<string[]> {
+    const out: string[] = []
+    for await (const [k] of this.kv.entries(prefixRange(key.tagsOfPrefix(repo, digest)))) out.push(lastPart(k))
+    return out
+  }
+
+  async referrers (repo: string, subject: string, artifactType?: string): Promise<DescriptorRecord[]> {
+    const out: DescriptorRecord[] = []
+    for await (const [, v] of this.kv.entries(prefixRange(key.referrerPrefix(repo, subject)))) {
+      const d = decodeJSON<DescriptorRecord>(v)
+      if (artifactType === undefined || d.artifactType === artifactType) out.push(d)
+    }
+    return out
+  }
+
+  async upload (id: string): Promise<UploadRecord | undefined> {
+    return await this.json<UploadRecord>(key.upload(id))
+  }
+
+  async * uploads (): AsyncIterable<[string, UploadRecord]> {
+    const prefix = key.uploadPrefix()
+    for await (const [k, v] of this.kv.entries(prefixRange(prefix))) yield [k.slice(prefix.length), decodeJSON<UploadRecord>(v)]
+  }
+}

@@ -1,0 +1,208 @@
+/**
+ * The metadata state machine. It is the only writer of metadata: a single node applies
+ * commands directly, a cluster applies them as the Raft log commits them. apply() reads the
+ * current state, decides, and writes all of a command's effects in one atomic batch, so a
+ * crash leaves either all of a command or none of it.
+ *
+ * Determinism: the result depends only on the state and the command (time travels inside
+ * the command), so every node that applies the same log reaches the same state.
+ */
+import type { KV, KVOp } from '../../storage/kv/kv.js'
+import { prefixRange } from '../../storage/kv/kv.js'
+import { FlotillaError } from '../../storage/errors.js'
+import { key } from './keys.js'
+import type { Command, CommandResult, DescriptorRecord, Envelope, ManifestRecord, UploadRecord } from './commands.js'
+
+const enc = new TextEncoder()
+const dec = new TextDecoder()
+
+export function encodeJSON (v: unknown): Uint8Array { return enc.encode(JSON.stringify(v)) }
+export function decodeJSON<T> (b: Uint8Array): T { return JSON.parse(dec.decode(b)) as T }
+
+/** Reads see the transaction's own writes; writes become one batch. */
+class Tx {
+  private readonly pending = new Map<string, Uint8Array | null>()
+  constructor (private readonly kv: KV) {}
+
+  async get (k: string): Promise<Uint8Array | undefined> {
+    const p = this.pending.get(k)
+    if (p !== undefined) return p ?? undefined
+    return await this.kv.get(k)
+  }
+
+  async getJSON<T> (k: string): Promise<T | undefined> {
+    const v = await this.get(k)
+    return v === undefined ? undefined : decodeJSON<T>(v)
+  }
+
+  /** Keys under a prefix, merged with this transaction's pending writes. */
+  async keys (prefix: string): Promise<string[]> {
+    const out = new Set<string>()
+    for await (const [k] of this.kv.entries(prefixRange(prefix))) out.add(k)
+    for (const [k, v] of this.pending) {
+      if (!k.startsWith(prefix)) continue
+      if (v === null) out.delete(k); else out.add(k)
+    }
+    return [...out].sort()
+  }
+
+  put (k: string, v: Uint8Array): void { this.pending.set(k, v) }
+  putJSON (k: string, v: unknown): void { this.pending.set(k, encodeJSON(v)) }
+  del (k: string): void { this.pending.set(k, null) }
+  clear (): void { this.pending.clear() }
+
+  ops (): KVOp[] {
+    const ops: KVOp[] = []
+    for (const [k, v] of this.pending) ops.push(v === null ? { type: 'del', key: k } : { type: 'put', key: k, value: v })
+    return ops
+  }
+}
+
+interface SessionRecord { seq: number; result: CommandResult }
+
+export interface StateMachineOptions {
+  /**
+   * fsync each applied batch. A single node must (its metadata is the only copy);
+   * a Raft member need not, since it replays the durable log after a crash.
+   */
+  sync: boolean
+}
+
+export class MetadataStateMachine {
+  constructor (private readonly kv: KV, private readonly opts: StateMachineOptions) {}
+
+  async appliedIndex (): Promise<number> {
+    const v = await this.kv.get(key.applied())
+    return v === undefined ? 0 : decodeJSON<{ index: number }>(v).index
+  }
+
+  /** Apply one command. Callers must not call apply() concurrently. */
+  async apply (env: Envelope, index?: number): Promise<CommandResult> {
+    const tx = new Tx(this.kv)
+    const dedup = env.clientId !== undefined && env.seq !== undefined
+    let result: CommandResult | undefined
+    if (dedup) {
+      const s = await tx.getJSON<SessionRecord>(key.session(env.clientId!))
+      if (s !== undefined && s.seq >= env.seq!) {
+        // A retry of a command already applied: answer as the first time, change nothing.
+        result = s.seq === env.seq ? s.result : { ok: false, code: 'BAD_REQUEST', message: `command sequence ${env.seq!} is older than ${s.seq} already applied for this client` }
+      }
+    }
+    if (result === undefined) {
+      try {
+        result = await this.exec(tx, env.command)
+      } catch (err) {
+        if (!(err instanceof FlotillaError)) throw err
+        tx.clear()
+        result = { ok: false, code: err.code, message: err.message }
+      }
+      if (dedup) tx.putJSON(key.session(env.clientId!), { seq: env.seq, result })
+    }
+    if (index !== undefined) tx.putJSON(key.applied(), { index })
+    const ops = tx.ops()
+    if (ops.length > 0) await this.kv.batch(ops, { sync: this.opts.sync })
+    return result
+  }
+
+  private async exec (tx: Tx, c: Command): Promise<CommandResult> {
+    switch (c.type) {
+      case 'CreateUpload': {
+        const rec: UploadRecord = { repo: c.repo, owner: c.owner, at: c.at, algorithm: c.algorithm }
+        tx.putJSON(key.upload(c.id), rec)
+        return { ok: true }
+      }
+      case 'DeleteUpload': {
+        if (await tx.get(key.upload(c.id)) === undefined) throw new FlotillaError('BLOB_UPLOAD_UNKNOWN', `upload ${c.id} is unknown`)
+        tx.del(key.upload(c.id))
+        return { ok: true }
+      }
+      case 'LinkBlob': {
+        if (c.uploadId !== undefined) {
+          const up = await tx.getJSON<UploadRecord>(key.upload(c.uploadId))
+          if (up === undefined || up.repo !== c.repo) throw new FlotillaError('BLOB_UPLOAD_UNKNOWN', `upload ${c.uploadId} is unknown in ${c.repo}`)
+          tx.del(key.upload(c.uploadId))
+        }
+        await this.link(tx, c.repo, c.digest, c.size, c.at)
+        return { ok: true }
+      }
+      case 'UnlinkBlob': {
+        if (await tx.get(key.link(c.repo, c.digest)) === undefined) throw new FlotillaError('BLOB_UNKNOWN', `blob ${c.digest} is not in ${c.repo}`)
+        tx.del(key.link(c.repo, c.digest))
+        const b = await tx.getJSON<{ size: number; links: number }>(key.blob(c.digest))
+        // links reaching zero leaves the record for garbage collection to find.
+        if (b !== undefined) tx.putJSON(key.blob(c.digest), { size: b.size, links: Math.max(0, b.links - 1) })
+        return { ok: true }
+      }
+      case 'PutManifest':
+        return await this.putManifest(tx, c)
+      case 'DeleteTag': {
+        const t = await tx.getJSON<{ digest: string }>(key.tag(c.repo, c.tag))
+        if (t === undefined) throw new FlotillaError('MANIFEST_UNKNOWN', `tag ${c.tag} is unknown in ${c.repo}`)
+        tx.del(key.tag(c.repo, c.tag))
+        tx.del(key.tagsOf(c.repo, t.digest, c.tag))
+        return { ok: true }
+      }
+      case 'DeleteManifest': {
+        const m = await tx.getJSON<ManifestRecord>(key.manifest(c.repo, c.digest))
+        if (m === undefined) throw new FlotillaError('MANIFEST_UNKNOWN', `manifest ${c.digest} is unknown in ${c.repo}`)
+        tx.del(key.manifest(c.repo, c.digest))
+        tx.del(key.body(c.repo, c.digest))
+        const prefix = key.tagsOfPrefix(c.repo, c.digest)
+        for (const k of await tx.keys(prefix)) {
+          tx.del(k)
+          tx.del(key.tag(c.repo, k.slice(prefix.length)))
+        }
+        if (m.subject !== undefined) tx.del(key.referrer(c.repo, m.subject, c.digest))
+        return { ok: true }
+      }
+    }
+  }
+
+  private async link (tx: Tx, repo: string, digest: string, size: number, at: number): Promise<void> {
+    await this.ensureRepo(tx, repo, at)
+    if (await tx.get(key.link(repo, digest)) !== undefined) return
+    tx.putJSON(key.link(repo, digest), { size, at })
+    const b = await tx.getJSON<{ size: number; links: number }>(key.blob(digest))
+    tx.putJSON(key.blob(digest), { size, links: (b?.links ?? 0) + 1 })
+  }
+
+  private async ensureRepo (tx: Tx, repo: string, at: number): Promise<void> {
+    if (await tx.get(key.repo(repo)) === undefined) tx.putJSON(key.repo(repo), { at })
+  }
+
+  private async putManifest (tx: Tx, c: Extract<Command, { type: 'PutManifest' }>): Promise<CommandResult> {
+    // Checked here, not only by the HTTP layer, so a blob deleted by a command
+    // committed just before this one cannot leave a dangling manifest.
+    for (const d of c.blobs) {
+      if (await tx.get(key.link(c.repo, d)) === undefined) {
+        throw new FlotillaError('MANIFEST_BLOB_UNKNOWN', `manifest references blob ${d}, which is not in ${c.repo}: push the blob first`, { digest: d })
+      }
+    }
+    for (const d of c.manifests) {
+      if (await tx.get(key.manifest(c.repo, d)) === undefined) {
+        throw new FlotillaError('MANIFEST_BLOB_UNKNOWN', `index references manifest ${d}, which is not in ${c.repo}: push the child manifest first`, { digest: d })
+      }
+    }
+    await this.ensureRepo(tx, c.repo, c.at)
+    const body = Buffer.from(c.body, 'base64')
+    const rec: ManifestRecord = { mediaType: c.mediaType, size: body.length, at: c.at, blobs: c.blobs, manifests: c.manifests }
+    if (c.subject !== undefined) rec.subject = c.subject
+    if (c.artifactType !== undefined) rec.artifactType = c.artifactType
+    if (c.annotations !== undefined) rec.annotations = c.annotations
+    tx.putJSON(key.manifest(c.repo, c.digest), rec)
+    tx.put(key.body(c.repo, c.digest), body)
+    for (const tag of c.tags) {
+      const old = await tx.getJSON<{ digest: string }>(key.tag(c.repo, tag))
+      if (old !== undefined && old.digest !== c.digest) tx.del(key.tagsOf(c.repo, old.digest, tag))
+      tx.putJSON(key.tag(c.repo, tag), { digest: c.digest, at: c.at })
+      tx.putJSON(key.tagsOf(c.repo, c.digest, tag), {})
+    }
+    if (c.subject !== undefined) {
+      const desc: DescriptorRecord = { mediaType: c.mediaType, digest: c.digest, size: body.length }
+      if (c.artifactType !== undefined) desc.artifactType = c.artifactType
+      if (c.annotations !== undefined) desc.annotations = c.annotations
+      tx.putJSON(key.referrer(c.repo, c.subject, c.digest), desc)
+    }
+    return { ok: true }
+  }
+}

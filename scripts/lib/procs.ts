@@ -1,0 +1,131 @@
+/**
+ * Start and stop the processes that tests and benchmarks drive: Flotilla nodes and the
+ * CNCF reference registry, each as a real process on 127.0.0.1.
+ */
+import { spawn, type ChildProcess } from 'node:child_process'
+import { createServer } from 'node:net'
+import { mkdtemp, mkdir, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join, dirname, resolve } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { createWriteStream } from 'node:fs'
+
+export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..')
+
+/** A port that was free a moment ago (the kernel picks it). */
+export async function freePort (): Promise<number> {
+  return await new Promise((resolve, reject) => {
+    const srv = createServer()
+    srv.unref()
+    srv.on('error', reject)
+    srv.listen(0, '127.0.0.1', () => {
+      const addr = srv.address()
+      const port = typeof addr === 'object' && addr !== null ? addr.port : 0
+      srv.close(() => resolve(port))
+    })
+  })
+}
+
+export async function tempDir (prefix = 'flotilla-'): Promise<string> {
+  return await mkdtemp(join(tmpdir(), prefix))
+}
+
+/** Poll `url` until it answers with a status below 500 (401 counts as up), or time out. */
+export async function waitForHttp (url: string, timeoutMs = 20_000, proc?: ChildProcess): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  let last: unknown
+  while (Date.now() < deadline) {
+    if (proc !== undefined && proc.exitCode !== null) throw new Error(`process exited with ${proc.exitCode} before ${url} answered`)
+    try {
+      const res = await fetch(url)
+      await res.arrayBuffer()
+      if (res.status < 500) return
+      last = new Error(`status ${res.status}`)
+    } catch (err) { last = err }
+    await new Promise((r) => setTimeout(r, 100))
+  }
+  throw new Error(`${url} did not come up within ${timeoutMs} ms: ${String(last)}`)
+}
+
+export interface RunningRegistry {
+  /** host:port, as clients name the registry. */
+  host: string
+  /** http://host:port */
+  url: string
+  dataDir: string
+  proc: ChildProcess
+  /** SIGTERM and wait for exit. */
+  stop (): Promise<void>
+  /** Send a signal (SIGKILL for crash tests) and wait for exit. */
+  kill (signal?: NodeJS.Signals): Promise<void>
+}
+
+function exited (proc: ChildProcess): Promise<void> {
+  if (proc.exitCode !== null || proc.signalCode !== null) return Promise.resolve()
+  return new Promise((resolve) => proc.once('exit', () => resolve()))
+}
+
+function wrap (proc: ChildProcess, host: string, dataDir: string): RunningRegistry {
+  return {
+    host,
+    url: `http://${host}`,
+    dataDir,
+    proc,
+    async stop () { proc.kill('SIGTERM'); await exited(proc) },
+    async kill (signal: NodeJS.Signals = 'SIGKILL') { proc.kill(signal); await exited(proc) },
+  }
+}
+
+export interface FlotillaOptions {
+  dataDir?: string
+  port?: number
+  /** Extra CLI arguments after `serve`. */
+  args?: string[]
+  env?: Record<string, string>
+  /** Where the node's stdout/stderr go (default: DATA/../node-PORT.log). */
+  logFile?: string
+}
+
+/** Start `flotilla serve` as its own process and wait until GET /v2/ answers. */
+export async function startFlotilla (opts: FlotillaOptions = {}): Promise<RunningRegistry> {
+  const dataDir = opts.dataDir ?? join(await tempDir(), 'data')
+  const port = opts.port ?? await freePort()
+  const host = `127.0.0.1:${port}`
+  const proc = spawn(process.execPath, [join(ROOT, 'bin', 'flotilla.mjs'), 'serve', '--data', dataDir, '--listen', host, ...(opts.args ?? [])], {
+    cwd: ROOT,
+    env: { ...process.env, FLOTILLA_LOG_LEVEL: process.env.FLOTILLA_LOG_LEVEL ?? 'info', ...opts.env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  const log = createWriteStream(opts.logFile ?? join(dirname(dataDir), `node-${port}.log`), { flags: 'a' })
+  proc.stdout?.pipe(log)
+  proc.stderr?.pipe(log)
+  await waitForHttp(`http://${host}/v2/`, 30_000, proc)
+  return wrap(proc, host, dataDir)
+}
+
+/**
+ * Start the CNCF reference registry (Debian's docker-registry 2.8.2) on a fresh dir.
+ * `baseDir` (for config and log) lets a restart reuse its first run's dir instead of leaking a new one.
+ */
+export async function startReference (opts: { dataDir?: string; port?: number; baseDir?: string } = {}): Promise<RunningRegistry> {
+  const base = opts.baseDir ?? await tempDir('reference-')
+  const dataDir = opts.dataDir ?? join(base, 'data')
+  await mkdir(dataDir, { recursive: true })
+  const port = opts.port ?? await freePort()
+  const host = `127.0.0.1:${port}`
+  const config = join(base, 'config.yml')
+  await writeFile(config, [
+    'version: 0.1',
+    'log: {level: error}',
+    'storage:',
+    `  filesystem: {rootdirectory: ${dataDir}}`,
+    '  delete: {enabled: true}',
+    `http: {addr: ${host}}`,
+    '',
+  ].join('\n'))
+  const proc = spawn('docker-registry', ['serve', config], { stdio: ['ignore', 'ignore', 'pipe'] })
+  const log = createWriteStream(join(base, 'registry.log'), { flags: 'a' })
+  proc.stderr?.pipe(log)
+  await waitForHttp(`http://${host}/v2/`, 20_000, proc)
+  return wrap(proc, host, dataDir)
+}

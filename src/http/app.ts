@@ -1,0 +1,57 @@
+/**
+ * The Koa application: middleware in the order a request meets it, then the routes.
+ */
+import Koa from 'koa'
+import Router from '@koa/router'
+import type { Logger } from 'pino'
+import { Registry as MetricsRegistry, Counter, Histogram, collectDefaultMetrics } from 'prom-client'
+import { errors, registryHeaders, requestLog } from './middleware.js'
+import { v2Routes } from './routes.js'
+import type { RegistryDeps } from './deps.js'
+
+export interface AppOptions {
+  deps: RegistryDeps
+  log: Logger
+  /** Answers /readyz: false while the node is not yet able to serve. */
+  ready: () => boolean
+}
+
+export function createMetrics (): { registry: MetricsRegistry; requests: Counter<'method' | 'status'>; duration: Histogram<'method'> } {
+  const registry = new MetricsRegistry()
+  collectDefaultMetrics({ register: registry, prefix: 'flotilla_' })
+  const requests = new Counter({ name: 'flotilla_http_requests_total', help: 'HTTP requests by method and status', labelNames: ['method', 'status'] as const, registers: [registry] })
+  const duration = new Histogram({ name: 'flotilla_http_request_duration_seconds', help: 'HTTP request duration', labelNames: ['method'] as const, buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30], registers: [registry] })
+  return { registry, requests, duration }
+}
+
+export function createApp (opts: AppOptions): Koa {
+  const app = new Koa({ proxy: false })
+  // Koa would print errors itself; our error middleware logs them once, through pino.
+  app.silent = true
+  const metrics = createMetrics()
+  app.use(requestLog(opts.log))
+  app.use(async (ctx, next) => {
+    const end = metrics.duration.startTimer({ method: ctx.method })
+    try { await next() } finally {
+      end()
+      metrics.requests.inc({ method: ctx.method, status: String(ctx.status) })
+    }
+  })
+  app.use(errors(opts.log))
+
+  const ops = new Router()
+  ops.get('/healthz', (ctx) => { ctx.body = { status: 'ok' } })
+  ops.get('/readyz', (ctx) => {
+    const ready = opts.ready()
+    ctx.status = ready ? 200 : 503
+    ctx.body = { ready }
+  })
+  ops.get('/metrics', async (ctx) => {
+    ctx.type = metrics.registry.contentType
+    ctx.body = await metrics.registry.metrics()
+  })
+  app.use(ops.routes())
+  app.use(registryHeaders)
+  app.use(v2Routes(opts.deps))
+  return app
+}

@@ -1,0 +1,76 @@
+/**
+ * end-2 (GET/HEAD a blob, with Range) and end-10 (DELETE a blob from a repository).
+ */
+import type { Context } from 'koa'
+import { FlotillaError } from '../../storage/errors.js'
+import { parseDigest, type RepositoryName } from '../../storage/reference.js'
+import type { ByteRange } from '../../storage/blobs/blob-store.js'
+import { submit, type RegistryDeps } from './deps.js'
+
+/**
+ * Parse a single `Range: bytes=…` request against a blob of `size` bytes.
+ * Returns undefined for no (or an ignorable, multi-part) range; throws 416 when unsatisfiable.
+ */
+export function parseRange (header: string, size: number): ByteRange | undefined {
+  if (header === '') return undefined
+  const m = /^bytes=(\d*)-(\d*)$/.exec(header.trim())
+  if (m === null) {
+    // RFC 9110: a syntactically invalid or multi-range request may be ignored; serve the whole blob.
+    return undefined
+  }
+  const [, a, b] = m
+  let start: number
+  let end: number
+  if (a === '' && b === '') return undefined
+  if (a === '') {
+    const suffix = Number(b)
+    if (suffix === 0) throw new FlotillaError('RANGE_NOT_SATISFIABLE', 'an empty suffix range selects no bytes', { size })
+    start = Math.max(0, size - suffix)
+    end = size - 1
+  } else {
+    start = Number(a)
+    end = b === '' ? size - 1 : Math.min(Number(b), size - 1)
+    if (b !== '' && Number(b) < start) return undefined
+  }
+  if (!Number.isSafeInteger(start) || start >= size) {
+    throw new FlotillaError('RANGE_NOT_SATISFIABLE', `range ${header} starts beyond the blob's ${size} bytes`, { size })
+  }
+  return { start, end }
+}
+
+export async function get (ctx: Context, deps: RegistryDeps, name: RepositoryName, param: string): Promise<void> {
+  const digest = parseDigest(param)
+  await deps.sink.barrier()
+  const linked = await deps.queries.linkedBlob(name, digest)
+  if (linked === undefined) throw new FlotillaError('BLOB_UNKNOWN', `blob ${digest} is not in ${name}`, { digest })
+  const info = await deps.blobs.stat(digest)
+  if (info === undefined) throw new FlotillaError('BLOB_UNKNOWN', `blob ${digest} is not stored on this node`, { digest })
+  const range = parseRange(ctx.get('range'), info.size)
+  ctx.set('Docker-Content-Digest', digest)
+  ctx.set('ETag', `"${digest}"`)
+  ctx.set('Accept-Ranges', 'bytes')
+  ctx.set('Cache-Control', 'max-age=31536000')
+  ctx.type = 'application/octet-stream'
+  if (range !== undefined) {
+    ctx.status = 206
+    ctx.set('Content-Range', `bytes ${range.start}-${range.end}/${info.size}`)
+  } else {
+    ctx.status = 200
+  }
+  const length = range === undefined ? info.size : range.end - range.start + 1
+  if (ctx.method === 'HEAD') {
+    ctx.set('Content-Length', String(length))
+    return
+  }
+  ctx.body = await deps.blobs.read(digest, range)
+  ctx.length = length
+}
+
+export async function remove (ctx: Context, deps: RegistryDeps, name: RepositoryName, param: string): Promise<void> {
+  const digest = parseDigest(param)
+  if (!deps.deleteEnabled) throw new FlotillaError('METHOD_NOT_ALLOWED', 'deletes are disabled on this registry (storage.delete: false)')
+  await submit(deps, { type: 'UnlinkBlob', repo: name, digest })
+  ctx.status = 202
+  ctx.set('Content-Length', '0')
+  ctx.body = ''
+}

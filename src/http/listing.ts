@@ -1,0 +1,60 @@
+/**
+ * Listings: end-8a/8b (tags), the catalog, and end-12a/12b (referrers).
+ */
+import type { Context } from 'koa'
+import { FlotillaError } from '../../storage/errors.js'
+import { parseDigest, type RepositoryName } from '../../storage/reference.js'
+import { MediaType } from '../oci/manifest.js'
+import type { RegistryDeps } from './deps.js'
+
+const MAX_PAGE = 10_000
+
+function pageParams (ctx: Context): { n?: number; last?: string } {
+  const out: { n?: number; last?: string } = {}
+  const n = ctx.query.n
+  if (n !== undefined) {
+    if (Array.isArray(n) || !/^\d{1,9}$/.test(n)) throw new FlotillaError('PAGINATION_INVALID', `n must be a non-negative integer, got ${JSON.stringify(n)}`)
+    out.n = Math.min(Number(n), MAX_PAGE)
+  }
+  const last = ctx.query.last
+  if (last !== undefined) {
+    if (Array.isArray(last)) throw new FlotillaError('PAGINATION_INVALID', 'last given more than once')
+    out.last = last
+  }
+  return out
+}
+
+function nextLink (path: string, n: number, last: string): string {
+  return `<${path}?n=${n}&last=${encodeURIComponent(last)}>; rel="next"`
+}
+
+export async function tags (ctx: Context, deps: RegistryDeps, name: RepositoryName): Promise<void> {
+  const page = pageParams(ctx)
+  await deps.sink.barrier()
+  if (!await deps.queries.repoExists(name)) throw new FlotillaError('NAME_UNKNOWN', `repository ${name} is not known to this registry`, { name })
+  const result = page.n === 0 ? { items: [], more: false } : await deps.queries.tags(name, page)
+  if (result.more) ctx.set('Link', nextLink(`/v2/${name}/tags/list`, page.n!, result.items[result.items.length - 1]!))
+  ctx.status = 200
+  ctx.body = { name, tags: result.items }
+}
+
+export async function catalog (ctx: Context, deps: RegistryDeps): Promise<void> {
+  const page = pageParams(ctx)
+  await deps.sink.barrier()
+  const result = page.n === 0 ? { items: [], more: false } : await deps.queries.repositories(page)
+  if (result.more) ctx.set('Link', nextLink('/v2/_catalog', page.n!, result.items[result.items.length - 1]!))
+  ctx.status = 200
+  ctx.body = { repositories: result.items }
+}
+
+export async function referrers (ctx: Context, deps: RegistryDeps, name: RepositoryName, param: string): Promise<void> {
+  const subject = parseDigest(param)
+  const at = ctx.query.artifactType
+  if (Array.isArray(at)) throw new FlotillaError('BAD_REQUEST', 'artifactType given more than once')
+  await deps.sink.barrier()
+  const list = await deps.queries.referrers(name, subject, at)
+  if (at !== undefined) ctx.set('OCI-Filters-Applied', 'artifactType')
+  ctx.status = 200
+  ctx.type = MediaType.OciIndex
+  ctx.body = JSON.stringify({ schemaVersion: 2, mediaType: MediaType.OciIndex, manifests: list })
+}

@@ -1,0 +1,97 @@
+/**
+ * end-3 (GET/HEAD a manifest by tag or digest), end-7 (PUT) and end-9 (DELETE).
+ */
+import type { Context } from 'koa'
+import { createHash } from 'node:crypto'
+import type { Readable } from 'node:stream'
+import { FlotillaError } from '../../storage/errors.js'
+import { digestAlgorithm, digestOf, parseReference, parseTag, type RepositoryName } from '../../storage/reference.js'
+import { parseManifest } from '../oci/manifest.js'
+import { submit, type RegistryDeps } from './deps.js'
+
+/** Read a request body into memory, refusing more than `max` bytes. */
+export async function readLimited (req: Readable, max: number): Promise<Buffer> {
+  const chunks: Buffer[] = []
+  let total = 0
+  for await (const chunk of req) {
+    const b = chunk as Buffer
+    total += b.length
+    if (total > max) {
+      req.destroy()
+      throw new FlotillaError('MANIFEST_TOO_LARGE', `manifest is larger than the ${max}-byte limit`)
+    }
+    chunks.push(b)
+  }
+  return Buffer.concat(chunks, total)
+}
+
+export async function get (ctx: Context, deps: RegistryDeps, name: RepositoryName, param: string): Promise<void> {
+  const ref = parseReference(param)
+  await deps.sink.barrier()
+  const digest = ref.kind === 'digest' ? ref.digest : await deps.queries.resolveTag(name, ref.tag)
+  if (digest === undefined) throw new FlotillaError('MANIFEST_UNKNOWN', `manifest ${param} is unknown in ${name}`, { tag: param })
+  const rec = await deps.queries.manifest(name, digest)
+  const body = rec === undefined ? undefined : await deps.queries.manifestBody(name, digest)
+  if (rec === undefined || body === undefined) throw new FlotillaError('MANIFEST_UNKNOWN', `manifest ${param} is unknown in ${name}`, { digest })
+  ctx.status = 200
+  ctx.set('Docker-Content-Digest', digest)
+  ctx.set('ETag', `"${digest}"`)
+  ctx.type = rec.mediaType
+  if (ctx.method === 'HEAD') {
+    ctx.set('Content-Length', String(body.length))
+    return
+  }
+  ctx.body = Buffer.from(body.buffer, body.byteOffset, body.byteLength)
+}
+
+export async function put (ctx: Context, deps: RegistryDeps, name: RepositoryName, param: string): Promise<void> {
+  const ref = parseReference(param)
+  const extraTags: string[] = []
+  const q = ctx.query.tag
+  for (const t of q === undefined ? [] : Array.isArray(q) ? q : [q]) extraTags.push(parseTag(t))
+  const max = deps.limits.manifestMaxBytes
+  const declared = ctx.get('content-length')
+  if (declared !== '' && Number(declared) > max) {
+    throw new FlotillaError('MANIFEST_TOO_LARGE', `manifest of ${declared} bytes is larger than the ${max}-byte limit`)
+  }
+  const body = await readLimited(ctx.req, max)
+  if (body.length === 0) throw new FlotillaError('MANIFEST_INVALID', 'the manifest body is empty')
+  const parsed = parseManifest(body, ctx.get('content-type') || undefined)
+  const alg = ref.kind === 'digest' ? digestAlgorithm(ref.digest) : 'sha256'
+  const digest = digestOf(alg, createHash(alg).update(body).digest('hex'))
+  if (ref.kind === 'digest' && ref.digest !== digest) {
+    throw new FlotillaError('DIGEST_INVALID', `manifest digest ${digest} does not match ${ref.digest} in the URL`)
+  }
+  const tags = [...new Set([...(ref.kind === 'tag' ? [ref.tag] : []), ...extraTags])]
+  const cmd: Parameters<typeof submit>[1] = {
+    type: 'PutManifest',
+    repo: name,
+    digest,
+    body: body.toString('base64'),
+    mediaType: parsed.mediaType,
+    tags,
+    blobs: parsed.blobs,
+    manifests: parsed.manifests,
+    at: deps.now(),
+  }
+  if (parsed.subject !== undefined) cmd.subject = parsed.subject
+  if (parsed.artifactType !== undefined) cmd.artifactType = parsed.artifactType
+  if (parsed.annotations !== undefined) cmd.annotations = parsed.annotations
+  await submit(deps, cmd)
+  ctx.status = 201
+  ctx.set('Location', `/v2/${name}/manifests/${digest}`)
+  ctx.set('Docker-Content-Digest', digest)
+  if (parsed.subject !== undefined) ctx.set('OCI-Subject', parsed.subject)
+  ctx.set('Content-Length', '0')
+  ctx.body = ''
+}
+
+export async function remove (ctx: Context, deps: RegistryDeps, name: RepositoryName, param: string): Promise<void> {
+  const ref = parseReference(param)
+  if (!deps.deleteEnabled) throw new FlotillaError('METHOD_NOT_ALLOWED', 'deletes are disabled on this registry (storage.delete: false)')
+  if (ref.kind === 'digest') await submit(deps, { type: 'DeleteManifest', repo: name, digest: ref.digest })
+  else await submit(deps, { type: 'DeleteTag', repo: name, tag: ref.tag })
+  ctx.status = 202
+  ctx.set('Content-Length', '0')
+  ctx.body = ''
+}

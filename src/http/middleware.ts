@@ -1,0 +1,78 @@
+/**
+ * Cross-cutting middleware: one log line per request, error rendering through the one
+ * error table, and the headers every registry response carries.
+ */
+import type { Context, Next } from 'koa'
+import type { Logger } from 'pino'
+import { randomUUID } from 'node:crypto'
+import { ERRORS, FlotillaError, type ErrorCode } from '../../storage/errors.js'
+
+/** One JSON line per request, written when the response has finished (or the client went away). */
+export function requestLog (log: Logger) {
+  return async function requestLogMiddleware (ctx: Context, next: Next): Promise<void> {
+    const started = process.hrtime.bigint()
+    const id = ctx.get('x-request-id') !== '' ? ctx.get('x-request-id').slice(0, 128) : randomUUID()
+    ctx.state.requestId = id
+    ctx.set('X-Request-Id', id)
+    let logged = false
+    const done = (event: string): void => {
+      if (logged) return
+      logged = true
+      const ms = Number(process.hrtime.bigint() - started) / 1e6
+      const entry = {
+        req: { id, method: ctx.method, url: ctx.originalUrl, remote: ctx.ip, ua: ctx.get('user-agent') || undefined },
+        res: { status: ctx.status, bytes: ctx.response.length },
+        ms: Math.round(ms * 1000) / 1000,
+        err: ctx.state.errorCode as string | undefined,
+        event,
+      }
+      if (ctx.status >= 500) log.error(entry, 'request'); else log.info(entry, 'request')
+    }
+    ctx.res.once('finish', () => done('finish'))
+    ctx.res.once('close', () => done(ctx.res.writableFinished ? 'finish' : 'aborted'))
+    await next()
+  }
+}
+
+export function renderError (ctx: Context, err: FlotillaError): void {
+  ctx.status = err.status
+  ctx.state.errorCode = err.code
+  ctx.set('Content-Type', 'application/json')
+  if (err.code === 'RANGE_NOT_SATISFIABLE' && typeof (err.detail as { size?: number } | undefined)?.size === 'number') {
+    ctx.set('Content-Range', `bytes */${(err.detail as { size: number }).size}`)
+  }
+  const entry: Record<string, unknown> = { code: err.ociCode, message: err.message }
+  if (err.detail !== undefined) entry.detail = err.detail
+  ctx.body = { errors: [entry] }
+}
+
+/** Render every thrown error as `{"errors":[…]}`. Unknown errors are logged and become 500. */
+export function errors (log: Logger) {
+  return async function errorMiddleware (ctx: Context, next: Next): Promise<void> {
+    try {
+      await next()
+    } catch (err) {
+      if (err instanceof FlotillaError) return renderError(ctx, err)
+      const e = err as { status?: number; expose?: boolean; message?: string; code?: string }
+      if (e.code === 'ECONNRESET' || e.code === 'ERR_STREAM_PREMATURE_CLOSE' || e.message === 'aborted') {
+        // The client went away mid-request: nothing to answer.
+        ctx.state.errorCode = 'CLIENT_ABORTED'
+        ctx.status = 400
+        return
+      }
+      if (typeof e.status === 'number' && e.status >= 400 && e.status < 500) {
+        const code: ErrorCode = e.status === 413 ? 'MANIFEST_TOO_LARGE' : e.status === 404 ? 'NOT_FOUND' : 'BAD_REQUEST'
+        renderError(ctx, new FlotillaError(code, e.expose === true && e.message !== undefined ? e.message : ERRORS[code].message))
+        ctx.status = e.status
+        return
+      }
+      log.error({ err, req: { id: ctx.state.requestId, method: ctx.method, url: ctx.originalUrl } }, 'unhandled error')
+      renderError(ctx, new FlotillaError('INTERNAL', 'internal error: see the node log for request ' + String(ctx.state.requestId)))
+    }
+  }
+}
+
+export async function registryHeaders (ctx: Context, next: Next): Promise<void> {
+  ctx.set('Docker-Distribution-API-Version', 'registry/2.0')
+  await next()
+}

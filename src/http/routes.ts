@@ -1,0 +1,86 @@
+/**
+ * The /v2/ dispatcher. Repository names contain slashes, so routes are matched from the
+ * right: the last path segments say what is addressed and everything before is the name.
+ *
+ *   /v2/                                    end-1
+ *   /v2/_catalog                            catalog
+ *   /v2/<name>/blobs/uploads/[<id>]         end-4a/4b/5/6/11/13, cancel
+ *   /v2/<name>/blobs/<digest>               end-2, end-10
+ *   /v2/<name>/manifests/<reference>        end-3, end-7, end-9
+ *   /v2/<name>/tags/list                    end-8a/8b
+ *   /v2/<name>/referrers/<digest>           end-12a/12b
+ */
+import type { Context, Next } from 'koa'
+import { FlotillaError } from '../../storage/errors.js'
+import { parseRepositoryName, type RepositoryName } from '../../storage/reference.js'
+import type { RegistryDeps } from './deps.js'
+import * as blobs from './blobs.js'
+import * as uploads from './uploads.js'
+import * as manifests from './manifests.js'
+import * as listing from './listing.js'
+
+export type Handler = (ctx: Context, deps: RegistryDeps, name: RepositoryName, param: string) => Promise<void>
+
+interface Route {
+  re: RegExp
+  methods: Partial<Record<string, Handler>>
+}
+
+const ROUTES: Route[] = [
+  { re: /^\/v2\/(.+)\/blobs\/uploads\/?$/, methods: { POST: uploads.start } },
+  { re: /^\/v2\/(.+)\/blobs\/uploads\/([^/]+)$/, methods: { GET: uploads.status, PATCH: uploads.patch, PUT: uploads.finish, DELETE: uploads.cancel } },
+  { re: /^\/v2\/(.+)\/blobs\/([^/]+)$/, methods: { GET: blobs.get, HEAD: blobs.get, DELETE: blobs.remove } },
+  { re: /^\/v2\/(.+)\/manifests\/([^/]+)$/, methods: { GET: manifests.get, HEAD: manifests.get, PUT: manifests.put, DELETE: manifests.remove } },
+  { re: /^\/v2\/(.+)\/tags\/list$/, methods: { GET: listing.tags } },
+  { re: /^\/v2\/(.+)\/referrers\/([^/]+)$/, methods: { GET: listing.referrers } },
+]
+
+export interface RouteMatch {
+  name: RepositoryName
+  param: string
+  handler: Handler
+}
+
+/** Find the route for a /v2/<name>/… path. Throws the spec's error for bad names or methods. */
+export function matchRoute (method: string, path: string): RouteMatch | undefined {
+  for (const route of ROUTES) {
+    const m = route.re.exec(path)
+    if (m === null) continue
+    let rawName: string
+    let param: string
+    try {
+      rawName = decodeURIComponent(m[1]!)
+      param = decodeURIComponent(m[2] ?? '')
+    } catch {
+      throw new FlotillaError('NAME_INVALID', 'the path is not valid percent-encoding')
+    }
+    const name = parseRepositoryName(rawName)
+    const handler = route.methods[method]
+    if (handler === undefined) {
+      throw new FlotillaError('METHOD_NOT_ALLOWED', `${method} is not allowed on ${path.replace(/^\/v2\/.+?\/(blobs|manifests|tags|referrers)/, '/v2/<name>/$1')}`)
+    }
+    return { name, param, handler }
+  }
+  return undefined
+}
+
+export function v2Routes (deps: RegistryDeps) {
+  return async function v2 (ctx: Context, next: Next): Promise<void> {
+    const path = ctx.path
+    if (path === '/v2' || path === '/v2/') {
+      if (ctx.method !== 'GET' && ctx.method !== 'HEAD') throw new FlotillaError('METHOD_NOT_ALLOWED', `${ctx.method} is not allowed on /v2/`)
+      ctx.status = 200
+      ctx.type = 'application/json'
+      ctx.body = '{}'
+      return
+    }
+    if (path === '/v2/_catalog') {
+      if (ctx.method !== 'GET') throw new FlotillaError('METHOD_NOT_ALLOWED', `${ctx.method} is not allowed on /v2/_catalog`)
+      return await listing.catalog(ctx, deps)
+    }
+    if (!path.startsWith('/v2/')) return await next()
+    const route = matchRoute(ctx.method, path)
+    if (route === undefined) throw new FlotillaError('NOT_FOUND', `no such endpoint: ${ctx.method} ${path.slice(0, 200)}`)
+    await route.handler(ctx, deps, route.name, route.param)
+  }
+}

@@ -1,0 +1,175 @@
+/**
+ * Blob uploads: end-4a/4b (POST, monolithic POST ?digest=), end-11 (mount), end-5 (PATCH,
+ * chunked with Content-Range or streamed without), end-6 (PUT, with an optional last chunk),
+ * end-13 (GET status) and cancel (DELETE).
+ *
+ * An upload's bytes stay on the node that opened it; its record (repository, owner) is
+ * metadata, so any node can tell where an upload lives and a restart forgets nothing.
+ */
+import type { Context } from 'koa'
+import { randomBytes } from 'node:crypto'
+import { FlotillaError } from '../../storage/errors.js'
+import { parseDigest, parseDigestAlgorithm, parseRepositoryName, type Digest, type RepositoryName } from '../../storage/reference.js'
+import type { UploadRecord } from '../../cluster/metadata/commands.js'
+import { submit, type RegistryDeps } from './deps.js'
+
+const UPLOAD_ID_RE = /^[A-Za-z0-9_-]{8,128}$/
+
+function queryString (ctx: Context, name: string): string | undefined {
+  const v = ctx.query[name]
+  if (v === undefined) return undefined
+  if (Array.isArray(v)) throw new FlotillaError('BAD_REQUEST', `query parameter ${name} given more than once`)
+  return v
+}
+
+function uploadLocation (name: string, id: string): string {
+  return `/v2/${name}/blobs/uploads/${id}`
+}
+
+function rangeHeader (size: number): string {
+  return `0-${size > 0 ? size - 1 : 0}`
+}
+
+function contentLength (ctx: Context): number | undefined {
+  const raw = ctx.get('content-length')
+  if (raw === '') return undefined
+  if (!/^\d+$/.test(raw)) throw new FlotillaError('SIZE_INVALID', `Content-Length ${JSON.stringify(raw.slice(0, 40))} is not a number`)
+  return Number(raw)
+}
+
+function hasBody (ctx: Context): boolean {
+  const len = contentLength(ctx)
+  return (len !== undefined && len > 0) || ctx.get('transfer-encoding') !== ''
+}
+
+function blobCreated (ctx: Context, name: string, digest: string): void {
+  ctx.status = 201
+  ctx.set('Location', `/v2/${name}/blobs/${digest}`)
+  ctx.set('Docker-Content-Digest', digest)
+  ctx.set('Content-Length', '0')
+  ctx.body = ''
+}
+
+async function session (deps: RegistryDeps, name: RepositoryName, id: string): Promise<UploadRecord> {
+  if (!UPLOAD_ID_RE.test(id)) throw new FlotillaError('BLOB_UPLOAD_UNKNOWN', `upload ${JSON.stringify(id.slice(0, 130))} is unknown`)
+  const rec = await deps.queries.upload(id)
+  if (rec === undefined || rec.repo !== name) throw new FlotillaError('BLOB_UPLOAD_UNKNOWN', `upload ${id} is unknown in ${name}: start a new one with POST /v2/${name}/blobs/uploads/`)
+  return rec
+}
+
+/** Parse `Content-Range: <start>-<end>` (inclusive) into the offset and length it promises. */
+export function parseContentRange (header: string): { offset: number; length: number } {
+  const m = /^(?:bytes[ =])?(\d+)-(\d+)(?:\/(?:\d+|\*))?$/.exec(header.trim())
+  if (m === null) throw new FlotillaError('UPLOAD_OUT_OF_ORDER', `malformed Content-Range ${JSON.stringify(header.slice(0, 80))}: expected <start>-<end>`)
+  const start = Number(m[1])
+  const end = Number(m[2])
+  if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || end < start) {
+    throw new FlotillaError('UPLOAD_OUT_OF_ORDER', `Content-Range ${header} is not a valid range`)
+  }
+  return { offset: start, length: end - start + 1 }
+}
+
+async function appendBody (ctx: Context, deps: RegistryDeps, id: string): Promise<number> {
+  const cr = ctx.get('content-range')
+  const len = contentLength(ctx)
+  const opts: { offset?: number; length?: number } = {}
+  if (cr !== '') {
+    const r = parseContentRange(cr)
+    if (len !== undefined && len !== r.length) {
+      throw new FlotillaError('SIZE_INVALID', `Content-Length ${len} does not match Content-Range ${cr} (${r.length} bytes)`)
+    }
+    opts.offset = r.offset
+    opts.length = r.length
+  } else if (len !== undefined) {
+    opts.length = len
+  }
+  try {
+    return await deps.uploads.append(id, ctx.req, opts)
+  } catch (err) {
+    if (err instanceof FlotillaError && err.code === 'UPLOAD_OUT_OF_ORDER') {
+      const size = await deps.uploads.size(id)
+      if (size !== undefined) ctx.set('Range', rangeHeader(size))
+      ctx.set('Location', uploadLocation(ctx.state.repoName as string, id))
+    }
+    throw err
+  }
+}
+
+export async function start (ctx: Context, deps: RegistryDeps, name: RepositoryName): Promise<void> {
+  ctx.state.repoName = name
+  const mount = queryString(ctx, 'mount')
+  if (mount !== undefined) {
+    const digest = parseDigest(mount)
+    const fromRaw = queryString(ctx, 'from')
+    const from = fromRaw === undefined ? undefined : parseRepositoryName(fromRaw)
+    const known = from === undefined ? await deps.queries.knownBlob(digest) : await deps.queries.linkedBlob(from, digest)
+    if (known !== undefined && await deps.blobs.stat(digest) !== undefined) {
+      await submit(deps, { type: 'LinkBlob', repo: name, digest, size: known.size, at: deps.now() })
+      return blobCreated(ctx, name, digest)
+    }
+    // Not mountable: fall back to a fresh upload session, as the spec allows (202).
+  }
+  const digestParam = queryString(ctx, 'digest')
+  if (digestParam !== undefined && mount === undefined) {
+    const digest = parseDigest(digestParam)
+    const expectedSize = contentLength(ctx)
+    const opts: { expected: Digest; expectedSize?: number } = { expected: digest }
+    if (expectedSize !== undefined) opts.expectedSize = expectedSize
+    const info = await deps.blobs.ingest(ctx.req, opts)
+    await submit(deps, { type: 'LinkBlob', repo: name, digest, size: info.size, at: deps.now() })
+    return blobCreated(ctx, name, digest)
+  }
+  const algRaw = queryString(ctx, 'digest-algorithm')
+  const algorithm = algRaw === undefined ? 'sha256' : parseDigestAlgorithm(algRaw)
+  const id = randomBytes(18).toString('base64url')
+  // The bytes' home first: a crash before the record leaves only an orphan file, swept at start.
+  await deps.uploads.create(id)
+  await submit(deps, { type: 'CreateUpload', id, repo: name, owner: deps.nodeId, algorithm, at: deps.now() })
+  ctx.status = 202
+  ctx.set('Location', uploadLocation(name, id))
+  ctx.set('Range', '0-0')
+  ctx.set('Docker-Upload-UUID', id)
+  ctx.set('Content-Length', '0')
+  ctx.body = ''
+}
+
+export async function status (ctx: Context, deps: RegistryDeps, name: RepositoryName, id: string): Promise<void> {
+  await session(deps, name, id)
+  const size = await deps.uploads.size(id)
+  if (size === undefined) throw new FlotillaError('BLOB_UPLOAD_UNKNOWN', `upload ${id} has no data on this node`)
+  ctx.status = 204
+  ctx.set('Location', uploadLocation(name, id))
+  ctx.set('Range', rangeHeader(size))
+  ctx.set('Docker-Upload-UUID', id)
+}
+
+export async function patch (ctx: Context, deps: RegistryDeps, name: RepositoryName, id: string): Promise<void> {
+  ctx.state.repoName = name
+  await session(deps, name, id)
+  const size = await appendBody(ctx, deps, id)
+  ctx.status = 202
+  ctx.set('Location', uploadLocation(name, id))
+  ctx.set('Range', rangeHeader(size))
+  ctx.set('Docker-Upload-UUID', id)
+  ctx.set('Content-Length', '0')
+  ctx.body = ''
+}
+
+export async function finish (ctx: Context, deps: RegistryDeps, name: RepositoryName, id: string): Promise<void> {
+  ctx.state.repoName = name
+  await session(deps, name, id)
+  const digestParam = queryString(ctx, 'digest')
+  if (digestParam === undefined) throw new FlotillaError('DIGEST_INVALID', 'the digest query parameter is required to complete an upload: PUT …?digest=sha256:<hex>')
+  const digest = parseDigest(digestParam)
+  if (hasBody(ctx)) await appendBody(ctx, deps, id)
+  const info = await deps.uploads.commit(id, digest, deps.blobs)
+  await submit(deps, { type: 'LinkBlob', repo: name, digest, size: info.size, uploadId: id, at: deps.now() })
+  blobCreated(ctx, name, digest)
+}
+
+export async function cancel (ctx: Context, deps: RegistryDeps, name: RepositoryName, id: string): Promise<void> {
+  await session(deps, name, id)
+  await submit(deps, { type: 'DeleteUpload', id })
+  await deps.uploads.remove(id)
+  ctx.status = 204
+}

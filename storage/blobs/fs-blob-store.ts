@@ -1,0 +1,179 @@
+/**
+ * BlobStore on a local filesystem. On-disk layout under ROOT:
+ *
+ *   ROOT/
+ *   ├── blobs/
+ *   │   ├── sha256/
+ *   │   │   └── ab/
+ *   │   │       └── abcdef…       committed blob, named by its hex digest; mode 0444, never rewritten
+ *   │   └── sha512/
+ *   │       └── 0f/
+ *   │           └── 0f12…
+ *   ├── tmp/
+ *   │   └── <random>              in-flight ingest; emptied by open()
+ *   └── uploads/                  upload sessions (FsUploadStore, same filesystem so commit is a rename)
+ *
+ * A blob becomes visible only by rename(2) of a complete, verified, fsynced file, so a crash
+ * (kill -9, power loss) at any moment leaves either the whole blob or nothing under blobs/;
+ * leftovers can only be in tmp/, which open() clears.
+ */
+import { createHash, randomBytes } from 'node:crypto'
+import { createReadStream } from 'node:fs'
+import { chmod, mkdir, open, readdir, rename, rm, stat, unlink, type FileHandle } from 'node:fs/promises'
+import { join } from 'node:path'
+import type { Readable } from 'node:stream'
+import { FlotillaError } from '../errors.js'
+import { digestAlgorithm, digestHex, digestOf, isDigest, type Digest, type DigestAlgorithm } from '../reference.js'
+import type { BlobInfo, BlobStore, ByteRange } from './blob-store.js'
+import { checkDigest, checkExpectedSize, ingestAlgorithm, satisfiableRange } from './checks.js'
+import { fsyncDir, READ_CHUNK, isErrno, writeHashed } from './fs-io.js'
+import { chunksOf, type Source } from './source.js'
+
+const ALGORITHMS: readonly DigestAlgorithm[] = ['sha256', 'sha512']
+
+export class FsBlobStore implements BlobStore {
+  readonly root: string
+  private readonly blobsDir: string
+  private readonly tmpDir: string
+  private opening: Promise<void> | undefined
+
+  constructor (root: string) {
+    this.root = root
+    this.blobsDir = join(root, 'blobs')
+    this.tmpDir = join(root, 'tmp')
+  }
+
+  /**
+   * Create the directories and discard in-flight ingests left by a previous process.
+   * Idempotent; ingest() calls it, so forgetting it costs nothing, but call it at startup
+   * before serving so tmp/ is cleared while nothing can be writing there.
+   */
+  async open (): Promise<void> {
+    this.opening ??= (async () => {
+      await rm(this.tmpDir, { recursive: true, force: true })
+      await mkdir(this.tmpDir, { recursive: true })
+      for (const alg of ALGORITHMS) await mkdir(join(this.blobsDir, alg), { recursive: true })
+    })()
+    // A failed open may be retried.
+    await this.opening.catch((err: unknown) => { this.opening = undefined; throw err })
+  }
+
+  /** Nothing to release: every handle is closed by the operation that opened it. */
+  async close (): Promise<void> {}
+
+  /** Where a committed blob lives. */
+  pathOf (digest: Digest): string {
+    const hex = digestHex(digest)
+    return join(this.blobsDir, digestAlgorithm(digest), hex.slice(0, 2), hex)
+  }
+
+  async stat (digest: Digest): Promise<BlobInfo | undefined> {
+    try {
+      const st = await stat(this.pathOf(digest))
+      return { digest, size: st.size }
+    } catch (err) {
+      if (isErrno(err, 'ENOENT')) return undefined
+      throw err
+    }
+  }
+
+  async read (digest: Digest, range?: ByteRange): Promise<Readable> {
+    let fh: FileHandle
+    // Open first, then fstat: a delete between the two cannot make us stream a missing file.
+    try {
+      fh = await open(this.pathOf(digest), 'r')
+    } catch (err) {
+      if (isErrno(err, 'ENOENT')) throw new FlotillaError('BLOB_UNKNOWN', `blob ${digest} unknown`, { digest })
+      throw err
+    }
+    try {
+      const { size } = await fh.stat()
+      const r = range === undefined ? undefined : satisfiableRange(range, size)
+      return createReadStream('', { fd: fh, start: r?.start, end: r?.end, highWaterMark: READ_CHUNK })
+    } catch (err) {
+      await fh.close()
+      throw err
+    }
+  }
+
+  async ingest (source: Source, opts: { expected?: Digest; expectedSize?: number; algorithm?: DigestAlgorithm; signal?: AbortSignal } = {}): Promise<BlobInfo> {
+    const algorithm = ingestAlgorithm(opts)
+    await this.open()
+    const tmp = join(this.tmpDir, randomBytes(16).toString('hex'))
+    const fh = await open(tmp, 'wx', 0o644)
+    let closed = false
+    try {
+      const hash = createHash(algorithm)
+      const size = await writeHashed(fh, 0, chunksOf(source, opts.signal), hash, opts.expectedSize)
+      checkExpectedSize(opts.expectedSize, size)
+      const digest = digestOf(algorithm, hash.digest('hex'))
+      checkDigest(opts.expected, digest)
+      await fh.sync()
+      closed = true
+      await fh.close()
+      return await this.adopt(tmp, { digest, size })
+    } catch (err) {
+      if (!closed) await fh.close().catch(() => {})
+      await rm(tmp, { force: true })
+      throw err
+    }
+  }
+
+  /**
+   * Move a complete file that the caller has already verified against `info.digest` and fsynced
+   * into its committed place (used by FsUploadStore.commit; `path` must be on this filesystem).
+   * If the blob is already there, the file is discarded: a blob is stored once.
+   */
+  async adopt (path: string, info: BlobInfo): Promise<BlobInfo> {
+    const dest = this.pathOf(info.digest)
+    if (await this.stat(info.digest) !== undefined) {
+      await rm(path, { force: true })
+      return info
+    }
+    await chmod(path, 0o444)
+    const shard = join(dest, '..')
+    const created = await mkdir(shard, { recursive: true })
+    // rename(2) replaces atomically, so a concurrent ingest of the same bytes is harmless.
+    await rename(path, dest)
+    await fsyncDir(shard)
+    if (created !== undefined) await fsyncDir(join(shard, '..'))
+    return info
+  }
+
+  /**
+   * Not fsynced: a blob that reappears after a crash is only garbage to collect again,
+   * while a lost blob would be data loss, which cannot happen here.
+   */
+  async delete (digest: Digest): Promise<boolean> {
+    try {
+      await unlink(this.pathOf(digest))
+      return true
+    } catch (err) {
+      if (isErrno(err, 'ENOENT')) return false
+      throw err
+    }
+  }
+
+  async * list (): AsyncIterable<BlobInfo> {
+    for (const alg of ALGORITHMS) {
+      for (const shard of await readdirIfAny(join(this.blobsDir, alg))) {
+        for (const name of await readdirIfAny(join(this.blobsDir, alg, shard))) {
+          const raw = `${alg}:${name}`
+          // Skip anything that is not a well-formed blob name in its right shard.
+          if (!isDigest(raw) || name.slice(0, 2) !== shard) continue
+          const info = await this.stat(raw)
+          if (info !== undefined) yield info
+        }
+      }
+    }
+  }
+}
+
+async function readdirIfAny (dir: string): Promise<string[]> {
+  try {
+    return (await readdir(dir)).sort()
+  } catch (err) {
+    if (isErrno(err, 'ENOENT')) return []
+    throw err
+  }
+}
