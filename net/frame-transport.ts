@@ -1,0 +1,167 @@
+/**
+ * Framed messages between peers over one long-lived libp2p stream per peer and direction,
+ * length-prefixed. Opening a stream costs milliseconds; Raft sends thousands of small
+ * messages, so a stream is opened once and reused until it breaks.
+ *
+ * Back-pressure: frames wait in a bounded queue per peer while the stream drains. When the
+ * queue is full the newest frames are dropped; the protocols above (Raft) tolerate loss
+ * and retransmit.
+ */
+import { lpStream, type LengthPrefixedStream } from '@libp2p/utils'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { multiaddr } from '@multiformats/multiaddr'
+import type { Stream } from '@libp2p/interface'
+import type { Host } from './host.js'
+
+export type FrameHandler = (from: string, bytes: Uint8Array) => void
+
+export interface FrameTransportOptions {
+  host: Host
+  protocol: string
+  /** Only frames from these peers are accepted. */
+  accept: (peerId: string) => boolean
+  /** Most bytes waiting for one peer before frames are dropped. Default 64 MiB. */
+  maxQueuedBytes?: number
+  /** Largest frame accepted. Default 16 MiB. */
+  maxFrameBytes?: number
+  onError?: (peer: string, err: unknown) => void
+}
+
+class PeerLink {
+  private queue: Uint8Array[] = []
+  private queued = 0
+  private pumping = false
+  private lp: LengthPrefixedStream<Stream> | undefined
+  private stream: Stream | undefined
+  dropped = 0
+  closed = false
+
+  constructor (private readonly peer: string, private readonly t: FrameTransport) {}
+
+  enqueue (bytes: Uint8Array): void {
+    if (this.closed) return
+    if (this.queued + bytes.length > this.t.maxQueuedBytes) { this.dropped++; return }
+    this.queue.push(bytes)
+    this.queued += bytes.length
+    if (!this.pumping) void this.pump()
+  }
+
+  private async pump (): Promise<void> {
+    this.pumping = true
+    try {
+      while (this.queue.length > 0 && !this.closed) {
+        if (this.lp === undefined) {
+          try {
+            this.stream = await this.t.host.dialProtocol(peerIdFromString(this.peer), this.t.protocol, { signal: AbortSignal.timeout(5000) })
+            this.lp = lpStream(this.stream, { maxDataLength: this.t.maxFrameBytes })
+          } catch (err) {
+            // Unreachable: drop what waits (Raft will resend) and let the next send retry.
+            this.dropped += this.queue.length
+            this.queue = []
+            this.queued = 0
+            this.t.onError?.(this.peer, err)
+            return
+          }
+        }
+        const frame = this.queue.shift()!
+        this.queued -= frame.length
+        try {
+          await this.lp.write(frame)
+        } catch (err) {
+          this.dropped++
+          this.reset()
+          this.t.onError?.(this.peer, err)
+        }
+      }
+    } finally {
+      this.pumping = false
+    }
+  }
+
+  reset (): void {
+    this.stream?.abort(new Error('frame stream reset'))
+    this.stream = undefined
+    this.lp = undefined
+  }
+
+  close (): void {
+    this.closed = true
+    this.queue = []
+    this.queued = 0
+    void this.stream?.close().catch(() => this.stream?.abort(new Error('closing')))
+  }
+}
+
+export class FrameTransport {
+  readonly host: Host
+  readonly protocol: string
+  readonly maxQueuedBytes: number
+  readonly maxFrameBytes: number
+  readonly onError: ((peer: string, err: unknown) => void) | undefined
+  private readonly accept: (peerId: string) => boolean
+  private readonly links = new Map<string, PeerLink>()
+  private handler: FrameHandler | undefined
+
+  constructor (opts: FrameTransportOptions) {
+    this.host = opts.host
+    this.protocol = opts.protocol
+    this.accept = opts.accept
+    this.maxQueuedBytes = opts.maxQueuedBytes ?? 64 * 1024 * 1024
+    this.maxFrameBytes = opts.maxFrameBytes ?? 16 * 1024 * 1024
+    this.onError = opts.onError
+  }
+
+  async start (): Promise<void> {
+    await this.host.handle(this.protocol, (stream, connection) => {
+      const from = connection.remotePeer.toString()
+      if (!this.accept(from)) { stream.abort(new Error('not a member')); return }
+      void this.readLoop(from, stream)
+    }, { maxInboundStreams: 64, runOnLimitedConnection: false })
+  }
+
+  private async readLoop (from: string, stream: Stream): Promise<void> {
+    const lp = lpStream(stream, { maxDataLength: this.maxFrameBytes })
+    try {
+      for (;;) {
+        const frame = await lp.read()
+        this.handler?.(from, frame.subarray())
+      }
+    } catch {
+      // End of stream or a broken connection: the sender reopens when it next sends.
+      stream.abort(new Error('read loop ended'))
+    }
+  }
+
+  /** Tell libp2p where a peer listens (from the membership records). */
+  async setAddresses (peerId: string, addrs: string[]): Promise<void> {
+    await this.host.peerStore.merge(peerIdFromString(peerId), { multiaddrs: addrs.map((a) => multiaddr(a)) })
+  }
+
+  send (to: string, bytes: Uint8Array): void {
+    let link = this.links.get(to)
+    if (link === undefined) { link = new PeerLink(to, this); this.links.set(to, link) }
+    link.enqueue(bytes)
+  }
+
+  onMessage (handler: FrameHandler): void {
+    this.handler = handler
+  }
+
+  /** Forget a peer (removed from the cluster): close its stream and drop what waits. */
+  forget (peerId: string): void {
+    this.links.get(peerId)?.close()
+    this.links.delete(peerId)
+  }
+
+  dropped (): number {
+    let n = 0
+    for (const l of this.links.values()) n += l.dropped
+    return n
+  }
+
+  async stop (): Promise<void> {
+    for (const l of this.links.values()) l.close()
+    this.links.clear()
+    await this.host.unhandle(this.protocol)
+  }
+}
