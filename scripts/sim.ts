@@ -4,7 +4,7 @@
  *   npm run sim -- --seeds 1000 [--from 1]    run seeds from..from+N-1; exit 0 only if all pass
  *   npm run sim -- --seed 42 [--trace]        replay one seed exactly (and print its event trace)
  *
- * Options: --nodes N (default: 3 or 5 from the seed), --rounds N (chaos/heal rounds, default 2),
+ * Options: --nodes N (default: 3 or 5 from the seed), --rounds N (chaos/heal rounds, default 3),
  * --report-loss (the transport reports lost messages to their sender), --verbose.
  */
 import { Command } from 'commander'
@@ -34,8 +34,9 @@ function options (seed: number, trace: boolean): SimOptions {
 function stats (r: SimResult): string {
   const s = r.stats
   return `${s.nodes} nodes, ${s.virtualMs} ms virtual, ${s.events} events, ${s.messages} msgs (${s.dropped} dropped), ` +
-    `${s.elections} elections, ${s.crashes} crashes, ${s.pauses} pauses, ${s.partitions} partitions, ` +
-    `${s.snapshotsInstalled} snapshots installed, ${s.ops} ops (${s.opsUnknown} unknown), ${s.reads} reads`
+    `${s.elections} elections, ${s.crashes} crashes, ${s.pauses} pauses, ${s.partitions} partitions, ${s.replacements} replacements, ` +
+    `${s.snapshotsInstalled} snapshots installed, ${s.ops} ops (${s.opsUnknown} unknown), ${s.reads} reads, ` +
+    `leader ≤ ${s.maxLeaderAfterHealMs} ms after heal`
 }
 
 function report (r: SimResult): void {
@@ -54,9 +55,11 @@ if (o.seed !== undefined) {
   const n = o.seeds ?? 100
   let passed = 0
   let failed = 0
+  let slowestLeader = 0
   const start = performance.now()
   for (let seed = o.from; seed < o.from + n; seed++) {
     const r = runSeed(options(seed, false))
+    slowestLeader = Math.max(slowestLeader, r.stats.maxLeaderAfterHealMs)
     if (r.ok) {
       passed++
       if (o.verbose) console.log(`ok seed ${seed}: ${stats(r)}`)
@@ -65,6 +68,6 @@ if (o.seed !== undefined) {
       report(r)
     }
   }
-  console.log(`${passed} passed, ${failed} failed (seeds ${o.from}..${o.from + n - 1}, ${((performance.now() - start) / 1000).toFixed(1)} s)`)
+  console.log(`${passed} passed, ${failed} failed (seeds ${o.from}..${o.from + n - 1}, ${((performance.now() - start) / 1000).toFixed(1)} s; slowest leader after a heal: ${slowestLeader} virtual ms)`)
   process.exitCode = failed === 0 ? 0 : 1
 }

@@ -4,7 +4,9 @@
 import { Command, Option } from 'commander'
 import { loadConfig, ConfigError } from './config.js'
 import { createLogger } from './logger.js'
-import { RegistryNode } from './node.js'
+import { RegistryNode, type JoinTarget } from './node.js'
+import { clusterCommands } from './cli/cluster.js'
+import { CliError } from './cli/client.js'
 
 const program = new Command()
 program
@@ -12,32 +14,53 @@ program
   .description('A container registry that runs as a cluster of equal peers.')
   .showHelpAfterError()
 
-program.command('serve')
-  .description('run a registry node (data in --data, HTTP API on --listen)')
-  .option('--data <dir>', 'data directory (default ./data, env FLOTILLA_DATA)')
-  .option('--listen <host:port>', 'HTTP address (default 127.0.0.1:5000, env FLOTILLA_LISTEN)')
-  .option('--config <file>', 'YAML configuration file (env FLOTILLA_CONFIG)')
-  .addOption(new Option('--log-level <level>', 'log level (env FLOTILLA_LOG_LEVEL)').choices(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']))
-  .action(async (opts: { data?: string; listen?: string; config?: string; logLevel?: string }) => {
-    const config = await loadConfig(opts)
-    const log = createLogger(config.log.level)
-    const node = await RegistryNode.open(config, log)
-    let stopping = false
-    const shutdown = (signal: string): void => {
-      if (stopping) return
-      stopping = true
-      log.info({ signal }, 'shutting down')
-      node.stop().then(() => process.exit(0), (err: unknown) => { log.error({ err }, 'shutdown failed'); process.exit(1) })
-    }
-    process.on('SIGTERM', () => shutdown('SIGTERM'))
-    process.on('SIGINT', () => shutdown('SIGINT'))
-    await node.start()
+interface ServeFlags { data?: string; listen?: string; p2p?: string; advertise?: string; config?: string; logLevel?: string }
+
+function serveOptions (cmd: Command): Command {
+  return cmd
+    .option('--data <dir>', 'data directory (default ./data, env FLOTILLA_DATA)')
+    .option('--listen <host:port>', 'HTTP address (default 127.0.0.1:5000, env FLOTILLA_LISTEN)')
+    .option('--p2p <host:port>', 'libp2p address for the cluster (default 127.0.0.1:0, env FLOTILLA_P2P)')
+    .option('--advertise <url>', 'HTTP URL other nodes use to reach this one (default http://<listen>)')
+    .option('--config <file>', 'YAML configuration file (env FLOTILLA_CONFIG)')
+    .addOption(new Option('--log-level <level>', 'log level (env FLOTILLA_LOG_LEVEL)').choices(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']))
+}
+
+async function serve (opts: ServeFlags, join?: JoinTarget): Promise<void> {
+  const config = await loadConfig(opts)
+  const log = createLogger(config.log.level)
+  const node = await RegistryNode.open(config, log, join)
+  let stopping = false
+  const shutdown = (signal: string): void => {
+    if (stopping) return
+    stopping = true
+    log.info({ signal }, 'shutting down')
+    node.stop().then(() => process.exit(0), (err: unknown) => { log.error({ err }, 'shutdown failed'); process.exit(1) })
+  }
+  process.on('SIGTERM', () => shutdown('SIGTERM'))
+  process.on('SIGINT', () => shutdown('SIGINT'))
+  await node.start()
+}
+
+serveOptions(program.command('serve'))
+  .description('run a registry node; a fresh data dir starts a new single-node cluster')
+  .action(async (opts: ServeFlags) => { await serve(opts) })
+
+serveOptions(program.command('join'))
+  .argument('<address>', 'HTTP URL of any member, e.g. http://10.0.0.1:5000')
+  .requiredOption('--token <token>', 'a join token from flotilla token')
+  .description('start a new node that joins an existing cluster (then restart it with flotilla serve --data DIR)')
+  .action(async (address: string, opts: ServeFlags & { token: string }) => {
+    if (!/^https?:\/\//.test(address)) throw new CliError(`join through a member's HTTP URL (http://HOST:PORT), not ${address}`)
+    await serve(opts, { url: address, token: opts.token })
   })
+
+clusterCommands(program)
 
 try {
   await program.parseAsync(process.argv)
 } catch (err) {
-  const msg = err instanceof ConfigError ? err.message : `flotilla: ${(err as Error).message}`
+  const msg = err instanceof ConfigError || err instanceof CliError ? err.message : `flotilla: ${(err as Error).message}`
   process.stderr.write(msg + '\n')
   process.exit(1)
 }

@@ -4,6 +4,11 @@
  *
  *   data: ./data                 FLOTILLA_DATA            --data DIR
  *   listen: 127.0.0.1:5000       FLOTILLA_LISTEN          --listen HOST:PORT
+ *   p2p: 127.0.0.1:0             FLOTILLA_P2P             --p2p HOST:PORT      (0: any free port)
+ *   advertise: http://<listen>   FLOTILLA_ADVERTISE       --advertise URL      (how peers reach our HTTP)
+ *   cluster:
+ *     reads: linearizable        FLOTILLA_READS                                (or local: may be stale)
+ *     replicas: (all members)    FLOTILLA_REPLICAS                             (copies of each blob)
  *   log:
  *     level: info                FLOTILLA_LOG_LEVEL       --log-level LEVEL
  *   storage:
@@ -12,16 +17,25 @@
  *     manifestMaxBytes: 4194304  FLOTILLA_MANIFEST_MAX_BYTES
  *   uploads:
  *     expireAfterHours: 24       FLOTILLA_UPLOAD_EXPIRE_HOURS
+ *   auth: …                    FLOTILLA_AUTH_*, FLOTILLA_INITIAL_ADMIN_PASSWORD  (src/auth/config.ts)
  */
 import { readFile } from 'node:fs/promises'
 import { parse as parseYaml } from 'yaml'
 import { z } from 'zod'
+import { AuthConfigSchema, AUTH_ENV } from './auth/config.js'
 
 const hostPort = z.string().regex(/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'expected HOST:PORT, e.g. 127.0.0.1:5000')
 
 export const ConfigSchema = z.object({
   data: z.string().min(1).default('./data'),
   listen: hostPort.default('127.0.0.1:5000'),
+  p2p: hostPort.default('127.0.0.1:0'),
+  advertise: z.string().url().optional(),
+  cluster: z.object({
+    reads: z.enum(['linearizable', 'local']).default('linearizable'),
+    /** Copies of each blob to keep; unset keeps one on every member. */
+    replicas: z.number().int().min(1).optional(),
+  }).strict().default({ reads: 'linearizable' }),
   log: z.object({
     level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
   }).strict().default({ level: 'info' }),
@@ -34,6 +48,8 @@ export const ConfigSchema = z.object({
   uploads: z.object({
     expireAfterHours: z.number().positive().default(24),
   }).strict().default({ expireAfterHours: 24 }),
+  /** Authentication and access control: src/auth/config.ts. */
+  auth: AuthConfigSchema,
 }).strict()
 
 export type Config = z.infer<typeof ConfigSchema>
@@ -67,16 +83,23 @@ function merge (base: Partial, over: Partial): Partial {
 const ENV: Array<[string, string[], (s: string) => unknown]> = [
   ['FLOTILLA_DATA', ['data'], (s) => s],
   ['FLOTILLA_LISTEN', ['listen'], (s) => s],
+  ['FLOTILLA_P2P', ['p2p'], (s) => s],
+  ['FLOTILLA_ADVERTISE', ['advertise'], (s) => s],
+  ['FLOTILLA_READS', ['cluster', 'reads'], (s) => s],
+  ['FLOTILLA_REPLICAS', ['cluster', 'replicas'], (s) => Number(s)],
   ['FLOTILLA_LOG_LEVEL', ['log', 'level'], (s) => s],
   ['FLOTILLA_DELETE_ENABLED', ['storage', 'delete'], (s) => s === 'true' || s === '1' ? true : s === 'false' || s === '0' ? false : s],
   ['FLOTILLA_MANIFEST_MAX_BYTES', ['limits', 'manifestMaxBytes'], (s) => Number(s)],
   ['FLOTILLA_UPLOAD_EXPIRE_HOURS', ['uploads', 'expireAfterHours'], (s) => Number(s)],
+  ...AUTH_ENV,
 ]
 
 export interface FlagValues {
   config?: string
   data?: string
   listen?: string
+  p2p?: string
+  advertise?: string
   logLevel?: string
 }
 
@@ -106,6 +129,8 @@ export async function loadConfig (flags: FlagValues, env: NodeJS.ProcessEnv = pr
   const fromFlags: Partial = {}
   if (flags.data !== undefined) fromFlags.data = flags.data
   if (flags.listen !== undefined) fromFlags.listen = flags.listen
+  if (flags.p2p !== undefined) fromFlags.p2p = flags.p2p
+  if (flags.advertise !== undefined) fromFlags.advertise = flags.advertise
   if (flags.logLevel !== undefined) set(fromFlags, ['log', 'level'], flags.logLevel)
   const merged = merge(merge(fromFile, fromEnv), fromFlags)
   const result = ConfigSchema.safeParse(merged)
@@ -114,6 +139,13 @@ export async function loadConfig (flags: FlagValues, env: NodeJS.ProcessEnv = pr
     throw new ConfigError(`invalid configuration: ${problems}. See the Configuration section of README.md.`)
   }
   return result.data
+}
+
+/** HOST:PORT as a libp2p TCP multiaddr. */
+export function toMultiaddr (hp: string): string {
+  const { host, port } = splitHostPort(hp)
+  const proto = host.includes(':') ? 'ip6' : /^[0-9.]+$/.test(host) ? 'ip4' : 'dns'
+  return `/${proto}/${host}/tcp/${port}`
 }
 
 export function splitHostPort (hp: string): { host: string; port: number } {

@@ -2,7 +2,8 @@
  * A Flotilla node: its stores, its state machine and its HTTP server, with a lifecycle.
  *
  *   DATA/
- *   ├── node-id          this node's identity (random, created once)
+ *   ├── p2p-key          this node's identity: an Ed25519 key, created once (net/identity.ts)
+ *   ├── raft/            the Raft log (cluster/cluster.ts)
  *   ├── blobs/           committed blobs, by digest (storage/blobs/fs-blob-store.ts)
  *   ├── tmp/             blobs being ingested; emptied at start
  *   ├── uploads/         upload sessions' bytes (storage/blobs/fs-upload-store.ts)
@@ -10,37 +11,28 @@
  */
 import { createServer, type Server } from 'node:http'
 import type { Socket } from 'node:net'
-import { mkdir, open, readFile, rename } from 'node:fs/promises'
+import { mkdir, readdir } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
-import { randomBytes } from 'node:crypto'
 import type { Logger } from 'pino'
 import { FsBlobStore } from '../storage/blobs/fs-blob-store.js'
 import { FsUploadStore } from '../storage/blobs/fs-upload-store.js'
 import { LevelKV } from '../storage/kv/level-kv.js'
-import { MetadataStateMachine } from '../cluster/metadata/state-machine.js'
-import { MetadataQueries } from '../cluster/metadata/queries.js'
-import { LocalApplier } from '../cluster/metadata/applier.js'
+import { Cluster } from '../cluster/cluster.js'
+import type { MemberRecord } from '../cluster/metadata/commands.js'
+import { loadOrCreateIdentity } from '../net/identity.js'
+import { BlobFetcher } from '../cluster/replication/blob-fetcher.js'
+import { Replicator, BLOB_TOPIC, type GossipMsg } from '../cluster/replication/replicator.js'
+import { fetchThrough } from '../cluster/replication/fetch-through.js'
+import type { PrivateKey } from '@libp2p/interface'
 import { createApp } from './http/app.js'
+import { createAuthService } from './auth/setup.js'
 import type { RegistryDeps } from './http/deps.js'
-import { splitHostPort, type Config } from './config.js'
+import { splitHostPort, toMultiaddr, type Config } from './config.js'
 
-async function writeFileDurable (path: string, data: string): Promise<void> {
-  const tmp = `${path}.tmp`
-  const fh = await open(tmp, 'w', 0o600)
-  try { await fh.writeFile(data); await fh.sync() } finally { await fh.close() }
-  await rename(tmp, path)
-}
-
-async function loadNodeId (dataDir: string): Promise<string> {
-  const path = join(dataDir, 'node-id')
-  try {
-    return (await readFile(path, 'utf8')).trim()
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
-  }
-  const id = randomBytes(8).toString('hex')
-  await writeFileDurable(path, id + '\n')
-  return id
+export interface JoinTarget {
+  /** HTTP URL of any member. */
+  url: string
+  token: string
 }
 
 export class RegistryNode {
@@ -49,6 +41,7 @@ export class RegistryNode {
   private sweeper: NodeJS.Timeout | undefined
   private ready = false
   address: { host: string; port: number } | undefined
+  replicator: Replicator | undefined
 
   private constructor (
     readonly config: Config,
@@ -56,12 +49,16 @@ export class RegistryNode {
     readonly nodeId: string,
     private readonly kv: LevelKV,
     readonly deps: RegistryDeps,
+    readonly cluster: Cluster,
+    private readonly privateKey: PrivateKey,
+    private readonly join: JoinTarget | undefined,
   ) {}
 
-  static async open (config: Config, log: Logger): Promise<RegistryNode> {
+  static async open (config: Config, log: Logger, joinTarget?: JoinTarget): Promise<RegistryNode> {
     const dataDir = resolve(config.data)
     await mkdir(dataDir, { recursive: true })
-    const nodeId = await loadNodeId(dataDir)
+    const identity = await loadOrCreateIdentity(join(dataDir, 'p2p-key'))
+    const nodeId = identity.peerId
     const blobs = new FsBlobStore(dataDir)
     await blobs.open()
     const uploads = new FsUploadStore(dataDir)
@@ -76,19 +73,35 @@ export class RegistryNode {
       }
       throw err
     }
-    const sm = new MetadataStateMachine(kv, { sync: true })
+    const raftUsed = (await readdir(join(dataDir, 'raft')).catch(() => [])).length > 0
+    if (joinTarget !== undefined && raftUsed) {
+      throw new Error(`${dataDir} already belongs to a cluster: restart it with flotilla serve --data ${dataDir}, or join with a fresh --data DIR`)
+    }
+    const cluster = new Cluster({
+      dataDir,
+      privateKey: identity.privateKey,
+      peerId: nodeId,
+      p2pListen: toMultiaddr(config.p2p),
+      httpUrl: config.advertise ?? '',
+      kv,
+      log,
+      found: joinTarget === undefined && !raftUsed,
+      localReads: config.cluster.reads === 'local',
+    })
     const deps: RegistryDeps = {
       nodeId,
       blobs,
       uploads,
-      queries: new MetadataQueries(kv),
-      sink: new LocalApplier(sm),
+      queries: cluster.queries,
+      // The applier exists once the cluster has started; requests come only after that.
+      sink: { submit: async (c) => await cluster.applier.submit(c), barrier: async () => await cluster.applier.barrier() },
       log,
       limits: { manifestMaxBytes: config.limits.manifestMaxBytes },
       deleteEnabled: config.storage.delete,
       now: () => Date.now(),
+      auth: createAuthService(config.auth, kv, log, { submit: async (c) => await deps.sink.submit(c), barrier: async () => await deps.sink.barrier() }),
     }
-    return new RegistryNode(config, log, nodeId, kv, deps)
+    return new RegistryNode(config, log, nodeId, kv, deps, cluster, identity.privateKey, joinTarget)
   }
 
   /**
@@ -118,9 +131,44 @@ export class RegistryNode {
     }
   }
 
+  /** Blob copies between members: driven by applied commands, gossip hints and anti-entropy. */
+  private startReplication (): void {
+    const { cluster, deps, log } = this
+    const fetcher = new BlobFetcher({ privateKey: this.privateKey, peerId: this.nodeId, blobs: deps.blobs, uploads: deps.uploads, httpOf: (p) => cluster.httpOf(p) })
+    const pubsub = cluster.host!.services.pubsub
+    const replicator = new Replicator({
+      peerId: this.nodeId,
+      blobs: deps.blobs,
+      queries: deps.queries,
+      sink: deps.sink,
+      fetcher,
+      log,
+      members: () => cluster.memberIds(),
+      voters: () => cluster.voterIds(),
+      ...(this.config.cluster.replicas !== undefined ? { replicas: this.config.cluster.replicas } : {}),
+      publish: (msg) => { pubsub.publish(BLOB_TOPIC, new TextEncoder().encode(JSON.stringify(msg))).catch(() => {}) },
+    })
+    pubsub.subscribe(BLOB_TOPIC)
+    pubsub.addEventListener('message', (evt) => {
+      if (evt.detail.topic !== BLOB_TOPIC) return
+      try { replicator.onGossip(JSON.parse(new TextDecoder().decode(evt.detail.data)) as GossipMsg) } catch { /* not ours */ }
+    })
+    cluster.onApplied = (command, result) => {
+      const c = command.type === 'Audited' ? command.command : command
+      if (!result.ok) return
+      if (c.type === 'LinkBlob' || c.type === 'AddHolder') void replicator.onBlobKnown(c.digest, c.size)
+    }
+    deps.replication = {
+      fetchThrough: async (digest, range) => await fetchThrough({ peerId: this.nodeId, fetcher, replicator, uploads: deps.uploads, blobs: deps.blobs, sink: deps.sink, log }, digest, range),
+      waitForCopies: async (digests) => await replicator.waitForCopies(digests, replicator.writeQuorum()),
+      httpOf: (p) => cluster.httpOf(p),
+    }
+    replicator.start()
+    this.replicator = replicator
+  }
+
   async start (): Promise<void> {
-    await this.sweepUploads()
-    const app = createApp({ deps: this.deps, log: this.log, ready: () => this.ready })
+    const app = createApp({ deps: this.deps, log: this.log, ready: () => this.ready && this.cluster.ready(), cluster: this.cluster })
     const server = createServer({ requestTimeout: 0, headersTimeout: 60_000, keepAliveTimeout: 65_000 }, app.callback())
     // A client that stops sending mid-body must not pin a socket forever.
     server.setTimeout(120_000, (s: Socket) => s.destroy())
@@ -135,10 +183,20 @@ export class RegistryNode {
     this.server = server
     const addr = server.address()
     if (addr !== null && typeof addr === 'object') this.address = { host: addr.address, port: addr.port }
+    // The HTTP address is known only now (port 0 picks one); peers reach us there.
+    this.cluster.setHttpUrl(this.config.advertise ?? `http://${this.address!.host.includes(':') ? `[${this.address!.host}]` : this.address!.host}:${this.address!.port}`)
+    let seeds: MemberRecord[] | undefined
+    if (this.join !== undefined) seeds = await this.cluster.requestJoin(this.join)
+    await this.cluster.start(seeds)
+    if (this.join !== undefined) await this.cluster.waitUntilReady(120_000)
+    this.startReplication()
+    // First start: the cluster's JWT signing key and the admin user (src/auth/service.ts).
+    await this.deps.auth.bootstrap(resolve(this.config.data))
+    await this.sweepUploads()
     this.sweeper = setInterval(() => { this.sweepUploads().catch((err: unknown) => this.log.error({ err }, 'upload sweep failed')) }, 3600_000)
     this.sweeper.unref()
     this.ready = true
-    this.log.info({ listen: this.config.listen, data: resolve(this.config.data), nodeId: this.nodeId }, 'flotilla node serving')
+    this.log.info({ listen: this.config.listen, p2p: this.cluster.p2pAddrs(), data: resolve(this.config.data), nodeId: this.nodeId }, 'flotilla node serving')
   }
 
   async stop (): Promise<void> {
@@ -153,7 +211,8 @@ export class RegistryNode {
       await closed
       clearTimeout(timer)
     }
-    await this.deps.sink.barrier()
+    this.replicator?.stop()
+    await this.cluster.stop()
     await this.kv.close()
     this.log.info('flotilla node stopped')
   }

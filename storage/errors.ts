@@ -27,6 +27,7 @@ export const ERRORS = {
   UNSUPPORTED: { status: 415, oci: 'UNSUPPORTED', message: 'the operation is unsupported' },
   METHOD_NOT_ALLOWED: { status: 405, oci: 'UNSUPPORTED', message: 'the operation is not allowed' },
   TOOMANYREQUESTS: { status: 429, oci: 'TOOMANYREQUESTS', message: 'too many requests' },
+  ALREADY_EXISTS: { status: 409, oci: 'CONFLICT', message: 'already exists' },
   NOT_FOUND: { status: 404, oci: 'NAME_UNKNOWN', message: 'not found' },
   BAD_REQUEST: { status: 400, oci: 'UNSUPPORTED', message: 'bad request' },
   UNAVAILABLE: { status: 503, oci: 'UNAVAILABLE', message: 'service unavailable' },

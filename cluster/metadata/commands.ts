@@ -4,6 +4,7 @@
  * which keeps apply() deterministic on every node.
  */
 import type { ErrorCode } from '../../storage/errors.js'
+import type { AccessCommand, AuditedCommand } from '../access/commands.js'
 
 export interface DescriptorRecord {
   mediaType: string
@@ -38,7 +39,9 @@ export type Command =
   | { type: 'CreateUpload'; id: string; repo: string; owner: string; algorithm: 'sha256' | 'sha512'; at: number }
   | { type: 'DeleteUpload'; id: string }
   /** Make a durable blob servable from a repository; closes the upload it came from, if any. */
-  | { type: 'LinkBlob'; repo: string; digest: string; size: number; uploadId?: string; at: number }
+  | { type: 'LinkBlob'; repo: string; digest: string; size: number; uploadId?: string; holder?: string; at: number }
+  /** A node has the blob durable on its disk. */
+  | { type: 'AddHolder'; digest: string; size: number; peerId: string }
   | { type: 'UnlinkBlob'; repo: string; digest: string }
   | {
     type: 'PutManifest'
@@ -57,6 +60,24 @@ export type Command =
   }
   | { type: 'DeleteTag'; repo: string; tag: string }
   | { type: 'DeleteManifest'; repo: string; digest: string }
+  /** Users, groups, permissions, tokens, immutability, audit, promotion: cluster/access/. */
+  | AccessCommand
+  /** Any command, applied together with an audit entry naming who asked (cluster/access/apply.ts). */
+  | AuditedCommand<Command>
+  /** Create the cluster's shared secret (signs join tokens); once, by the founding node. */
+  | { type: 'InitCluster'; clusterId: string; secret: string; at: number }
+  /** Record a member's addresses; a removed peer id is refused forever. */
+  | { type: 'AddPeer'; peerId: string; p2p: string[]; http: string; at: number }
+  | { type: 'RemovePeer'; peerId: string; at: number }
+  /** Forget deduplication records of commands proposed before `before` (ms). */
+  | { type: 'ExpireSessions'; before: number }
+
+export interface MemberRecord {
+  peerId: string
+  p2p: string[]
+  http: string
+  at: number
+}
 
 export type CommandResult =
   | { ok: true; value?: unknown }
@@ -66,6 +87,8 @@ export type CommandResult =
 export interface Envelope {
   clientId?: string
   seq?: number
+  /** When the command was first proposed (ms); dates its deduplication record. */
+  at?: number
   command: Command
 }
 

@@ -7,6 +7,7 @@
  *   ├── sm␀applied                               → {index}            last Raft index applied
  *   ├── repo␀<repo>                               → {at}               repositories (the catalog)
  *   ├── blob␀<digest>                             → {size, links}      how many repositories link the blob
+ *   ├── holder␀<digest>␀<peerId>                  → {}                 nodes that hold the blob's bytes
  *   ├── link␀<repo>␀<digest>                      → {size, at}         blobs a repository may serve
  *   ├── manifest␀<repo>␀<digest>                  → ManifestRecord     what a manifest is and references
  *   ├── mbody␀<repo>␀<digest>                     → raw bytes          stored exactly as pushed
@@ -14,7 +15,10 @@
  *   ├── tagsof␀<repo>␀<digest>␀<tag>              → {}                 reverse index: a manifest's tags
  *   ├── referrer␀<repo>␀<subject>␀<digest>        → Descriptor         referrers API
  *   ├── upload␀<id>                               → UploadRecord       open upload sessions
- *   └── session␀<clientId>                        → {seq, result}      deduplication of retried commands
+ *   ├── cluster␀info                              → {clusterId, secret} shared secret for join tokens
+ *   ├── member␀<peerId>                           → MemberRecord       addresses of each member
+ *   ├── removed␀<peerId>                          → {at}               never admitted again
+ *   └── session␀<clientId>                        → {seq, result, at}  deduplication of retried commands
  */
 const SEP = '\u0000'
 
@@ -23,6 +27,9 @@ export const key = {
   repo: (repo: string): string => `repo${SEP}${repo}`,
   repoPrefix: (): string => `repo${SEP}`,
   blob: (digest: string): string => `blob${SEP}${digest}`,
+  blobPrefix: (): string => `blob${SEP}`,
+  holder: (digest: string, peerId: string): string => `holder${SEP}${digest}${SEP}${peerId}`,
+  holderPrefix: (digest: string): string => `holder${SEP}${digest}${SEP}`,
   link: (repo: string, digest: string): string => `link${SEP}${repo}${SEP}${digest}`,
   linkPrefix: (repo: string): string => `link${SEP}${repo}${SEP}`,
   manifest: (repo: string, digest: string): string => `manifest${SEP}${repo}${SEP}${digest}`,
@@ -37,6 +44,11 @@ export const key = {
   upload: (id: string): string => `upload${SEP}${id}`,
   uploadPrefix: (): string => `upload${SEP}`,
   session: (clientId: string): string => `session${SEP}${clientId}`,
+  sessionPrefix: (): string => `session${SEP}`,
+  clusterInfo: (): string => `cluster${SEP}info`,
+  member: (peerId: string): string => `member${SEP}${peerId}`,
+  memberPrefix: (): string => `member${SEP}`,
+  removed: (peerId: string): string => `removed${SEP}${peerId}`,
 }
 
 /** The last part of a key (the name, digest or tag it ends with). */

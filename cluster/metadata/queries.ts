@@ -5,7 +5,7 @@ import type { KV } from '../../storage/kv/kv.js'
 import { prefixRange } from '../../storage/kv/kv.js'
 import { key, lastPart } from './keys.js'
 import { decodeJSON } from './state-machine.js'
-import type { DescriptorRecord, ManifestRecord, UploadRecord } from './commands.js'
+import type { DescriptorRecord, ManifestRecord, MemberRecord, UploadRecord } from './commands.js'
 
 export interface Page<T> {
   items: T[]
@@ -34,6 +34,22 @@ export class MetadataQueries {
   async knownBlob (digest: string): Promise<{ size: number; links: number } | undefined> {
     const b = await this.json<{ size: number; links: number }>(key.blob(digest))
     return b !== undefined && b.links > 0 ? b : undefined
+  }
+
+  /** Peers recorded as holding the blob's bytes. */
+  async holders (digest: string): Promise<string[]> {
+    const out: string[] = []
+    for await (const [k] of this.kv.entries(prefixRange(key.holderPrefix(digest)))) out.push(lastPart(k))
+    return out
+  }
+
+  /** Every blob some repository links, with its size. */
+  async * linkedBlobs (): AsyncIterable<{ digest: string; size: number }> {
+    const prefix = key.blobPrefix()
+    for await (const [k, v] of this.kv.entries(prefixRange(prefix))) {
+      const b = decodeJSON<{ size: number; links: number }>(v)
+      if (b.links > 0) yield { digest: k.slice(prefix.length), size: b.size }
+    }
   }
 
   async resolveTag (repo: string, tag: string): Promise<string | undefined> {
@@ -82,6 +98,20 @@ export class MetadataQueries {
       if (artifactType === undefined || d.artifactType === artifactType) out.push(d)
     }
     return out
+  }
+
+  async clusterInfo (): Promise<{ clusterId: string; secret: string } | undefined> {
+    return await this.json<{ clusterId: string; secret: string }>(key.clusterInfo())
+  }
+
+  async members (): Promise<MemberRecord[]> {
+    const out: MemberRecord[] = []
+    for await (const [, v] of this.kv.entries(prefixRange(key.memberPrefix()))) out.push(decodeJSON<MemberRecord>(v))
+    return out
+  }
+
+  async isRemoved (peerId: string): Promise<boolean> {
+    return (await this.kv.get(key.removed(peerId))) !== undefined
   }
 
   async upload (id: string): Promise<UploadRecord | undefined> {

@@ -11,7 +11,9 @@ import type { KV, KVOp } from '../../storage/kv/kv.js'
 import { prefixRange } from '../../storage/kv/kv.js'
 import { FlotillaError } from '../../storage/errors.js'
 import { key } from './keys.js'
-import type { Command, CommandResult, DescriptorRecord, Envelope, ManifestRecord, UploadRecord } from './commands.js'
+import { isAccessCommand } from '../access/commands.js'
+import { applyAccess, applyAudited, guardImmutable } from '../access/apply.js'
+import type { Command, CommandResult, DescriptorRecord, Envelope, ManifestRecord, MemberRecord, UploadRecord } from './commands.js'
 
 const enc = new TextEncoder()
 const dec = new TextDecoder()
@@ -58,7 +60,7 @@ class Tx {
   }
 }
 
-interface SessionRecord { seq: number; result: CommandResult }
+interface SessionRecord { seq: number; result: CommandResult; at: number }
 
 export interface StateMachineOptions {
   /**
@@ -96,7 +98,7 @@ export class MetadataStateMachine {
         tx.clear()
         result = { ok: false, code: err.code, message: err.message }
       }
-      if (dedup) tx.putJSON(key.session(env.clientId!), { seq: env.seq, result })
+      if (dedup) tx.putJSON(key.session(env.clientId!), { seq: env.seq, result, at: env.at ?? 0 })
     }
     if (index !== undefined) tx.putJSON(key.applied(), { index })
     const ops = tx.ops()
@@ -105,6 +107,9 @@ export class MetadataStateMachine {
   }
 
   private async exec (tx: Tx, c: Command): Promise<CommandResult> {
+    if (c.type === 'Audited') return await applyAudited(tx, c, async (inner) => await this.exec(tx, inner))
+    if (isAccessCommand(c)) return await applyAccess(tx, c)
+    await guardImmutable(tx, c)
     switch (c.type) {
       case 'CreateUpload': {
         const rec: UploadRecord = { repo: c.repo, owner: c.owner, at: c.at, algorithm: c.algorithm }
@@ -123,6 +128,13 @@ export class MetadataStateMachine {
           tx.del(key.upload(c.uploadId))
         }
         await this.link(tx, c.repo, c.digest, c.size, c.at)
+        if (c.holder !== undefined) tx.putJSON(key.holder(c.digest, c.holder), {})
+        return { ok: true }
+      }
+      case 'AddHolder': {
+        tx.putJSON(key.holder(c.digest, c.peerId), {})
+        const b = await tx.getJSON<{ size: number; links: number }>(key.blob(c.digest))
+        if (b === undefined) tx.putJSON(key.blob(c.digest), { size: c.size, links: 0 })
         return { ok: true }
       }
       case 'UnlinkBlob': {
@@ -135,6 +147,31 @@ export class MetadataStateMachine {
       }
       case 'PutManifest':
         return await this.putManifest(tx, c)
+      case 'InitCluster': {
+        if (await tx.get(key.clusterInfo()) !== undefined) throw new FlotillaError('BAD_REQUEST', 'the cluster is already initialized')
+        tx.putJSON(key.clusterInfo(), { clusterId: c.clusterId, secret: c.secret })
+        return { ok: true }
+      }
+      case 'AddPeer': {
+        if (await tx.get(key.removed(c.peerId)) !== undefined) {
+          throw new FlotillaError('DENIED', `peer ${c.peerId} was removed from this cluster and cannot rejoin: start the node on a fresh data dir to get a new identity`)
+        }
+        const rec: MemberRecord = { peerId: c.peerId, p2p: c.p2p, http: c.http, at: c.at }
+        tx.putJSON(key.member(c.peerId), rec)
+        return { ok: true }
+      }
+      case 'RemovePeer': {
+        tx.del(key.member(c.peerId))
+        tx.putJSON(key.removed(c.peerId), { at: c.at })
+        return { ok: true }
+      }
+      case 'ExpireSessions': {
+        for (const k of await tx.keys(key.sessionPrefix())) {
+          const rec = await tx.getJSON<SessionRecord>(k)
+          if (rec !== undefined && rec.at < c.before) tx.del(k)
+        }
+        return { ok: true }
+      }
       case 'DeleteTag': {
         const t = await tx.getJSON<{ digest: string }>(key.tag(c.repo, c.tag))
         if (t === undefined) throw new FlotillaError('MANIFEST_UNKNOWN', `tag ${c.tag} is unknown in ${c.repo}`)

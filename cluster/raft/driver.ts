@@ -42,7 +42,8 @@ export interface DriverOptions {
   transport: Transport
   /**
    * Apply one committed command (entry.data is the proposed bytes). Must be deterministic;
-   * its result resolves the proposer's promise. A throw rejects that promise only.
+   * its result resolves the proposer's promise. A throw rejects that promise and nothing
+   * else: the entry counts as applied (every replica throws alike).
    */
   apply: (entry: Entry) => Promise<unknown>
   /** Replace the state machine with a snapshot's data (sent by the leader, or at start). */
@@ -162,8 +163,8 @@ export class RaftDriver {
       await this.opts.restore(snap)
     }
     this.transport.onMessage((from, bytes) => this.receive(from, bytes))
+    // Not unref'd: a running node keeps the process alive until stop().
     this.timer = setInterval(() => this.tick(), this.tickMs)
-    this.timer.unref()
     this.kick()
   }
 
@@ -387,8 +388,9 @@ export class RaftDriver {
       const result = await this.opts.apply(entry)
       if (mine) this.settle(this.proposals, env.id, result)
     } catch (err) {
+      // A deterministic state machine throws alike on every replica: the command is applied
+      // (as a no-op with an error result), and only its proposer hears about it.
       if (mine) this.settle(this.proposals, env.id, undefined, err)
-      else throw err
     }
   }
 

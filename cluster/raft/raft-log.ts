@@ -73,7 +73,8 @@ export class Unstable {
   truncateAndAppend (ents: Entry[]): void {
     const first = ents[0]!.index
     if (first === this.offset + this.entries.length) {
-      this.entries = this.entries.concat(ents)
+      // Plain append (the common case): push, so many small proposals stay linear.
+      for (const e of ents) this.entries.push(e)
     } else if (first <= this.offset) {
       // Replaces the whole unstable tail (and possibly persisted entries after `first`).
       this.offset = first

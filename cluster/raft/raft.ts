@@ -166,7 +166,15 @@ export class Raft {
     const { hardState, conf } = c.storage.initialState()
     this.setConf(conf)
     if (hardState.term !== 0 || hardState.commit !== 0 || hardState.vote !== null) this.loadState(hardState)
-    if (c.applied !== undefined && c.applied > 0) this.raftLog.appliedTo(c.applied)
+    if (c.applied !== undefined && c.applied > this.raftLog.applied) {
+      // The application will not re-apply entries up to `applied`: replay their conf changes
+      // on top of the snapshot's configuration ourselves.
+      const lo = this.raftLog.applied + 1
+      for (const e of this.raftLog.slice(lo, c.applied + 1)) {
+        if (e.type === ENTRY_CONF) this.applyConfChange(decodeConfChange(e.data))
+      }
+      this.raftLog.appliedTo(c.applied)
+    }
     this.becomeFollower(this.term, null)
   }
 
@@ -579,10 +587,23 @@ export class Raft {
 
   // --- step ---
 
+  /** The message being stepped came from this node's application, not the network. */
+  private local = false
+
   /**
-   * Process one message from the network (or a local Prop/ReadIndex with from = this.id).
-   * Local proposals that cannot be handled throw ErrProposalDropped.
+   * Process a message made by this node's application (Prop, ReadIndex, TransferLeader).
+   * A proposal that cannot be handled throws ErrProposalDropped (or ErrConfChangeRejected).
    */
+  stepLocal (m: Message): void {
+    this.local = true
+    try {
+      this.step(m)
+    } finally {
+      this.local = false
+    }
+  }
+
+  /** Process one message from the network. Nothing here throws for a refused proposal. */
   step (m: Message): void {
     if (this.removed.has(m.from)) return
     // Handle the message term, which may result in our stepping down to a follower.
@@ -622,7 +643,11 @@ export class Raft {
         const canVote = this.vote === m.from ||
           (this.vote === null && this.lead === null) ||
           (m.type === 'PreVote' && m.term > this.term)
-        if (canVote && this.raftLog.isUpToDate(m.index, m.logTerm)) {
+        // A node that knows no configuration at all (a wiped disk: no memory of its votes)
+        // must not vote, or it could vote twice in a term. Learners do vote, as in etcd: one
+        // may have been promoted without knowing it yet, and the others count on its vote.
+        const knowsConf = this.voters.size > 0 || this.learners.size > 0
+        if (canVote && knowsConf && this.raftLog.isUpToDate(m.index, m.logTerm)) {
           // Answer with the message's term: for a pre-vote it is a future term we keep out of our state.
           this.send({ type: voteRespType(m.type), to: m.from, term: m.term })
           if (m.type === 'Vote') {
@@ -646,14 +671,16 @@ export class Raft {
 
   /** Proposal entries, validated for the leader: refused conf changes become empty entries. */
   private admitConfChanges (m: Message): void {
-    const local = m.from === this.id
+    const local = this.local
+    // Committed to this.pendingConfIndex only if the whole proposal is accepted.
+    let pending = this.pendingConfIndex
     for (let i = 0; i < m.entries.length; i++) {
       const e = m.entries[i]!
       if (e.type !== ENTRY_CONF) continue
       let ok = false
       try {
         const cc = decodeConfChange(e.data)
-        ok = this.pendingConfIndex <= this.raftLog.applied &&
+        ok = pending <= this.raftLog.applied &&
           this.raftLog.termOrZero(this.raftLog.committed) === this.term &&
           this.validConfChange(cc)
       } catch {
@@ -663,21 +690,22 @@ export class Raft {
         if (local) throw ErrConfChangeRejected
         m.entries[i] = { index: 0, term: 0, type: ENTRY_NORMAL, data: new Uint8Array(0) }
       } else {
-        this.pendingConfIndex = this.raftLog.lastIndex() + i + 1
+        pending = this.raftLog.lastIndex() + i + 1
       }
     }
+    this.pendingConfIndex = pending
   }
 
-  private dropProposal (m: Message): void {
+  private dropProposal (): void {
     this.droppedProposals++
-    if (m.from === this.id) throw ErrProposalDropped
+    if (this.local) throw ErrProposalDropped
   }
 
   private stepLeader (m: Message): void {
     switch (m.type) {
       case 'Prop': {
         if (m.entries.length === 0) return
-        if (!this.progress.has(this.id) || this.leadTransferee !== null) return this.dropProposal(m)
+        if (!this.progress.has(this.id) || this.leadTransferee !== null) return this.dropProposal()
         // Copy: the entries get their index and term from us.
         const prop: Message = { ...m, entries: m.entries.slice() }
         this.admitConfChanges(prop)
@@ -715,7 +743,8 @@ export class Raft {
           }
           return
         }
-        if (pr.maybeUpdate(m.index)) {
+        // An ack of exactly what we know matches still ends probing (e.g. a lost answer resent).
+        if (pr.maybeUpdate(m.index) || (pr.match === m.index && pr.state === 'probe')) {
           if (pr.state === 'probe') {
             pr.becomeReplicate()
           } else if (pr.state === 'snapshot' && pr.match + 1 >= this.raftLog.firstIndex()) {
@@ -793,7 +822,7 @@ export class Raft {
     const myVoteResp: MessageType = this.role === 'precandidate' ? 'PreVoteResp' : 'VoteResp'
     switch (m.type) {
       case 'Prop':
-        return this.dropProposal(m)
+        return this.dropProposal()
       case 'App':
         this.becomeFollower(m.term, m.from)
         this.handleAppendEntries(m)
@@ -829,7 +858,7 @@ export class Raft {
   private stepFollower (m: Message): void {
     switch (m.type) {
       case 'Prop':
-        if (this.lead === null) return this.dropProposal(m)
+        if (this.lead === null) return this.dropProposal()
         this.send({ ...m, to: this.lead, term: 0 })
         return
       case 'App':
@@ -858,7 +887,8 @@ export class Raft {
         return
       case 'ReadIndex':
         if (this.lead === null) return
-        this.send({ type: 'ReadIndex', to: this.lead, context: m.context ?? new Uint8Array(0) })
+        // Keep `from`: the leader answers the node that asked.
+        this.send({ type: 'ReadIndex', to: this.lead, from: m.from, context: m.context ?? new Uint8Array(0) })
         return
       case 'ReadIndexResp':
         this.readStates.push({ index: m.index, context: m.context ?? new Uint8Array(0) })

@@ -70,7 +70,7 @@ export class RawNode {
   proposeBatch (datas: Uint8Array[]): void {
     if (datas.length === 0) return
     const entries = datas.map(data => ({ index: 0, term: 0, type: ENTRY_NORMAL, data }))
-    this.raft.step(this.localMessage('Prop', { entries }))
+    this.raft.stepLocal(this.localMessage('Prop', { entries }))
   }
 
   /**
@@ -80,7 +80,7 @@ export class RawNode {
    */
   proposeConfChange (cc: ConfChange): void {
     const entries = [{ index: 0, term: 0, type: ENTRY_CONF, data: encodeConfChange(cc) }]
-    this.raft.step(this.localMessage('Prop', { entries }))
+    this.raft.stepLocal(this.localMessage('Prop', { entries }))
   }
 
   /** Step a message received from the network. */
@@ -93,12 +93,12 @@ export class RawNode {
    * once it is safe to read at its index; nothing appears if leadership is lost meanwhile.
    */
   readIndex (ctx: Uint8Array): void {
-    this.raft.step(this.localMessage('ReadIndex', { context: ctx }))
+    this.raft.stepLocal(this.localMessage('ReadIndex', { context: ctx }))
   }
 
   /** Ask the leader to hand leadership to `to` (an etcd MsgTransferLeader from `to`). */
   transferLeader (to: NodeId): void {
-    this.raft.step({ ...this.localMessage('TransferLeader', {}), from: to })
+    this.raft.stepLocal({ ...this.localMessage('TransferLeader', {}), from: to })
   }
 
   reportUnreachable (id: NodeId): void {
@@ -168,8 +168,10 @@ export class RawNode {
     }
     const last = rd.entries[rd.entries.length - 1]
     if (last !== undefined) log.stableTo(last.index, last.term)
+    // A snapshot received while this Ready was being handled supersedes its entries.
+    const pendingSnap = log.unstable.snapshot?.meta.index ?? 0
     for (const e of rd.committedEntries) {
-      if (e.index <= log.applied) continue // covered by a snapshot installed meanwhile
+      if (e.index <= log.applied || e.index <= pendingSnap) continue
       if (e.type === ENTRY_CONF) this.raft.applyConfChange(decodeConfChange(e.data))
       log.appliedTo(e.index)
     }

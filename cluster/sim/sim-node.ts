@@ -9,7 +9,7 @@ import { decodeMessage, encodeMessage } from '../raft/codec.js'
 import { isRaftError } from '../raft/errors.js'
 import { seedFor } from '../raft/rand.js'
 import { RawNode } from '../raft/raw-node.js'
-import { ENTRY_NORMAL, type Message, type Ready, type Role } from '../raft/types.js'
+import { ENTRY_NORMAL, type ConfChange, type ConfState, type Message, type Ready, type Role } from '../raft/types.js'
 import type { EventQueue } from './event-queue.js'
 import { InvariantViolation, type SafetyChecker } from './invariants.js'
 import { KvStateMachine, decodeCommand, encodeCommand, type KvCommand } from './kv-state-machine.js'
@@ -73,16 +73,19 @@ export class SimNode {
   private readonly reads = new Map<string, { key: string, index: number | null, respond: (v: string | null) => void }>()
   private readonly jitter: SimRand
   snapshotsInstalled = 0
+  /** Taken out of the cluster: never restarted, and its id is never used again. */
+  removed = false
 
-  constructor (readonly id: string, private readonly peers: string[], private readonly h: NodeHooks) {
+  /** `peers` are the founding voters; a node that joins later starts with none. */
+  constructor (readonly id: string, private readonly peers: string[] | null, private readonly h: NodeHooks) {
     this.storage = new MemoryLogStorage(this.disk)
     this.jitter = new SimRand(seedFor(h.seed, `${id}/clock`))
   }
 
-  /** First start of a founding member. */
+  /** First start: a founding member bootstraps; a joining one waits for the leader. */
   start (): void {
     this.raw = this.makeRaw()
-    this.raw.bootstrap(this.peers)
+    if (this.peers !== null) this.raw.bootstrap(this.peers)
     this.scheduleTick(this.jitter.between(0, TICK_MS - 1))
     this.pump()
   }
@@ -202,6 +205,32 @@ export class SimNode {
     this.reads.set(ctx, { key, index: null, respond })
     this.raw!.readIndex(enc.encode(ctx))
     this.pump()
+  }
+
+  /** Propose a membership change at this node (the leader); false when it was refused. */
+  proposeConfChange (cc: ConfChange): boolean {
+    if (!this.up || this.paused) return false
+    try {
+      this.raw!.proposeConfChange(cc)
+    } catch (err) {
+      if (isRaftError(err, 'RAFT_CONF_CHANGE_REJECTED') || isRaftError(err, 'RAFT_PROPOSAL_DROPPED')) return false
+      throw err
+    }
+    this.pump()
+    return true
+  }
+
+  /** The configuration this node has applied (null when down). */
+  confState (): ConfState | null {
+    return this.raw === null ? null : this.raw.raft.confState()
+  }
+
+  /** On the leader: how far `id` has replicated, and the commit index. */
+  replication (id: string): { match: number, commit: number } | null {
+    if (this.raw === null || this.role !== 'leader') return null
+    const st = this.raw.status()
+    const pr = st.progress?.get(id)
+    return pr === undefined ? null : { match: pr.match, commit: st.commit }
   }
 
   reportUnreachable (to: string): void {
@@ -331,7 +360,7 @@ export class SimNode {
     if (applied - s.snapshot().meta.index < this.h.snapshotEvery) return
     s.createSnapshot(applied, this.raw!.raft.confState(), this.sm.snapshot())
     // Keep a few entries so a follower just behind catches up without a snapshot.
-    const upTo = applied - 5
+    const upTo = applied - 3
     if (upTo > s.firstIndex() - 1) s.compact(upTo)
     this.h.log(`${this.id} snapshot at ${applied}, log from ${s.firstIndex()}`)
   }

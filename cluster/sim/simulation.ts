@@ -25,13 +25,13 @@ export interface SimOptions {
   seed: number
   /** Cluster size; default 3 or 5, drawn from the seed. */
   nodes?: number
-  /** Chaos → heal → liveness rounds. Default 2. */
+  /** Chaos → heal → liveness rounds. Default 3. */
   rounds?: number
   /** Length of a chaos phase in virtual ms. Default 1500..3000, drawn from the seed. */
   chaosMs?: number
   clients?: number
   keys?: number
-  /** Take a snapshot and compact after this many applied entries. Default 40. */
+  /** Take a snapshot and compact after this many applied entries. Default 25. */
   snapshotEvery?: number
   /** Keep the event trace (for --trace and the determinism test). */
   trace?: boolean
@@ -57,12 +57,16 @@ export interface SimStats {
   crashes: number
   pauses: number
   partitions: number
+  /** Nodes replaced by a new one (remove, add learner, promote). */
+  replacements: number
   snapshotsInstalled: number
   ops: number
   opsOk: number
   opsUnknown: number
   reads: number
   lincheckSteps: number
+  /** Slowest time from a heal to a stable leader, in virtual ms. */
+  maxLeaderAfterHealMs: number
 }
 
 export interface SimResult {
@@ -81,7 +85,7 @@ export interface SimResult {
 const ELECTION_TICK = 10
 const ELECTION_MS = ELECTION_TICK * TICK_MS * 2
 /** After a heal: a stable leader within this long, then the probe applied everywhere. */
-const LEADER_WITHIN_MS = 10 * ELECTION_MS
+const LEADER_WITHIN_MS = 5 * ELECTION_MS
 const PROBE_WITHIN_MS = 10 * ELECTION_MS
 const CLIENT_TIMEOUT_MS = 300
 const CLIENT_ATTEMPTS = 3
@@ -106,7 +110,13 @@ export class Simulation {
   readonly checker = new SafetyChecker()
   readonly trace: string[] = []
   readonly nodes = new Map<string, SimNode>()
+  /** Nodes that are members or joining (not removed), in the order they were created. */
   readonly ids: string[]
+  private readonly hooks: NodeHooks
+  private nodeCount: number
+  /** A node replacement in progress: remove `victim`, then add `newcomer` as learner, then promote it. */
+  private membership: { victim: string, newcomer: string, step: 'remove' | 'add' | 'promote', since: number } | null = null
+  private replacements = 0
   private readonly net: SimNetwork
   private readonly nemesisRand: SimRand
   private readonly clientRand: SimRand
@@ -128,11 +138,11 @@ export class Simulation {
     this.opts = {
       seed: opts.seed,
       nodes,
-      rounds: opts.rounds ?? 2,
+      rounds: opts.rounds ?? 3,
       chaosMs: opts.chaosMs ?? seedRand.between(1500, 3000),
-      clients: opts.clients ?? 4,
+      clients: opts.clients ?? 5,
       keys: opts.keys ?? 3,
-      snapshotEvery: opts.snapshotEvery ?? 40,
+      snapshotEvery: opts.snapshotEvery ?? 25,
       trace: opts.trace ?? false,
       reportLoss: opts.reportLoss ?? false,
       maxEvents: opts.maxEvents ?? 2_000_000
@@ -142,6 +152,7 @@ export class Simulation {
     this.clientRand = new SimRand(seedFor(opts.seed, 'clients'))
     this.diskRand = new SimRand(seedFor(opts.seed, 'disk'))
     this.ids = Array.from({ length: nodes }, (_, i) => `n${i + 1}`)
+    this.nodeCount = nodes
     const hooks: NodeHooks = {
       q: this.q,
       checker: this.checker,
@@ -154,7 +165,9 @@ export class Simulation {
       log: (line) => this.log(line)
     }
     if (opts.unsafe !== undefined) hooks.unsafe = opts.unsafe
-    for (const id of this.ids) this.nodes.set(id, new SimNode(id, this.ids, hooks))
+    this.hooks = hooks
+    const founders = [...this.ids]
+    for (const id of founders) this.nodes.set(id, new SimNode(id, founders, hooks))
     for (let i = 0; i < this.opts.clients; i++) this.clients.push(new SimClient(`c${i + 1}`, this.ids[0]!))
   }
 
@@ -221,6 +234,7 @@ export class Simulation {
   }
 
   private lincheckSteps = 0
+  private maxLeaderAfterHeal = 0
 
   private result (ok: boolean, invariant?: string, detail?: string): SimResult {
     const r: SimResult = {
@@ -237,12 +251,14 @@ export class Simulation {
         crashes: this.crashes,
         pauses: this.pauses,
         partitions: this.partitions,
+        replacements: this.replacements,
         snapshotsInstalled: [...this.nodes.values()].reduce((s, n) => s + n.snapshotsInstalled, 0),
         ops: this.history.length,
         opsOk: this.history.filter(o => o.return !== Infinity).length,
         opsUnknown: this.history.filter(o => o.return === Infinity).length,
         reads: this.reads,
-        lincheckSteps: this.lincheckSteps
+        lincheckSteps: this.lincheckSteps,
+        maxLeaderAfterHealMs: this.maxLeaderAfterHeal
       }
     }
     if (invariant !== undefined) {
@@ -279,9 +295,21 @@ export class Simulation {
     }
   }
 
+  private members (): SimNode[] {
+    return this.ids.map(id => this.nodes.get(id)!)
+  }
+
   private leaderId (): string | undefined {
-    for (const n of this.nodes.values()) if (n.up && n.role === 'leader') return n.id
+    for (const n of this.members()) if (n.up && n.role === 'leader') return n.id
     return undefined
+  }
+
+  /** Nodes the leader's configuration includes (voters and learners); all members when leaderless. */
+  private inConf (): SimNode[] {
+    const lead = this.leaderId()
+    const conf = lead !== undefined ? this.nodes.get(lead)!.confState() : null
+    if (conf === null) return this.members()
+    return this.members().filter(n => conf.voters.includes(n.id) || conf.learners.includes(n.id))
   }
 
   private fault (): void {
@@ -291,7 +319,7 @@ export class Simulation {
       const lead = this.leaderId()
       return this.nodes.get(lead !== undefined && r.chance(0.5) ? lead : r.pick(this.ids))!
     }
-    const kind = r.intn(10)
+    const kind = r.intn(11)
     switch (kind) {
       case 0: case 1: { // partition into two sides
         const shuffled = r.shuffle(this.ids)
@@ -324,7 +352,7 @@ export class Simulation {
         this.crashes++
         const down = r.between(20, 600)
         this.log(`nemesis: crash ${n.id} for ${down} ms`)
-        this.q.after(down, () => `restart ${n.id}`, () => { if (!n.up) n.restart() })
+        this.q.after(down, () => `restart ${n.id}`, () => { if (!n.up && !n.removed) n.restart() })
         break
       }
       case 5: { // pause (SIGSTOP), resume later
@@ -363,12 +391,73 @@ export class Simulation {
         this.nodes.get(lead)!.transferLeader(to)
         break
       }
+      case 10: { // replace a node (often the leader) by a new one with a new id
+        if (this.membership !== null) break
+        const victim = target().id
+        const newcomer = `n${++this.nodeCount}`
+        this.membership = { victim, newcomer, step: 'remove', since: this.q.now }
+        this.log(`nemesis: replace ${victim} by ${newcomer}`)
+        this.driveMembership()
+        break
+      }
     }
+  }
+
+  /**
+   * One step of a node replacement, retried until done: single-server changes, one at a
+   * time, each proposed at the current leader (which refuses while another is pending).
+   */
+  private driveMembership (): void {
+    const m = this.membership
+    if (m === null) return
+    const lead = this.leaderId()
+    const leader = lead !== undefined ? this.nodes.get(lead)! : undefined
+    const conf = leader?.confState() ?? null
+    if (leader !== undefined && conf !== null) {
+      const has = (id: string): boolean => conf.voters.includes(id) || conf.learners.includes(id)
+      if (m.step === 'remove') {
+        if (!has(m.victim)) {
+          this.retire(m.victim)
+          m.step = 'add'
+          const n = new SimNode(m.newcomer, null, this.hooks)
+          this.nodes.set(m.newcomer, n)
+          this.ids.push(m.newcomer)
+          n.start()
+          this.log(`membership: ${m.victim} removed; ${m.newcomer} starts empty`)
+        } else {
+          leader.proposeConfChange({ type: 'remove', node: m.victim })
+        }
+      }
+      if (m.step === 'add') {
+        if (has(m.newcomer)) m.step = 'promote'
+        else leader.proposeConfChange({ type: 'addLearner', node: m.newcomer })
+      }
+      if (m.step === 'promote') {
+        if (conf.voters.includes(m.newcomer)) {
+          this.log(`membership: ${m.newcomer} is a voter`)
+          this.membership = null
+          this.replacements++
+          return
+        }
+        const repl = leader.replication(m.newcomer)
+        // Promote only a learner that has caught up, so the quorum does not wait on it.
+        if (repl !== null && repl.match >= repl.commit) leader.proposeConfChange({ type: 'promote', node: m.newcomer })
+      }
+    }
+    this.q.after(50, () => 'membership step', () => this.driveMembership())
+  }
+
+  /** A removed node keeps running a little (it must not disrupt anyone), then stops for good. */
+  private retire (id: string): void {
+    const n = this.nodes.get(id)!
+    n.removed = true
+    this.ids.splice(this.ids.indexOf(id), 1)
+    this.q.after(this.nemesisRand.between(0, 500), () => `retire ${id}`, () => { if (n.up) n.crash() })
   }
 
   private heal (): void {
     this.net.heal()
-    for (const n of this.nodes.values()) {
+    for (const n of this.members()) {
       if (!n.up) n.restart()
       if (n.paused) n.resume()
     }
@@ -380,15 +469,16 @@ export class Simulation {
     const healedAt = this.q.now
     const stable = (): boolean => {
       const lead = this.leaderId()
-      return lead !== undefined && [...this.nodes.values()].every(n => n.lead === lead)
+      return lead !== undefined && this.inConf().every(n => n.lead === lead)
     }
     if (!this.runUntil(healedAt + LEADER_WITHIN_MS, stable)) {
       throw new InvariantViolation('liveness', `no stable leader ${LEADER_WITHIN_MS} ms after heal (${this.describeNodes()})`)
     }
     this.log(`liveness: leader ${this.leaderId()!} after ${this.q.now - healedAt} ms`)
+    this.maxLeaderAfterHeal = Math.max(this.maxLeaderAfterHeal, this.q.now - healedAt)
     const seq = ++this.probeSeq
     const deadline = this.q.now + PROBE_WITHIN_MS
-    const applied = (): boolean => [...this.nodes.values()].every(n => n.up && (n.sm.lastSeq.get('probe') ?? 0) >= seq)
+    const applied = (): boolean => this.inConf().every(n => n.up && (n.sm.lastSeq.get('probe') ?? 0) >= seq)
     const propose = (): void => {
       if (applied() || this.q.now >= deadline) return
       const lead = this.leaderId()
@@ -400,11 +490,16 @@ export class Simulation {
       throw new InvariantViolation('liveness', `probe ${seq} not applied on every node ${PROBE_WITHIN_MS} ms after a leader was elected (${this.describeNodes()})`)
     }
     this.log(`liveness: probe ${seq} applied everywhere after ${this.q.now - healedAt} ms`)
+    // A membership change under way completes too.
+    if (!this.runUntil(this.q.now + PROBE_WITHIN_MS, () => this.membership === null)) {
+      const m = this.membership!
+      throw new InvariantViolation('liveness', `replacing ${m.victim} by ${m.newcomer} stuck at step ${m.step} since ${m.since} ms (${this.describeNodes()})`)
+    }
   }
 
   private describeNodes (): string {
     const lead = this.leaderId()
-    return [...this.nodes.values()].map(n => `${n.id}: ${n.up ? n.role : 'down'} term ${n.term} lead ${n.lead ?? '-'} applied ${n.sm.applied}`).join('; ') +
+    return this.members().map(n => `${n.id}: ${n.up ? n.role : 'down'} term ${n.term} lead ${n.lead ?? '-'} applied ${n.sm.applied}`).join('; ') +
       (lead !== undefined ? `; leader progress: ${this.nodes.get(lead)!.describeProgress()}` : '')
   }
 

@@ -7,6 +7,7 @@
  *                             [--requests 2000] [--concurrency 200] [--rounds 5]
  *                             [--skip mono,post,chunked,get,skopeo,manifest] [--self-check] [--keep]
  *                             [--wait-idle SECONDS]   (wait, at most that long, for the 1-min load to drop below 1)
+ *                             [--flotilla-entry FILE] (run Flotilla from FILE, e.g. a tsc build's src/cli.js, instead of bin/flotilla.mjs)
  *
  * Ratios are always "Flotilla advantage": Flotilla/reference for throughputs, reference/Flotilla
  * for latencies and memory, so > 1 means Flotilla is better. --self-check runs a second
@@ -23,6 +24,7 @@ import { HttpFailure } from './lib/http.js'
 import { run } from './lib/exec.js'
 import * as ops from './lib/ops.js'
 import { startSink } from './lib/sink.js'
+import { startFlotillaEntry } from './lib/entry.js'
 import { request as httpRequest } from './lib/http.js'
 import { performance } from 'node:perf_hooks'
 import { MiB, median, fmt } from './lib/stats.js'
@@ -45,13 +47,14 @@ const { values: argv } = parseArgs({
     'self-check': { type: 'boolean', default: false },
     keep: { type: 'boolean', default: false },
     'wait-idle': { type: 'string', default: '0' },
+    'flotilla-entry': { type: 'string' },
     help: { type: 'boolean', short: 'h', default: false },
   },
   strict: true,
 })
 
 if (argv.help) {
-  console.log('usage: npm run bench:registry -- [--size-mib N] [--quick] [--only flotilla|reference] [--json FILE] [--reps N] [--chunk-mib N] [--image-mib N] [--requests N] [--concurrency N] [--rounds N] [--skip mono,post,chunked,get,skopeo,manifest] [--self-check] [--keep] [--wait-idle SECONDS]')
+  console.log('usage: npm run bench:registry -- [--size-mib N] [--quick] [--only flotilla|reference] [--json FILE] [--reps N] [--chunk-mib N] [--image-mib N] [--requests N] [--concurrency N] [--rounds N] [--skip mono,post,chunked,get,skopeo,manifest] [--self-check] [--keep] [--wait-idle SECONDS] [--flotilla-entry FILE]')
   process.exit(0)
 }
 
@@ -186,10 +189,12 @@ async function start (who: Who): Promise<void> {
       const base = await tempDir('flotilla-bench-')
       cleanupDirs.push(base)
       flotillaLog = join(base, 'flotilla.log')
-      registries[who] = await startFlotilla({ dataDir: join(base, 'data'), logFile: flotillaLog })
+      registries[who] = argv['flotilla-entry'] !== undefined
+        ? await startFlotillaEntry(argv['flotilla-entry'], join(base, 'data'), flotillaLog)
+        : await startFlotilla({ dataDir: join(base, 'data'), logFile: flotillaLog })
     }
     const r = registries[who]!
-    console.log(`${label(who)}: ${r.url} (pid ${r.proc.pid})`)
+    console.log(`${label(who)}: ${r.url} (pid ${r.proc.pid})${who === 'flotilla' && argv['flotilla-entry'] !== undefined ? ` from ${argv['flotilla-entry']}` : ''}`)
   } catch (err) {
     recordFailure(who, 'start', err)
   }
@@ -246,6 +251,22 @@ async function timed<T> (who: Who, phase: string, fn: () => Promise<T>, cpuKey =
 
 const mibps = (bytes: number, ms: number): number => (bytes / MiB) / (ms / 1000)
 
+/** Flotilla's own view of its memory, from /metrics (prom-client default metrics), if it serves one. */
+async function metricsMemory (who: Who): Promise<string | undefined> {
+  const r = registries[who]
+  if (r === undefined || (who === 'reference' || argv['self-check'])) return undefined
+  try {
+    const res = await httpRequest({ method: 'GET', url: `${r.url}/metrics`, timeoutMs: 5000, keepBytes: 1 << 20 })
+    if (res.status !== 200) return undefined
+    const text = res.body.toString()
+    const pick = (suffix: string): string => {
+      const m = new RegExp(`^\\w*${suffix}(?:\\{[^}]*\\})? ([0-9.e+]+)$`, 'm').exec(text)
+      return m === null ? '?' : fmt(Number(m[1]) / 1e6)
+    }
+    return `resident ${pick('process_resident_memory_bytes')} MB, V8 heap used ${pick('nodejs_heap_size_used_bytes')} / total ${pick('nodejs_heap_size_total_bytes')} MB, external ${pick('nodejs_external_memory_bytes')} MB`
+  } catch { return undefined }
+}
+
 // ---------------------------------------------------------------- phases
 
 const blobRepo: Partial<Record<Who, string>> = {}
@@ -260,7 +281,7 @@ async function throughputPhase (m: Measure, phase: string, bytes: number, op: (w
       await settle()
       try {
         const ms = await timed(who, phase, async () => await op(who, r, rep), m.id)
-        if (ms === undefined) { dead.add(who); continue }
+        if (ms === undefined) { cpu[who]?.[m.id]?.pop(); dead.add(who); continue }
         const v = mibps(bytes, ms)
         ;(m.samples[who] ??= []).push(v)
         const cpuS = cpu[who]?.[m.id]?.at(-1) ?? Number.NaN
@@ -286,6 +307,7 @@ async function throughputPhase (m: Measure, phase: string, bytes: number, op: (w
     for (const who of WHO) {
       const list = cpu[who]?.[m.id]
       if (m.values[who] !== undefined && list !== undefined) c.values[who] = median(list) / (bytes / (1024 * MiB))
+      if (m.extra[who]?.supported === false) c.extra[who] = { supported: false }
     }
     printMeasure(c)
   }
@@ -306,6 +328,10 @@ async function main (): Promise<void> {
   console.log(`load average at start: ${loadStart.map((x) => fmt(x, 2)).join(' ')}${loadStart[0]! > 1.5 ? '  (WARNING: the machine is busy; other processes share the 2 cores, expect noisy figures)' : ''}`)
   for (const who of WHO) await start(who)
 
+  for (const who of WHO) {
+    const mm = await metricsMemory(who)
+    if (mm !== undefined) { notes.push(`${label(who)} /metrics at idle after start: ${mm}`); console.log(`${label(who)} /metrics at idle: ${mm}`) }
+  }
   console.log(`\ngenerating a ${SIZE_LABEL} random blob in ${work} ...`)
   const blob = await writeRandomFile(join(work, 'blob.bin'), SIZE)
   const probe = await writeRandomFile(join(work, 'probe.bin'), 64 * 1024)
@@ -328,6 +354,28 @@ async function main (): Promise<void> {
     } catch (err) {
       console.log(`\n[0] client ceiling not measured: ${String(err)}`)
     } finally { await sink.stop() }
+  }
+
+  // 0b. Disk ceiling: copy the blob to a new file in the same temp dir and fsync it (what a durable upload must at least pay).
+  if (!SKIP.has('mono') || !SKIP.has('chunked')) {
+    const speeds: number[] = []
+    const nosync: number[] = []
+    for (let rep = 0; rep < Math.min(REPS, 3); rep++) {
+      await settle()
+      const target = join(work, 'disk-check.bin')
+      const a = await run('dd', [`if=${blob.path}`, `of=${target}`, 'bs=1M', 'status=none'], 600_000)
+      await rm(target, { force: true })
+      await settle()
+      const b = await run('dd', [`if=${blob.path}`, `of=${target}`, 'bs=1M', 'conv=fsync', 'status=none'], 600_000)
+      await rm(target, { force: true })
+      if (a.code !== 0 || b.code !== 0) { console.log(`    dd failed: ${a.stderr}${b.stderr}`); break }
+      nosync.push(mibps(blob.size, a.ms))
+      speeds.push(mibps(blob.size, b.ms))
+    }
+    if (speeds.length > 0) {
+      notes.push(`disk ceiling: dd of the ${SIZE_LABEL} blob into the temp dir runs at ${fmt(median(nosync))} MiB/s into the page cache and ${fmt(median(speeds))} MiB/s with conv=fsync [${speeds.map((x) => fmt(x)).join(', ')}]; a registry that fsyncs before answering 201 cannot beat the second figure by much.`)
+      console.log(`[0b] ${notes.at(-1)!}`)
+    }
   }
 
   // 1. Monolithic upload: POST, then PUT ?digest= with the whole body.
@@ -402,6 +450,10 @@ async function main (): Promise<void> {
     printMeasure(m)
     printMeasure(h)
     printMeasure(t)
+    for (const who of WHO) {
+      const mm = await metricsMemory(who)
+      if (mm !== undefined) { notes.push(`${label(who)} /metrics after the uploads: ${mm}`); console.log(`    ${label(who)} /metrics after the uploads: ${mm}`) }
+    }
   }
 
   // 3. GET the blob, whole body, with node:http and with curl.
@@ -524,7 +576,7 @@ async function main (): Promise<void> {
   const cpuPerGiB: Partial<Record<Who, Record<string, number>>> = {}
   for (const who of WHO) {
     for (const [phase, list] of Object.entries(cpu[who] ?? {})) {
-      (cpuPerGiB[who] ??= {})[phase] = median(list)
+      if (list.length > 0) (cpuPerGiB[who] ??= {})[phase] = Math.round(median(list) * 100) / 100
     }
   }
 
@@ -547,7 +599,7 @@ async function main (): Promise<void> {
   for (const r of rows) console.log(line(r))
   for (const m of measures) if (m.note !== undefined) console.log(`note: ${m.name}: ${m.note}`)
   for (const n of notes) console.log(`note: ${n}`)
-  console.log(`server CPU seconds (median per operation): ${JSON.stringify(cpuPerGiB)}`)
+  console.log(`server CPU seconds (median per operation, from /proc/PID/stat): ${JSON.stringify(cpuPerGiB)}`)
   const loadEnd = loadavg()
   console.log(`load average: at start ${loadStart.map((x) => fmt(x, 2)).join(' ')}, at end ${loadEnd.map((x) => fmt(x, 2)).join(' ')}`)
 
@@ -567,7 +619,7 @@ async function main (): Promise<void> {
     startedAt: startedAt.toISOString(),
     finishedAt: new Date().toISOString(),
     machine: { node: process.version, cpus: cpus().length, memGiB: totalmem() / 1024 / MiB, loadStart, loadEnd },
-    options: { sizeMiB: SIZE / MiB, chunkMiB: CHUNK / MiB, imageMiB: IMAGE / MiB, reps: REPS, requests: REQUESTS, concurrency: CONCURRENCY, rounds: ROUNDS, quick: argv.quick, only: argv.only ?? null, selfCheck: argv['self-check'], skip: [...SKIP] },
+    options: { flotillaEntry: argv['flotilla-entry'] ?? 'bin/flotilla.mjs', sizeMiB: SIZE / MiB, chunkMiB: CHUNK / MiB, imageMiB: IMAGE / MiB, reps: REPS, requests: REQUESTS, concurrency: CONCURRENCY, rounds: ROUNDS, quick: argv.quick, only: argv.only ?? null, selfCheck: argv['self-check'], skip: [...SKIP] },
     registries: Object.fromEntries(WHO.map((w) => [w, registries[w] === undefined ? null : { url: registries[w]!.url, kind: w === 'reference' || argv['self-check'] ? 'docker-registry 2.8.2' : 'flotilla' }])),
     measures: measures.map((m) => ({
       id: m.id, name: m.name, unit: m.unit, better: m.better,

@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os'
 import { join, dirname, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { createWriteStream } from 'node:fs'
+import { randomBytes } from 'node:crypto'
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..')
 
@@ -58,6 +59,8 @@ export interface RunningRegistry {
   stop (): Promise<void>
   /** Send a signal (SIGKILL for crash tests) and wait for exit. */
   kill (signal?: NodeJS.Signals): Promise<void>
+  /** Flotilla only: the admin's credentials (its password as set on first start). */
+  credentials?: { username: string; password: string }
 }
 
 function exited (proc: ChildProcess): Promise<void> {
@@ -84,30 +87,43 @@ export interface FlotillaOptions {
   env?: Record<string, string>
   /** Where the node's stdout/stderr go (default: DATA/../node-PORT.log). */
   logFile?: string
+  /** The admin's password on first start (default: random); handed back as `credentials`. */
+  adminPassword?: string
+  /**
+   * Node-local anonymous grants, FLOTILLA_AUTH_ANONYMOUS form (`PATTERN=ACTIONS;…`). Default none:
+   * access control as in production. OPEN_ANONYMOUS opens everything, for protocol tests only.
+   */
+  anonymous?: string
 }
+
+/** Anonymous callers may read, write and delete everything (FLOTILLA_AUTH_ANONYMOUS form). */
+export const OPEN_ANONYMOUS = '**=read,write,delete'
 
 /** Start `flotilla serve` as its own process and wait until GET /v2/ answers. */
 export async function startFlotilla (opts: FlotillaOptions = {}): Promise<RunningRegistry> {
   const dataDir = opts.dataDir ?? join(await tempDir(), 'data')
   const port = opts.port ?? await freePort()
   const host = `127.0.0.1:${port}`
+  const adminPassword = opts.adminPassword ?? `test-${randomBytes(12).toString('hex')}`
+  const authEnv: Record<string, string> = { FLOTILLA_INITIAL_ADMIN_PASSWORD: adminPassword, FLOTILLA_AUTH_ANONYMOUS: opts.anonymous ?? '' }
   const proc = spawn(process.execPath, [join(ROOT, 'bin', 'flotilla.mjs'), 'serve', '--data', dataDir, '--listen', host, ...(opts.args ?? [])], {
     cwd: ROOT,
-    env: { ...process.env, FLOTILLA_LOG_LEVEL: process.env.FLOTILLA_LOG_LEVEL ?? 'info', ...opts.env },
+    env: { ...process.env, FLOTILLA_LOG_LEVEL: process.env.FLOTILLA_LOG_LEVEL ?? 'info', ...authEnv, ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   })
   const log = createWriteStream(opts.logFile ?? join(dirname(dataDir), `node-${port}.log`), { flags: 'a' })
   proc.stdout?.pipe(log)
   proc.stderr?.pipe(log)
-  await waitForHttp(`http://${host}/v2/`, 30_000, proc)
-  return wrap(proc, host, dataDir)
+  // /readyz turns 200 once the node serves, its admin user bootstrapped.
+  await waitForHttp(`http://${host}/readyz`, 30_000, proc)
+  return { ...wrap(proc, host, dataDir), credentials: { username: 'admin', password: adminPassword } }
 }
 
 /**
  * Start the CNCF reference registry (Debian's docker-registry 2.8.2) on a fresh dir.
  * `baseDir` (for config and log) lets a restart reuse its first run's dir instead of leaking a new one.
  */
-export async function startReference (opts: { dataDir?: string; port?: number; baseDir?: string } = {}): Promise<RunningRegistry> {
+export async function startReference (opts: { dataDir?: string; port?: number; baseDir?: string; htpasswd?: string } = {}): Promise<RunningRegistry> {
   const base = opts.baseDir ?? await tempDir('reference-')
   const dataDir = opts.dataDir ?? join(base, 'data')
   await mkdir(dataDir, { recursive: true })
@@ -121,6 +137,8 @@ export async function startReference (opts: { dataDir?: string; port?: number; b
     `  filesystem: {rootdirectory: ${dataDir}}`,
     '  delete: {enabled: true}',
     `http: {addr: ${host}}`,
+    // Basic auth from an htpasswd file (bcrypt lines from `htpasswd -Bbn USER PASS`).
+    ...(opts.htpasswd !== undefined ? [`auth: {htpasswd: {realm: reference, path: ${opts.htpasswd}}}`] : []),
     '',
   ].join('\n'))
   const proc = spawn('docker-registry', ['serve', config], { stdio: ['ignore', 'ignore', 'pipe'] })

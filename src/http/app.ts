@@ -7,13 +7,20 @@ import type { Logger } from 'pino'
 import { Registry as MetricsRegistry, Counter, Histogram, collectDefaultMetrics } from 'prom-client'
 import { errors, registryHeaders, requestLog } from './middleware.js'
 import { v2Routes } from './routes.js'
+import { tokenRoutes } from './token.js'
+import { adminRoutes } from './admin.js'
+import { authorizeV2 } from '../auth/authorize.js'
 import type { RegistryDeps } from './deps.js'
+import type { Cluster } from '../../cluster/cluster.js'
+import { clusterRoutes } from './cluster-api.js'
+import { internalRoutes } from './internal.js'
 
 export interface AppOptions {
   deps: RegistryDeps
   log: Logger
   /** Answers /readyz: false while the node is not yet able to serve. */
   ready: () => boolean
+  cluster?: Cluster
 }
 
 export function createMetrics (): { registry: MetricsRegistry; requests: Counter<'method' | 'status'>; duration: Histogram<'method'> } {
@@ -51,7 +58,16 @@ export function createApp (opts: AppOptions): Koa {
     ctx.body = await metrics.registry.metrics()
   })
   app.use(ops.routes())
+  if (opts.cluster !== undefined) {
+    const cluster = opts.cluster
+    app.use(internalRoutes({ blobs: opts.deps.blobs, admits: (p) => cluster.admits(p) }))
+    app.use(clusterRoutes(cluster).routes())
+  }
+  // Access control: the token endpoint, the admin API, then every /v2 route is authorized.
+  app.use(tokenRoutes(opts.deps.auth))
+  app.use(adminRoutes(opts.deps))
   app.use(registryHeaders)
+  app.use(authorizeV2(opts.deps.auth))
   app.use(v2Routes(opts.deps))
   return app
 }

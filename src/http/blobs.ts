@@ -3,9 +3,9 @@
  */
 import type { Context } from 'koa'
 import { FlotillaError } from '../../storage/errors.js'
-import { parseDigest, type RepositoryName } from '../../storage/reference.js'
+import { parseDigest, type Digest, type RepositoryName } from '../../storage/reference.js'
 import type { ByteRange } from '../../storage/blobs/blob-store.js'
-import { submit, type RegistryDeps } from './deps.js'
+import { submit, type BlobReplication, type RegistryDeps } from './deps.js'
 
 /**
  * Parse a single `Range: bytes=…` request against a blob of `size` bytes.
@@ -44,8 +44,15 @@ export async function get (ctx: Context, deps: RegistryDeps, name: RepositoryNam
   const linked = await deps.queries.linkedBlob(name, digest)
   if (linked === undefined) throw new FlotillaError('BLOB_UNKNOWN', `blob ${digest} is not in ${name}`, { digest })
   const info = await deps.blobs.stat(digest)
-  if (info === undefined) throw new FlotillaError('BLOB_UNKNOWN', `blob ${digest} is not stored on this node`, { digest })
-  const range = parseRange(ctx.get('range'), info.size)
+  if (info === undefined) {
+    // Known to the registry but not on this node yet: stream it from a peer that has it.
+    if (deps.replication === undefined) throw new FlotillaError('BLOB_UNKNOWN', `blob ${digest} is not stored on this node`, { digest })
+    return await serveFromPeer(ctx, deps.replication, digest, linked.size)
+  }
+  await serveLocal(ctx, deps, digest, info.size)
+}
+
+function blobHeaders (ctx: Context, digest: Digest, size: number, range: ByteRange | undefined): number {
   ctx.set('Docker-Content-Digest', digest)
   ctx.set('ETag', `"${digest}"`)
   ctx.set('Accept-Ranges', 'bytes')
@@ -53,16 +60,31 @@ export async function get (ctx: Context, deps: RegistryDeps, name: RepositoryNam
   ctx.type = 'application/octet-stream'
   if (range !== undefined) {
     ctx.status = 206
-    ctx.set('Content-Range', `bytes ${range.start}-${range.end}/${info.size}`)
+    ctx.set('Content-Range', `bytes ${range.start}-${range.end}/${size}`)
   } else {
     ctx.status = 200
   }
-  const length = range === undefined ? info.size : range.end - range.start + 1
-  if (ctx.method === 'HEAD') {
-    ctx.set('Content-Length', String(length))
-    return
-  }
+  const length = range === undefined ? size : range.end - range.start + 1
+  if (ctx.method === 'HEAD') ctx.set('Content-Length', String(length))
+  return length
+}
+
+/** Serve a blob from this node's store (also the internal route peers copy from). */
+export async function serveLocal (ctx: Context, deps: Pick<RegistryDeps, 'blobs'>, digest: Digest, size: number): Promise<void> {
+  const range = parseRange(ctx.get('range'), size)
+  const length = blobHeaders(ctx, digest, size, range)
+  if (ctx.method === 'HEAD') return
   ctx.body = await deps.blobs.read(digest, range)
+  ctx.length = length
+}
+
+async function serveFromPeer (ctx: Context, replication: BlobReplication, digest: Digest, size: number): Promise<void> {
+  const range = parseRange(ctx.get('range'), size)
+  const length = blobHeaders(ctx, digest, size, range)
+  if (ctx.method === 'HEAD') return
+  const stream = await replication.fetchThrough(digest, range)
+  if (stream === undefined) throw new FlotillaError('BLOB_UNKNOWN', `blob ${digest} is on no reachable node right now: retry shortly`, { digest })
+  ctx.body = stream
   ctx.length = length
 }
 

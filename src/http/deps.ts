@@ -4,6 +4,24 @@ import type { MetadataQueries } from '../../cluster/metadata/queries.js'
 import type { CommandSink } from '../../cluster/metadata/applier.js'
 import type { Command } from '../../cluster/metadata/commands.js'
 import { FlotillaError } from '../../storage/errors.js'
+import type { Readable } from 'node:stream'
+import type { ByteRange } from '../../storage/blobs/blob-store.js'
+import type { Digest } from '../../storage/reference.js'
+import { requestActor, shouldAudit } from '../auth/context.js'
+import type { AuthService } from '../auth/service.js'
+
+/** Blobs across nodes: present in a cluster, absent on a lone node in tests. */
+export interface BlobReplication {
+  /**
+   * Stream a blob this node lacks from a peer that holds it (storing a whole-blob read here at
+   * the same time). Undefined when no holder answers.
+   */
+  fetchThrough (digest: Digest, range?: ByteRange): Promise<Readable | undefined>
+  /** Resolve once every blob is durable on the write quorum of nodes. */
+  waitForCopies (digests: string[]): Promise<void>
+  /** HTTP base URL of another member (e.g. the owner of an upload session). */
+  httpOf (peerId: string): string | undefined
+}
 
 /** What the registry handlers need; the node wires it up. */
 export interface RegistryDeps {
@@ -16,13 +34,18 @@ export interface RegistryDeps {
   limits: { manifestMaxBytes: number }
   /** When false, DELETE of blobs and manifests answers 405. */
   deleteEnabled: boolean
+  replication?: BlobReplication
   /** Wall clock, injectable for tests. */
   now: () => number
+  /** Authentication and access control (src/auth/); every route goes through it. */
+  auth: AuthService
 }
 
 /** Submit a command and turn a refusal into the error it names. */
 export async function submit (deps: RegistryDeps, command: Command): Promise<unknown> {
-  const r = await deps.sink.submit(command)
+  // Inside a request, the command is applied together with its audit entry (src/auth/context.ts).
+  const actor = requestActor.getStore()
+  const r = await deps.sink.submit(actor !== undefined && shouldAudit(command.type) ? { type: 'Audited', actor: { ...actor, at: deps.now() }, command } : command)
   if (!r.ok) throw new FlotillaError(r.code, r.message)
   return r.value
 }

@@ -38,10 +38,28 @@ export async function tags (ctx: Context, deps: RegistryDeps, name: RepositoryNa
   ctx.body = { name, tags: result.items }
 }
 
+/** A catalog page of only the repositories `canList` accepts, read in batches. */
+async function visibleRepositories (deps: RegistryDeps, page: { n?: number; last?: string }, canList: (repo: string) => boolean): Promise<{ items: string[]; more: boolean }> {
+  const items: string[] = []
+  let last = page.last
+  for (;;) {
+    const batch = await deps.queries.repositories(last === undefined ? { n: 1000 } : { n: 1000, last })
+    for (const r of batch.items) {
+      if (!canList(r)) continue
+      if (page.n !== undefined && items.length === page.n) return { items, more: true }
+      items.push(r)
+    }
+    if (!batch.more || batch.items.length === 0) return { items, more: false }
+    last = batch.items[batch.items.length - 1]
+  }
+}
+
 export async function catalog (ctx: Context, deps: RegistryDeps): Promise<void> {
   const page = pageParams(ctx)
   await deps.sink.barrier()
-  const result = page.n === 0 ? { items: [], more: false } : await deps.queries.repositories(page)
+  // Access control (src/auth/authorize.ts) may hide repositories the caller cannot read.
+  const canList = ctx.state.canList as ((repo: string) => boolean) | undefined
+  const result = page.n === 0 ? { items: [], more: false } : canList === undefined ? await deps.queries.repositories(page) : await visibleRepositories(deps, page, canList)
   if (result.more) ctx.set('Link', nextLink('/v2/_catalog', page.n!, result.items[result.items.length - 1]!))
   ctx.status = 200
   ctx.body = { repositories: result.items }

@@ -8,6 +8,7 @@ import { FlotillaError } from '../../storage/errors.js'
 import { digestAlgorithm, digestOf, parseReference, parseTag, type RepositoryName } from '../../storage/reference.js'
 import { parseManifest } from '../oci/manifest.js'
 import { submit, type RegistryDeps } from './deps.js'
+import { mayPutManifest } from '../auth/checks.js'
 
 /** Read a request body into memory, refusing more than `max` bytes. */
 export async function readLimited (req: Readable, max: number): Promise<Buffer> {
@@ -63,6 +64,7 @@ export async function put (ctx: Context, deps: RegistryDeps, name: RepositoryNam
     throw new FlotillaError('DIGEST_INVALID', `manifest digest ${digest} does not match ${ref.digest} in the URL`)
   }
   const tags = [...new Set([...(ref.kind === 'tag' ? [ref.tag] : []), ...extraTags])]
+  mayPutManifest(ctx, name, { subject: parsed.subject, tags })
   const cmd: Parameters<typeof submit>[1] = {
     type: 'PutManifest',
     repo: name,
@@ -77,6 +79,8 @@ export async function put (ctx: Context, deps: RegistryDeps, name: RepositoryNam
   if (parsed.subject !== undefined) cmd.subject = parsed.subject
   if (parsed.artifactType !== undefined) cmd.artifactType = parsed.artifactType
   if (parsed.annotations !== undefined) cmd.annotations = parsed.annotations
+  // Acknowledge only once every referenced blob survives the loss of a minority of nodes.
+  await deps.replication?.waitForCopies(parsed.blobs)
   await submit(deps, cmd)
   ctx.status = 201
   ctx.set('Location', `/v2/${name}/manifests/${digest}`)

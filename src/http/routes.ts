@@ -28,7 +28,7 @@ interface Route {
 
 const ROUTES: Route[] = [
   { re: /^\/v2\/(.+)\/blobs\/uploads\/?$/, methods: { POST: uploads.start } },
-  { re: /^\/v2\/(.+)\/blobs\/uploads\/([^/]+)$/, methods: { GET: uploads.status, PATCH: uploads.patch, PUT: uploads.finish, DELETE: uploads.cancel } },
+  { re: /^\/v2\/(.+)\/blobs\/uploads\/([^/]+)$/, methods: { GET: uploads.ownedUpload(uploads.status), PATCH: uploads.ownedUpload(uploads.patch), PUT: uploads.ownedUpload(uploads.finish), DELETE: uploads.ownedUpload(uploads.cancel) } },
   { re: /^\/v2\/(.+)\/blobs\/([^/]+)$/, methods: { GET: blobs.get, HEAD: blobs.get, DELETE: blobs.remove } },
   { re: /^\/v2\/(.+)\/manifests\/([^/]+)$/, methods: { GET: manifests.get, HEAD: manifests.get, PUT: manifests.put, DELETE: manifests.remove } },
   { re: /^\/v2\/(.+)\/tags\/list$/, methods: { GET: listing.tags } },

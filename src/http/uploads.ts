@@ -12,6 +12,9 @@ import { FlotillaError } from '../../storage/errors.js'
 import { parseDigest, parseDigestAlgorithm, parseRepositoryName, type Digest, type RepositoryName } from '../../storage/reference.js'
 import type { UploadRecord } from '../../cluster/metadata/commands.js'
 import { submit, type RegistryDeps } from './deps.js'
+import { proxyTo } from './proxy.js'
+import type { Handler } from './routes.js'
+import { mayMountFrom } from '../auth/checks.js'
 
 const UPLOAD_ID_RE = /^[A-Za-z0-9_-]{8,128}$/
 
@@ -52,9 +55,30 @@ function blobCreated (ctx: Context, name: string, digest: string): void {
 
 async function session (deps: RegistryDeps, name: RepositoryName, id: string): Promise<UploadRecord> {
   if (!UPLOAD_ID_RE.test(id)) throw new FlotillaError('BLOB_UPLOAD_UNKNOWN', `upload ${JSON.stringify(id.slice(0, 130))} is unknown`)
-  const rec = await deps.queries.upload(id)
+  let rec = await deps.queries.upload(id)
+  if (rec === undefined) {
+    // Opened a moment ago through another node? Catch up with the log before saying no.
+    await deps.sink.barrier()
+    rec = await deps.queries.upload(id)
+  }
   if (rec === undefined || rec.repo !== name) throw new FlotillaError('BLOB_UPLOAD_UNKNOWN', `upload ${id} is unknown in ${name}: start a new one with POST /v2/${name}/blobs/uploads/`)
   return rec
+}
+
+/**
+ * Routing for upload-session routes: the session's bytes live on the node that opened it,
+ * so a request that reached another node is proxied to that owner.
+ */
+export function ownedUpload (handler: Handler): Handler {
+  return async (ctx, deps, name, id) => {
+    const rec = await session(deps, name, id)
+    if (rec.owner !== deps.nodeId) {
+      const base = deps.replication?.httpOf(rec.owner)
+      if (base === undefined) throw new FlotillaError('UNAVAILABLE', `upload ${id} belongs to node ${rec.owner}, which is not reachable now: retry, or start a new upload`)
+      return await proxyTo(ctx, base)
+    }
+    await handler(ctx, deps, name, id)
+  }
 }
 
 /** Parse `Content-Range: <start>-<end>` (inclusive) into the offset and length it promises. */
@@ -103,7 +127,7 @@ export async function start (ctx: Context, deps: RegistryDeps, name: RepositoryN
     const fromRaw = queryString(ctx, 'from')
     const from = fromRaw === undefined ? undefined : parseRepositoryName(fromRaw)
     const known = from === undefined ? await deps.queries.knownBlob(digest) : await deps.queries.linkedBlob(from, digest)
-    if (known !== undefined && await deps.blobs.stat(digest) !== undefined) {
+    if (known !== undefined && await mayMountFrom(ctx, deps.queries, digest, from) && await deps.blobs.stat(digest) !== undefined) {
       await submit(deps, { type: 'LinkBlob', repo: name, digest, size: known.size, at: deps.now() })
       return blobCreated(ctx, name, digest)
     }
@@ -116,7 +140,7 @@ export async function start (ctx: Context, deps: RegistryDeps, name: RepositoryN
     const opts: { expected: Digest; expectedSize?: number } = { expected: digest }
     if (expectedSize !== undefined) opts.expectedSize = expectedSize
     const info = await deps.blobs.ingest(ctx.req, opts)
-    await submit(deps, { type: 'LinkBlob', repo: name, digest, size: info.size, at: deps.now() })
+    await submit(deps, { type: 'LinkBlob', repo: name, digest, size: info.size, holder: deps.nodeId, at: deps.now() })
     return blobCreated(ctx, name, digest)
   }
   const algRaw = queryString(ctx, 'digest-algorithm')
@@ -163,7 +187,7 @@ export async function finish (ctx: Context, deps: RegistryDeps, name: Repository
   const digest = parseDigest(digestParam)
   if (hasBody(ctx)) await appendBody(ctx, deps, id)
   const info = await deps.uploads.commit(id, digest, deps.blobs)
-  await submit(deps, { type: 'LinkBlob', repo: name, digest, size: info.size, uploadId: id, at: deps.now() })
+  await submit(deps, { type: 'LinkBlob', repo: name, digest, size: info.size, uploadId: id, holder: deps.nodeId, at: deps.now() })
   blobCreated(ctx, name, digest)
 }
 

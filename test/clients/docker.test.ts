@@ -21,6 +21,8 @@ const work = await mkdtemp(join(tmpdir(), 'fl-docker-'))
 t.teardown(async () => { await removeTree(work) })
 // One engine for the whole file; without dockerd every test below fails or skips via requireTool.
 const engine: DockerEngine | undefined = missingTools('dockerd', 'docker') === undefined ? await startDocker(t) : undefined
+// Access control is on, as in production: log the engine in once.
+if (engine !== undefined) await engine.login(reg.host, reg.credentials)
 
 interface Manifest { mediaType: string, config: { digest: string }, layers: Array<{ mediaType: string, digest: string, size: number }> }
 
@@ -209,4 +211,27 @@ t.test('docker pull of an unknown tag fails with a not-found error', async (t) =
   const res = await engine.docker(['pull', `${reg.host}/docker/busybox:does-not-exist`])
   t.not(res.code, 0, 'docker pull exits non-zero')
   t.match(res.stderr, /manifest unknown|not found/i, 'and reports the manifest as unknown')
+})
+
+// At the end: it logs out, and failed logins may count against the client address's rate limit.
+t.test('docker logout makes pushes fail; a wrong password fails login; the right one succeeds', async (t) => {
+  if (!requireTool(t, 'dockerd', 'docker') || engine === undefined) return
+  const d = engine
+  const image = busyboxImage()
+  const ref = `${reg.host}/docker/private:1`
+  const archive = join(work, 'private.tar')
+  await writeFile(archive, dockerArchive(image, [ref]))
+  await d.dockerOk(['load', '-i', archive])
+  await d.dockerOk(['logout', reg.host])
+  const anon = await d.docker(['push', ref])
+  t.not(anon.code, 0, 'push without login fails')
+  t.match(anon.stderr + anon.stdout, /unauthorized|authentication required|no basic auth credentials|denied/i, 'because it is unauthorized')
+  t.equal((await fetchManifest(reg, 'docker/private', '1', 'HEAD')).status, 404, 'nothing was tagged')
+
+  const wrong = await d.docker(['login', '-u', reg.credentials.username, '--password-stdin', reg.host], { input: 'not-the-password' })
+  t.not(wrong.code, 0, 'login with a wrong password fails')
+  const login = await d.login(reg.host, reg.credentials)
+  t.match(login.stdout, /Login Succeeded/, 'login with the right password succeeds')
+  const push = await d.dockerOk(['push', ref])
+  t.equal((await fetchManifest(reg, 'docker/private', '1', 'HEAD')).digest, pushedDigest(push.stdout), 'and the push goes through')
 })

@@ -12,10 +12,13 @@ import { removeTree } from '../helpers/cleanup.js'
 import { readOciLayout, rootfsTar, textEntries, ARCH, OCI_INDEX, OCI_MANIFEST } from '../helpers/images.js'
 import { containersEnv } from '../helpers/podman.js'
 import { fetchBlob, fetchManifest, sha256, startTarget } from '../helpers/registry.js'
-import { requireTool } from '../helpers/tools.js'
+import { missingTools, requireTool } from '../helpers/tools.js'
 
 const reg = await startTarget(t)
 const ctr = await containersEnv(t, [reg.host])
+// Access control is on, as in production: podman login writes the auth file buildah and skopeo share.
+if (missingTools('podman') === undefined) await ctr.login('podman', reg.host, reg.credentials)
+else if (missingTools('skopeo') === undefined) await ctr.login('skopeo', reg.host, reg.credentials)
 const work = await mkdtemp(join(tmpdir(), 'fl-podman-'))
 t.teardown(async () => { await removeTree(work) })
 
@@ -157,4 +160,23 @@ t.test('podman manifest push --all uploads an image index with both platform ima
   // A pull through the index resolves this machine's platform.
   await ctr.podmanOk(['pull', '--tls-verify=false', `${reg.host}/podman/list:1`])
   t.equal((await podmanImage(`${reg.host}/podman/list:1`)).Id, parts.find((p) => p.arch === ARCH)?.id, `podman pull chose the ${ARCH} image`)
+})
+
+// At the end: it logs out.
+t.test('podman logout makes pulls fail; podman login brings access back', async (t) => {
+  if (!requireTool(t, 'podman')) return
+  const rootfs = join(work, 'private.tar')
+  await writeFile(rootfs, rootfsTar())
+  await ctr.podmanOk(['import', rootfs, 'localhost/flotilla-test/private:1'])
+  const remote = `${reg.host}/podman/private:1`
+  await ctr.podmanOk(['push', '--tls-verify=false', 'localhost/flotilla-test/private:1', `docker://${remote}`])
+  await ctr.podmanOk(['logout', reg.host])
+  const auth = JSON.parse(await readFile(ctr.authFile, 'utf8')) as { auths: Record<string, unknown> }
+  t.notOk(reg.host in auth.auths, 'logout removed the credentials from the auth file')
+  const anon = await ctr.podman(['pull', '--tls-verify=false', remote])
+  t.not(anon.code, 0, 'pull without credentials fails')
+  t.match(anon.stderr, /unauthorized|authentication required|401/i)
+  await ctr.login('podman', reg.host, reg.credentials)
+  const ok = await ctr.podman(['pull', '--tls-verify=false', remote])
+  t.equal(ok.code, 0, `pull after login works: ${ok.stderr}`)
 })

@@ -4,21 +4,24 @@
  * blobs and manifests without re-encoding them, so digests and bytes must survive exactly.
  */
 import t from 'tap'
+import { randomBytes } from 'node:crypto'
 import { mkdir, mkdtemp, readFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { gunzipSync } from 'node:zlib'
 import { removeTree } from '../helpers/cleanup.js'
 import {
-  buildIndex, busyboxImage, randomEntries, readOciLayout, textEntries, writeOciLayout,
+  buildImage, buildIndex, busyboxImage, randomEntries, readOciLayout, textEntries, writeOciLayout,
   ARCH, DOCKER_CONFIG, DOCKER_LAYER_GZIP, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, type BuiltImage,
 } from '../helpers/images.js'
 import { containersEnv } from '../helpers/podman.js'
 import { fetchBlob, fetchManifest, sha256, startTarget } from '../helpers/registry.js'
-import { requireTool } from '../helpers/tools.js'
+import { missingTools, requireTool } from '../helpers/tools.js'
 
 const reg = await startTarget(t)
 const ctr = await containersEnv(t, [reg.host])
+// Access control is on, as in production: log in once; every skopeo call below reads that auth file.
+if (missingTools('skopeo') === undefined) await ctr.login('skopeo', reg.host, reg.credentials)
 const work = await mkdtemp(join(tmpdir(), 'fl-skopeo-'))
 t.teardown(async () => { await removeTree(work) })
 
@@ -282,6 +285,65 @@ t.test('three skopeo pushes of images sharing layers run at once without corrupt
   }
 })
 
+t.test('skopeo pushes zstd-compressed layers and pulls them back unchanged', async (t) => {
+  if (!requireTool(t, 'skopeo')) return
+  // Only never-seen layers: skopeo would rather mount a gzip copy it knows of than recompress.
+  const image = buildImage({ layers: [randomEntries(1 << 20), textEntries({ 'etc/nonce': randomBytes(16).toString('hex') })] })
+  const repo = 'skopeo/zstd'
+  const digest = await push(image, repo, 'zstd', ['--dest-compress', '--dest-compress-format', 'zstd'])
+  const got = await fetchManifest(reg, repo, 'zstd')
+  t.equal(got.digest, digest, 'Docker-Content-Digest is the digest skopeo pushed')
+  t.equal(sha256(got.body), digest)
+  const m = JSON.parse(got.body.toString()) as { layers: Array<{ mediaType: string, digest: string, size: number }> }
+  t.ok(m.layers.length === image.layers.length && m.layers.every((l) => l.mediaType === 'application/vnd.oci.image.layer.v1.tar+zstd'), 'every layer is zstd')
+  const out = join(scratch(), 'pulled')
+  await mkdir(join(out, '..'), { recursive: true })
+  await ctr.skopeoOk(['copy', '--src-tls-verify=false', `docker://${reg.host}/${repo}:zstd`, `oci:${out}:zstd`])
+  const pulled = await readOciLayout(out, 'zstd')
+  t.equal(pulled.manifestDigest, digest, 'pulled manifest digest equals the pushed one')
+  for (const l of m.layers) {
+    const blob = await pulled.readBlob(l.digest)
+    t.equal(blob.length, l.size, `zstd layer ${l.digest} has its size`)
+    t.equal(sha256(blob), l.digest, `zstd layer ${l.digest} hashes to its digest`)
+    t.equal(blob.readUInt32LE(0), 0xfd2fb528, 'and starts with the zstd magic number')
+  }
+})
+
+t.test('skopeo handles repository names and tags at the edges of the grammar', async (t) => {
+  if (!requireTool(t, 'skopeo')) return
+  const image = fourLayerImage()
+  const cases: Array<[string, string]> = [
+    ['skopeo/a.b_c__d-e--f/g0/h', 'V1.0_rc-1'],
+    ['skopeo/x'.padEnd(60, 'y'), '_' + 'T'.repeat(127)], // a 128-character tag, the longest allowed
+    ['skopeo/1/2/3/4/5/6', '0'],
+  ]
+  const layout = scratch()
+  await writeOciLayout(layout, image, 'src') // oci: refs have their own, stricter grammar
+  for (const [repo, tag] of cases) {
+    const r = await ctr.skopeo(['copy', '--dest-tls-verify=false', `oci:${layout}:src`, `docker://${reg.host}/${repo}:${tag}`])
+    t.equal(r.code, 0, `push ${repo}:${tag.slice(0, 20)}: ${r.stderr}`)
+    const head = await fetchManifest(reg, repo, tag, 'HEAD')
+    t.equal(head.digest, image.manifestDigest, `${repo}:${tag.slice(0, 20)} resolves to the pushed digest`)
+    const tags = await ctr.skopeo(['list-tags', NOTLS, `docker://${reg.host}/${repo}`])
+    t.same((JSON.parse(tags.stdout || '{}') as { Tags?: string[] }).Tags, [tag], `${repo} lists exactly its tag`)
+  }
+})
+
+t.test('skopeo sync copies every tag of a repository', async (t) => {
+  if (!requireTool(t, 'skopeo')) return
+  const repo = 'skopeo/sync-src'
+  const images = new Map([['a', fourLayerImage()], ['b', fourLayerImage()], ['c', fourLayerImage()]])
+  for (const [tag, img] of images) await push(img, repo, tag)
+  const out = scratch()
+  await mkdir(out)
+  // sync lists the tags through the API, then copies each into OUT/<repo>:<tag> as dir: images.
+  await ctr.skopeoOk(['sync', '--src', 'docker', '--dest', 'dir', '--src-tls-verify=false', `${reg.host}/${repo}`, out])
+  for (const [tag, img] of images) {
+    const manifest = await readFile(join(out, `${repo.split('/').pop() ?? ''}:${tag}`, 'manifest.json'))
+    t.equal(sha256(manifest), img.manifestDigest, `tag ${tag} synced with its digest`)
+  }
+})
+
 // Last in the file: it restarts the shared registry process.
 t.test('pushed images survive a clean restart and a SIGKILL of the registry process', async (t) => {
   if (!requireTool(t, 'skopeo')) return
@@ -304,4 +366,29 @@ t.test('pushed images survive a clean restart and a SIGKILL of the registry proc
     t.equal(pulled.manifestDigest, img.manifestDigest, `${tag}: same manifest digest`)
     for (const [d, bytes] of img.blobs) t.ok((await pulled.readBlob(d)).equals(bytes), `${tag}: blob ${d} intact`)
   }
+})
+
+// At the end: failed logins may count against the client address's rate limit.
+t.test('skopeo without credentials or with a wrong password is refused; with the right ones it works', async (t) => {
+  if (!requireTool(t, 'skopeo')) return
+  const image = fourLayerImage()
+  await push(image, 'skopeo/private', 'v1')
+  const ref = `docker://${reg.host}/skopeo/private:v1`
+  const anon = await ctr.skopeo(['inspect', NOTLS, '--no-creds', '--raw', ref])
+  t.not(anon.code, 0, 'anonymous inspect is refused')
+  t.match(anon.stderr, /unauthorized|authentication required|401/i, 'as unauthorized')
+  const wrong = await ctr.skopeo(['inspect', NOTLS, '--creds', `${reg.credentials.username}:not-the-password`, '--raw', ref])
+  t.not(wrong.code, 0, 'a wrong password is refused')
+  t.match(wrong.stderr, /unauthorized|invalid username\/password|401/i)
+
+  const layout = scratch()
+  const other = fourLayerImage()
+  await writeOciLayout(layout, other, 'v2')
+  const anonPush = await ctr.skopeo(['copy', '--dest-tls-verify=false', '--dest-no-creds', `oci:${layout}:v2`, `docker://${reg.host}/skopeo/private:v2`])
+  t.not(anonPush.code, 0, 'anonymous push is refused')
+  t.equal((await fetchManifest(reg, 'skopeo/private', 'v2', 'HEAD')).status, 404, 'and created no tag')
+
+  const ok = await ctr.skopeo(['inspect', NOTLS, '--creds', `${reg.credentials.username}:${reg.credentials.password}`, '--raw', ref])
+  t.equal(ok.code, 0, `explicit right credentials work: ${ok.stderr}`)
+  t.equal(sha256(ok.stdout), image.manifestDigest)
 })

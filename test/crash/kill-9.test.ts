@@ -7,7 +7,8 @@ import t from 'tap'
 import { request } from 'node:http'
 import { readdir } from 'node:fs/promises'
 import { join } from 'node:path'
-import { startFlotilla, tempDir, type RunningRegistry } from '../../scripts/lib/procs.js'
+// Crash recovery, not access control: the nodes let anonymous callers do everything.
+import { startFlotilla, tempDir, OPEN_ANONYMOUS, type RunningRegistry } from '../../scripts/lib/procs.js'
 import { streamData, digestOfStream } from '../helpers/stream-data.js'
 import { blob, errorCode, image, pushBlob, OCI_MANIFEST } from '../helpers/oci.js'
 
@@ -44,7 +45,7 @@ async function listFiles (dir: string): Promise<string[]> {
 t.test('kill -9 during a 200 MiB upload: nothing partial is visible and the upload resumes', async (t) => {
   const dir = await tempDir()
   const dataDir = join(dir, 'data')
-  let node: RunningRegistry = await startFlotilla({ dataDir })
+  let node: RunningRegistry = await startFlotilla({ dataDir, anonymous: OPEN_ANONYMOUS })
   t.teardown(async () => { await node.kill() })
   const digest = await digestOfStream('crash-upload', SIZE)
 
@@ -60,7 +61,7 @@ t.test('kill -9 during a 200 MiB upload: nothing partial is visible and the uplo
   await killed
   t.equal(status, 0, 'the connection died with the node')
 
-  node = await startFlotilla({ dataDir })
+  node = await startFlotilla({ dataDir, anonymous: OPEN_ANONYMOUS })
   t.same(await listFiles(join(dataDir, 'tmp')), [], 'no temporary blob survives a restart')
   const early = await fetch(`${node.url}/v2/crash/big/blobs/${digest}`, { method: 'HEAD' })
   t.equal(early.status, 404, 'the unfinished blob is not visible')
@@ -83,7 +84,7 @@ t.test('kill -9 during a 200 MiB upload: nothing partial is visible and the uplo
 t.test('kill -9 during a monolithic upload leaves no blob and no temp file', async (t) => {
   const dir = await tempDir()
   const dataDir = join(dir, 'data')
-  let node: RunningRegistry = await startFlotilla({ dataDir })
+  let node: RunningRegistry = await startFlotilla({ dataDir, anonymous: OPEN_ANONYMOUS })
   t.teardown(async () => { await node.kill() })
   const digest = await digestOfStream('crash-mono', SIZE)
   const u = new URL(`${node.url}/v2/crash/mono/blobs/uploads/?digest=${digest}`)
@@ -100,7 +101,7 @@ t.test('kill -9 during a monolithic upload leaves no blob and no temp file', asy
       }
     })().catch(() => resolve())
   })
-  node = await startFlotilla({ dataDir })
+  node = await startFlotilla({ dataDir, anonymous: OPEN_ANONYMOUS })
   t.same(await listFiles(join(dataDir, 'tmp')), [], 'the temp file was swept at start')
   const head = await fetch(`${node.url}/v2/crash/mono/blobs/${digest}`, { method: 'HEAD' })
   t.equal(head.status, 404)
@@ -111,7 +112,7 @@ t.test('kill -9 during a monolithic upload leaves no blob and no temp file', asy
 t.test('kill -9 during manifest PUTs: every acknowledged tag survives, none dangles', async (t) => {
   const dir = await tempDir()
   const dataDir = join(dir, 'data')
-  let node: RunningRegistry = await startFlotilla({ dataDir })
+  let node: RunningRegistry = await startFlotilla({ dataDir, anonymous: OPEN_ANONYMOUS })
   t.teardown(async () => { await node.kill() })
   const img = image({ layers: 2, seed: 'crash-manifest' })
   for (const b of [img.config, ...img.layers]) await pushBlob(node.url, 'crash/man', b)
@@ -134,7 +135,7 @@ t.test('kill -9 during manifest PUTs: every acknowledged tag survives, none dang
   await Promise.all(writers)
   t.ok(acked.length > 10, `${acked.length} manifest PUTs were acknowledged before the crash`)
 
-  node = await startFlotilla({ dataDir })
+  node = await startFlotilla({ dataDir, anonymous: OPEN_ANONYMOUS })
   const list = await (await fetch(`${node.url}/v2/crash/man/tags/list`)).json() as { tags: string[] }
   const have = new Set(list.tags)
   const lost = acked.filter((tag) => !have.has(tag))

@@ -22,6 +22,8 @@ export interface DockerEngine {
   docker (args: string[], opts?: RunOptions): Promise<RunResult>
   /** Same, but throws (with stderr) on a non-zero exit. */
   dockerOk (args: string[], opts?: RunOptions): Promise<RunResult>
+  /** `docker login` to host (password on stdin), stored in this engine's private DOCKER_CONFIG. */
+  login (host: string, creds: { username: string, password: string }): Promise<RunResult>
   stop (): Promise<void>
 }
 
@@ -63,6 +65,8 @@ export async function startDocker (t: Lifecycle, opts: DockerOptions = {}): Prom
   ]
   const proc = spawn(findTool('dockerd') ?? 'dockerd', args, { stdio: ['ignore', logFd, logFd], env: process.env })
   closeSync(logFd)
+  let spawnError: Error | undefined
+  proc.on('error', (err) => { spawnError = err }) // e.g. ENOENT; unhandled it would kill the test process
   // If the test process dies without teardown, still ask dockerd to shut down (it stops its containerd).
   const onExit = (): void => { if (proc.pid !== undefined && alive(proc.pid)) process.kill(proc.pid, 'SIGTERM') }
   process.once('exit', onExit)
@@ -89,6 +93,9 @@ export async function startDocker (t: Lifecycle, opts: DockerOptions = {}): Prom
   const docker = async (a: string[], o: RunOptions = {}): Promise<RunResult> => await run('docker', a, { env, ...o })
   const dockerOk = async (a: string[], o: RunOptions = {}): Promise<RunResult> => await runOk('docker', a, { env, ...o })
 
+  const login = async (host: string, creds: { username: string, password: string }): Promise<RunResult> =>
+    await dockerOk(['login', '-u', creds.username, '--password-stdin', host], { input: creds.password })
+
   t.teardown(async () => {
     if (!t.passing()) {
       const text = await readFile(logFile, 'utf8').catch(() => '')
@@ -100,12 +107,12 @@ export async function startDocker (t: Lifecycle, opts: DockerOptions = {}): Prom
   const deadline = Date.now() + (opts.startTimeoutMs ?? 60_000)
   let last: RunResult | undefined
   while (Date.now() < deadline) {
-    if (proc.exitCode !== null) break
+    if (proc.exitCode !== null || spawnError !== undefined) break
     last = await docker(['info', '--format', '{{.ServerVersion}}'], { timeoutMs: 10_000 })
-    if (last.code === 0) return { dir, env, docker, dockerOk, stop }
+    if (last.code === 0) return { dir, env, docker, dockerOk, login, stop }
     await new Promise((r) => setTimeout(r, 200))
   }
   const log = await readFile(logFile, 'utf8').catch(() => '')
   await stop()
-  throw new Error(`dockerd did not come up (exit ${proc.exitCode}): ${last?.stderr ?? ''}\n${log.split('\n').slice(-20).join('\n')}`)
+  throw new Error(`dockerd did not come up (exit ${proc.exitCode}${spawnError !== undefined ? `, ${spawnError.message}` : ''}): ${last?.stderr ?? ''}\n${log.split('\n').slice(-20).join('\n')}`)
 }

@@ -17,6 +17,8 @@ export interface RunOptions {
   cwd?: string
   /** Kill the process (SIGKILL) after this long; real clients retry for minutes otherwise. */
   timeoutMs?: number
+  /** Written to stdin, then closed (e.g. a password for --password-stdin). */
+  input?: string
 }
 
 export async function run (cmd: string, args: string[], opts: RunOptions = {}): Promise<RunResult> {
@@ -24,12 +26,13 @@ export async function run (cmd: string, args: string[], opts: RunOptions = {}): 
     const proc = spawn(cmd, args, {
       env: opts.env ?? process.env,
       cwd: opts.cwd,
-      stdio: ['ignore', 'pipe', 'pipe'],
+      stdio: [opts.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
     })
+    if (opts.input !== undefined) proc.stdin?.end(opts.input)
     const out: Buffer[] = []
     const err: Buffer[] = []
-    proc.stdout.on('data', (b: Buffer) => out.push(b))
-    proc.stderr.on('data', (b: Buffer) => err.push(b))
+    proc.stdout?.on('data', (b: Buffer) => out.push(b))
+    proc.stderr?.on('data', (b: Buffer) => err.push(b))
     const timer = setTimeout(() => {
       err.push(Buffer.from(`\n[killed after ${opts.timeoutMs} ms]\n`))
       proc.kill('SIGKILL')

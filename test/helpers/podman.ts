@@ -22,6 +22,8 @@ export interface ContainersEnv {
   buildahOk (args: string[], opts?: RunOptions): Promise<RunResult>
   skopeo (args: string[], opts?: RunOptions): Promise<RunResult>
   skopeoOk (args: string[], opts?: RunOptions): Promise<RunResult>
+  /** `TOOL login` to host (password on stdin); writes the shared auth file all three tools read. */
+  login (tool: 'skopeo' | 'podman' | 'buildah', host: string, creds: { username: string, password: string }): Promise<RunResult>
 }
 
 /** TOML basic string (paths from mkdtemp have no quotes, but be safe). */
@@ -73,5 +75,7 @@ export async function containersEnv (t: Lifecycle, insecureRegistries: string[])
   const [podman, podmanOk] = bind('podman')
   const [buildah, buildahOk] = bind('buildah')
   const [skopeo, skopeoOk] = bind('skopeo')
-  return { dir, env, authFile, podman, podmanOk, buildah, buildahOk, skopeo, skopeoOk }
+  const login = async (tool: 'skopeo' | 'podman' | 'buildah', host: string, creds: { username: string, password: string }): Promise<RunResult> =>
+    await runOk(tool, ['login', '--tls-verify=false', '-u', creds.username, '--password-stdin', host], { env, input: creds.password })
+  return { dir, env, authFile, podman, podmanOk, buildah, buildahOk, skopeo, skopeoOk, login }
 }

@@ -4,14 +4,15 @@
  */
 import t from 'tap'
 import { request } from 'node:http'
-import { startInProcess, type InProcessNode } from '../helpers/inproc.js'
+import { startInProcess, OPEN_ANONYMOUS, type InProcessNode } from '../helpers/inproc.js'
 import { blob, descriptor, image, pushBlob, pushImage, sha256, OCI_INDEX, OCI_MANIFEST } from '../helpers/oci.js'
 
 let node: InProcessNode
 let base: string
 const good = image({ seed: 'bad-input' })
 t.before(async () => {
-  node = await startInProcess()
+  // Protocol tests, not access control (test/auth/ covers that): anonymous may do everything.
+  node = await startInProcess({ auth: { anonymous: OPEN_ANONYMOUS } })
   base = node.url
   await pushImage(base, 'ok/repo', good, 'v1')
 })

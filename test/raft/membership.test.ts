@@ -2,6 +2,8 @@
 import t from 'tap'
 import { Network, appliedData, enc } from './network.js'
 import { ErrConfChangeRejected } from '../../cluster/raft/errors.js'
+import { RawNode } from '../../cluster/raft/raw-node.js'
+import { SeededRand } from '../../cluster/raft/rand.js'
 
 t.test('a learner is added, catches up without voting, then is promoted', async t => {
   const net = new Network(['a', 'b', 'c'], { bootstrap: true })
@@ -145,4 +147,35 @@ t.test('leader crash mid change: an uncommitted change only the old leader had i
     t.same(net.node(id).raft.confState().voters, ['a', 'b', 'c'], `${id}: the change never happened`)
     t.same(appliedData(net.node(id)), ['y'], `${id}: logs agree`)
   }
+})
+
+t.test('a node restarted with an applied index replays the conf changes it will not re-apply', async t => {
+  const net = new Network(['a', 'b', 'c'], { bootstrap: true })
+  net.campaign('a')
+  net.addEmpty('d')
+  net.proposeConfChange('a', { type: 'addLearner', node: 'd' })
+  net.propose('a', 'x')
+  const b = net.node('b')
+  const applied = b.rn.status().applied
+  const rn = new RawNode({ id: 'b', storage: b.storage, rand: new SeededRand(1), applied })
+  t.same(rn.status().conf, { voters: ['a', 'b', 'c'], learners: ['d'] })
+  t.equal(rn.status().applied, applied)
+})
+
+t.test('a learner promoted while cut off still votes, so the new quorum can elect', async t => {
+  // Found by the simulation (test/sim/core-bug-promoted-learner-cannot-vote.test.ts).
+  const net = new Network(['a', 'b', 'c'], { bootstrap: true })
+  net.campaign('a')
+  net.addEmpty('d')
+  net.proposeConfChange('a', { type: 'addLearner', node: 'd' })
+  net.tick(2)
+  net.isolate('d')
+  net.proposeConfChange('a', { type: 'promote', node: 'd' })
+  t.same(net.node('a').raft.confState().voters, ['a', 'b', 'c', 'd'])
+  t.same(net.node('d').raft.confState().voters, ['a', 'b', 'c'], 'd does not know')
+  // a dies and d comes back: b, c, d are 3 of 4 voters, and any leader needs d's vote.
+  net.heal()
+  net.isolate('a')
+  const leader = net.tickUntilLeader(400, ['b', 'c', 'd'])
+  t.ok(['b', 'c'].includes(leader), `${leader} won, with d's vote`)
 })

@@ -241,3 +241,19 @@ t.test('a leader that crashes and restarts rejoins as follower with its log', as
   t.same(appliedData(net.node('a')), ['x', 'y'])
   t.equal(net.node('a').raft.lead, leader)
 })
+
+t.test('a node whose disk was wiped and that rejoins under its old id does not vote', async t => {
+  // RethinkDB 2.2.3: a wiped node forgot its vote and could elect a second leader in a term.
+  const net = new Network(['a', 'b', 'c'], { preVote: false, checkQuorum: false })
+  net.campaign('a')
+  net.propose('a', 'x')
+  net.isolate('c')
+  const wiped = net.addEmpty('c') // same id, empty disk, no configuration
+  net.heal()
+  wiped.rn.step({ type: 'Vote', from: 'b', to: 'c', term: 9, logTerm: 1, index: 2, commit: 0, entries: [], reject: false, rejectHint: 0 })
+  const resp = wiped.handleReady().find(m => m.type === 'VoteResp')
+  t.ok(resp?.reject, 'refuses to vote without a configuration of its own')
+  net.tick(5, ['a', 'b'])
+  t.same(net.leaders(), ['a'])
+  t.same(appliedData(net.node('a')), ['x'])
+})

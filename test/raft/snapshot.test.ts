@@ -1,11 +1,11 @@
 // Snapshots: compaction, InstallSnapshot in chunks, reassembly, retry of lost chunks.
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { Network, appliedData, dec, enc } from './network.js'
 import type { Message } from '../../cluster/raft/types.js'
 
 const STATE = 'the-whole-state-machine-at-this-point' // 37 bytes
 
-function lagging (chunk: number) {
+function lagging (t: Test, chunk: number) {
   const net = new Network(['a', 'b', 'c'], { snapshotChunkSize: chunk })
   net.campaign('a')
   net.propose('a', 'x0')
@@ -18,7 +18,7 @@ function lagging (chunk: number) {
 }
 
 t.test('a slow follower is caught up by a chunked snapshot after compaction', async t => {
-  const net = lagging(4)
+  const net = lagging(t, 4)
   const c = net.node('c')
   net.heal()
   net.trace = []
@@ -35,7 +35,7 @@ t.test('a slow follower is caught up by a chunked snapshot after compaction', as
 })
 
 t.test('snapshot chunks arriving out of order and twice are reassembled once', async t => {
-  const net = lagging(5)
+  const net = lagging(t, 5)
   const c = net.node('c')
   net.heal()
   // Hold the chunks back, then deliver them reversed, each twice.
@@ -54,7 +54,7 @@ t.test('snapshot chunks arriving out of order and twice are reassembled once', a
 })
 
 t.test('a snapshot whose chunks were lost is sent again', async t => {
-  const net = lagging(8)
+  const net = lagging(t, 8)
   const c = net.node('c')
   net.heal()
   let dropped = 0
@@ -70,7 +70,7 @@ t.test('a snapshot whose chunks were lost is sent again', async t => {
 })
 
 t.test('reportSnapshot(failure) puts the follower back to probing', async t => {
-  const net = lagging(64)
+  const net = lagging(t, 64)
   net.heal()
   net.dropTypes.add('Snap')
   net.tick(2)
@@ -107,4 +107,32 @@ t.test('a restarted node starts from its snapshot and the entries after it', asy
   t.equal(b.raft.raftLog.applied, 6, 'applied starts at the snapshot index')
   net.tick(2)
   t.same(appliedData(b), ['y'], 're-applies only what follows the snapshot')
+})
+
+t.test('a snapshot that arrives while a Ready is being handled supersedes that Ready', async t => {
+  const net = new Network(['a', 'b', 'c'])
+  net.campaign('a')
+  net.propose('a', 'x')
+  net.cut.add('a->b')
+  for (let i = 0; i < 5; i++) net.propose('a', `y${i}`)
+  const a = net.node('a')
+  a.compact(enc('S'))
+  const b = net.node('b')
+  const term = a.raft.term
+  // b gets index 3 committed and starts handling that Ready...
+  b.rn.step({ type: 'App', from: 'a', to: 'b', term, logTerm: 1, index: 2, commit: 3, entries: [{ index: 3, term, type: 0, data: enc('y0') }], reject: false, rejectHint: 0 })
+  const rd = b.rn.ready()
+  t.equal(rd.committedEntries.length, 1)
+  b.storage.append(rd.entries)
+  // ...when the leader's snapshot (index 7) arrives.
+  const snap = a.storage.snapshot()
+  b.rn.step({ type: 'Snap', from: 'a', to: 'b', term, logTerm: 0, index: 0, commit: 0, entries: [], reject: false, rejectHint: 0, snapshot: snap, offset: 0, total: snap.data.byteLength, done: true })
+  b.rn.advance(rd)
+  b.handleReady()
+  t.same(b.restored.map(dec), ['S'])
+  t.equal(b.raft.raftLog.applied, snap.meta.index)
+  t.equal(b.storage.firstIndex(), snap.meta.index + 1)
+  net.heal()
+  net.propose('a', 'z')
+  t.same(appliedData(b).slice(-1), ['z'], 'b carries on after the snapshot')
 })

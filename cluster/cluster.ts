@@ -1,0 +1,292 @@
+/**
+ * A node's membership in the cluster: its libp2p host, the Raft driver over a framed
+ * libp2p stream per peer, the metadata state machine driven by the log, and who is admitted.
+ *
+ *   DATA/
+ *   ├── p2p-key          Ed25519 identity (net/identity.ts)
+ *   └── raft/            the Raft log (storage/raftlog/level-log-storage.ts)
+ *
+ * Who may connect: members recorded in the state machine, voters and learners of the Raft
+ * configuration, and the seeds a joiner was given; never a removed peer.
+ */
+import { randomBytes } from 'node:crypto'
+import type { Logger } from 'pino'
+import type { PrivateKey } from '@libp2p/interface'
+import { createHost, type Host } from '../net/host.js'
+import { FrameTransport } from '../net/frame-transport.js'
+import { LevelLogStorage } from '../storage/raftlog/level-log-storage.js'
+import type { KV } from '../storage/kv/kv.js'
+import { RaftDriver } from './raft/driver.js'
+import type { Status } from './raft/raft.js'
+import { MetadataStateMachine } from './metadata/state-machine.js'
+import { MetadataQueries } from './metadata/queries.js'
+import { RaftApplier } from './metadata/raft-applier.js'
+import { decodeEnvelope, type Command, type CommandResult, type MemberRecord } from './metadata/commands.js'
+import { dumpState, restoreState } from './metadata/snapshot.js'
+
+export const RAFT_PROTOCOL = '/flotilla/raft/1.0.0'
+
+export interface ClusterOptions {
+  dataDir: string
+  privateKey: PrivateKey
+  peerId: string
+  /** libp2p listen multiaddr, e.g. /ip4/127.0.0.1/tcp/7000 */
+  p2pListen: string
+  /** This node's HTTP base URL, as other nodes reach it (may be set later, see setHttpUrl). */
+  httpUrl: string
+  kv: KV
+  log: Logger
+  /** Found a new cluster with this node as its only voter (fresh data dir, no join). */
+  found: boolean
+  localReads?: boolean
+  tickMs?: number
+  electionTicks?: number
+}
+
+export class Cluster {
+  readonly peerId: string
+  readonly queries: MetadataQueries
+  readonly sm: MetadataStateMachine
+  host: Host | undefined
+  transport!: FrameTransport
+  driver!: RaftDriver
+  applier!: RaftApplier
+  private storage!: LevelLogStorage
+  /** Told of every command applied here (after it is applied). */
+  onApplied: ((command: Command, result: CommandResult) => void) | undefined
+  private members = new Map<string, MemberRecord>()
+  private removed = new Set<string>()
+  private seeds = new Map<string, MemberRecord>()
+
+  constructor (private readonly opts: ClusterOptions) {
+    this.peerId = opts.peerId
+    this.sm = new MetadataStateMachine(opts.kv, { sync: false })
+    this.queries = new MetadataQueries(opts.kv)
+  }
+
+  setHttpUrl (url: string): void {
+    this.opts.httpUrl = url
+  }
+
+  /**
+   * Ask a member to admit this node (it must already listen, see startHost). Returns the
+   * members to dial. The member checks the token and adds us as a learner.
+   */
+  async requestJoin (target: { url: string; token: string }): Promise<MemberRecord[]> {
+    await this.startHost()
+    let res: Response
+    try {
+      res = await fetch(new URL('/api/v1/cluster/join', target.url), {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ token: target.token, peerId: this.peerId, p2p: this.p2pAddrs(), http: this.opts.httpUrl }),
+        signal: AbortSignal.timeout(60_000),
+      })
+    } catch (err) {
+      throw new Error(`cannot reach ${target.url} to join: ${(err as Error).message}. Check the address of the member you are joining through.`)
+    }
+    const body = await res.json().catch(() => ({})) as { members?: MemberRecord[]; errors?: Array<{ message: string }> }
+    if (!res.ok || body.members === undefined) {
+      throw new Error(`the cluster refused the join (${res.status}): ${body.errors?.[0]?.message ?? 'no reason given'}`)
+    }
+    for (const m of body.members) this.seeds.set(m.peerId, m)
+    return body.members
+  }
+
+  /** Wait until this node has caught up and is a member of the configuration. */
+  async waitUntilReady (timeoutMs: number): Promise<void> {
+    const end = Date.now() + timeoutMs
+    while (!this.ready()) {
+      if (Date.now() > end) throw new Error('timed out catching up with the cluster: is the member reachable over libp2p (check --p2p on both sides)?')
+      await new Promise((resolve) => setTimeout(resolve, 100))
+    }
+  }
+
+  private async startHost (): Promise<Host> {
+    this.host ??= await createHost({ privateKey: this.opts.privateKey, listen: [this.opts.p2pListen], admit: (p) => this.admits(p) })
+    return this.host
+  }
+
+  /** Whether a peer may hold a libp2p connection to this node. */
+  admits (peerId: string): boolean {
+    if (this.removed.has(peerId)) return false
+    if (this.members.has(peerId) || this.seeds.has(peerId)) return true
+    if (this.driver === undefined) return false
+    const conf = this.driver.status().conf
+    return conf.voters.includes(peerId) || conf.learners.includes(peerId)
+  }
+
+  async start (seeds: MemberRecord[] = []): Promise<void> {
+    const { opts } = this
+    for (const s of seeds) this.seeds.set(s.peerId, s)
+    this.storage = new LevelLogStorage(`${opts.dataDir}/raft`)
+    await this.storage.open()
+    const host = await this.startHost()
+    this.transport = new FrameTransport({
+      host,
+      protocol: RAFT_PROTOCOL,
+      accept: (p) => this.admits(p),
+      onError: (peer, err) => opts.log.debug({ peer, err: (err as Error).message }, 'raft frame not delivered'),
+    })
+    await this.transport.start()
+    await this.refreshMembers()
+    for (const s of this.seeds.values()) await this.transport.setAddresses(s.peerId, s.p2p)
+
+    const fresh = this.storage.lastIndex() === 0 && this.storage.initialState().hardState.term === 0
+    const applied = await this.sm.appliedIndex()
+    this.driver = new RaftDriver({
+      id: this.peerId,
+      storage: this.storage,
+      transport: this.transport,
+      apply: async (entry) => await this.applyEntry(entry.data, entry.index),
+      restore: async (snap) => {
+        await restoreState(opts.kv, snap.data, { sync: true })
+        await this.refreshMembers()
+      },
+      takeSnapshot: async () => await dumpState(opts.kv),
+      ...(opts.found && fresh ? { bootstrap: [this.peerId] } : {}),
+      ...(applied > 0 ? { applied } : {}),
+      tickMs: opts.tickMs ?? 100,
+      raft: { electionTick: opts.electionTicks ?? 10, heartbeatTick: 1 },
+      onError: (err) => opts.log.fatal({ err }, 'raft driver stopped'),
+    })
+    this.applier = new RaftApplier(this.driver, { localReads: opts.localReads ?? false })
+    await this.driver.start()
+
+    if (opts.found && fresh) {
+      const init = await this.applier.submit({ type: 'InitCluster', clusterId: randomBytes(8).toString('hex'), secret: randomBytes(32).toString('base64url'), at: Date.now() })
+      if (!init.ok) throw new Error(`could not found the cluster: ${init.message}`)
+      await this.announceSelf()
+    } else if (!fresh) {
+      // Addresses may have changed since the last run (port 0); tell the others, in the background.
+      void this.announceSelfWhenAble()
+    }
+  }
+
+  private async announceSelfWhenAble (): Promise<void> {
+    const mine = this.members.get(this.peerId)
+    const addrs = this.p2pAddrs()
+    if (mine !== undefined && mine.http === this.opts.httpUrl && mine.p2p.join() === addrs.join()) return
+    try {
+      await this.announceSelf()
+    } catch (err) {
+      this.opts.log.warn({ err: (err as Error).message }, 'could not record this node\'s new addresses yet')
+    }
+  }
+
+  /** Record (or refresh) this node's addresses in the membership table. */
+  async announceSelf (): Promise<void> {
+    const res = await this.applier.submit({ type: 'AddPeer', peerId: this.peerId, p2p: this.p2pAddrs(), http: this.opts.httpUrl, at: Date.now() })
+    if (!res.ok) throw new Error(res.message)
+  }
+
+  p2pAddrs (): string[] {
+    return this.host?.getMultiaddrs().map((m) => m.toString()) ?? []
+  }
+
+  private async applyEntry (data: Uint8Array, index: number): Promise<CommandResult> {
+    const env = decodeEnvelope(data)
+    const result = await this.sm.apply(env, index)
+    const t = env.command.type
+    if (t === 'AddPeer' || t === 'RemovePeer') await this.refreshMembers()
+    if (t === 'RemovePeer' && result.ok) {
+      this.transport.forget(env.command.peerId)
+      for (const c of this.host?.getConnections() ?? []) if (c.remotePeer.toString() === env.command.peerId) void c.close()
+    }
+    this.onApplied?.(env.command, result)
+    return result
+  }
+
+  private async refreshMembers (): Promise<void> {
+    const list = await this.queries.members()
+    this.members = new Map(list.map((m) => [m.peerId, m]))
+    for (const m of list) {
+      this.seeds.delete(m.peerId)
+      if (m.peerId !== this.peerId && this.transport !== undefined) await this.transport.setAddresses(m.peerId, m.p2p)
+    }
+    const removed: string[] = []
+    for await (const [k] of this.opts.kv.entries({ gte: 'removed\u0000', lt: 'removed\u0001' })) removed.push(k.slice('removed\u0000'.length))
+    this.removed = new Set(removed)
+  }
+
+  /** Add a peer as a learner; the leader promotes it to voter in the background once it has caught up. */
+  async addLearner (peerId: string): Promise<void> {
+    const conf = this.driver.status().conf
+    if (conf.voters.includes(peerId)) return
+    if (!conf.learners.includes(peerId)) await this.driver.proposeConfChange({ type: 'addLearner', node: peerId }, { timeoutMs: 15_000 })
+    void this.driver.addMember(peerId, { timeoutMs: 10 * 60_000 }).then(
+      () => this.opts.log.info({ peer: peerId }, 'learner promoted to voter'),
+      (err: unknown) => this.opts.log.warn({ peer: peerId, err: (err as Error).message }, 'learner not promoted'))
+  }
+
+  /**
+   * Hand leadership to the most caught-up other voter and wait for it to take over, so this
+   * node can be removed by someone else. Resolves false when there is no other voter.
+   */
+  async stepDown (timeoutMs = 5000): Promise<boolean> {
+    const st = this.driver.status()
+    const others = st.conf.voters.filter((v) => v !== this.peerId)
+    if (others.length === 0) return false
+    others.sort((a, b) => (st.progress?.get(b)?.match ?? 0) - (st.progress?.get(a)?.match ?? 0))
+    this.driver.transferLeader(others[0]!)
+    const end = Date.now() + timeoutMs
+    while (this.driver.isLeader || this.driver.leader === null) {
+      if (Date.now() > end) return false
+      await new Promise((resolve) => setTimeout(resolve, 50))
+    }
+    return true
+  }
+
+  /**
+   * Remove a member from the configuration, then forget its identity for good. Call on the
+   * leader, for another node: the configuration change goes first, while the member is
+   * still admitted, so it learns of its removal.
+   */
+  async removePeer (peerId: string): Promise<void> {
+    const conf = this.driver.status().conf
+    if (conf.voters.includes(peerId) || conf.learners.includes(peerId)) {
+      await this.driver.removeMember(peerId, { timeoutMs: 15_000 })
+    }
+    const res = await this.applier.submit({ type: 'RemovePeer', peerId, at: Date.now() })
+    if (!res.ok) throw new Error(res.message)
+  }
+
+  /** HTTP base URL of a member. */
+  httpOf (peerId: string): string | undefined {
+    const http = this.members.get(peerId)?.http ?? this.seeds.get(peerId)?.http
+    return http === undefined || http === '' ? undefined : http
+  }
+
+  /** Voters and learners of the current configuration. */
+  memberIds (): string[] {
+    if (this.driver === undefined) return [this.peerId]
+    const conf = this.driver.status().conf
+    return [...conf.voters, ...conf.learners]
+  }
+
+  voterIds (): string[] {
+    return this.driver === undefined ? [this.peerId] : this.driver.status().conf.voters
+  }
+
+  memberList (): MemberRecord[] {
+    return [...this.members.values()]
+  }
+
+  status (): Status {
+    return this.driver.status()
+  }
+
+  /** Ready to serve: a leader is known and every entry this node knows committed is applied. */
+  ready (): boolean {
+    if (this.driver === undefined) return false
+    const st = this.driver.status()
+    return st.leader !== null && st.applied >= st.commit && (st.conf.voters.includes(this.peerId) || st.conf.learners.includes(this.peerId))
+  }
+
+  async stop (): Promise<void> {
+    await this.driver?.stop()
+    await this.transport?.stop().catch(() => {})
+    await this.host?.stop()
+    await this.storage?.close()
+  }
+}

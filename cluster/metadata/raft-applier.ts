@@ -1,0 +1,67 @@
+/**
+ * Commands through the Raft log. submit() proposes on this node (a follower forwards to the
+ * leader), and resolves once the command is committed and applied here, so the caller reads
+ * its own write on this node. Each command carries this node's client id and a sequence
+ * number: a retry after an unknown outcome (leader lost, timeout) is deduplicated by the
+ * state machine instead of being applied twice.
+ */
+import { randomBytes } from 'node:crypto'
+import type { RaftDriver } from '../raft/driver.js'
+import { ErrLeadershipLost, ErrNotLeader, ErrProposalDropped, ErrTimeout } from '../raft/errors.js'
+import { FlotillaError } from '../../storage/errors.js'
+import type { CommandSink } from './applier.js'
+import { encodeEnvelope, type Command, type CommandResult } from './commands.js'
+
+const RETRYABLE = new Set<unknown>([ErrLeadershipLost, ErrNotLeader, ErrProposalDropped, ErrTimeout])
+
+export interface RaftApplierOptions {
+  /** Give up (503) after this long without a leader or a commit. Default 15 s. */
+  deadlineMs?: number
+  /** Serve tag and manifest reads from local state without a ReadIndex round (may be stale). */
+  localReads?: boolean
+}
+
+export class RaftApplier implements CommandSink {
+  /** Unique per process; with the counter it names each command (concurrent submits never share one). */
+  private readonly prefix = randomBytes(9).toString('base64url')
+  private counter = 0
+  private readonly deadlineMs: number
+  private readonly localReads: boolean
+
+  constructor (private readonly driver: RaftDriver, opts: RaftApplierOptions = {}) {
+    this.deadlineMs = opts.deadlineMs ?? 15_000
+    this.localReads = opts.localReads ?? false
+  }
+
+  async submit (command: Command): Promise<CommandResult> {
+    // One client id per command, sequence 1: its retries (same bytes) are deduplicated.
+    const data = encodeEnvelope({ clientId: `${this.prefix}.${++this.counter}`, seq: 1, at: Date.now(), command })
+    const deadline = Date.now() + this.deadlineMs
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.driver.propose(data, { timeoutMs: Math.max(1, Math.min(5000, deadline - Date.now())) }) as CommandResult
+      } catch (err) {
+        if (!RETRYABLE.has(err) || Date.now() >= deadline) throw unavailable(err)
+        await new Promise((resolve) => setTimeout(resolve, Math.min(50 * 2 ** attempt, 500)))
+      }
+    }
+  }
+
+  async barrier (): Promise<void> {
+    if (this.localReads) return
+    const deadline = Date.now() + this.deadlineMs
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await this.driver.linearizableRead({ timeoutMs: Math.max(1, Math.min(5000, deadline - Date.now())) })
+        return
+      } catch (err) {
+        if (!RETRYABLE.has(err) || Date.now() >= deadline) throw unavailable(err)
+        await new Promise((resolve) => setTimeout(resolve, Math.min(50 * 2 ** attempt, 500)))
+      }
+    }
+  }
+}
+
+function unavailable (err: unknown): FlotillaError {
+  return new FlotillaError('UNAVAILABLE', `the cluster could not commit in time (${(err as Error).message}): is a majority of the voters up and connected? See flotilla status`)
+}

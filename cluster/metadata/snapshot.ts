@@ -1,0 +1,41 @@
+/**
+ * The metadata state as one byte string, for Raft snapshots: every key and value in key
+ * order, each length-prefixed. A new or far-behind node installs it in place of its own.
+ *
+ *   repeat: [u32 key length][key utf8][u32 value length][value]
+ */
+import type { KV, KVOp } from '../../storage/kv/kv.js'
+
+export async function dumpState (kv: KV): Promise<Uint8Array> {
+  const parts: Buffer[] = []
+  let size = 0
+  for await (const [k, v] of kv.entries({})) {
+    const kb = Buffer.from(k, 'utf8')
+    const head = Buffer.alloc(4)
+    head.writeUInt32BE(kb.length)
+    const vhead = Buffer.alloc(4)
+    vhead.writeUInt32BE(v.byteLength)
+    parts.push(head, kb, vhead, Buffer.from(v.buffer, v.byteOffset, v.byteLength))
+    size += 8 + kb.length + v.byteLength
+  }
+  return Buffer.concat(parts, size)
+}
+
+/** Replace everything in `kv` with the dumped state, in one atomic batch. */
+export async function restoreState (kv: KV, data: Uint8Array, opts: { sync: boolean }): Promise<void> {
+  const ops: KVOp[] = []
+  for await (const [k] of kv.entries({})) ops.push({ type: 'del', key: k })
+  const buf = Buffer.from(data.buffer, data.byteOffset, data.byteLength)
+  let off = 0
+  while (off < buf.length) {
+    if (off + 4 > buf.length) throw new Error('snapshot truncated in a key length')
+    const klen = buf.readUInt32BE(off); off += 4
+    const key = buf.toString('utf8', off, off + klen); off += klen
+    if (off + 4 > buf.length) throw new Error('snapshot truncated in a value length')
+    const vlen = buf.readUInt32BE(off); off += 4
+    if (off + vlen > buf.length) throw new Error('snapshot truncated in a value')
+    ops.push({ type: 'put', key, value: new Uint8Array(buf.subarray(off, off + vlen)) })
+    off += vlen
+  }
+  await kv.batch(ops, opts)
+}

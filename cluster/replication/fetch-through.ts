@@ -1,0 +1,61 @@
+/**
+ * Serving a blob this node lacks: stream it from a holder to the client, and into this
+ * node's own store at the same time (a whole-blob read only), so the next read is local.
+ */
+import { PassThrough, Readable } from 'node:stream'
+import type { ReadableStream } from 'node:stream/web'
+import { randomBytes } from 'node:crypto'
+import type { Logger } from 'pino'
+import type { ByteRange, UploadStore, BlobStore } from '../../storage/blobs/blob-store.js'
+import type { Digest } from '../../storage/reference.js'
+import type { CommandSink } from '../metadata/applier.js'
+import type { BlobFetcher } from './blob-fetcher.js'
+import type { Replicator } from './replicator.js'
+
+export interface FetchThroughDeps {
+  peerId: string
+  fetcher: BlobFetcher
+  replicator: Replicator
+  uploads: UploadStore
+  blobs: BlobStore
+  sink: CommandSink
+  log: Logger
+}
+
+export async function fetchThrough (deps: FetchThroughDeps, digest: Digest, range?: ByteRange): Promise<Readable | undefined> {
+  for (const peer of await deps.replicator.candidates(digest)) {
+    let res: Response
+    try {
+      res = await deps.fetcher.get(peer, digest, range)
+    } catch (err) {
+      deps.log.warn({ peer, digest, err: (err as Error).message }, 'holder unreachable')
+      continue
+    }
+    if (res.status !== (range === undefined ? 200 : 206) || res.body === null) { await res.body?.cancel(); continue }
+    const body = Readable.fromWeb(res.body as ReadableStream<Uint8Array>)
+    if (range !== undefined) return body
+    const toClient = new PassThrough({ highWaterMark: 1 << 20 })
+    const toStore = new PassThrough({ highWaterMark: 1 << 20 })
+    body.pipe(toClient)
+    body.pipe(toStore)
+    body.on('error', (err) => { toClient.destroy(err); toStore.destroy(err) })
+    void storeCopy(deps, digest, toStore)
+    return toClient
+  }
+  return undefined
+}
+
+async function storeCopy (deps: FetchThroughDeps, digest: Digest, source: Readable): Promise<void> {
+  const id = `pull-${randomBytes(12).toString('base64url')}`
+  try {
+    await deps.uploads.create(id)
+    await deps.uploads.append(id, source)
+    const info = await deps.uploads.commit(id, digest, deps.blobs)
+    const res = await deps.sink.submit({ type: 'AddHolder', digest, size: info.size, peerId: deps.peerId })
+    if (!res.ok) throw new Error(res.message)
+  } catch (err) {
+    source.resume()
+    await deps.uploads.remove(id).catch(() => {})
+    deps.log.warn({ digest, err: (err as Error).message }, 'copy while serving failed; replication will retry')
+  }
+}

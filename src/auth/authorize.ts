@@ -1,0 +1,88 @@
+/**
+ * Authorization of the OCI API (/v2/…), as middleware in front of the dispatcher. Every
+ * route needs an action on its repository:
+ *
+ *   GET/HEAD blobs, manifests; tags/list; referrers           read
+ *   POST/PATCH/PUT/GET/DELETE blobs/uploads/…; PUT manifests   write (or annotate: referrers only)
+ *   DELETE manifests, blobs                                    delete
+ *   GET /v2/, /v2/_catalog                                     signed in, or anonymous access enabled
+ *                                                              (the catalog lists only readable repos)
+ *
+ * Refusals: a caller who could sign in (anonymous, or a registry JWT whose subject has the
+ * right but whose scope lacks it) gets 401 with the Docker token-auth challenge naming the
+ * scope; a signed-in caller without the right gets 403 DENIED, recorded in the audit log.
+ */
+import type { Context, Next } from 'koa'
+import { FlotillaError } from '../../storage/errors.js'
+import type { Action } from '../../cluster/access/model.js'
+import { matchRoute } from '../http/routes.js'
+import { dockerActionFor, type Identity } from './identity.js'
+import { requestActor } from './context.js'
+import type { AuthService } from './service.js'
+
+/**
+ * The action a /v2/<name>/… request needs, from the path's last segments and the method
+ * (the same shapes the dispatcher in src/http/routes.ts matches). Undefined: no rule, which
+ * the middleware treats as an error (fail closed).
+ */
+export function actionFor (method: string, path: string): Action | undefined {
+  const m = method === 'HEAD' ? 'GET' : method
+  if (/\/blobs\/uploads(\/[^/]*)?$/.test(path)) return ['POST', 'GET', 'PATCH', 'PUT', 'DELETE'].includes(m) ? 'write' : undefined
+  if (/\/(blobs|manifests)\/[^/]+$/.test(path)) return m === 'GET' ? 'read' : m === 'DELETE' ? 'delete' : m === 'PUT' && path.includes('/manifests/') ? 'write' : undefined
+  if (/\/tags\/list$/.test(path) || /\/referrers\/[^/]+$/.test(path)) return m === 'GET' ? 'read' : undefined
+  return undefined
+}
+
+export function scopeFor (repo: string, a: Action): string {
+  const docker = dockerActionFor(a)
+  return `repository:${repo}:${docker === 'push' ? 'pull,push' : docker}`
+}
+
+export const CATALOG_SCOPE = 'registry:catalog:*'
+
+/** Refuse `action` on `repo` (or on the registry when repo is undefined): 401 + challenge, or 403. */
+export async function refuse (ctx: Context, auth: AuthService, id: Identity, action: Action | 'signin', repo?: string, scope?: string): Promise<never> {
+  const retryable = id.anonymous || (id.via === 'jwt' && repo !== undefined && action !== 'signin' && id.subjectCan(repo, action))
+  if (retryable) {
+    auth.challenge(ctx, scope, id.anonymous ? undefined : 'insufficient_scope')
+    throw new FlotillaError('UNAUTHORIZED', id.anonymous ? 'authentication required' : `the token does not grant ${action} on ${repo!}: ask the token endpoint for scope ${scope ?? ''}`)
+  }
+  await auth.auditRefusal(auth.actorOf(ctx, id), 'denied', 'denied', 'DENIED', repo, { need: action })
+  throw new FlotillaError('DENIED', repo === undefined ? 'requested access to the resource is denied' : `requested access to the resource is denied: ${id.user} may not ${action} ${repo}`)
+}
+
+/** Run the rest of the request as `id` (for the audit log) with the identity on ctx.state. */
+async function runAs (ctx: Context, auth: AuthService, id: Identity, next: Next): Promise<void> {
+  ctx.state.identity = id
+  try {
+    await requestActor.run(auth.actorOf(ctx, id), next)
+  } catch (err) {
+    // Refusals decided inside a handler (annotate-only pushes) are audited here.
+    if (err instanceof FlotillaError && err.code === 'DENIED') await auth.auditRefusal(auth.actorOf(ctx, id), 'denied', 'denied', 'DENIED', undefined, { path: ctx.path })
+    throw err
+  }
+}
+
+export function authorizeV2 (auth: AuthService) {
+  return async function authorizeV2Middleware (ctx: Context, next: Next): Promise<void> {
+    const path = ctx.path
+    if (path !== '/v2' && !path.startsWith('/v2/')) return await next()
+    if (path === '/v2' || path === '/v2/' || path === '/v2/_catalog') {
+      const scope = path === '/v2/_catalog' ? CATALOG_SCOPE : undefined
+      const id = await auth.identify(ctx, scope)
+      if (id.anonymous && !await auth.anonymousEnabled()) return await refuse(ctx, auth, id, 'signin', undefined, scope)
+      if (path === '/v2/_catalog') ctx.state.canList = (repo: string): boolean => id.can(repo, 'read')
+      return await runAs(ctx, auth, id, next)
+    }
+    // An unknown path, a bad name or a wrong method: the dispatcher answers it (404, 400, 405).
+    const route = matchRoute(ctx.method, path)
+    if (route === undefined) return await next()
+    const action = actionFor(ctx.method, path)
+    if (action === undefined) throw new FlotillaError('INTERNAL', `no access rule for ${ctx.method} ${path}: every route must have one`)
+    const scope = scopeFor(route.name, action)
+    const id = await auth.identify(ctx, scope)
+    const allowed = action === 'write' ? id.canPush(route.name) : id.can(route.name, action)
+    if (!allowed) return await refuse(ctx, auth, id, action, route.name, scope)
+    return await runAs(ctx, auth, id, next)
+  }
+}

@@ -1,0 +1,65 @@
+/**
+ * The caller of one request, and what they may do. Made by AuthService.identify; the
+ * authorization middleware and the admin API ask it `can(repo, action)`.
+ *
+ *   subject   the user behind the request (`anonymous` when none), with their live grants
+ *   limit     what the credential itself allows on top of that: an access token's scopes,
+ *             a registry JWT's `access` claim. A request may do what both allow.
+ */
+import { ANONYMOUS, grantsAllow, type Action, type Grant } from '../../cluster/access/model.js'
+
+export type Via = 'anonymous' | 'password' | 'token' | 'jwt'
+
+/** Docker token scope actions ↔ our actions. */
+export function dockerActionFor (a: Action): string {
+  switch (a) {
+    case 'read': return 'pull'
+    case 'write': case 'annotate': return 'push'
+    case 'delete': return 'delete'
+    case 'manage': return '*'
+  }
+}
+
+export interface JwtAccess { type: string; name: string; actions: string[] }
+
+export function jwtAllows (access: readonly JwtAccess[], repo: string, a: Action): boolean {
+  const want = dockerActionFor(a)
+  return access.some((e) => e.type === 'repository' && e.name === repo && (e.actions.includes(want) || e.actions.includes('*')))
+}
+
+export class Identity {
+  constructor (
+    readonly user: string,
+    readonly via: Via,
+    /** The subject is an administrator: every repository action (still within `limit`). */
+    readonly subjectAdmin: boolean,
+    private readonly grants: readonly Grant[],
+    private readonly limit?: (repo: string, a: Action) => boolean,
+    /** The access token used, if any. */
+    readonly tokenId?: string,
+  ) {}
+
+  static anonymous (grants: readonly Grant[]): Identity {
+    return new Identity(ANONYMOUS, 'anonymous', false, grants)
+  }
+
+  get anonymous (): boolean { return this.user === ANONYMOUS }
+
+  /** May use the admin API's administrator routes: an admin who logged in with a password. */
+  get admin (): boolean { return this.subjectAdmin && this.via === 'password' }
+
+  /** What the subject may do, ignoring the credential's own limit. */
+  subjectCan (repo: string, a: Action): boolean {
+    return this.subjectAdmin || grantsAllow(this.grants, repo, a)
+  }
+
+  can (repo: string, a: Action): boolean {
+    if (this.limit !== undefined && !this.limit(repo, a)) return false
+    return this.subjectCan(repo, a)
+  }
+
+  /** Push: write, or annotate (referrers only; the manifest handler checks which). */
+  canPush (repo: string): boolean {
+    return this.can(repo, 'write') || this.can(repo, 'annotate')
+  }
+}

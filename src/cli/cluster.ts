@@ -1,0 +1,65 @@
+/**
+ * Cluster commands: token, status, leave, remove. (join is `serve` with a join target.)
+ */
+import type { Command } from 'commander'
+import { callApi, type NodeOptions } from './client.js'
+
+interface StatusDoc {
+  node: string
+  leader: string | null
+  term: number
+  commit: number
+  applied: number
+  role: string
+  members: Array<{ peerId: string; role: string; http: string | null; leader: boolean; lag: number | null }>
+}
+
+function withNode (cmd: Command): Command {
+  return cmd
+    .option('--node <url>', 'a node of the cluster (default http://127.0.0.1:5000, env FLOTILLA_NODE)')
+    .option('--user <name:password>', 'credentials (env FLOTILLA_USER)')
+}
+
+export function clusterCommands (program: Command): void {
+  withNode(program.command('token'))
+    .description('print a join token (secret; it expires)')
+    .option('--ttl <seconds>', 'lifetime in seconds', '3600')
+    .action(async (opts: NodeOptions & { ttl: string }) => {
+      const doc = await callApi(opts, 'POST', '/api/v1/cluster/tokens', { ttlSeconds: Number(opts.ttl) }) as { token: string; expiresAt: string }
+      process.stdout.write(doc.token + '\n')
+      process.stderr.write(`expires at ${doc.expiresAt}\n`)
+    })
+
+  withNode(program.command('status'))
+    .description('members, roles, leader, term, commit and applied indexes, lag')
+    .option('--json', 'print the raw JSON of /api/v1/cluster')
+    .action(async (opts: NodeOptions & { json?: boolean }) => {
+      let doc = await callApi(opts, 'GET', '/api/v1/cluster') as StatusDoc
+      // Lag is known to the leader only: ask it when we can.
+      const leader = doc.members.find((m) => m.leader)
+      if (leader?.http !== null && leader?.http !== undefined && leader.peerId !== doc.node) {
+        try { doc = { ...await callApi({ ...opts, node: leader.http }, 'GET', '/api/v1/cluster') as StatusDoc, node: doc.node } } catch { /* keep the local view */ }
+      }
+      if (opts.json === true) { process.stdout.write(JSON.stringify(doc, null, 2) + '\n'); return }
+      process.stdout.write(`node ${doc.node}\nleader ${doc.leader ?? '(none)'}  term ${doc.term}  commit ${doc.commit}  applied ${doc.applied}\n\n`)
+      const rows = doc.members.map((m) => [m.peerId + (m.leader ? ' *' : ''), m.role, m.http ?? '-', m.lag === null ? '-' : String(m.lag)])
+      const head = ['PEER', 'ROLE', 'HTTP', 'LAG']
+      const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)))
+      for (const r of [head, ...rows]) process.stdout.write(r.map((c, i) => c.padEnd(widths[i]!)).join('  ') + '\n')
+    })
+
+  withNode(program.command('leave'))
+    .description('remove the node at --node from its cluster, safely')
+    .action(async (opts: NodeOptions) => {
+      const doc = await callApi(opts, 'POST', '/api/v1/cluster/leave') as { removed: string }
+      process.stdout.write(`removed ${doc.removed}; stop its process now. Its identity will not be admitted again.\n`)
+    })
+
+  withNode(program.command('remove'))
+    .argument('<node-id>', 'the peer id of the member to remove (see flotilla status)')
+    .description('remove a member of the cluster, from any node')
+    .action(async (id: string, opts: NodeOptions) => {
+      const doc = await callApi(opts, 'DELETE', `/api/v1/cluster/members/${encodeURIComponent(id)}`) as { removed: string }
+      process.stdout.write(`removed ${doc.removed}\n`)
+    })
+}

@@ -1,0 +1,140 @@
+/**
+ * The cluster API under /api/v1/cluster: status, join tokens, joining, leaving and removal.
+ * Changes to the Raft configuration must be made by the leader, so those routes are
+ * forwarded to it by middleware; status answers from any node.
+ */
+import Router from '@koa/router'
+import type { Context, Next } from 'koa'
+import { z } from 'zod'
+import type { Cluster } from '../../cluster/cluster.js'
+import { checkJoinToken, issueJoinToken } from '../../cluster/join-token.js'
+import { FlotillaError } from '../../storage/errors.js'
+import { readLimited } from './manifests.js'
+
+async function jsonBody<T> (ctx: Context, schema: z.ZodType<T>): Promise<T> {
+  const raw = await readLimited(ctx.req, 64 * 1024)
+  let doc: unknown
+  try {
+    doc = raw.length === 0 ? {} : JSON.parse(raw.toString('utf8'))
+  } catch {
+    throw new FlotillaError('BAD_REQUEST', 'the request body is not valid JSON')
+  }
+  const r = schema.safeParse(doc)
+  if (!r.success) throw new FlotillaError('BAD_REQUEST', `invalid request: ${r.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`)
+  return r.data
+}
+
+/** Proxy the request to the leader's HTTP API unless this node is the leader. */
+function onLeader (cluster: Cluster) {
+  return async function leaderRouting (ctx: Context, next: Next): Promise<void> {
+    if (cluster.driver.isLeader) return await next()
+    const leader = cluster.driver.leader
+    const rec = leader === null ? undefined : cluster.memberList().find((m) => m.peerId === leader)
+    if (rec === undefined || rec.http === '') throw new FlotillaError('UNAVAILABLE', 'no leader is known right now: retry in a few seconds')
+    if (ctx.get('x-flotilla-forwarded') !== '') throw new FlotillaError('UNAVAILABLE', 'the leader moved while forwarding: retry')
+    const body = ctx.method === 'GET' || ctx.method === 'DELETE' ? undefined : await readLimited(ctx.req, 64 * 1024)
+    const headers: Record<string, string> = { 'x-flotilla-forwarded': '1' }
+    for (const h of ['content-type', 'authorization']) if (ctx.get(h) !== '') headers[h] = ctx.get(h)
+    const res = await fetch(new URL(ctx.originalUrl, rec.http), { method: ctx.method, headers, ...(body !== undefined ? { body } : {}), signal: AbortSignal.timeout(120_000) })
+    ctx.status = res.status
+    const type = res.headers.get('content-type')
+    if (type !== null) ctx.type = type
+    ctx.body = Buffer.from(await res.arrayBuffer())
+  }
+}
+
+const JoinRequest = z.object({
+  token: z.string().min(1).max(4096),
+  peerId: z.string().min(10).max(200),
+  p2p: z.array(z.string().max(300)).min(1).max(16),
+  http: z.string().url(),
+})
+
+export function clusterRoutes (cluster: Cluster): Router {
+  const r = new Router({ prefix: '/api/v1/cluster' })
+
+  r.get('/', async (ctx) => {
+    const st = cluster.status()
+    const members = cluster.memberList()
+    const ids = new Set([...st.conf.voters, ...st.conf.learners, ...members.map((m) => m.peerId)])
+    ctx.body = {
+      node: cluster.peerId,
+      leader: st.leader,
+      term: st.term,
+      commit: st.commit,
+      applied: st.applied,
+      role: st.role,
+      members: [...ids].sort().map((id) => {
+        const m = members.find((x) => x.peerId === id)
+        const pr = st.progress?.get(id)
+        return {
+          peerId: id,
+          role: st.conf.voters.includes(id) ? 'voter' : st.conf.learners.includes(id) ? 'learner' : 'none',
+          http: m?.http ?? null,
+          p2p: m?.p2p ?? [],
+          leader: id === st.leader,
+          // The leader knows how far each member is; others report null.
+          match: pr?.match ?? null,
+          lag: pr === undefined ? null : Math.max(0, st.lastIndex - pr.match),
+        }
+      }),
+    }
+  })
+
+  r.post('/tokens', async (ctx) => {
+    const body = await jsonBody(ctx, z.object({ ttlSeconds: z.number().int().min(60).max(7 * 24 * 3600).default(3600) }))
+    await cluster.applier.barrier()
+    const info = await cluster.queries.clusterInfo()
+    if (info === undefined) throw new FlotillaError('UNAVAILABLE', 'the cluster is not initialized yet')
+    ctx.status = 201
+    ctx.body = await issueJoinToken(info, body.ttlSeconds)
+  })
+
+  r.post('/join', onLeader(cluster), async (ctx) => {
+    const req = await jsonBody(ctx, JoinRequest)
+    const info = await cluster.queries.clusterInfo()
+    if (info === undefined) throw new FlotillaError('UNAVAILABLE', 'the cluster is not initialized yet')
+    try {
+      await checkJoinToken(info, req.token)
+    } catch (err) {
+      throw new FlotillaError('UNAUTHORIZED', `join token refused: ${(err as Error).message}. Ask an admin for a new one with flotilla token`)
+    }
+    if (await cluster.queries.isRemoved(req.peerId)) {
+      throw new FlotillaError('DENIED', `peer ${req.peerId} was removed from this cluster and cannot rejoin: start the node on a fresh data dir`)
+    }
+    const added = await cluster.applier.submit({ type: 'AddPeer', peerId: req.peerId, p2p: req.p2p, http: req.http, at: Date.now() })
+    if (!added.ok) throw new FlotillaError(added.code, added.message)
+    await cluster.addLearner(req.peerId)
+    ctx.status = 201
+    ctx.body = { members: cluster.memberList() }
+  })
+
+  r.delete('/members/:peerId', onLeader(cluster), async (ctx, next) => {
+    // The leader leaves by handing over first; the new leader then removes it.
+    if (ctx.params.peerId === cluster.peerId) {
+      if (!await cluster.stepDown()) throw new FlotillaError('DENIED', 'cannot remove the only voter of the cluster')
+      return await onLeader(cluster)(ctx, next)
+    }
+    await cluster.removePeer(ctx.params.peerId!)
+    ctx.status = 202
+    ctx.body = { removed: ctx.params.peerId }
+  })
+
+  r.post('/leave', async (ctx) => {
+    // Leaving is a removal of this node, done by the leader; forward it there.
+    if (cluster.driver.isLeader && !await cluster.stepDown()) throw new FlotillaError('DENIED', 'cannot leave: this node is the only voter of the cluster')
+    const leader = cluster.driver.leader
+    {
+      const rec = cluster.memberList().find((m) => m.peerId === leader)
+      if (rec === undefined) throw new FlotillaError('UNAVAILABLE', 'no leader is known right now: retry in a few seconds')
+      const headers: Record<string, string> = {}
+      if (ctx.get('authorization') !== '') headers.authorization = ctx.get('authorization')
+      const res = await fetch(new URL(`/api/v1/cluster/members/${cluster.peerId}`, rec.http), { method: 'DELETE', headers, signal: AbortSignal.timeout(60_000) })
+      if (!res.ok) throw new FlotillaError('UNAVAILABLE', `the leader refused the removal (${res.status}): ${await res.text()}`)
+    }
+    ctx.status = 202
+    ctx.body = { removed: cluster.peerId }
+  })
+
+  return r
+}

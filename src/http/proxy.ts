@@ -1,0 +1,30 @@
+/**
+ * Forwarding a request to another node and relaying its answer: upload sessions live on
+ * the node that opened them, so a PATCH or PUT that a load balancer sent elsewhere is
+ * passed to the owner.
+ */
+import type { Context } from 'koa'
+import { request } from 'node:http'
+import { pipeline } from 'node:stream/promises'
+import { FlotillaError } from '../../storage/errors.js'
+
+const FORWARDED = 'x-flotilla-forwarded'
+const PASS_HEADERS = ['content-type', 'content-length', 'content-range', 'authorization', 'transfer-encoding', 'range', 'accept', 'user-agent']
+const SKIP_RESPONSE = new Set(['connection', 'keep-alive', 'transfer-encoding'])
+
+export async function proxyTo (ctx: Context, base: string): Promise<void> {
+  if (ctx.get(FORWARDED) !== '') throw new FlotillaError('UNAVAILABLE', 'the request was already forwarded once: the cluster view is changing, retry')
+  const target = new URL(ctx.originalUrl, base)
+  const headers: Record<string, string> = { [FORWARDED]: '1' }
+  for (const h of PASS_HEADERS) if (ctx.get(h) !== '') headers[h] = ctx.get(h)
+  const res = await new Promise<import('node:http').IncomingMessage>((resolve, reject) => {
+    const req = request({ host: target.hostname, port: target.port, path: target.pathname + target.search, method: ctx.method, headers }, resolve)
+    req.on('error', (err) => reject(new FlotillaError('UNAVAILABLE', `the node that owns this upload (${base}) is unreachable: ${err.message}`)))
+    pipeline(ctx.req, req).catch(reject)
+  })
+  ctx.status = res.statusCode ?? 502
+  for (const [k, v] of Object.entries(res.headers)) {
+    if (v !== undefined && !SKIP_RESPONSE.has(k)) ctx.set(k, Array.isArray(v) ? v.join(', ') : v)
+  }
+  ctx.body = res
+}
