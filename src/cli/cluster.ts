@@ -11,6 +11,7 @@ interface StatusDoc {
   commit: number
   applied: number
   role: string
+  replicationBacklog: number
   members: Array<{ peerId: string; role: string; http: string | null; leader: boolean; lag: number | null }>
 }
 
@@ -41,7 +42,7 @@ export function clusterCommands (program: Command): void {
         try { doc = { ...await callApi({ ...opts, node: leader.http }, 'GET', '/api/v1/cluster') as StatusDoc, node: doc.node } } catch { /* keep the local view */ }
       }
       if (opts.json === true) { process.stdout.write(JSON.stringify(doc, null, 2) + '\n'); return }
-      process.stdout.write(`node ${doc.node}\nleader ${doc.leader ?? '(none)'}  term ${doc.term}  commit ${doc.commit}  applied ${doc.applied}\n\n`)
+      process.stdout.write(`node ${doc.node}\nleader ${doc.leader ?? '(none)'}  term ${doc.term}  commit ${doc.commit}  applied ${doc.applied}  blob copies pending ${doc.replicationBacklog}\n\n`)
       const rows = doc.members.map((m) => [m.peerId + (m.leader ? ' *' : ''), m.role, m.http ?? '-', m.lag === null ? '-' : String(m.lag)])
       const head = ['PEER', 'ROLE', 'HTTP', 'LAG']
       const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)))

@@ -50,7 +50,7 @@ const JoinRequest = z.object({
   http: z.string().url(),
 })
 
-export function clusterRoutes (cluster: Cluster): Router {
+export function clusterRoutes (cluster: Cluster, replicationBacklog: () => number = () => 0): Router {
   const r = new Router({ prefix: '/api/v1/cluster' })
 
   r.get('/', async (ctx) => {
@@ -64,6 +64,8 @@ export function clusterRoutes (cluster: Cluster): Router {
       commit: st.commit,
       applied: st.applied,
       role: st.role,
+      // Blobs this node should hold and is still copying.
+      replicationBacklog: replicationBacklog(),
       members: [...ids].sort().map((id) => {
         const m = members.find((x) => x.peerId === id)
         const pr = st.progress?.get(id)

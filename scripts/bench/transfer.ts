@@ -1,0 +1,92 @@
+/**
+ * Blob transfer between two processes: a libp2p stream (TCP + noise + yamux, what Raft and
+ * gossip use) against peer-authenticated HTTP (what replication uses). Prints MiB/s of each
+ * and the ratio. The server side is this script run again with --serve.
+ *
+ *   npm run bench:transfer -- [--size-mib 1024] [--rounds 3]
+ */
+import { spawn } from 'node:child_process'
+import { createServer } from 'node:http'
+import { createReadStream } from 'node:fs'
+import { writeFile, rm } from 'node:fs/promises'
+import { join } from 'node:path'
+import { randomBytes } from 'node:crypto'
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
+import { multiaddr } from '@multiformats/multiaddr'
+import { createHost } from '../../net/host.js'
+import { signRequest, verifyRequest } from '../../net/peer-auth.js'
+import { tempDir, ROOT } from '../lib/procs.js'
+import { median, MiB, fmt } from './lib/stats.js'
+
+const PROTO = '/flotilla/bench-transfer/1.0.0'
+const args = process.argv.slice(2)
+const opt = (name: string, def: string): string => { const i = args.indexOf(name); return i >= 0 ? args[i + 1]! : def }
+
+async function serve (file: string): Promise<void> {
+  const key = await generateKeyPair('Ed25519')
+  const host = await createHost({ privateKey: key, listen: ['/ip4/127.0.0.1/tcp/0'], admit: () => true })
+  await host.handle(PROTO, (stream) => {
+    void (async () => {
+      for await (const chunk of createReadStream(file, { highWaterMark: 1 << 20 })) {
+        if (!stream.send(chunk as Buffer)) await stream.onDrain()
+      }
+      await stream.close()
+    })()
+  })
+  const http = createServer((req, res) => {
+    void verifyRequest(req.headers.authorization, req.method ?? 'GET', req.url ?? '/').then((peer) => {
+      if (peer === undefined) { res.statusCode = 401; res.end(); return }
+      createReadStream(file, { highWaterMark: 1 << 20 }).pipe(res)
+    })
+  })
+  await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', resolve))
+  const port = (http.address() as { port: number }).port
+  process.stdout.write(JSON.stringify({ ma: host.getMultiaddrs()[0]!.toString(), http: `http://127.0.0.1:${port}` }) + '\n')
+  process.stdin.resume()
+  process.stdin.on('end', () => process.exit(0))
+}
+
+async function main (): Promise<void> {
+  if (args.includes('--serve')) return await serve(opt('--file', ''))
+  const size = Number(opt('--size-mib', '1024')) * MiB
+  const rounds = Number(opt('--rounds', '3'))
+  const dir = await tempDir('bench-transfer-')
+  const file = join(dir, 'blob')
+  // Random bytes, written in 64 MiB pieces so the script never holds the blob.
+  await writeFile(file, '')
+  const { appendFile } = await import('node:fs/promises')
+  for (let done = 0; done < size; done += 64 * MiB) await appendFile(file, randomBytes(Math.min(64 * MiB, size - done)))
+  const child = spawn(process.execPath, ['--import', join(ROOT, 'scripts/polyfill.mjs'), '--import', 'tsx', join(ROOT, 'scripts/bench/transfer.ts'), '--serve', '--file', file], { stdio: ['pipe', 'pipe', 'inherit'], cwd: ROOT })
+  const info = await new Promise<{ ma: string; http: string }>((resolve) => child.stdout.once('data', (d: Buffer) => resolve(JSON.parse(d.toString()) as { ma: string; http: string })))
+  const key = await generateKeyPair('Ed25519')
+  const peer = peerIdFromPrivateKey(key).toString()
+  const host = await createHost({ privateKey: key, listen: ['/ip4/127.0.0.1/tcp/0'], admit: () => true })
+  const libp2p: number[] = []
+  const http: number[] = []
+  for (let r = 0; r < rounds; r++) {
+    let t0 = performance.now()
+    const stream = await host.dialProtocol(multiaddr(info.ma), PROTO)
+    let got = 0
+    for await (const chunk of stream) got += chunk.byteLength
+    if (got !== size) throw new Error(`libp2p delivered ${got} of ${size} bytes`)
+    libp2p.push(size / MiB / ((performance.now() - t0) / 1000))
+    t0 = performance.now()
+    const res = await fetch(`${info.http}/blob`, { headers: { authorization: await signRequest(key, peer, 'GET', '/blob') } })
+    got = 0
+    for await (const chunk of res.body!) got += (chunk as Uint8Array).byteLength
+    if (got !== size) throw new Error(`HTTP delivered ${got} of ${size} bytes`)
+    http.push(size / MiB / ((performance.now() - t0) / 1000))
+  }
+  await host.stop()
+  child.stdin.end()
+  await rm(dir, { recursive: true, force: true })
+  const l = median(libp2p)
+  const h = median(http)
+  process.stdout.write(`blob transfer between two processes, ${size / MiB} MiB, median of ${rounds}\n`)
+  process.stdout.write(`  libp2p (tcp+noise+yamux)   ${fmt(l)} MiB/s\n`)
+  process.stdout.write(`  peer-authenticated HTTP    ${fmt(h)} MiB/s\n`)
+  process.stdout.write(`  HTTP / libp2p              ${fmt(h / l, 2)}x\n`)
+}
+
+await main()
