@@ -79,8 +79,18 @@ export async function put (ctx: Context, deps: RegistryDeps, name: RepositoryNam
   if (parsed.subject !== undefined) cmd.subject = parsed.subject
   if (parsed.artifactType !== undefined) cmd.artifactType = parsed.artifactType
   if (parsed.annotations !== undefined) cmd.annotations = parsed.annotations
-  // Acknowledge only once every referenced blob survives the loss of a minority of nodes.
-  await deps.replication?.waitForCopies(parsed.blobs)
+  if (deps.replication !== undefined) {
+    // Refuse at once what the state machine would refuse, rather than wait for copies of a blob that does not exist.
+    for (const d of parsed.blobs) {
+      // The blob may have been pushed through another node a moment ago: catch up once before refusing.
+      if (await deps.queries.linkedBlob(name, d) === undefined) await deps.sink.barrier()
+      if (await deps.queries.linkedBlob(name, d) === undefined) {
+        throw new FlotillaError('MANIFEST_BLOB_UNKNOWN', `manifest references blob ${d}, which is not in ${name}: push the blob first`, { digest: d })
+      }
+    }
+    // Acknowledge only once every referenced blob survives the loss of a minority of nodes.
+    await deps.replication.waitForCopies(parsed.blobs)
+  }
   await submit(deps, cmd)
   ctx.status = 201
   ctx.set('Location', `/v2/${name}/manifests/${digest}`)
