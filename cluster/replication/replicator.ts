@@ -190,8 +190,8 @@ export class Replicator {
     }
   }
 
-  /** Copies a manifest PUT waits for: a majority of the voters. */
+  /** Copies a manifest PUT waits for: a majority of the voters, or every copy kept if fewer. */
   writeQuorum (): number {
-    return Math.floor(this.opts.voters().length / 2) + 1
+    return Math.min(Math.floor(this.opts.voters().length / 2) + 1, this.opts.replicas ?? Infinity)
   }
 }
