@@ -40,7 +40,7 @@ function stats (r: SimResult): string {
 }
 
 function report (r: SimResult): void {
-  console.log(`FAIL seed ${r.seed}: ${r.invariant ?? '?'} at ${r.at ?? '?'} ms`)
+  console.log(`FAIL seed ${r.seed}: ${r.invariant ?? '?'} at ${r.at ?? '?'} ms (${r.stats.nodes} nodes, ${JSON.stringify(r.tuning)})`)
   console.log(r.detail ?? '')
   console.log(`replay: npm run sim -- --seed ${r.seed} --trace`)
 }

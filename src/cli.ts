@@ -7,6 +7,7 @@ import { createLogger } from './logger.js'
 import { RegistryNode, type JoinTarget } from './node.js'
 import { clusterCommands } from './cli/cluster.js'
 import { CliError } from './cli/client.js'
+import { registerAdminCommands } from './cli/admin.js'
 
 const program = new Command()
 program
@@ -55,6 +56,7 @@ serveOptions(program.command('join'))
     await serve(opts, { url: address, token: opts.token })
   })
 
+registerAdminCommands(program)
 clusterCommands(program)
 
 try {

@@ -168,7 +168,7 @@ export class RegistryNode {
   }
 
   async start (): Promise<void> {
-    const app = createApp({ deps: this.deps, log: this.log, ready: () => this.ready && this.cluster.ready(), cluster: this.cluster })
+    const app = createApp({ deps: this.deps, log: this.log, ready: () => this.ready && this.cluster.ready(), cluster: this.cluster, replicationBacklog: () => this.replicator?.backlog() ?? 0 })
     const server = createServer({ requestTimeout: 0, headersTimeout: 60_000, keepAliveTimeout: 65_000 }, app.callback())
     // A client that stops sending mid-body must not pin a socket forever.
     server.setTimeout(120_000, (s: Socket) => s.destroy())

@@ -21,8 +21,10 @@ export const ERRORS = {
   TAG_INVALID: { status: 400, oci: 'MANIFEST_INVALID', message: 'invalid tag' },
   SIZE_INVALID: { status: 400, oci: 'SIZE_INVALID', message: 'provided length did not match content length' },
   PAGINATION_INVALID: { status: 400, oci: 'PAGINATION_NUMBER_INVALID', message: 'invalid number of results requested' },
-  UNAUTHORIZED: { status: 401, oci: 'UNAUTHORIZED', message: 'authentication required' },
-  DENIED: { status: 403, oci: 'DENIED', message: 'requested access to the resource is denied' },
+  // Never exactly the messages docker's client knows for these codes: it would reduce the error
+  // to a bare code, which its push loop does not treat as final, and retry for a minute.
+  UNAUTHORIZED: { status: 401, oci: 'UNAUTHORIZED', message: 'authentication required: log in first (docker login)' },
+  DENIED: { status: 403, oci: 'DENIED', message: 'requested access to the resource is denied for this account' },
   TAG_IMMUTABLE: { status: 409, oci: 'DENIED', message: 'tag is immutable' },
   UNSUPPORTED: { status: 415, oci: 'UNSUPPORTED', message: 'the operation is unsupported' },
   METHOD_NOT_ALLOWED: { status: 405, oci: 'UNSUPPORTED', message: 'the operation is not allowed' },

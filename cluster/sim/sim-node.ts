@@ -22,7 +22,8 @@ export interface NodeHooks {
   q: EventQueue
   checker: SafetyChecker
   seed: number
-  snapshotEvery: number
+  /** Core and compaction settings; drawn per seed so runs cover their corners. */
+  tuning: NodeTuning
   electionTick: number
   /** How long one fsync takes, in virtual ms. */
   diskLatency: () => number
@@ -38,6 +39,16 @@ export interface NodeHooks {
  * - send-before-sync: send a Ready's messages before its fsync (votes and acks lost on crash).
  */
 export type UnsafeDriver = 'local-reads' | 'send-before-sync'
+
+export interface NodeTuning {
+  /** Snapshot and compact after this many applied entries. */
+  snapshotEvery: number
+  /** Entries kept behind a snapshot. */
+  keepEntries: number
+  maxInflightMsgs: number
+  maxSizePerMsg: number
+  snapshotChunkSize: number
+}
 
 export type WriteResult = 'ok' | 'dropped'
 
@@ -98,10 +109,9 @@ export class SimNode {
       electionTick: this.h.electionTick,
       heartbeatTick: 1,
       applied: this.sm.applied,
-      maxSizePerMsg: 1024,
-      maxInflightMsgs: 16,
-      // Small chunks, so snapshots travel in several messages.
-      snapshotChunkSize: 64
+      maxSizePerMsg: this.h.tuning.maxSizePerMsg,
+      maxInflightMsgs: this.h.tuning.maxInflightMsgs,
+      snapshotChunkSize: this.h.tuning.snapshotChunkSize
     })
   }
 
@@ -111,6 +121,7 @@ export class SimNode {
         this.raw!.tick()
         this.pump()
       }
+      if (this.removed && !this.up) return // retired for good
       // Clocks drift a little, so nodes do not tick in lockstep.
       this.scheduleTick(TICK_MS + this.jitter.between(-1, 1))
     })
@@ -357,10 +368,10 @@ export class SimNode {
   private maybeSnapshot (): void {
     const s = this.storage
     const applied = this.sm.applied
-    if (applied - s.snapshot().meta.index < this.h.snapshotEvery) return
+    if (applied - s.snapshot().meta.index < this.h.tuning.snapshotEvery) return
     s.createSnapshot(applied, this.raw!.raft.confState(), this.sm.snapshot())
-    // Keep a few entries so a follower just behind catches up without a snapshot.
-    const upTo = applied - 3
+    // Keeping a few entries lets a follower just behind catch up without a snapshot.
+    const upTo = applied - this.h.tuning.keepEntries
     if (upTo > s.firstIndex() - 1) s.compact(upTo)
     this.h.log(`${this.id} snapshot at ${applied}, log from ${s.firstIndex()}`)
   }

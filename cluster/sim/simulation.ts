@@ -19,7 +19,7 @@ import { EventQueue } from './event-queue.js'
 import { InvariantViolation, SafetyChecker } from './invariants.js'
 import { SimNetwork, type NetworkConditions } from './network.js'
 import { SimRand } from './random.js'
-import { SimNode, TICK_MS, type NodeHooks, type UnsafeDriver } from './sim-node.js'
+import { SimNode, TICK_MS, type NodeHooks, type NodeTuning, type UnsafeDriver } from './sim-node.js'
 
 export interface SimOptions {
   seed: number
@@ -31,8 +31,8 @@ export interface SimOptions {
   chaosMs?: number
   clients?: number
   keys?: number
-  /** Take a snapshot and compact after this many applied entries. Default 25. */
-  snapshotEvery?: number
+  /** Core and compaction settings; by default each is drawn from the seed (see `tuningFor`). */
+  tuning?: Partial<NodeTuning>
   /** Keep the event trace (for --trace and the determinism test). */
   trace?: boolean
   /** Stop after this many events (a guard against runaway runs). Default 2 million. */
@@ -79,6 +79,7 @@ export interface SimResult {
   at?: number
   trace: string[]
   stats: SimStats
+  tuning: NodeTuning
 }
 
 /** Election timeouts are drawn from [10, 20) ticks of TICK_MS: 100..200 virtual ms. */
@@ -105,7 +106,7 @@ class SimClient {
 }
 
 export class Simulation {
-  readonly opts: Required<Omit<SimOptions, 'chaosMs' | 'nodes' | 'unsafe'>> & { chaosMs: number, nodes: number }
+  readonly opts: Required<Omit<SimOptions, 'chaosMs' | 'nodes' | 'unsafe' | 'tuning'>> & { chaosMs: number, nodes: number, tuning: NodeTuning }
   readonly q = new EventQueue()
   readonly checker = new SafetyChecker()
   readonly trace: string[] = []
@@ -130,7 +131,10 @@ export class Simulation {
   private partitions = 0
   private reads = 0
   private probeSeq = 0
-  private phase: 'chaos' | 'liveness' | 'drain' = 'chaos'
+  private lincheckSteps = 0
+  /** When the last message sent so far will have arrived. */
+  private lastArrival = 0
+  private maxLeaderAfterHeal = 0
 
   constructor (opts: SimOptions) {
     const seedRand = new SimRand(opts.seed)
@@ -142,7 +146,7 @@ export class Simulation {
       chaosMs: opts.chaosMs ?? seedRand.between(1500, 3000),
       clients: opts.clients ?? 5,
       keys: opts.keys ?? 3,
-      snapshotEvery: opts.snapshotEvery ?? 25,
+      tuning: { ...tuningFor(opts.seed), ...opts.tuning },
       trace: opts.trace ?? false,
       reportLoss: opts.reportLoss ?? false,
       maxEvents: opts.maxEvents ?? 2_000_000
@@ -157,7 +161,7 @@ export class Simulation {
       q: this.q,
       checker: this.checker,
       seed: opts.seed,
-      snapshotEvery: this.opts.snapshotEvery,
+      tuning: this.opts.tuning,
       electionTick: ELECTION_TICK,
       // Now and then an fsync stalls, which widens the window for a crash before it lands.
       diskLatency: () => this.diskRand.chance(0.1) ? this.diskRand.between(10, 60) : this.diskRand.between(1, 4),
@@ -179,11 +183,12 @@ export class Simulation {
 
   /** Returns false when `to` is known to be down (the transport's send would throw). */
   private send (from: string, to: string, bytes: Uint8Array, describe: () => string): boolean {
-    const target = this.nodes.get(to)!
-    if (!target.up) return false
+    const target = this.nodes.get(to)
+    if (target === undefined || !target.up) return false
     const delays = this.net.delays(from, to)
     if (delays.length === 0) this.lost(from, to)
     for (const d of delays) {
+      this.lastArrival = Math.max(this.lastArrival, this.q.now + d)
       this.q.after(d, () => `deliver ${from}→${to} ${describe()}`, () => {
         // A link cut while the message was in flight loses it too.
         if (this.net.blocked(from, to) || !target.up) { this.lost(from, to); return }
@@ -205,17 +210,15 @@ export class Simulation {
       for (const n of this.nodes.values()) n.start()
       for (const c of this.clients) this.scheduleNextOp(c, this.clientRand.between(0, 50))
       for (let round = 0; round < this.opts.rounds; round++) {
-        this.phase = 'chaos'
+        if (round === 0) this.log(`=== ${this.opts.nodes} nodes, ${JSON.stringify(this.opts.tuning)}`)
         this.log(`=== round ${round + 1}: chaos for ${this.opts.chaosMs} ms`)
         const chaosEnd = this.q.now + this.opts.chaosMs
         this.scheduleNemesis(chaosEnd)
         this.runUntil(chaosEnd)
         this.heal()
-        this.phase = 'liveness'
         this.checkLiveness()
       }
       // Let every client operation finish (or time out), then check the history.
-      this.phase = 'drain'
       this.stopClients = true
       this.runUntil(this.q.now + CLIENT_TIMEOUT_MS * (CLIENT_ATTEMPTS + 1), () => this.clients.every(c => c.current === null))
       for (const c of this.clients) if (c.current !== null) this.finish(c, 'unknown')
@@ -233,14 +236,12 @@ export class Simulation {
     }
   }
 
-  private lincheckSteps = 0
-  private maxLeaderAfterHeal = 0
-
   private result (ok: boolean, invariant?: string, detail?: string): SimResult {
     const r: SimResult = {
       seed: this.opts.seed,
       ok,
       trace: this.trace,
+      tuning: this.opts.tuning,
       stats: {
         nodes: this.opts.nodes,
         events: this.events,
@@ -464,8 +465,13 @@ export class Simulation {
     this.log('=== heal: all links up, all nodes running')
   }
 
-  /** After a heal: one leader all nodes follow, soon; then a probe proposal applied everywhere. */
+  /**
+   * After a heal: one leader all nodes follow, soon; then a probe proposal applied everywhere.
+   * The clock starts once messages sent before the heal have arrived: a stale append from a
+   * deposed leader, delayed a second, legitimately holds off a pre-vote.
+   */
   private checkLiveness (): void {
+    this.runUntil(Math.max(this.q.now, this.lastArrival))
     const healedAt = this.q.now
     const stable = (): boolean => {
       const lead = this.leaderId()
@@ -575,6 +581,21 @@ export class Simulation {
     this.log(`client ${c.id} ${how}: ${kvModel.describeOperation!(p.op.input, how === 'ok' ? p.op.output : undefined)}`)
     c.current = null
     this.scheduleNextOp(c, this.clientRand.between(0, 20))
+  }
+}
+
+/**
+ * Each seed draws its own core settings, so runs reach the corners: one entry per append,
+ * an inflight window of one, snapshots every few entries with nothing kept behind, tiny chunks.
+ */
+export function tuningFor (seed: number): NodeTuning {
+  const r = new SimRand(seedFor(seed, 'tuning'))
+  return {
+    snapshotEvery: r.pick([5, 25, 100]),
+    keepEntries: r.pick([0, 3, 20]),
+    maxInflightMsgs: r.pick([1, 2, 16, 256]),
+    maxSizePerMsg: r.pick([1, 256, 1024, 1 << 20]),
+    snapshotChunkSize: r.pick([16, 64, 1 << 20])
   }
 }
 

@@ -8,6 +8,10 @@
  *                             [--skip mono,post,chunked,get,skopeo,manifest] [--self-check] [--keep]
  *                             [--wait-idle SECONDS]   (wait, at most that long, for the 1-min load to drop below 1)
  *                             [--flotilla-entry FILE] (run Flotilla from FILE, e.g. a tsc build's src/cli.js, instead of bin/flotilla.mjs)
+ *                             [--auth anonymous|basic] Flotilla requires authentication by default. anonymous (default):
+ *                               start it with FLOTILLA_AUTH_ANONYMOUS granting bench/** read,write,delete, like the open
+ *                               reference; basic: a known admin password, sent as Basic auth on every request (and to
+ *                               skopeo as --src-creds/--dest-creds). The reference registry always runs without auth.
  *
  * Ratios are always "Flotilla advantage": Flotilla/reference for throughputs, reference/Flotilla
  * for latencies and memory, so > 1 means Flotilla is better. --self-check runs a second
@@ -17,10 +21,11 @@ import { parseArgs } from 'node:util'
 import { join, dirname } from 'node:path'
 import { rm, mkdir, writeFile, readFile } from 'node:fs/promises'
 import { cpus, totalmem, loadavg } from 'node:os'
+import { randomBytes } from 'node:crypto'
 import { startFlotilla, startReference, tempDir, type RunningRegistry } from '../lib/procs.js'
 import { writeRandomFile, writeOciLayout, smallImage, type OciLayout } from './lib/content.js'
-import { RssSampler, readCpuSeconds } from './lib/rss.js'
-import { HttpFailure } from './lib/http.js'
+import { RssSampler, readCpu } from './lib/rss.js'
+import { HttpFailure, setCredentials } from './lib/http.js'
 import { run } from './lib/exec.js'
 import * as ops from './lib/ops.js'
 import { startSink } from './lib/sink.js'
@@ -48,13 +53,14 @@ const { values: argv } = parseArgs({
     keep: { type: 'boolean', default: false },
     'wait-idle': { type: 'string', default: '0' },
     'flotilla-entry': { type: 'string' },
+    auth: { type: 'string', default: 'anonymous' },
     help: { type: 'boolean', short: 'h', default: false },
   },
   strict: true,
 })
 
 if (argv.help) {
-  console.log('usage: npm run bench:registry -- [--size-mib N] [--quick] [--only flotilla|reference] [--json FILE] [--reps N] [--chunk-mib N] [--image-mib N] [--requests N] [--concurrency N] [--rounds N] [--skip mono,post,chunked,get,skopeo,manifest] [--self-check] [--keep] [--wait-idle SECONDS] [--flotilla-entry FILE]')
+  console.log('usage: npm run bench:registry -- [--size-mib N] [--quick] [--only flotilla|reference] [--json FILE] [--reps N] [--chunk-mib N] [--image-mib N] [--requests N] [--concurrency N] [--rounds N] [--skip mono,post,chunked,get,skopeo,manifest] [--self-check] [--keep] [--wait-idle SECONDS] [--flotilla-entry FILE] [--auth anonymous|basic]')
   process.exit(0)
 }
 
@@ -74,6 +80,7 @@ const ROUNDS = intOpt(argv.rounds, 5, 2, 1, 50, 'rounds')
 const WAIT_IDLE_S = intOpt(argv['wait-idle'], 0, 0, 0, 3600, 'wait-idle')
 const SKIP = new Set(argv.skip.split(',').map((s) => s.trim()).filter(Boolean))
 for (const s of SKIP) if (!['mono', 'post', 'chunked', 'get', 'skopeo', 'manifest'].includes(s)) { console.error(`unknown --skip ${s}`); process.exit(2) }
+if (argv.auth !== 'anonymous' && argv.auth !== 'basic') { console.error('--auth takes anonymous or basic'); process.exit(2) }
 if (argv.only !== undefined && argv.only !== 'flotilla' && argv.only !== 'reference') { console.error('--only takes flotilla or reference'); process.exit(2) }
 
 type Who = 'reference' | 'flotilla'
@@ -143,7 +150,9 @@ function printMeasure (m: Measure): void {
     const s = m.samples[w]
     const sampleText = s !== undefined && s.length > 1 ? ` [${s.map((x) => fmt(x)).join(', ')}]` : ''
     const missing = m.extra[w]?.supported === false ? 'unsupported' : 'FAILED/n/a'
-    return `${label(w)} ${v === undefined ? missing : fmt(v, m.unit === 'req/s' ? 0 : m.unit === 'ms' || m.unit === 'CPU-s/GiB' ? 2 : 1)} ${m.unit}${sampleText}`
+    const sys = m.extra[w]?.sysCpuSecondsPerGiB
+    const sysText = typeof sys === 'number' ? ` (of which sys ${fmt(sys, 2)})` : ''
+    return `${label(w)} ${v === undefined ? missing : fmt(v, m.unit === 'req/s' ? 0 : m.unit === 'ms' || m.unit === 'CPU-s/GiB' ? 2 : 1)} ${m.unit}${sysText}${sampleText}`
   })
   const a = advantage(m)
   const v = verdict(m)
@@ -189,12 +198,20 @@ async function start (who: Who): Promise<void> {
       const base = await tempDir('flotilla-bench-')
       cleanupDirs.push(base)
       flotillaLog = join(base, 'flotilla.log')
+      const password = randomBytes(18).toString('base64url')
+      const env: Record<string, string> = argv.auth === 'basic'
+        ? { FLOTILLA_INITIAL_ADMIN_PASSWORD: password }
+        : { FLOTILLA_AUTH_ANONYMOUS: 'bench/**=read,write,delete' }
       registries[who] = argv['flotilla-entry'] !== undefined
-        ? await startFlotillaEntry(argv['flotilla-entry'], join(base, 'data'), flotillaLog)
-        : await startFlotilla({ dataDir: join(base, 'data'), logFile: flotillaLog })
+        ? await startFlotillaEntry(argv['flotilla-entry'], join(base, 'data'), flotillaLog, env)
+        : await startFlotilla({ dataDir: join(base, 'data'), logFile: flotillaLog, env })
+      if (argv.auth === 'basic') setCredentials(registries[who]!.url, 'admin', password)
     }
     const r = registries[who]!
-    console.log(`${label(who)}: ${r.url} (pid ${r.proc.pid})${who === 'flotilla' && argv['flotilla-entry'] !== undefined ? ` from ${argv['flotilla-entry']}` : ''}`)
+    const how = who === 'flotilla' && !argv['self-check']
+      ? ` from ${argv['flotilla-entry'] ?? 'bin/flotilla.mjs'}, auth: ${argv.auth === 'basic' ? 'Basic admin:<password> on every request' : 'anonymous grant bench/**=read,write,delete'}`
+      : ' (no auth)'
+    console.log(`${label(who)}: ${r.url} (pid ${r.proc.pid})${how}`)
   } catch (err) {
     recordFailure(who, 'start', err)
   }
@@ -225,17 +242,20 @@ async function settle (): Promise<void> {
 // Memory and CPU of each registry per phase.
 const memory: Partial<Record<Who, Record<string, { peakRssMiB: number; peakTreeMiB: number; hwmMiB: number; startRssMiB: number; children: number }>>> = {}
 const cpu: Partial<Record<Who, Record<string, number[]>>> = {}
+const sysCpu: Partial<Record<Who, Record<string, number[]>>> = {}
 
 async function timed<T> (who: Who, phase: string, fn: () => Promise<T>, cpuKey = phase): Promise<T> {
   const r = registries[who]!
   const pid = r.proc.pid!
   const sampler = new RssSampler(pid, 50).start()
-  const cpu0 = readCpuSeconds(pid)
+  const cpu0 = readCpu(pid)
   try {
     return await fn()
   } finally {
     const mem = sampler.stop()
-    const cpuS = readCpuSeconds(pid) - cpu0
+    const cpu1 = readCpu(pid)
+    const cpuS = (cpu1.user + cpu1.sys) - (cpu0.user + cpu0.sys)
+    ;((sysCpu[who] ??= {})[cpuKey] ??= []).push(cpu1.sys - cpu0.sys)
     const byPhase = (memory[who] ??= {})
     const prev = byPhase[phase]
     byPhase[phase] = {
@@ -281,11 +301,12 @@ async function throughputPhase (m: Measure, phase: string, bytes: number, op: (w
       await settle()
       try {
         const ms = await timed(who, phase, async () => await op(who, r, rep), m.id)
-        if (ms === undefined) { cpu[who]?.[m.id]?.pop(); dead.add(who); continue }
+        if (ms === undefined) { cpu[who]?.[m.id]?.pop(); sysCpu[who]?.[m.id]?.pop(); dead.add(who); continue }
         const v = mibps(bytes, ms)
         ;(m.samples[who] ??= []).push(v)
         const cpuS = cpu[who]?.[m.id]?.at(-1) ?? Number.NaN
-        console.log(`    ${label(who).padEnd(17)} rep ${rep + 1}/${reps}: ${fmt(ms / 1000, 2)} s, ${fmt(v)} MiB/s, server CPU ${fmt(cpuS, 2)} s (${fmt(100 * cpuS / (ms / 1000), 0)}% of one core)`)
+        const sysS = sysCpu[who]?.[m.id]?.at(-1) ?? Number.NaN
+        console.log(`    ${label(who).padEnd(17)} rep ${rep + 1}/${reps}: ${fmt(ms / 1000, 2)} s, ${fmt(v)} MiB/s, server CPU ${fmt(cpuS, 2)} s = user ${fmt(cpuS - sysS, 2)} + sys ${fmt(sysS, 2)} (${fmt(100 * cpuS / (ms / 1000), 0)}% of one core)`)
       } catch (err) {
         recordFailure(who, phase, err)
         dead.add(who)
@@ -306,7 +327,9 @@ async function throughputPhase (m: Measure, phase: string, bytes: number, op: (w
     const c = measure(`${m.id}-cpu`, `  server CPU per GiB, ${short[m.id] ?? m.id}`, 'CPU-s/GiB', 'lower')
     for (const who of WHO) {
       const list = cpu[who]?.[m.id]
+      const sys = sysCpu[who]?.[m.id]
       if (m.values[who] !== undefined && list !== undefined) c.values[who] = median(list) / (bytes / (1024 * MiB))
+      if (m.values[who] !== undefined && sys !== undefined) c.extra[who] = { sysCpuSecondsPerGiB: median(sys) / (bytes / (1024 * MiB)) }
       if (m.extra[who]?.supported === false) c.extra[who] = { supported: false }
     }
     printMeasure(c)
@@ -585,7 +608,8 @@ async function main (): Promise<void> {
     const cell = (w: Who): string => {
       const v = m.values[w]
       if (v === undefined) return m.extra[w]?.supported === false ? 'unsupported' : 'n/a'
-      return fmt(v, m.unit === 'req/s' ? 0 : m.unit === 'ms' || m.unit === 'CPU-s/GiB' ? 2 : 1)
+      const sys = m.extra[w]?.sysCpuSecondsPerGiB
+      return fmt(v, m.unit === 'req/s' ? 0 : m.unit === 'ms' || m.unit === 'CPU-s/GiB' ? 2 : 1) + (typeof sys === 'number' ? ` (sys ${fmt(sys, 2)})` : '')
     }
     return [m.name, m.unit, cell('reference'), cell('flotilla'), a === undefined ? '' : `${fmt(a, 2)}x`, targetText(m), verdict(m)]
   })
@@ -593,7 +617,7 @@ async function main (): Promise<void> {
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)))
   const line = (cols: string[]): string => cols.map((c, i) => (i >= 2 && i <= 4 ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join(' | ')
   console.log('\n' + '='.repeat(widths.reduce((a, b) => a + b + 3, 0)))
-  console.log('RESULTS (medians; "F advantage" > 1 means Flotilla is better: throughput F/R, latency and memory R/F)')
+  console.log('RESULTS (medians; "F advantage" > 1 means Flotilla is better: throughput F/R, latency, CPU and memory R/F; "sys" = kernel CPU)')
   console.log(line(head))
   console.log(widths.map((w) => '-'.repeat(w)).join('-|-'))
   for (const r of rows) console.log(line(r))
@@ -619,7 +643,7 @@ async function main (): Promise<void> {
     startedAt: startedAt.toISOString(),
     finishedAt: new Date().toISOString(),
     machine: { node: process.version, cpus: cpus().length, memGiB: totalmem() / 1024 / MiB, loadStart, loadEnd },
-    options: { flotillaEntry: argv['flotilla-entry'] ?? 'bin/flotilla.mjs', sizeMiB: SIZE / MiB, chunkMiB: CHUNK / MiB, imageMiB: IMAGE / MiB, reps: REPS, requests: REQUESTS, concurrency: CONCURRENCY, rounds: ROUNDS, quick: argv.quick, only: argv.only ?? null, selfCheck: argv['self-check'], skip: [...SKIP] },
+    options: { flotillaEntry: argv['flotilla-entry'] ?? 'bin/flotilla.mjs', auth: argv.auth, sizeMiB: SIZE / MiB, chunkMiB: CHUNK / MiB, imageMiB: IMAGE / MiB, reps: REPS, requests: REQUESTS, concurrency: CONCURRENCY, rounds: ROUNDS, quick: argv.quick, only: argv.only ?? null, selfCheck: argv['self-check'], skip: [...SKIP] },
     registries: Object.fromEntries(WHO.map((w) => [w, registries[w] === undefined ? null : { url: registries[w]!.url, kind: w === 'reference' || argv['self-check'] ? 'docker-registry 2.8.2' : 'flotilla' }])),
     measures: measures.map((m) => ({
       id: m.id, name: m.name, unit: m.unit, better: m.better,
@@ -629,6 +653,7 @@ async function main (): Promise<void> {
     })),
     memoryMiB: memory,
     serverCpuSecondsMedian: cpuPerGiB,
+    serverSysCpuSeconds: sysCpu,
     failures,
     notes,
   }

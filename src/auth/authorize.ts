@@ -45,10 +45,10 @@ export async function refuse (ctx: Context, auth: AuthService, id: Identity, act
   const retryable = id.anonymous || (id.via === 'jwt' && repo !== undefined && action !== 'signin' && id.subjectCan(repo, action))
   if (retryable) {
     auth.challenge(ctx, scope, id.anonymous ? undefined : 'insufficient_scope')
-    throw new FlotillaError('UNAUTHORIZED', id.anonymous ? 'authentication required' : `the token does not grant ${action} on ${repo!}: ask the token endpoint for scope ${scope ?? ''}`)
+    throw new FlotillaError('UNAUTHORIZED', id.anonymous ? 'authentication required: log in first (docker login)' : `the token does not grant ${action} on ${repo!}: ask the token endpoint for scope ${scope ?? ''}`)
   }
   await auth.auditRefusal(auth.actorOf(ctx, id), 'denied', 'denied', 'DENIED', repo, { need: action })
-  throw new FlotillaError('DENIED', repo === undefined ? 'requested access to the resource is denied' : `requested access to the resource is denied: ${id.user} may not ${action} ${repo}`)
+  throw new FlotillaError('DENIED', repo === undefined ? 'requested access to the resource is denied for this account' : `requested access to the resource is denied: ${id.user} may not ${action} ${repo}`)
 }
 
 /** Run the rest of the request as `id` (for the audit log) with the identity on ctx.state. */

@@ -162,6 +162,9 @@ export class AuthService {
   async identify (ctx: Context, scope?: string): Promise<Identity> {
     const header = ctx.get('authorization')
     if (header === '') return Identity.anonymous(await this.anonymousGrants())
+    // See every access change committed before this request (a revocation on another node
+    // included): in a cluster this is a ReadIndex round, as the registry's own reads do.
+    await this.sink.barrier()
     try {
       const sp = header.indexOf(' ')
       const scheme = (sp < 0 ? header : header.slice(0, sp)).toLowerCase()

@@ -22,8 +22,10 @@ function withNode (cmd: Command): Command {
 }
 
 export function clusterCommands (program: Command): void {
-  withNode(program.command('token'))
-    .description('print a join token (secret; it expires)')
+  // `flotilla token` is also the access-token group (src/cli/admin.ts); a join token is its default.
+  const tokenGroup = program.commands.find((c) => c.name() === 'token') ?? program.command('token')
+  withNode(tokenGroup.command('join', { isDefault: true }))
+    .description('print a join token for a new node (secret; it expires); the default of flotilla token')
     .option('--ttl <seconds>', 'lifetime in seconds', '3600')
     .action(async (opts: NodeOptions & { ttl: string }) => {
       const doc = await callApi(opts, 'POST', '/api/v1/cluster/tokens', { ttlSeconds: Number(opts.ttl) }) as { token: string; expiresAt: string }

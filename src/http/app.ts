@@ -10,6 +10,7 @@ import { v2Routes } from './routes.js'
 import { tokenRoutes } from './token.js'
 import { adminRoutes } from './admin.js'
 import { authorizeV2 } from '../auth/authorize.js'
+import { clusterApiGuard } from '../auth/cluster-guard.js'
 import type { RegistryDeps } from './deps.js'
 import type { Cluster } from '../../cluster/cluster.js'
 import { clusterRoutes } from './cluster-api.js'
@@ -21,6 +22,7 @@ export interface AppOptions {
   /** Answers /readyz: false while the node is not yet able to serve. */
   ready: () => boolean
   cluster?: Cluster
+  replicationBacklog?: () => number
 }
 
 export function createMetrics (): { registry: MetricsRegistry; requests: Counter<'method' | 'status'>; duration: Histogram<'method'> } {
@@ -58,10 +60,12 @@ export function createApp (opts: AppOptions): Koa {
     ctx.body = await metrics.registry.metrics()
   })
   app.use(ops.routes())
+  // Who may use the cluster API (src/auth/cluster-guard.ts), before its routes.
+  app.use(clusterApiGuard(opts.deps.auth))
   if (opts.cluster !== undefined) {
     const cluster = opts.cluster
     app.use(internalRoutes({ blobs: opts.deps.blobs, admits: (p) => cluster.admits(p) }))
-    app.use(clusterRoutes(cluster).routes())
+    app.use(clusterRoutes(cluster, opts.replicationBacklog).routes())
   }
   // Access control: the token endpoint, the admin API, then every /v2 route is authorized.
   app.use(tokenRoutes(opts.deps.auth))

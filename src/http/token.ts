@@ -74,11 +74,9 @@ export function tokenRoutes (auth: AuthService) {
     if (service !== undefined && service !== auth.settings.service) {
       throw new FlotillaError('BAD_REQUEST', `this token server serves ${JSON.stringify(auth.settings.service)}, not ${JSON.stringify(service)}`)
     }
-    // The token endpoint answers anonymous callers only when anonymous access exists at all.
-    if (id.anonymous && !await auth.anonymousEnabled()) {
-      ctx.set('WWW-Authenticate', `Basic realm="${auth.settings.service}"`)
-      throw new FlotillaError('UNAUTHORIZED', 'authentication required')
-    }
+    // An anonymous caller gets a token with only what anonymous may do (nothing, by default),
+    // as other token servers do: the registry then refuses the request itself with
+    // UNAUTHORIZED, which docker treats as final, where a failed token fetch is retried for a minute.
     const issued = await auth.issueRegistryToken(id, scopes, pv)
     const body: Record<string, unknown> = { token: issued.token, access_token: issued.token, expires_in: issued.expiresIn, issued_at: issued.issuedAt }
     if (ctx.method === 'POST') body.scope = scopes.join(' ')

@@ -190,8 +190,6 @@ export class LevelLogStorage implements LogStorage {
     return snapshot
   }
 
-  bootstrap (conf: ConfState): void { this.record(this.check().bootstrap(conf)) }
-
   sync (): Promise<void> {
     const db = this.db
     if (db === null) return Promise.reject(new LogStorageError('RAFT_LOG_NOT_OPEN', 'log storage is not open'))

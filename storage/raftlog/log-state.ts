@@ -127,13 +127,4 @@ export class LogState {
     this.snap = snapshot
     return { snapshot, change: { kind: 'createSnapshot', snapshot } }
   }
-
-  bootstrap (conf: ConfState): LogChange {
-    const hs = this.hardState
-    if (this.lastIndex() !== 0 || this.snap.meta.index !== 0 || hs.term !== 0 || hs.vote !== null || hs.commit !== 0) {
-      throw new LogStorageError('RAFT_LOG_NOT_EMPTY', 'bootstrap of a store that is not empty')
-    }
-    this.snap = { meta: { index: 0, term: 0, conf: copyConf(conf) }, data: EMPTY }
-    return { kind: 'createSnapshot', snapshot: this.snap }
-  }
 }

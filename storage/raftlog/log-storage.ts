@@ -57,7 +57,7 @@ export interface Snapshot {
 
 export interface InitialState {
   hardState: HardState
-  /** The configuration of the latest snapshot (or of `bootstrap`). */
+  /** The configuration of the latest snapshot (empty when there is none). */
   conf: ConfState
 }
 
@@ -107,11 +107,6 @@ export interface LogStorage {
    * entry's term is no longer known, ErrUnavailable past `lastIndex()`.
    */
   createSnapshot (index: number, conf: ConfState, data: Uint8Array): Snapshot
-  /**
-   * Set the first configuration of a brand-new node (as a snapshot at index 0).
-   * Throws RAFT_LOG_NOT_EMPTY if the store holds any entry, hard state or snapshot.
-   */
-  bootstrap (conf: ConfState): void
   /** Make every earlier write durable with one fsync. Concurrent calls share flushes. */
   sync (): Promise<void>
 }
@@ -122,7 +117,6 @@ export type LogStorageErrorCode =
   | 'RAFT_LOG_SNAP_OUT_OF_DATE'
   | 'RAFT_LOG_GAP'
   | 'RAFT_LOG_BAD_RANGE'
-  | 'RAFT_LOG_NOT_EMPTY'
   | 'RAFT_LOG_NOT_OPEN'
   | 'RAFT_LOG_CORRUPT'
 

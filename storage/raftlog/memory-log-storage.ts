@@ -95,8 +95,6 @@ export class MemoryLogStorage implements LogStorage {
     return snapshot
   }
 
-  bootstrap (conf: ConfState): void { this.record(this.check().bootstrap(conf)) }
-
   async sync (): Promise<void> {
     this.syncNow()
   }

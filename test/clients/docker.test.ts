@@ -106,10 +106,11 @@ t.test('docker load, tag, push, rmi, pull and run a busybox image: ids and diges
   t.equal((await inspect(d, `${reg.host}/docker/busybox@${digest}`)).Id, image.configDigest, 'pull by digest gives the same image')
 })
 
-t.test('docker push to a second repository mounts the layers from the first', async (t) => {
+t.test('docker push to a second repository mounts the layers from the first, a 24 MiB one included', async (t) => {
   if (!requireTool(t, 'dockerd', 'docker') || engine === undefined) return
   const d = engine
-  const image = busyboxImage({ randomLayerSizes: [1 << 20] })
+  // docker streams each layer in one chunked PATCH; 24 MiB makes that body span many reads.
+  const image = busyboxImage({ randomLayerSizes: [1 << 20, 24 << 20] })
   const archive = join(work, 'mount.tar')
   await writeFile(archive, dockerArchive(image, [`${reg.host}/docker/mount-src:1`]))
   await d.dockerOk(['load', '-i', archive])
@@ -155,7 +156,8 @@ t.test('docker pulls and runs an OCI image that skopeo pushed', async (t) => {
   const image = busyboxImage({ extraLayers: [textEntries({ 'etc/origin': 'skopeo\n' })] })
   const layout = join(work, 'oci-layout')
   await writeOciLayout(layout, image, 'v1')
-  await runOk('skopeo', ['copy', '--dest-tls-verify=false', `oci:${layout}:v1`, `docker://${reg.host}/docker/from-skopeo:v1`])
+  const creds = `${reg.credentials.username}:${reg.credentials.password}`
+  await runOk('skopeo', ['copy', '--dest-tls-verify=false', '--dest-creds', creds, `oci:${layout}:v1`, `docker://${reg.host}/docker/from-skopeo:v1`])
   const ref = `${reg.host}/docker/from-skopeo:v1`
   const pull = await d.dockerOk(['pull', ref])
   t.match(pull.stdout, new RegExp(`Digest: ${image.manifestDigest}`), 'docker sees the OCI manifest digest')
@@ -223,9 +225,14 @@ t.test('docker logout makes pushes fail; a wrong password fails login; the right
   await writeFile(archive, dockerArchive(image, [ref]))
   await d.dockerOk(['load', '-i', archive])
   await d.dockerOk(['logout', reg.host])
-  const anon = await d.docker(['push', ref])
+  const started = Date.now()
+  // Capped: docker retries errors it thinks transient for ~50 s (5+10+15+20 s backoff) before giving up.
+  const anon = await d.docker(['push', ref], { timeoutMs: 20_000 })
+  const ms = Date.now() - started
   t.not(anon.code, 0, 'push without login fails')
-  t.match(anon.stderr + anon.stdout, /unauthorized|authentication required|no basic auth credentials|denied/i, 'because it is unauthorized')
+  t.match(anon.stderr + anon.stdout, /unauthorized|authentication required|no basic auth credentials|denied|killed/i, 'because it is unauthorized')
+  // A failed token fetch would be retried by docker for ~50 s; a registry UNAUTHORIZED is final.
+  t.ok(ms < 15_000, `the refusal is final, not retried (${ms} ms)`)
   t.equal((await fetchManifest(reg, 'docker/private', '1', 'HEAD')).status, 404, 'nothing was tagged')
 
   const wrong = await d.docker(['login', '-u', reg.credentials.username, '--password-stdin', reg.host], { input: 'not-the-password' })

@@ -1,7 +1,9 @@
 /**
  * skopeo 1.9 against a registry node: push an OCI image layout written by hand, pull it back,
- * convert to Docker schema 2, and the inspect / list-tags / delete commands. skopeo copies
- * blobs and manifests without re-encoding them, so digests and bytes must survive exactly.
+ * convert to Docker schema 2, and the inspect / list-tags / delete / sync commands; then
+ * multi-platform indexes, zstd layers, a big layer, concurrent pushes, restarts and access
+ * control. skopeo copies blobs and manifests without re-encoding them, so digests and bytes
+ * must survive exactly.
  */
 import t from 'tap'
 import { randomBytes } from 'node:crypto'
@@ -12,7 +14,7 @@ import { gunzipSync } from 'node:zlib'
 import { removeTree } from '../helpers/cleanup.js'
 import {
   buildImage, buildIndex, busyboxImage, randomEntries, readOciLayout, textEntries, writeOciLayout,
-  ARCH, DOCKER_CONFIG, DOCKER_LAYER_GZIP, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, type BuiltImage,
+  ARCH, DOCKER_IMAGE_CONFIG, DOCKER_LAYER_GZIP, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, type BuiltImage,
 } from '../helpers/images.js'
 import { containersEnv } from '../helpers/podman.js'
 import { fetchBlob, fetchManifest, sha256, startTarget } from '../helpers/registry.js'
@@ -108,7 +110,7 @@ t.test('skopeo copy --format v2s2 stores a Docker schema 2 manifest that pulls b
   t.equal(got.contentType, DOCKER_MANIFEST, 'Content-Type is the Docker schema 2 media type')
   const m = JSON.parse(got.body.toString()) as { mediaType: string, config: { mediaType: string, digest: string }, layers: Array<{ mediaType: string, digest: string }> }
   t.equal(m.mediaType, DOCKER_MANIFEST)
-  t.equal(m.config.mediaType, DOCKER_CONFIG)
+  t.equal(m.config.mediaType, DOCKER_IMAGE_CONFIG)
   t.same(m.layers.map((l) => l.digest), image.layers.map((l) => l.digest), 'same gzip layers, not recompressed')
   t.ok(m.layers.every((l) => l.mediaType === DOCKER_LAYER_GZIP), 'layers carry the Docker layer media type')
 

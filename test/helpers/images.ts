@@ -20,7 +20,7 @@ export const OCI_CONFIG = 'application/vnd.oci.image.config.v1+json'
 export const OCI_LAYER_GZIP = 'application/vnd.oci.image.layer.v1.tar+gzip'
 export const DOCKER_MANIFEST = 'application/vnd.docker.distribution.manifest.v2+json'
 export const DOCKER_MANIFEST_LIST = 'application/vnd.docker.distribution.manifest.list.v2+json'
-export const DOCKER_CONFIG = 'application/vnd.docker.container.image.v1+json'
+export const DOCKER_IMAGE_CONFIG = 'application/vnd.docker.container.image.v1+json'
 export const DOCKER_LAYER_GZIP = 'application/vnd.docker.image.rootfs.diff.tar.gzip'
 
 /** The platform names images use, for the arch this machine runs (docker run checks it). */

@@ -107,7 +107,7 @@ function challengeParams (header: string): Record<string, string> {
 /**
  * A fetch that logs in the way registry clients do: send the cached Authorization; on 401 read
  * WWW-Authenticate, and either use Basic directly or get a Bearer token from the realm for the
- * scope asked for. Tokens are cached per scope; bodies must be replayable (Buffer or string).
+ * repository. Tokens are cached per repository; bodies must be replayable (Buffer or string).
  */
 function challengeAnswerer (url: string, creds: Credentials): (path: string, init?: RequestInit) => Promise<Response> {
   const basic = 'Basic ' + Buffer.from(`${creds.username}:${creds.password}`).toString('base64')

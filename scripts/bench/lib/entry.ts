@@ -8,12 +8,12 @@ import { createWriteStream } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { freePort, waitForHttp, ROOT, type RunningRegistry } from '../../lib/procs.js'
 
-export async function startFlotillaEntry (entry: string, dataDir: string, logFile: string): Promise<RunningRegistry> {
+export async function startFlotillaEntry (entry: string, dataDir: string, logFile: string, env: Record<string, string> = {}): Promise<RunningRegistry> {
   const port = await freePort()
   const host = `127.0.0.1:${port}`
   const proc = spawn(process.execPath, ['--import', join(ROOT, 'scripts', 'polyfill.mjs'), resolve(entry), 'serve', '--data', dataDir, '--listen', host], {
     cwd: ROOT,
-    env: { ...process.env, FLOTILLA_LOG_LEVEL: process.env.FLOTILLA_LOG_LEVEL ?? 'info' },
+    env: { ...process.env, FLOTILLA_LOG_LEVEL: process.env.FLOTILLA_LOG_LEVEL ?? 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   })
   const log = createWriteStream(logFile, { flags: 'a' })

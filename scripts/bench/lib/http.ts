@@ -7,6 +7,17 @@ import { createReadStream } from 'node:fs'
 import { createHash } from 'node:crypto'
 import type { Readable } from 'node:stream'
 
+/** Credentials per origin (http://host:port), sent as Basic auth on every request to it. */
+const credentials = new Map<string, { user: string; pass: string }>()
+
+export function setCredentials (origin: string, user: string, pass: string): void {
+  credentials.set(new URL(origin).origin, { user, pass })
+}
+
+export function credentialsFor (url: string): { user: string; pass: string } | undefined {
+  return credentials.get(new URL(url).origin)
+}
+
 export interface BenchRequest {
   method: string
   url: string
@@ -47,7 +58,7 @@ export class HttpFailure extends Error {
   report (): Record<string, unknown> {
     return {
       why: this.why,
-      request: { method: this.request.method, url: this.request.url, headers: this.request.headers ?? {}, body: describeBody(this.request.body) },
+      request: { method: this.request.method, url: this.request.url, headers: { ...(credentialsFor(this.request.url) !== undefined ? { authorization: 'Basic <redacted>' } : {}), ...(this.request.headers ?? {}) }, body: describeBody(this.request.body) },
       response: this.response === undefined
         ? null
         : { status: this.response.status, headers: this.response.headers, body: this.response.body.toString('utf8').slice(0, 2000), bytes: this.response.bytes },
@@ -72,7 +83,11 @@ export async function request (req: BenchRequest): Promise<BenchResponse> {
       r.destroy()
       done(new HttpFailure(req, undefined, `no complete response within ${timeoutMs} ms`))
     }, timeoutMs)
-    const headers: OutgoingHttpHeaders = { ...(req.headers ?? {}) }
+    const creds = credentials.get(new URL(req.url).origin)
+    const headers: OutgoingHttpHeaders = {
+      ...(creds !== undefined ? { authorization: 'Basic ' + Buffer.from(`${creds.user}:${creds.pass}`).toString('base64') } : {}),
+      ...(req.headers ?? {}),
+    }
     let stream: Readable | undefined
     if (req.body !== undefined) {
       if (typeof req.body === 'string' || Buffer.isBuffer(req.body)) {

@@ -4,7 +4,7 @@
  */
 import http from 'node:http'
 import { performance } from 'node:perf_hooks'
-import { request, expect, location, withDigest, HttpFailure, type BenchRequest } from './http.js'
+import { request, expect, location, withDigest, credentialsFor, HttpFailure, type BenchRequest } from './http.js'
 import { run } from './exec.js'
 import type { FileBlob } from './content.js'
 import { percentile, median } from './stats.js'
@@ -119,7 +119,9 @@ export async function getBlobNode (base: string, repo: string, blob: FileBlob, a
 /** GET the blob with curl to /dev/null; returns curl's own time_total in ms. */
 export async function getBlobCurl (base: string, repo: string, blob: FileBlob): Promise<number> {
   const url = `${base}/v2/${repo}/blobs/${blob.digest}`
-  const r = await run('curl', ['-sS', '-L', '-o', '/dev/null', '-w', '%{http_code} %{size_download} %{time_total}', url], BIG_TIMEOUT)
+  const creds = credentialsFor(url)
+  const auth = creds === undefined ? [] : ['-u', `${creds.user}:${creds.pass}`]
+  const r = await run('curl', ['-sS', '-L', ...auth, '-o', '/dev/null', '-w', '%{http_code} %{size_download} %{time_total}', url], BIG_TIMEOUT)
   const [code, size, total] = r.stdout.trim().split(' ')
   if (r.code !== 0 || code !== '200' || Number(size) !== blob.size) {
     throw new HttpFailure({ method: 'GET', url, headers: { via: 'curl' } }, { status: Number(code ?? 0), headers: {}, body: Buffer.from(r.stderr), bytes: Number(size ?? 0) },
@@ -175,10 +177,17 @@ export function summarizeLoads (rounds: LoadResult[]): { rps: number; p50: numbe
 
 /** skopeo copy; returns ms of the whole command. Throws with skopeo's stderr on failure. */
 export async function skopeoCopy (src: string, dst: string, extra: string[]): Promise<number> {
-  const args = ['copy', '--quiet', ...extra, src, dst]
+  // Credentials for whichever side is a registry we hold credentials for.
+  const creds: string[] = []
+  for (const [flag, ref] of [['--src-creds', src], ['--dest-creds', dst]] as const) {
+    if (!ref.startsWith('docker://')) continue
+    const c = credentialsFor('http://' + ref.slice('docker://'.length).split('/')[0]!)
+    if (c !== undefined) creds.push(flag, `${c.user}:${c.pass}`)
+  }
+  const args = ['copy', '--quiet', ...extra, ...creds, src, dst]
   const r = await run('skopeo', args, BIG_TIMEOUT)
   if (r.code !== 0) {
-    throw new HttpFailure({ method: 'SKOPEO', url: `skopeo ${args.join(' ')}`, headers: {} },
+    throw new HttpFailure({ method: 'SKOPEO', url: `skopeo ${args.map((a, i) => args[i - 1]?.endsWith('-creds') === true ? '<user>:<redacted>' : a).join(' ')}`, headers: {} },
       { status: r.code ?? -1, headers: {}, body: Buffer.from((r.stderr + r.stdout).slice(-4000)), bytes: 0 }, `skopeo exited ${r.code ?? r.signal}`)
   }
   return r.ms

@@ -83,12 +83,18 @@ export class RssSampler {
   }
 }
 
-/** utime + stime of a process (and its live children are not included), in seconds. */
-export function readCpuSeconds (pid: number): number {
+/** User and system CPU time of a process (all its threads; not its children), in seconds. */
+export function readCpu (pid: number): { user: number; sys: number } {
   try {
     const text = readFileSync(`/proc/${pid}/stat`, 'utf8')
     const fields = text.slice(text.lastIndexOf(')') + 2).split(' ')
-    // fields[0] is state (field 3); utime is field 14, stime field 15.
-    return (Number(fields[11]) + Number(fields[12])) / 100
-  } catch { return Number.NaN }
+    // fields[0] is state (field 3); utime is field 14, stime field 15, in clock ticks (USER_HZ = 100).
+    return { user: Number(fields[11]) / 100, sys: Number(fields[12]) / 100 }
+  } catch { return { user: Number.NaN, sys: Number.NaN } }
+}
+
+/** utime + stime, in seconds. */
+export function readCpuSeconds (pid: number): number {
+  const { user, sys } = readCpu(pid)
+  return user + sys
 }

@@ -1,0 +1,35 @@
+/**
+ * Access to the cluster API (/api/v1/cluster, src/http/cluster-api.ts):
+ *
+ *   POST /api/v1/cluster/join     open: the joining node proves itself with a join token
+ *   GET  /api/v1/cluster          open: status (members, roles, indexes), for health checks and tooling
+ *   everything else               administrators (join tokens, leave, member removal)
+ *
+ * Runs before the cluster routes, so they need no checks of their own.
+ */
+import type { Context, Next } from 'koa'
+import { FlotillaError } from '../../storage/errors.js'
+import { requestActor } from './context.js'
+import type { AuthService } from './service.js'
+
+const PREFIX = '/api/v1/cluster'
+
+export function clusterApiGuard (auth: AuthService) {
+  return async function clusterGuard (ctx: Context, next: Next): Promise<void> {
+    const path = ctx.path.replace(/\/+$/, '')
+    if (path !== PREFIX && !path.startsWith(PREFIX + '/')) return await next()
+    if (path === `${PREFIX}/join` && ctx.method === 'POST') return await next()
+    if (path === PREFIX && (ctx.method === 'GET' || ctx.method === 'HEAD')) return await next()
+    const id = await auth.identify(ctx)
+    if (id.anonymous) {
+      auth.challenge(ctx)
+      throw new FlotillaError('UNAUTHORIZED', 'authentication required: sign in with Basic credentials or an access token')
+    }
+    if (!id.admin) {
+      await auth.auditRefusal(auth.actorOf(ctx, id), 'denied', 'denied', 'DENIED', undefined, { need: 'administrator rights' })
+      throw new FlotillaError('DENIED', 'requested access to the resource is denied: cluster changes need an administrator')
+    }
+    ctx.state.identity = id
+    await requestActor.run(auth.actorOf(ctx, id), next)
+  }
+}
