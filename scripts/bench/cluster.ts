@@ -25,7 +25,7 @@ import { join } from 'node:path'
 import { rm, writeFile, mkdtemp } from 'node:fs/promises'
 import { cpus, totalmem, loadavg, tmpdir } from 'node:os'
 import { performance } from 'node:perf_hooks'
-import { startCluster, startNode, clusterStatus, waitFor, sleep, tail, NodeExitError, type TestCluster, type ClusterNode, type ClusterOptions } from '../lib/cluster.js'
+import { startCluster, startNode, clusterStatus, waitFor, sleep, NodeExitError, type TestCluster, type ClusterNode, type ClusterOptions } from '../lib/cluster.js'
 import { tempDir } from '../lib/procs.js'
 import { writeRandomFile, type FileBlob } from './lib/content.js'
 import { HttpFailure, request } from './lib/http.js'
@@ -510,10 +510,18 @@ async function catchupPhase (): Promise<void> {
     for (let i = 0; i < (argv.quick ? 1 : 2); i++) {
       const j = await timedJoin(c, last)
       m.samples.push(j.readS); ready.samples.push(j.readyS)
-      const check = await request({ method: 'GET', url: `${j.node.url}/v2/bench/tags/tags/list?n=100000`, timeoutMs: 60_000, keepBytes: 1 << 24 })
-      const count = check.status === 200 ? ((JSON.parse(check.body.toString()) as { tags?: string[] }).tags ?? []).length : -1
-      const snap = (await tail(j.node.logFile, 400)).split('\n').filter((l) => /snapshot/i.test(l)).length
-      console.log(`    ${j.node.name} joined (${c.live().length - 1} members, ${TAGS + 1} tags): ready after ${fmt(j.readyS, 2)} s, ${last} read on it after ${fmt(j.readS, 2)} s; its tag list has ${count} tags; ${snap} log line(s) mention a snapshot`)
+      // The whole tag list on the new node, page by page (Link: <…>; rel="next"; pages hold at most 10 000).
+      let count = 0
+      let url: string | undefined = `${j.node.url}/v2/bench/tags/tags/list?n=10000`
+      for (let page = 0; url !== undefined && page < 100; page++) {
+        const res = await request({ method: 'GET', url, timeoutMs: 60_000, keepBytes: 1 << 24 })
+        if (res.status !== 200) { count = -1; break }
+        count += ((JSON.parse(res.body.toString()) as { tags?: string[] }).tags ?? []).length
+        const link = /<([^>]+)>;\s*rel="?next"?/.exec(String(res.headers.link ?? ''))
+        url = link === null ? undefined : new URL(link[1]!, j.node.url).toString()
+      }
+      console.log(`    ${j.node.name} joined (${c.live().length - 1} members, ${TAGS + 1} tags): ready after ${fmt(j.readyS, 2)} s, ${last} read on it after ${fmt(j.readS, 2)} s; its tag list (all pages) has ${count} tags`)
+      if (count !== TAGS + 1) notes.push(`catchup: ${j.node.name}'s tag list has ${count} tags, expected ${TAGS + 1}`)
       await c.converged({ timeoutMs: 120_000 })
     }
   } catch (err) {

@@ -3,7 +3,7 @@
  * made durable, and only then becomes visible under that digest. Metadata (which
  * repositories link a blob) lives elsewhere; this store only knows bytes by digest.
  */
-import type { Readable } from 'node:stream'
+import type { Readable, Writable } from 'node:stream'
 import type { Digest, DigestAlgorithm } from '../reference.js'
 
 export interface BlobInfo {
@@ -23,6 +23,12 @@ export interface BlobStore {
   stat (digest: Digest): Promise<BlobInfo | undefined>
   /** Stream a committed blob, or a byte range of it. Throws FlotillaError BLOB_UNKNOWN when absent. */
   read (digest: Digest, range?: ByteRange): Promise<Readable>
+  /**
+   * Write a blob (or a range) into `dest` and end it; resolves when the last write is flushed.
+   * Lets an implementation reuse a few buffers instead of allocating one per read, which is
+   * what bounds a large GET (garbage collection, not I/O). Optional: callers fall back to read().
+   */
+  writeTo? (digest: Digest, range: ByteRange | undefined, dest: Writable): Promise<void>
   /**
    * Stream `source` into the store while hashing. If `expected` is given and does not match,
    * nothing becomes visible and DIGEST_INVALID is thrown. If `expectedSize` is given and differs,

@@ -27,6 +27,10 @@ import { digestAlgorithm, digestHex, digestOf, isDigest, type Digest, type Diges
 import type { BlobInfo, BlobStore, ByteRange } from './blob-store.js'
 import { checkDigest, checkExpectedSize, ingestAlgorithm, satisfiableRange } from './checks.js'
 import { fsyncDir, READ_CHUNK, isErrno, writeHashed } from './fs-io.js'
+import type { Writable } from 'node:stream'
+
+/** Buffers in flight per blob GET (see writeTo). */
+const RING = 4
 import { chunksOf, type Source } from './source.js'
 
 const ALGORITHMS: readonly DigestAlgorithm[] = ['sha256', 'sha512']
@@ -93,6 +97,45 @@ export class FsBlobStore implements BlobStore {
     } catch (err) {
       await fh.close()
       throw err
+    }
+  }
+
+  async writeTo (digest: Digest, range: ByteRange | undefined, dest: Writable): Promise<void> {
+    let fh: FileHandle
+    try {
+      fh = await open(this.pathOf(digest), 'r')
+    } catch (err) {
+      if (isErrno(err, 'ENOENT')) throw new FlotillaError('BLOB_UNKNOWN', `blob ${digest} unknown`, { digest })
+      throw err
+    }
+    try {
+      const { size } = await fh.stat()
+      const r = range === undefined ? { start: 0, end: size - 1 } : satisfiableRange(range, size)
+      // A small ring of buffers: a buffer is refilled only once the socket has taken its last
+      // write (the write callback), so at most RING writes are in flight and nothing is copied.
+      const ring = Array.from({ length: RING }, () => Buffer.allocUnsafe(READ_CHUNK))
+      const inFlight: Array<Promise<void> | undefined> = new Array(RING)
+      let failed: unknown
+      const closed = new Promise<void>((resolve) => dest.once('close', resolve))
+      let pos = r.start
+      for (let i = 0; pos <= r.end; i = (i + 1) % RING) {
+        await inFlight[i]
+        if (failed !== undefined) throw failed
+        if (dest.destroyed) throw new Error('the client went away')
+        const want = Math.min(READ_CHUNK, r.end - pos + 1)
+        const { bytesRead } = await fh.read(ring[i]!, 0, want, pos)
+        if (bytesRead === 0) throw new Error(`blob ${digest} ended early at byte ${pos}`)
+        inFlight[i] = Promise.race([
+          new Promise<void>((resolve) => dest.write(ring[i]!.subarray(0, bytesRead), (err) => { if (err != null) failed ??= err; resolve() })),
+          closed,
+        ])
+        pos += bytesRead
+      }
+      await Promise.all(inFlight)
+      if (failed !== undefined) throw failed
+      dest.end()
+    } finally {
+      await fh.close()
     }
   }
 

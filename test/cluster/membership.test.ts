@@ -51,8 +51,9 @@ async function dialRaft (host: Host, member: { peerId: string; p2p: string[] }):
     try { await stream.close() } catch {}
     return 'connected'
   } catch (err) {
-    const e = err as Error
-    return `${e.name}: ${e.message ?? ''}`.trim()
+    const e = err as Error & { code?: string }
+    const text = `${e.name ?? ''} ${e.code ?? ''} ${e.message ?? ''}`.trim()
+    return text === '' ? String(err) : text
   }
 }
 
