@@ -56,7 +56,7 @@ export const kvModel: Model<KvState, KvInput, KvOutput> = {
       if (part === undefined) byKey.set(op.input.key, part = [])
       part.push(op)
     }
-    return [...byKey.values()]
+    return [...byKey.values()].map(pruneUnobserved)
   },
 
   stateKey (s) {
@@ -75,6 +75,27 @@ export const kvModel: Model<KvState, KvInput, KvOutput> = {
       case 'cas': return `cas(${input.key}, ${JSON.stringify(input.from)}, ${JSON.stringify(input.to)}) -> ${out}`
     }
   }
+}
+
+/**
+ * Drop operations of unknown outcome that cannot matter, in a register of puts and gets:
+ * an unknown get constrains nothing, and an unknown put whose value no completed get returned
+ * can always be linearized after everything else (its return time is infinite). Keeping them
+ * makes the search exponential in their number, which a long run with crashes easily reaches.
+ *
+ * Sound both ways for puts and gets: a linearization of the pruned history plus those puts at
+ * the end is one of the whole; and removing such a put from a linearization of the whole leaves
+ * no read that saw it. Parts with a cas are left whole (a cas observes more than a get).
+ */
+function pruneUnobserved (part: KvOperation[]): KvOperation[] {
+  if (part.some((op) => op.input.op === 'cas')) return part
+  const observed = new Set<string | null>()
+  for (const op of part) if (op.output?.op === 'get') observed.add(op.output.value)
+  return part.filter((op) => {
+    if (op.return !== Infinity) return true
+    if (op.input.op === 'get') return false
+    return op.input.op !== 'put' || observed.has(op.input.value)
+  })
 }
 
 /** A readable dump of a history (for failure reports), one operation a line, in call order. */

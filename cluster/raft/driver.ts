@@ -342,7 +342,10 @@ export class RaftDriver {
     if (rd.snapshot !== undefined) s.applySnapshot(rd.snapshot)
     if (rd.entries.length > 0) s.append(rd.entries)
     if (rd.hardState !== undefined) s.setHardState(rd.hardState)
-    if (rd.mustSync) {
+    // A Ready that only moves the commit index need not be synced for Raft's sake, but the
+    // application is about to apply those entries durably: the commit index must be on disk
+    // first, or a restart finds the application ahead of the log's commit.
+    if (rd.mustSync || (rd.hardState !== undefined && rd.committedEntries.length > 0)) {
       this.syncs++
       await s.sync()
     }

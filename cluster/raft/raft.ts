@@ -166,6 +166,11 @@ export class Raft {
     const { hardState, conf } = c.storage.initialState()
     this.setConf(conf)
     if (hardState.term !== 0 || hardState.commit !== 0 || hardState.vote !== null) this.loadState(hardState)
+    if (c.applied !== undefined && c.applied > this.raftLog.committed && c.applied <= this.raftLog.lastIndex()) {
+      // Only committed entries are ever applied, so the application's applied index is a lower
+      // bound on the commit index, even if the hard state that recorded it was lost in a crash.
+      this.raftLog.commitTo(c.applied)
+    }
     if (c.applied !== undefined && c.applied > this.raftLog.applied) {
       // The application will not re-apply entries up to `applied`: replay their conf changes
       // on top of the snapshot's configuration ourselves.

@@ -51,6 +51,8 @@ async function dialRaft (host: Host, member: { peerId: string; p2p: string[] }):
     try { await stream.close() } catch {}
     return 'connected'
   } catch (err) {
+    // The remote gater's refusal surfaces as a DOM Event (the connection closing), not an Error.
+    if (typeof Event !== 'undefined' && err instanceof Event) return `connection closed (event ${err.type})`
     const e = err as Error & { code?: string }
     const text = `${e.name ?? ''} ${e.code ?? ''} ${e.message ?? ''}`.trim()
     return text === '' ? String(err) : text

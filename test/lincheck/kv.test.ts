@@ -159,3 +159,23 @@ t.test('a long, concurrent history checks quickly', async t => {
   t.equal(r.result, 'ok')
   t.ok(ms < 5000, `5000 operations in ${ms.toFixed(0)} ms`)
 })
+
+t.test('many unknown puts that no read observed do not blow up the search (seed 1820)', async t => {
+  const ops: KvOperation[] = []
+  // 60 puts whose outcome is unknown, all concurrent with everything after them.
+  for (let i = 0; i < 60; i++) ops.push({ clientId: i % 5, input: { op: 'put', key: 'k', value: `lost${i}` }, output: undefined, call: i, return: Infinity })
+  ops.push({ clientId: 9, input: { op: 'put', key: 'k', value: 'a' }, output: { op: 'put' }, call: 100, return: 101 })
+  ops.push({ clientId: 9, input: { op: 'get', key: 'k' }, output: { op: 'get', value: 'a' }, call: 102, return: 103 })
+  // One unknown put that a read did observe: it must be kept, and the read explained by it.
+  ops.push({ clientId: 8, input: { op: 'put', key: 'k', value: 'seen' }, output: undefined, call: 104, return: Infinity })
+  ops.push({ clientId: 9, input: { op: 'get', key: 'k' }, output: { op: 'get', value: 'seen' }, call: 105, return: 106 })
+  const ok = checkOperations(kvModel, ops, { maxSteps: 100_000 })
+  t.equal(ok.result, 'ok')
+  // A read of a value nobody wrote is still caught.
+  ops.push({ clientId: 9, input: { op: 'get', key: 'k' }, output: { op: 'get', value: 'never' }, call: 107, return: 108 })
+  t.equal(checkOperations(kvModel, ops, { maxSteps: 100_000 }).result, 'illegal')
+  // And a read that goes back to a value overwritten in real time is caught too.
+  ops.pop()
+  ops.push({ clientId: 9, input: { op: 'get', key: 'k' }, output: { op: 'get', value: 'a' }, call: 107, return: 108 })
+  t.equal(checkOperations(kvModel, ops, { maxSteps: 100_000 }).result, 'illegal')
+})
