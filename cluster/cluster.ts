@@ -43,6 +43,8 @@ export interface ClusterOptions {
   electionTicks?: number
 }
 
+function opts_log (o: ClusterOptions): Logger { return o.log }
+
 export class Cluster {
   readonly peerId: string
   readonly queries: MetadataQueries
@@ -149,9 +151,20 @@ export class Cluster {
       tickMs: opts.tickMs ?? 100,
       raft: { electionTick: opts.electionTicks ?? 10, heartbeatTick: 1 },
       onError: (err) => opts.log.fatal({ err }, 'raft driver stopped'),
+      onConfChange: (cc) => {
+        if (cc.type === 'remove' && cc.node === this.peerId) {
+          opts.log.error({ peer: this.peerId }, 'this node was removed from the cluster: stop it; to bring the machine back, start it on a fresh data dir and join again')
+        }
+      },
     })
     this.applier = new RaftApplier(this.driver, { localReads: opts.localReads ?? false })
+    const conf = this.storage.initialState().conf
+    const outOfConf = !fresh && conf.voters.length > 0 && !conf.voters.includes(this.peerId) && !conf.learners.includes(this.peerId)
+    if (this.removed.has(this.peerId) || (outOfConf && this.wasMember())) {
+      throw new Error(`this node (${this.peerId}) was removed from its cluster and cannot serve again: start it on a fresh data dir and join with a new token`)
+    }
     await this.driver.start()
+    this.watchLeadership()
 
     if (opts.found && fresh) {
       const init = await this.applier.submit({ type: 'InitCluster', clusterId: randomBytes(8).toString('hex'), secret: randomBytes(32).toString('base64url'), at: Date.now() })
@@ -174,6 +187,26 @@ export class Cluster {
     }
   }
 
+  private leadershipTimer: NodeJS.Timeout | undefined
+
+  /** This node's own membership record exists: it was a member once (not a joiner still catching up). */
+  private wasMember (): boolean {
+    return this.members.has(this.peerId)
+  }
+
+  /** Log every change of leader or term: elections are otherwise invisible in the logs. */
+  private watchLeadership (): void {
+    let last = { leader: null as string | null, term: 0 }
+    this.leadershipTimer = setInterval(() => {
+      const st = this.driver.status()
+      if (st.leader !== last.leader || st.term !== last.term) {
+        this.opts.log.info({ leader: st.leader, term: st.term, role: st.role, commit: st.commit }, st.leader === null ? 'no leader' : 'leader elected')
+        last = { leader: st.leader, term: st.term }
+      }
+    }, 200)
+    this.leadershipTimer.unref()
+  }
+
   /** Record (or refresh) this node's addresses in the membership table. */
   async announceSelf (): Promise<void> {
     const res = await this.applier.submit({ type: 'AddPeer', peerId: this.peerId, p2p: this.p2pAddrs(), http: this.opts.httpUrl, at: Date.now() })
@@ -189,6 +222,9 @@ export class Cluster {
     const result = await this.sm.apply(env, index)
     const t = env.command.type
     if (t === 'AddPeer' || t === 'RemovePeer') await this.refreshMembers()
+    if (t === 'RemovePeer' && result.ok && env.command.peerId === this.peerId) {
+      opts_log(this.opts).error({ peer: this.peerId }, 'this node was removed from the cluster: stop it; to bring the machine back, start it on a fresh data dir and join again')
+    }
     if (t === 'RemovePeer' && result.ok) {
       this.transport.forget(env.command.peerId)
       for (const c of this.host?.getConnections() ?? []) if (c.remotePeer.toString() === env.command.peerId) void c.close()
@@ -284,6 +320,7 @@ export class Cluster {
   }
 
   async stop (): Promise<void> {
+    if (this.leadershipTimer !== undefined) clearInterval(this.leadershipTimer)
     await this.driver?.stop()
     await this.transport?.stop().catch(() => {})
     await this.host?.stop()

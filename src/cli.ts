@@ -49,11 +49,13 @@ serveOptions(program.command('serve'))
 
 serveOptions(program.command('join'))
   .argument('<address>', 'HTTP URL of any member, e.g. http://10.0.0.1:5000')
-  .requiredOption('--token <token>', 'a join token from flotilla token')
+  .option('--token <token>', 'a join token from flotilla token (or env FLOTILLA_JOIN_TOKEN, which other users cannot see in ps)')
   .description('start a new node that joins an existing cluster (then restart it with flotilla serve --data DIR)')
-  .action(async (address: string, opts: ServeFlags & { token: string }) => {
+  .action(async (address: string, opts: ServeFlags & { token?: string }) => {
     if (!/^https?:\/\//.test(address)) throw new CliError(`join through a member's HTTP URL (http://HOST:PORT), not ${address}`)
-    await serve(opts, { url: address, token: opts.token })
+    const token = opts.token ?? process.env.FLOTILLA_JOIN_TOKEN
+    if (token === undefined || token === '') throw new CliError('a join token is needed: pass --token TOKEN or set FLOTILLA_JOIN_TOKEN (get one with flotilla token on a member)')
+    await serve(opts, { url: address, token })
   })
 
 registerAdminCommands(program)
