@@ -6,7 +6,7 @@
  * connection resumes where it stopped (Range: bytes=N-) instead of starting over, and the
  * digest is verified when the session is committed into the blob store.
  */
-import { Readable } from 'node:stream'
+import { request, type IncomingMessage } from 'node:http'
 import type { PrivateKey } from '@libp2p/interface'
 import { signRequest } from '../../net/peer-auth.js'
 import type { BlobInfo, BlobStore, UploadStore } from '../../storage/blobs/blob-store.js'
@@ -24,14 +24,24 @@ export interface BlobFetcherOptions {
 export class BlobFetcher {
   constructor (private readonly opts: BlobFetcherOptions) {}
 
-  /** GET a blob (or a range of it) from a peer; the response body streams. */
-  async get (peer: string, digest: string, range?: { start: number; end?: number }, method: 'GET' | 'HEAD' = 'GET'): Promise<Response> {
+  /**
+   * GET a blob (or a range of it) from a peer; the response body streams. node:http rather
+   * than fetch: its response is a plain Readable, several times cheaper per byte than the
+   * web stream fetch hands back.
+   */
+  async get (peer: string, digest: string, range?: { start: number; end?: number }, method: 'GET' | 'HEAD' = 'GET'): Promise<IncomingMessage> {
     const base = this.opts.httpOf(peer)
     if (base === undefined) throw new Error(`no HTTP address known for peer ${peer}`)
     const path = `/internal/v1/blobs/${digest}`
     const headers: Record<string, string> = { authorization: await signRequest(this.opts.privateKey, this.opts.peerId, method, path) }
     if (range !== undefined) headers.range = `bytes=${range.start}-${range.end ?? ''}`
-    return await fetch(new URL(path, base), { method, headers, signal: AbortSignal.timeout(30 * 60_000) })
+    const url = new URL(path, base)
+    return await new Promise<IncomingMessage>((resolve, reject) => {
+      const req = request({ host: url.hostname, port: url.port, path: url.pathname, method, headers, timeout: 60_000 }, resolve)
+      req.on('timeout', () => req.destroy(new Error(`peer ${peer} stopped answering`)))
+      req.on('error', reject)
+      req.end()
+    })
   }
 
   /** Upload-session id used to assemble a replica of `digest`. */
@@ -55,14 +65,14 @@ export class BlobFetcher {
         try {
           const offset = await this.opts.uploads.size(id) ?? 0
           const res = await this.get(peer, digest, offset > 0 ? { start: offset } : undefined)
-          if (res.status === 416) break // we already have every byte (or the peer's copy is shorter): commit decides
-          if (res.status !== 200 && res.status !== 206) { await res.body?.cancel(); throw new Error(`peer ${peer} answered ${res.status}`) }
-          if (offset > 0 && res.status === 200) {
+          if (res.statusCode === 416) { res.resume(); break } // we already have every byte (or the peer's copy is shorter): commit decides
+          if (res.statusCode !== 200 && res.statusCode !== 206) { res.resume(); throw new Error(`peer ${peer} answered ${res.statusCode ?? 0}`) }
+          if (offset > 0 && res.statusCode === 200) {
             // The peer ignored the range: start over.
             await this.opts.uploads.remove(id)
             await this.opts.uploads.create(id)
           }
-          await this.opts.uploads.append(id, Readable.fromWeb(res.body! as import('node:stream/web').ReadableStream<Uint8Array>))
+          await this.opts.uploads.append(id, res)
           return await this.opts.uploads.commit(id, d, this.opts.blobs)
         } catch (err) {
           lastErr = err

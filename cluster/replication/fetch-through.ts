@@ -3,7 +3,7 @@
  * node's own store at the same time (a whole-blob read only), so the next read is local.
  */
 import { PassThrough, Readable } from 'node:stream'
-import type { ReadableStream } from 'node:stream/web'
+import type { IncomingMessage } from 'node:http'
 import { randomBytes } from 'node:crypto'
 import type { Logger } from 'pino'
 import type { ByteRange, UploadStore, BlobStore } from '../../storage/blobs/blob-store.js'
@@ -24,15 +24,15 @@ export interface FetchThroughDeps {
 
 export async function fetchThrough (deps: FetchThroughDeps, digest: Digest, range?: ByteRange): Promise<Readable | undefined> {
   for (const peer of await deps.replicator.candidates(digest)) {
-    let res: Response
+    let res: IncomingMessage
     try {
       res = await deps.fetcher.get(peer, digest, range)
     } catch (err) {
       deps.log.warn({ peer, digest, err: (err as Error).message }, 'holder unreachable')
       continue
     }
-    if (res.status !== (range === undefined ? 200 : 206) || res.body === null) { await res.body?.cancel(); continue }
-    const body = Readable.fromWeb(res.body as ReadableStream<Uint8Array>)
+    if (res.statusCode !== (range === undefined ? 200 : 206)) { res.resume(); continue }
+    const body: Readable = res
     if (range !== undefined) return body
     const toClient = new PassThrough({ highWaterMark: 1 << 20 })
     const toStore = new PassThrough({ highWaterMark: 1 << 20 })
