@@ -148,7 +148,10 @@ export class Cluster {
       takeSnapshot: async () => await dumpState(opts.kv),
       ...(opts.found && fresh ? { bootstrap: [this.peerId] } : {}),
       ...(applied > 0 ? { applied } : {}),
-      tickMs: opts.tickMs ?? 100,
+      // A heartbeat every 50 ms and an election timeout randomized in [0.5 s, 1 s): a dead
+      // leader is replaced within about a second. A slow node that misses heartbeats only
+      // costs a PreVote round: CheckQuorum and PreVote keep it from deposing a live leader.
+      tickMs: opts.tickMs ?? 50,
       raft: { electionTick: opts.electionTicks ?? 10, heartbeatTick: 1 },
       onError: (err) => opts.log.fatal({ err }, 'raft driver stopped'),
       onConfChange: (cc) => {
