@@ -81,15 +81,18 @@ export class FsBlobStore implements BlobStore {
     }
   }
 
-  async read (digest: Digest, range?: ByteRange): Promise<Readable> {
-    let fh: FileHandle
-    // Open first, then fstat: a delete between the two cannot make us stream a missing file.
+  /** Open a committed blob; BLOB_UNKNOWN when absent. Open first, then fstat: a delete between the two cannot make us stream a missing file. */
+  private async openBlob (digest: Digest): Promise<FileHandle> {
     try {
-      fh = await open(this.pathOf(digest), 'r')
+      return await open(this.pathOf(digest), 'r')
     } catch (err) {
       if (isErrno(err, 'ENOENT')) throw new FlotillaError('BLOB_UNKNOWN', `blob ${digest} unknown`, { digest })
       throw err
     }
+  }
+
+  async read (digest: Digest, range?: ByteRange): Promise<Readable> {
+    const fh = await this.openBlob(digest)
     try {
       const { size } = await fh.stat()
       const r = range === undefined ? undefined : satisfiableRange(range, size)
@@ -101,13 +104,7 @@ export class FsBlobStore implements BlobStore {
   }
 
   async writeTo (digest: Digest, range: ByteRange | undefined, dest: Writable): Promise<void> {
-    let fh: FileHandle
-    try {
-      fh = await open(this.pathOf(digest), 'r')
-    } catch (err) {
-      if (isErrno(err, 'ENOENT')) throw new FlotillaError('BLOB_UNKNOWN', `blob ${digest} unknown`, { digest })
-      throw err
-    }
+    const fh = await this.openBlob(digest)
     try {
       const { size } = await fh.stat()
       const r = range === undefined ? { start: 0, end: size - 1 } : satisfiableRange(range, size)

@@ -4,12 +4,10 @@
  */
 import { createHash } from 'node:crypto'
 
-export const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json'
-export const OCI_INDEX = 'application/vnd.oci.image.index.v1+json'
-export const DOCKER_MANIFEST = 'application/vnd.docker.distribution.manifest.v2+json'
-export const DOCKER_LIST = 'application/vnd.docker.distribution.manifest.list.v2+json'
-export const OCI_CONFIG = 'application/vnd.oci.image.config.v1+json'
-export const OCI_LAYER = 'application/vnd.oci.image.layer.v1.tar+gzip'
+import { OCI_LAYER_GZIP, DOCKER_MANIFEST_LIST, OCI_MANIFEST, OCI_CONFIG, DOCKER_MANIFEST } from './images.js'
+export { OCI_MANIFEST, OCI_INDEX, OCI_CONFIG, DOCKER_MANIFEST } from './images.js'
+export const OCI_LAYER = OCI_LAYER_GZIP
+export const DOCKER_LIST = DOCKER_MANIFEST_LIST
 export const OCI_EMPTY = 'application/vnd.oci.empty.v1+json'
 
 export function sha256 (data: Uint8Array | string): string {
