@@ -34,10 +34,21 @@ export async function fetchThrough (deps: FetchThroughDeps, digest: Digest, rang
     if (res.statusCode !== (range === undefined ? 200 : 206)) { res.resume(); continue }
     const body: Readable = res
     if (range !== undefined) return body
+    // The client sets the pace; the copy into our store follows as long as it keeps up. When
+    // it falls 16 MiB behind it is dropped, and the replicator fetches the blob afterwards,
+    // so a slow disk never slows the client.
     const toClient = new PassThrough({ highWaterMark: 1 << 20 })
-    const toStore = new PassThrough({ highWaterMark: 1 << 20 })
+    const toStore = new PassThrough({ highWaterMark: 16 << 20 })
+    let copying = true
     body.pipe(toClient)
-    body.pipe(toStore)
+    body.on('data', (chunk: Buffer) => {
+      if (copying && !toStore.write(chunk)) {
+        copying = false
+        toStore.destroy(new Error('the copy fell behind the client'))
+        void deps.replicator.onBlobKnown(digest, Number(res.headers['content-length'] ?? 0))
+      }
+    })
+    body.on('end', () => { if (copying) toStore.end() })
     body.on('error', (err) => { toClient.destroy(err); toStore.destroy(err) })
     void storeCopy(deps, digest, toStore)
     return toClient
