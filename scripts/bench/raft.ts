@@ -9,6 +9,8 @@
  * Each run: 200-byte values, 1 and 64 concurrent proposers, proposals (puts) per second and
  * commit latency p50/p99 (from propose to applied on the proposer, i.e. the leader).
  * Ratios are "Flotilla advantage": Flotilla/etcd for throughput, etcd/Flotilla for latency.
+ * --procs runs Flotilla as three processes over the real transport (libp2p, scripts/bench/raft-node.ts)
+ * instead of one process over the in-memory one, as etcd runs.
  */
 import { parseArgs } from 'node:util'
 import { spawn, type ChildProcess } from 'node:child_process'
@@ -27,12 +29,13 @@ const { values: argv } = parseArgs({
   options: {
     seconds: { type: 'string', default: '5' },
     only: { type: 'string' },
+    procs: { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h', default: false }
   },
   strict: true
 })
 if (argv.help) {
-  console.log('usage: scripts/bench/raft.ts [--seconds 5] [--only flotilla|etcd]')
+  console.log('usage: scripts/bench/raft.ts [--seconds 5] [--only flotilla|etcd] [--procs]')
   process.exit(0)
 }
 const SECONDS = Number(argv.seconds)
@@ -118,6 +121,43 @@ async function benchFlotilla (): Promise<Result[]> {
   }
 }
 
+/** Three voter processes over libp2p on loopback; load is driven inside the leader's process. */
+async function benchFlotillaProcs (): Promise<Result[]> {
+  const { generateKeyPair, privateKeyToProtobuf } = await import('@libp2p/crypto/keys')
+  const { createInterface } = await import('node:readline')
+  const dir = await tempDir('raft-bench-procs-')
+  const keys = await Promise.all([0, 1, 2].map(async () => Buffer.from(privateKeyToProtobuf(await generateKeyPair('Ed25519'))).toString('hex')))
+  const ports = [await freePort(), await freePort(), await freePort()]
+  const procs: ChildProcess[] = []
+  const state: Array<{ isLeader: boolean, result?: Result }> = [{ isLeader: false }, { isLeader: false }, { isLeader: false }]
+  try {
+    for (let i = 0; i < 3; i++) {
+      const p = spawn(process.execPath, ['--import', './scripts/polyfill.mjs', '--import', 'tsx', 'scripts/bench/raft-node.ts',
+        '--dir', join(dir, String(i)), '--index', String(i), '--keys', keys.join(','), '--ports', ports.join(',')], { stdio: ['pipe', 'pipe', 'inherit'] })
+      procs.push(p)
+      createInterface({ input: p.stdout! }).on('line', (line) => {
+        const m = JSON.parse(line) as { isLeader?: boolean, result?: Result }
+        if (m.isLeader !== undefined) state[i]!.isLeader = m.isLeader
+        if (m.result !== undefined) state[i]!.result = m.result
+      })
+    }
+    await until('a leader among the three processes', () => state.some(s => s.isLeader), 60_000)
+    const results: Result[] = []
+    for (const c of CONCURRENCY) {
+      const li = state.findIndex(s => s.isLeader)
+      state[li]!.result = undefined
+      procs[li]!.stdin!.write(JSON.stringify({ cmd: 'run', concurrency: c, seconds: SECONDS, valueBytes: 200 }) + '\n')
+      await until('the run to finish', () => state[li]!.result !== undefined, (SECONDS + 30) * 1000)
+      print('flotilla', state[li]!.result!)
+      results.push(state[li]!.result!)
+    }
+    return results
+  } finally {
+    for (const p of procs) p.kill('SIGKILL')
+    await rm(dir, { recursive: true, force: true })
+  }
+}
+
 // ---------------------------------------------------------------- etcd
 
 async function benchEtcd (): Promise<Result[]> {
@@ -172,7 +212,8 @@ async function benchEtcd (): Promise<Result[]> {
 // ---------------------------------------------------------------- main
 
 console.log(`raft bench: 3 voters, fsync on, 200-byte values, ${SECONDS} s per run`)
-const flotilla = argv.only === 'etcd' ? [] : await benchFlotilla()
+if (argv.procs) console.log('flotilla: three processes over libp2p (tcp + noise + yamux) on loopback')
+const flotilla = argv.only === 'etcd' ? [] : argv.procs ? await benchFlotillaProcs() : await benchFlotilla()
 const etcd = argv.only === 'flotilla' ? [] : await benchEtcd()
 if (flotilla.length > 0 && etcd.length > 0) {
   console.log('Flotilla advantage (> 1 means Flotilla is better):')
