@@ -15,8 +15,8 @@
  *                         <chunk> is 8 hex digits; a large snapshot never lands in one value
  */
 import { ClassicLevel } from 'classic-level'
-import { LogStorageError, type ConfState, type HardState, type InitialState, type LogEntry, type LogStorage, type Snapshot } from './log-storage.js'
-import { LogState, emptySnapshot, type LogChange } from './log-state.js'
+import { LogStorageError, type ConfState, type HardState, type LogEntry, type LogStorage, type Snapshot } from './log-storage.js'
+import { LogState, LogStateStorage, emptySnapshot, type LogChange } from './log-state.js'
 
 export interface LevelLogStorageOptions {
   /** Snapshot data is stored in values of at most this many bytes. Default 1 MiB. */
@@ -55,7 +55,7 @@ export function decodeEntry (index: number, b: Uint8Array): LogEntry {
   return { index, term, type: b[8]!, data: b.slice(9) }
 }
 
-export class LevelLogStorage implements LogStorage {
+export class LevelLogStorage extends LogStateStorage implements LogStorage {
   readonly location: string
   private readonly chunkBytes: number
   private db: ClassicLevel<string, Uint8Array> | null = null
@@ -70,6 +70,7 @@ export class LevelLogStorage implements LogStorage {
   private broken: unknown = null
 
   constructor (location: string, opts: LevelLogStorageOptions = {}) {
+    super()
     this.location = location
     this.chunkBytes = opts.snapshotChunkBytes ?? 1 << 20
   }
@@ -128,7 +129,7 @@ export class LevelLogStorage implements LogStorage {
     }
   }
 
-  private check (): LogState {
+  protected check (): LogState {
     if (this.db === null) throw new LogStorageError('RAFT_LOG_NOT_OPEN', 'log storage is not open')
     return this.state
   }
@@ -146,7 +147,7 @@ export class LevelLogStorage implements LogStorage {
     this.put(K_SNAP, json(m))
   }
 
-  private record (c: LogChange | null): void {
+  protected record (c: LogChange | null): void {
     if (c === null) return
     switch (c.kind) {
       case 'append': {
@@ -173,22 +174,6 @@ export class LevelLogStorage implements LogStorage {
     }
   }
 
-  initialState (): InitialState { return this.check().initialState() }
-  entries (lo: number, hi: number, maxBytes?: number): LogEntry[] { return this.check().entries(lo, hi, maxBytes) }
-  term (i: number): number { return this.check().term(i) }
-  firstIndex (): number { return this.check().firstIndex() }
-  lastIndex (): number { return this.check().lastIndex() }
-  snapshot (): Snapshot { return this.check().snap }
-
-  append (entries: LogEntry[]): void { this.record(this.check().append(entries)) }
-  setHardState (hs: HardState): void { this.record(this.check().setHardState(hs)) }
-  applySnapshot (snap: Snapshot): void { this.record(this.check().applySnapshot(snap)) }
-  compact (index: number): void { this.record(this.check().compact(index)) }
-  createSnapshot (index: number, conf: ConfState, data: Uint8Array): Snapshot {
-    const { snapshot, change } = this.check().createSnapshot(index, conf, data)
-    this.record(change)
-    return snapshot
-  }
 
   sync (): Promise<void> {
     const db = this.db

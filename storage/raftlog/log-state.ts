@@ -128,3 +128,31 @@ export class LogState {
     return { snapshot, change: { kind: 'createSnapshot', snapshot } }
   }
 }
+
+/**
+ * The read and write side every LogStorage shares: reads come from the in-memory LogState;
+ * writes change it and hand the change to the implementation to make durable.
+ */
+export abstract class LogStateStorage {
+  /** The state, or a throw when the store is not open (or broken). */
+  protected abstract check (): LogState
+  /** Remember a change for the next sync(). */
+  protected abstract record (c: LogChange | null): void
+
+  initialState (): InitialState { return this.check().initialState() }
+  entries (lo: number, hi: number, maxBytes?: number): LogEntry[] { return this.check().entries(lo, hi, maxBytes) }
+  term (i: number): number { return this.check().term(i) }
+  firstIndex (): number { return this.check().firstIndex() }
+  lastIndex (): number { return this.check().lastIndex() }
+  snapshot (): Snapshot { return this.check().snap }
+
+  append (entries: LogEntry[]): void { this.record(this.check().append(entries)) }
+  setHardState (hs: HardState): void { this.record(this.check().setHardState(hs)) }
+  applySnapshot (snap: Snapshot): void { this.record(this.check().applySnapshot(snap)) }
+  compact (index: number): void { this.record(this.check().compact(index)) }
+  createSnapshot (index: number, conf: ConfState, data: Uint8Array): Snapshot {
+    const { snapshot, change } = this.check().createSnapshot(index, conf, data)
+    this.record(change)
+    return snapshot
+  }
+}

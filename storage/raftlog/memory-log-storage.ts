@@ -6,8 +6,8 @@
  * store over the same disk sees exactly what was synced. Unlike the level store it is open
  * once constructed, so pure-core tests need no await.
  */
-import { LogStorageError, type ConfState, type HardState, type InitialState, type LogEntry, type LogStorage, type Snapshot } from './log-storage.js'
-import { LogState, emptySnapshot, type LogChange } from './log-state.js'
+import { LogStorageError, type HardState, type LogEntry, type LogStorage, type Snapshot } from './log-storage.js'
+import { LogState, LogStateStorage, emptySnapshot, type LogChange } from './log-state.js'
 
 /** What a node would find on its disk after a power cut. */
 export class MemoryLogDisk {
@@ -19,7 +19,7 @@ export class MemoryLogDisk {
   syncs = 0
 }
 
-export class MemoryLogStorage implements LogStorage {
+export class MemoryLogStorage extends LogStateStorage implements LogStorage {
   readonly disk: MemoryLogDisk
   private state!: LogState
   private isOpen = true
@@ -30,6 +30,7 @@ export class MemoryLogStorage implements LogStorage {
   private dirtyMeta = false
 
   constructor (disk: MemoryLogDisk = new MemoryLogDisk()) {
+    super()
     this.disk = disk
     this.load()
   }
@@ -42,12 +43,12 @@ export class MemoryLogStorage implements LogStorage {
     this.dirtyMeta = false
   }
 
-  private check (): LogState {
+  protected check (): LogState {
     if (!this.isOpen) throw new LogStorageError('RAFT_LOG_NOT_OPEN', 'log storage is not open')
     return this.state
   }
 
-  private record (c: LogChange | null): void {
+  protected record (c: LogChange | null): void {
     if (c === null) return
     switch (c.kind) {
       case 'append': this.dirtyFrom = Math.min(this.dirtyFrom, c.removeFrom); break
@@ -78,22 +79,6 @@ export class MemoryLogStorage implements LogStorage {
     return this.rebase || this.dirtyMeta || this.dirtyFrom !== Infinity
   }
 
-  initialState (): InitialState { return this.check().initialState() }
-  entries (lo: number, hi: number, maxBytes?: number): LogEntry[] { return this.check().entries(lo, hi, maxBytes) }
-  term (i: number): number { return this.check().term(i) }
-  firstIndex (): number { return this.check().firstIndex() }
-  lastIndex (): number { return this.check().lastIndex() }
-  snapshot (): Snapshot { return this.check().snap }
-
-  append (entries: LogEntry[]): void { this.record(this.check().append(entries)) }
-  setHardState (hs: HardState): void { this.record(this.check().setHardState(hs)) }
-  applySnapshot (snap: Snapshot): void { this.record(this.check().applySnapshot(snap)) }
-  compact (index: number): void { this.record(this.check().compact(index)) }
-  createSnapshot (index: number, conf: ConfState, data: Uint8Array): Snapshot {
-    const { snapshot, change } = this.check().createSnapshot(index, conf, data)
-    this.record(change)
-    return snapshot
-  }
 
   async sync (): Promise<void> {
     this.syncNow()
