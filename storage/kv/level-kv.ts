@@ -31,7 +31,9 @@ export class LevelKV implements KV {
   }
 
   async get (key: string): Promise<Uint8Array | undefined> {
-    return await this.db.get(key)
+    // Synchronous read: metadata values are small and hot, and a trip through the thread pool
+    // per get was what bounded the state machine's apply rate (it applies one command at a time).
+    return this.db.getSync(key)
   }
 
   async batch (ops: KVOp[], opts: { sync?: boolean } = {}): Promise<void> {
