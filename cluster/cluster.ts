@@ -43,8 +43,6 @@ export interface ClusterOptions {
   electionTicks?: number
 }
 
-function opts_log (o: ClusterOptions): Logger { return o.log }
-
 export class Cluster {
   readonly peerId: string
   readonly queries: MetadataQueries
@@ -163,7 +161,8 @@ export class Cluster {
     this.applier = new RaftApplier(this.driver, { localReads: opts.localReads ?? false })
     const conf = this.storage.initialState().conf
     const outOfConf = !fresh && conf.voters.length > 0 && !conf.voters.includes(this.peerId) && !conf.learners.includes(this.peerId)
-    if (this.removed.has(this.peerId) || (outOfConf && this.wasMember())) {
+    // Out of the configuration yet holding its own member record: removed, not a joiner catching up.
+    if (this.removed.has(this.peerId) || (outOfConf && this.members.has(this.peerId))) {
       throw new Error(`this node (${this.peerId}) was removed from its cluster and cannot serve again: start it on a fresh data dir and join with a new token`)
     }
     await this.driver.start()
@@ -192,10 +191,6 @@ export class Cluster {
 
   private leadershipTimer: NodeJS.Timeout | undefined
 
-  /** This node's own membership record exists: it was a member once (not a joiner still catching up). */
-  private wasMember (): boolean {
-    return this.members.has(this.peerId)
-  }
 
   /** Log every change of leader or term: elections are otherwise invisible in the logs. */
   private watchLeadership (): void {
@@ -225,9 +220,6 @@ export class Cluster {
     const result = await this.sm.apply(env, index)
     const t = env.command.type
     if (t === 'AddPeer' || t === 'RemovePeer') await this.refreshMembers()
-    if (t === 'RemovePeer' && result.ok && env.command.peerId === this.peerId) {
-      opts_log(this.opts).error({ peer: this.peerId }, 'this node was removed from the cluster: stop it; to bring the machine back, start it on a fresh data dir and join again')
-    }
     if (t === 'RemovePeer' && result.ok) {
       this.transport.forget(env.command.peerId)
       for (const c of this.host?.getConnections() ?? []) if (c.remotePeer.toString() === env.command.peerId) void c.close()

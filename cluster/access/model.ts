@@ -108,15 +108,8 @@ export interface AuditActor {
   at: number
 }
 
-export interface AuditEntry {
+export interface AuditEntry extends AuditActor {
   seq: number
-  at: number
-  user: string
-  token?: string
-  address: string
-  requestId?: string
-  method?: string
-  path?: string
   /** The command applied (PutManifest, CreateUser …) or what was refused (`denied`, `login`). */
   action: string
   repo?: string

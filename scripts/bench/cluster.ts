@@ -33,6 +33,7 @@ import { run } from './lib/exec.js'
 import * as ops from './lib/ops.js'
 import { readCpuSeconds } from './lib/rss.js'
 import { MiB, median, fmt } from './lib/stats.js'
+import { intOptions } from './lib/args.js'
 import { authorize, hasBlob, watchArrivals, pushLayerImage, pushSmallImage, tagLoad, OCI_MANIFEST, type TagLoad } from './lib/cluster.js'
 
 // ---------------------------------------------------------------- options
@@ -58,11 +59,7 @@ if (argv.help) {
   console.log('usage: npm run bench:cluster -- [--size-mib 1024] [--quick] [--json FILE] [--reps N] [--tags N] [--seconds N] [--only push,pull,fanout,failover,commits,catchup] [--keep]')
   process.exit(0)
 }
-function intOpt (v: string | undefined, dflt: number, quick: number, min: number, max: number, name: string): number {
-  const n = v === undefined ? (argv.quick ? quick : dflt) : Number(v)
-  if (!Number.isInteger(n) || n < min || n > max) { console.error(`--${name} must be an integer in [${min}, ${max}]`); process.exit(2) }
-  return n
-}
+const intOpt = intOptions(argv.quick === true)
 const SIZE = intOpt(argv['size-mib'], 1024, 256, 1, 16 * 1024, 'size-mib') * MiB
 const REPS = intOpt(argv.reps, 3, 2, 1, 10, 'reps')
 const TAGS = intOpt(argv.tags, 10_000, 2000, 1, 1_000_000, 'tags')

@@ -33,6 +33,7 @@ import { startFlotillaEntry } from './lib/entry.js'
 import { request as httpRequest } from './lib/http.js'
 import { performance } from 'node:perf_hooks'
 import { MiB, median, fmt } from './lib/stats.js'
+import { intOptions } from './lib/args.js'
 
 // ---------------------------------------------------------------- options
 
@@ -64,11 +65,7 @@ if (argv.help) {
   process.exit(0)
 }
 
-function intOpt (v: string | undefined, dflt: number, quick: number, min: number, max: number, name: string): number {
-  const n = v === undefined ? (argv.quick ? quick : dflt) : Number(v)
-  if (!Number.isInteger(n) || n < min || n > max) { console.error(`--${name} must be an integer in [${min}, ${max}]`); process.exit(2) }
-  return n
-}
+const intOpt = intOptions(argv.quick === true)
 
 const SIZE = intOpt(argv['size-mib'], 1024, 64, 1, 16 * 1024, 'size-mib') * MiB
 const CHUNK = intOpt(argv['chunk-mib'], 8, 8, 1, 1024, 'chunk-mib') * MiB

@@ -23,26 +23,9 @@ export const CLI = join(ROOT, 'bin', 'flotilla.mjs')
 
 export interface Credentials { username: string; password: string }
 
-export interface ClusterMember {
-  peerId: string
-  role: 'voter' | 'learner' | 'none'
-  http: string | null
-  p2p: string[]
-  leader: boolean
-  match: number | null
-  lag: number | null
-}
-
-/** GET /api/v1/cluster. */
-export interface ClusterStatus {
-  node: string
-  leader: string | null
-  term: number
-  commit: number
-  applied: number
-  role: string
-  members: ClusterMember[]
-}
+/** GET /api/v1/cluster, as the node defines it. */
+export type { ClusterMemberDoc as ClusterMember, ClusterStatusDoc as ClusterStatus } from '../../src/http/cluster-api.js'
+import type { ClusterStatusDoc as ClusterStatus } from '../../src/http/cluster-api.js'
 
 export interface ClusterNode {
   /** n1, n2, …: stable across restarts. */

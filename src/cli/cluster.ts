@@ -3,17 +3,8 @@
  */
 import type { Command } from 'commander'
 import { callApi, type NodeOptions } from './client.js'
+import type { ClusterStatusDoc } from '../http/cluster-api.js'
 
-interface StatusDoc {
-  node: string
-  leader: string | null
-  term: number
-  commit: number
-  applied: number
-  role: string
-  replicationBacklog: number
-  members: Array<{ peerId: string; role: string; http: string | null; leader: boolean; lag: number | null }>
-}
 
 function withNode (cmd: Command): Command {
   return cmd
@@ -37,11 +28,11 @@ export function clusterCommands (program: Command): void {
     .description('members, roles, leader, term, commit and applied indexes, lag')
     .option('--json', 'print the raw JSON of /api/v1/cluster')
     .action(async (opts: NodeOptions & { json?: boolean }) => {
-      let doc = await callApi(opts, 'GET', '/api/v1/cluster') as StatusDoc
+      let doc = await callApi(opts, 'GET', '/api/v1/cluster') as ClusterStatusDoc
       // Lag is known to the leader only: ask it when we can.
       const leader = doc.members.find((m) => m.leader)
       if (leader?.http !== null && leader?.http !== undefined && leader.peerId !== doc.node) {
-        try { doc = { ...await callApi({ ...opts, node: leader.http }, 'GET', '/api/v1/cluster') as StatusDoc, node: doc.node } } catch { /* keep the local view */ }
+        try { doc = { ...await callApi({ ...opts, node: leader.http }, 'GET', '/api/v1/cluster') as ClusterStatusDoc, node: doc.node } } catch { /* keep the local view */ }
       }
       if (opts.json === true) { process.stdout.write(JSON.stringify(doc, null, 2) + '\n'); return }
       process.stdout.write(`node ${doc.node}\nleader ${doc.leader ?? '(none)'}  term ${doc.term}  commit ${doc.commit}  applied ${doc.applied}  blob copies pending ${doc.replicationBacklog}\n\n`)

@@ -43,6 +43,30 @@ function onLeader (cluster: Cluster) {
   }
 }
 
+/** One member in GET /api/v1/cluster. */
+export interface ClusterMemberDoc {
+  peerId: string
+  role: 'voter' | 'learner' | 'none'
+  http: string | null
+  p2p: string[]
+  leader: boolean
+  /** Known to the leader only; null elsewhere. */
+  match: number | null
+  lag: number | null
+}
+
+/** GET /api/v1/cluster. */
+export interface ClusterStatusDoc {
+  node: string
+  leader: string | null
+  term: number
+  commit: number
+  applied: number
+  role: string
+  replicationBacklog: number
+  members: ClusterMemberDoc[]
+}
+
 const JoinRequest = z.object({
   token: z.string().min(1).max(4096),
   peerId: z.string().min(10).max(200),
@@ -57,7 +81,7 @@ export function clusterRoutes (cluster: Cluster, replicationBacklog: () => numbe
     const st = cluster.status()
     const members = cluster.memberList()
     const ids = new Set([...st.conf.voters, ...st.conf.learners, ...members.map((m) => m.peerId)])
-    ctx.body = {
+    const doc: ClusterStatusDoc = {
       node: cluster.peerId,
       leader: st.leader,
       term: st.term,
@@ -66,7 +90,7 @@ export function clusterRoutes (cluster: Cluster, replicationBacklog: () => numbe
       role: st.role,
       // Blobs this node should hold and is still copying.
       replicationBacklog: replicationBacklog(),
-      members: [...ids].sort().map((id) => {
+      members: [...ids].sort().map((id): ClusterMemberDoc => {
         const m = members.find((x) => x.peerId === id)
         const pr = st.progress?.get(id)
         return {
@@ -81,6 +105,7 @@ export function clusterRoutes (cluster: Cluster, replicationBacklog: () => numbe
         }
       }),
     }
+    ctx.body = doc
   })
 
   r.post('/tokens', async (ctx) => {
