@@ -7,12 +7,18 @@
  *   └── raft/            the Raft log (storage/raftlog/level-log-storage.ts)
  *
  * Who may connect: members recorded in the state machine, voters and learners of the Raft
- * configuration, and the seeds a joiner was given; never a removed peer.
+ * configuration, and the seeds a joiner was given; never a removed peer, nor one cut off by
+ * fault injection (tests). A stranger may connect on probation to join (cluster/probation.ts,
+ * cluster/join.ts), and a joiner may dial the member it joins through; neither may use Raft,
+ * gossip or the node-to-node routes.
  */
 import { randomBytes } from 'node:crypto'
 import type { Logger } from 'pino'
 import type { PrivateKey } from '@libp2p/interface'
+import { peerIdFromString } from '@libp2p/peer-id'
 import { createHost, type Host } from '../net/host.js'
+import { sendRequest } from '../net/request-response.js'
+import type { Faults } from '../net/faults.js'
 import { FrameTransport } from '../net/frame-transport.js'
 import { LevelLogStorage } from '../storage/raftlog/level-log-storage.js'
 import type { KV } from '../storage/kv/kv.js'
@@ -23,6 +29,8 @@ import { MetadataQueries } from './metadata/queries.js'
 import { RaftApplier } from './metadata/raft-applier.js'
 import { decodeEnvelope, type Command, type CommandResult, type MemberRecord } from './metadata/commands.js'
 import { dumpState, restoreState } from './metadata/snapshot.js'
+import { Probation } from './probation.js'
+import { JOIN_PROTOCOL, parseJoinAddress, serveJoins, type JoinAnswer, type JoinRequest } from './join.js'
 
 export const RAFT_PROTOCOL = '/flotilla/raft/1.0.0'
 
@@ -39,6 +47,8 @@ export interface ClusterOptions {
   /** Found a new cluster with this node as its only voter (fresh data dir, no join). */
   found: boolean
   localReads?: boolean
+  /** Test-only fault injection (FLOTILLA_FAULT_INJECTION=1): peers cut off from this node. */
+  faults?: Faults
   tickMs?: number
   electionTicks?: number
 }
@@ -57,11 +67,22 @@ export class Cluster {
   private members = new Map<string, MemberRecord>()
   private removed = new Set<string>()
   private seeds = new Map<string, MemberRecord>()
+  /** The member a joiner dials to join through its multiaddr (our gater lets us connect to it). */
+  private joinVia = new Set<string>()
+  /** Latest expiry (ms) of the join tokens handed out: strangers may connect on probation until then. */
+  private joinTokensOpenUntil = 0
+  readonly probation: Probation
 
   constructor (private readonly opts: ClusterOptions) {
     this.peerId = opts.peerId
     this.sm = new MetadataStateMachine(opts.kv, { sync: false })
     this.queries = new MetadataQueries(opts.kv)
+    this.probation = new Probation({
+      // Only a running member takes joiners; a joiner knows no tokens anyway.
+      open: () => this.driver !== undefined && Date.now() < this.joinTokensOpenUntil,
+      isMember: (p) => this.admits(p),
+      disconnect: (p, reason) => this.disconnect(p, reason),
+    })
   }
 
   setHttpUrl (url: string): void {
@@ -69,28 +90,61 @@ export class Cluster {
   }
 
   /**
-   * Ask a member to admit this node (it must already listen, see startHost). Returns the
-   * members to dial. The member checks the token and adds us as a learner.
+   * Ask a member to admit this node, through its HTTP URL or its libp2p multiaddr (ending in
+   * /p2p/<peer id>); this node must already listen (see startHost). Returns the members to
+   * dial. The member checks the token and has us added as a learner (cluster/join.ts).
    */
-  async requestJoin (target: { url: string; token: string }): Promise<MemberRecord[]> {
-    await this.startHost()
+  async requestJoin (target: { address: string; token: string }): Promise<MemberRecord[]> {
+    const where = parseJoinAddress(target.address)
+    if (where.kind === 'p2p') this.joinVia.add(where.peerId)
+    try {
+      await this.startHost()
+      const req: JoinRequest = { token: target.token, peerId: this.peerId, p2p: this.p2pAddrs(), http: this.opts.httpUrl }
+      const members = where.kind === 'http' ? await this.joinOverHttp(where.url, req) : await this.joinOverP2p(target.address, where.addr, req)
+      for (const m of members) this.seeds.set(m.peerId, m)
+      return members
+    } finally {
+      this.joinVia.clear()
+    }
+  }
+
+  private async joinOverHttp (url: string, req: JoinRequest): Promise<MemberRecord[]> {
     let res: Response
     try {
-      res = await fetch(new URL('/api/v1/cluster/join', target.url), {
+      res = await fetch(new URL('/api/v1/cluster/join', url), {
         method: 'POST',
         headers: { 'Content-Type': 'application/json' },
-        body: JSON.stringify({ token: target.token, peerId: this.peerId, p2p: this.p2pAddrs(), http: this.opts.httpUrl }),
+        body: JSON.stringify(req),
         signal: AbortSignal.timeout(60_000),
       })
     } catch (err) {
-      throw new Error(`cannot reach ${target.url} to join: ${(err as Error).message}. Check the address of the member you are joining through.`)
+      throw new Error(`cannot reach ${url} to join: ${(err as Error).message}. Check the address of the member you are joining through.`)
     }
     const body = await res.json().catch(() => ({})) as { members?: MemberRecord[]; errors?: Array<{ message: string }> }
     if (!res.ok || body.members === undefined) {
       throw new Error(`the cluster refused the join (${res.status}): ${body.errors?.[0]?.message ?? 'no reason given'}`)
     }
-    for (const m of body.members) this.seeds.set(m.peerId, m)
     return body.members
+  }
+
+  private async joinOverP2p (address: string, addr: Parameters<typeof sendRequest>[1], req: JoinRequest): Promise<MemberRecord[]> {
+    let bytes: Uint8Array
+    try {
+      bytes = await sendRequest(this.host!, addr, JOIN_PROTOCOL, new TextEncoder().encode(JSON.stringify(req)), { timeoutMs: 60_000, maxAnswerBytes: 4 * 1024 * 1024 })
+    } catch (err) {
+      // A refusal by the member's gater shows as the connection closing (an Event, not an Error).
+      const why = typeof Event !== 'undefined' && err instanceof Event ? 'the member closed the connection' : (err as Error).message
+      throw new Error(`cannot join through ${address}: ${why}. Check the multiaddr (flotilla status lists each member's), that its --p2p port is reachable, and that the join token has not expired: a member lets a new node connect only while a join token is valid`)
+    }
+    let answer: JoinAnswer
+    try {
+      answer = JSON.parse(new TextDecoder().decode(bytes)) as JoinAnswer
+    } catch {
+      throw new Error(`the member at ${address} answered the join with something that is not JSON`)
+    }
+    if ('error' in answer) throw new Error(`the cluster refused the join (${answer.error.status}): ${answer.error.message}`)
+    if (!Array.isArray(answer.members)) throw new Error(`the member at ${address} answered the join without a member list`)
+    return answer.members
   }
 
   /** Wait until this node has caught up and is a member of the configuration. */
@@ -103,13 +157,32 @@ export class Cluster {
   }
 
   private async startHost (): Promise<Host> {
-    this.host ??= await createHost({ privateKey: this.opts.privateKey, listen: [this.opts.p2pListen], admit: (p) => this.admits(p) })
+    this.host ??= await createHost({ privateKey: this.opts.privateKey, listen: [this.opts.p2pListen], admit: (p, direction) => this.gate(p, direction) })
     return this.host
   }
 
-  /** Whether a peer may hold a libp2p connection to this node. */
+  /**
+   * The connection gater: members, the member a joiner dials to join, and (inbound) strangers
+   * on probation while a join token is outstanding. Never a removed or cut-off peer.
+   */
+  private gate (peerId: string, direction: 'inbound' | 'outbound'): boolean {
+    if (this.removed.has(peerId) || this.opts.faults?.blocks(peerId) === true) return false
+    if (this.admits(peerId)) return true
+    if (direction === 'outbound') return this.joinVia.has(peerId)
+    const ok = this.probation.admit(peerId)
+    if (ok) this.opts.log.info({ peer: peerId, pending: this.probation.pending() }, 'unknown peer connected on probation, to join')
+    return ok
+  }
+
+  private disconnect (peerId: string, reason: string): void {
+    this.opts.log.info({ peer: peerId, reason }, 'disconnecting a peer that is not a member')
+    const err = new Error(`not a member: ${reason}`)
+    for (const c of this.host?.getConnections(peerIdFromString(peerId)) ?? []) c.abort(err)
+  }
+
+  /** Whether a peer is a member (or a seed of ours): may use Raft, gossip and the node-to-node routes. */
   admits (peerId: string): boolean {
-    if (this.removed.has(peerId)) return false
+    if (this.removed.has(peerId) || this.opts.faults?.blocks(peerId) === true) return false
     if (this.members.has(peerId) || this.seeds.has(peerId)) return true
     if (this.driver === undefined) return false
     const conf = this.driver.status().conf
@@ -127,8 +200,11 @@ export class Cluster {
       protocol: RAFT_PROTOCOL,
       accept: (p) => this.admits(p),
       onError: (peer, err) => opts.log.debug({ peer, err: (err as Error).message }, 'raft frame not delivered'),
+      // A stranger on probation may only join: one that opens Raft loses its connection.
+      onRefused: (p) => this.probation.refuse(p, `opened ${RAFT_PROTOCOL} without being a member`),
     })
     await this.transport.start()
+    await serveJoins(host, this, this.probation, opts.log)
     await this.refreshMembers()
     for (const s of this.seeds.values()) await this.transport.setAddresses(s.peerId, s.p2p)
 
@@ -219,7 +295,8 @@ export class Cluster {
     const env = decodeEnvelope(data)
     const result = await this.sm.apply(env, index)
     const t = env.command.type
-    if (t === 'AddPeer' || t === 'RemovePeer') await this.refreshMembers()
+    const inner = env.command.type === 'Audited' ? env.command.command.type : t
+    if (t === 'AddPeer' || t === 'RemovePeer' || inner === 'IssueJoinToken') await this.refreshMembers()
     if (t === 'RemovePeer' && result.ok) {
       this.transport.forget(env.command.peerId)
       for (const c of this.host?.getConnections() ?? []) if (c.remotePeer.toString() === env.command.peerId) void c.close()
@@ -238,6 +315,7 @@ export class Cluster {
     const removed: string[] = []
     for await (const [k] of this.opts.kv.entries({ gte: 'removed\u0000', lt: 'removed\u0001' })) removed.push(k.slice('removed\u0000'.length))
     this.removed = new Set(removed)
+    this.joinTokensOpenUntil = await this.queries.joinTokensOpenUntil()
   }
 
   /** Add a peer as a learner; the leader promotes it to voter in the background once it has caught up. */
@@ -282,8 +360,9 @@ export class Cluster {
     if (!res.ok) throw new Error(res.message)
   }
 
-  /** HTTP base URL of a member. */
+  /** HTTP base URL of a member; undefined when unknown or cut off (fault injection). */
   httpOf (peerId: string): string | undefined {
+    if (this.opts.faults?.blocks(peerId) === true) return undefined
     const http = this.members.get(peerId)?.http ?? this.seeds.get(peerId)?.http
     return http === undefined || http === '' ? undefined : http
   }
@@ -316,6 +395,7 @@ export class Cluster {
 
   async stop (): Promise<void> {
     if (this.leadershipTimer !== undefined) clearInterval(this.leadershipTimer)
+    this.probation.stop()
     await this.driver?.stop()
     await this.transport?.stop().catch(() => {})
     await this.host?.stop()

@@ -25,6 +25,8 @@ export interface FrameTransportOptions {
   /** Largest frame accepted. Default 16 MiB. */
   maxFrameBytes?: number
   onError?: (peer: string, err: unknown) => void
+  /** Told when a peer that is not accepted opens the protocol (its stream is reset). */
+  onRefused?: (peer: string) => void
 }
 
 class PeerLink {
@@ -99,6 +101,7 @@ export class FrameTransport {
   readonly maxFrameBytes: number
   readonly onError: ((peer: string, err: unknown) => void) | undefined
   private readonly accept: (peerId: string) => boolean
+  private readonly onRefused: ((peer: string) => void) | undefined
   private readonly links = new Map<string, PeerLink>()
   private handler: FrameHandler | undefined
 
@@ -109,12 +112,17 @@ export class FrameTransport {
     this.maxQueuedBytes = opts.maxQueuedBytes ?? 64 * 1024 * 1024
     this.maxFrameBytes = opts.maxFrameBytes ?? 16 * 1024 * 1024
     this.onError = opts.onError
+    this.onRefused = opts.onRefused
   }
 
   async start (): Promise<void> {
     await this.host.handle(this.protocol, (stream, connection) => {
       const from = connection.remotePeer.toString()
-      if (!this.accept(from)) { stream.abort(new Error('not a member')); return }
+      if (!this.accept(from)) {
+        stream.abort(new Error('not a member'))
+        this.onRefused?.(from)
+        return
+      }
       void this.readLoop(from, stream)
     }, { maxInboundStreams: 64, runOnLimitedConnection: false })
   }

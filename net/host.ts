@@ -16,9 +16,10 @@ export interface HostOptions {
   listen: string[]
   /**
    * Whether a remote peer may hold a connection to us (asked after the encrypted handshake,
-   * when its identity is proven). Members, and joiners holding a valid token, may.
+   * when its identity is proven), for a connection it opened (inbound) or we opened
+   * (outbound). Members may; a stranger only on probation, to join (cluster/probation.ts).
    */
-  admit: (peerId: string) => boolean
+  admit: (peerId: string, direction: 'inbound' | 'outbound') => boolean
 }
 
 export type Host = Libp2p<{ identify: Identify; pubsub: GossipSub }>
@@ -33,8 +34,8 @@ export async function createHost (opts: HostOptions): Promise<Host> {
     connectionGater: {
       // Loopback and private addresses are where clusters live; the gater's default would refuse them.
       denyDialMultiaddr: () => false,
-      denyInboundEncryptedConnection: (peerId) => !opts.admit(peerId.toString()),
-      denyOutboundEncryptedConnection: (peerId) => !opts.admit(peerId.toString()),
+      denyInboundEncryptedConnection: (peerId) => !opts.admit(peerId.toString(), 'inbound'),
+      denyOutboundEncryptedConnection: (peerId) => !opts.admit(peerId.toString(), 'outbound'),
     },
     services: {
       identify: identify(),

@@ -8,6 +8,7 @@ import { RegistryNode, type JoinTarget } from './node.js'
 import { clusterCommands } from './cli/cluster.js'
 import { CliError } from './cli/client.js'
 import { registerAdminCommands } from './cli/admin.js'
+import { parseJoinAddress } from '../cluster/join.js'
 
 const program = new Command()
 program
@@ -48,14 +49,18 @@ serveOptions(program.command('serve'))
   .action(async (opts: ServeFlags) => { await serve(opts) })
 
 serveOptions(program.command('join'))
-  .argument('<address>', 'HTTP URL of any member, e.g. http://10.0.0.1:5000')
+  .argument('<address>', 'any member\'s HTTP URL (http://10.0.0.1:5000) or libp2p multiaddr with its peer id (/ip4/10.0.0.1/tcp/7000/p2p/12D3Koo…, from flotilla status)')
   .option('--token <token>', 'a join token from flotilla token (or env FLOTILLA_JOIN_TOKEN, which other users cannot see in ps)')
   .description('start a new node that joins an existing cluster (then restart it with flotilla serve --data DIR)')
   .action(async (address: string, opts: ServeFlags & { token?: string }) => {
-    if (!/^https?:\/\//.test(address)) throw new CliError(`join through a member's HTTP URL (http://HOST:PORT), not ${address}`)
+    try {
+      parseJoinAddress(address)
+    } catch (err) {
+      throw new CliError((err as Error).message)
+    }
     const token = opts.token ?? process.env.FLOTILLA_JOIN_TOKEN
     if (token === undefined || token === '') throw new CliError('a join token is needed: pass --token TOKEN or set FLOTILLA_JOIN_TOKEN (get one with flotilla token on a member)')
-    await serve(opts, { url: address, token })
+    await serve(opts, { address, token })
   })
 
 registerAdminCommands(program)

@@ -69,6 +69,12 @@ export type Command =
   /** Record a member's addresses; a removed peer id is refused forever. */
   | { type: 'AddPeer'; peerId: string; p2p: string[]; http: string; at: number }
   | { type: 'RemovePeer'; peerId: string; at: number }
+  /**
+   * A join token was handed out (its JWT id and expiry, ms). While one is unexpired, members
+   * let an unknown libp2p peer connect on probation to join (cluster/probation.ts). Records
+   * that expired by `at` are dropped.
+   */
+  | { type: 'IssueJoinToken'; id: string; expiresAt: number; at: number }
   /** Forget deduplication records of commands proposed before `before` (ms). */
   | { type: 'ExpireSessions'; before: number }
 

@@ -18,6 +18,7 @@
  *   ├── cluster␀info                              → {clusterId, secret} shared secret for join tokens
  *   ├── member␀<peerId>                           → MemberRecord       addresses of each member
  *   ├── removed␀<peerId>                          → {at}               never admitted again
+ *   ├── jointoken␀<id>                            → {expiresAt}        join tokens handed out, until they expire
  *   └── session␀<clientId>                        → {seq, result, at}  deduplication of retried commands
  */
 const SEP = '\u0000'
@@ -49,6 +50,8 @@ export const key = {
   member: (peerId: string): string => `member${SEP}${peerId}`,
   memberPrefix: (): string => `member${SEP}`,
   removed: (peerId: string): string => `removed${SEP}${peerId}`,
+  joinToken: (id: string): string => `jointoken${SEP}${id}`,
+  joinTokenPrefix: (): string => `jointoken${SEP}`,
 }
 
 /** The last part of a key (the name, digest or tag it ends with). */

@@ -114,6 +114,18 @@ export class MetadataQueries {
     return (await this.kv.get(key.removed(peerId))) !== undefined
   }
 
+  /** A join token handed out and not yet forgotten (it may have expired since). */
+  async joinToken (id: string): Promise<{ expiresAt: number } | undefined> {
+    return await this.json<{ expiresAt: number }>(key.joinToken(id))
+  }
+
+  /** The latest expiry (ms) of the join tokens handed out; 0 when there is none. */
+  async joinTokensOpenUntil (): Promise<number> {
+    let until = 0
+    for await (const [, v] of this.kv.entries(prefixRange(key.joinTokenPrefix()))) until = Math.max(until, decodeJSON<{ expiresAt: number }>(v).expiresAt)
+    return until
+  }
+
   async upload (id: string): Promise<UploadRecord | undefined> {
     return await this.json<UploadRecord>(key.upload(id))
   }

@@ -165,6 +165,16 @@ export class MetadataStateMachine {
         tx.putJSON(key.removed(c.peerId), { at: c.at })
         return { ok: true }
       }
+      case 'IssueJoinToken': {
+        if (c.id === '' || !(c.expiresAt > c.at)) throw new FlotillaError('BAD_REQUEST', 'a join token needs an id and an expiry after its issue time')
+        // Forget the tokens expired by now (the command's time, so every node drops the same ones).
+        for (const k of await tx.keys(key.joinTokenPrefix())) {
+          const rec = await tx.getJSON<{ expiresAt: number }>(k)
+          if (rec !== undefined && rec.expiresAt <= c.at) tx.del(k)
+        }
+        tx.putJSON(key.joinToken(c.id), { expiresAt: c.expiresAt })
+        return { ok: true }
+      }
       case 'ExpireSessions': {
         for (const k of await tx.keys(key.sessionPrefix())) {
           const rec = await tx.getJSON<SessionRecord>(k)

@@ -36,8 +36,9 @@ export function clusterCommands (program: Command): void {
       }
       if (opts.json === true) { process.stdout.write(JSON.stringify(doc, null, 2) + '\n'); return }
       process.stdout.write(`node ${doc.node}\nleader ${doc.leader ?? '(none)'}  term ${doc.term}  commit ${doc.commit}  applied ${doc.applied}  blob copies pending ${doc.replicationBacklog}\n\n`)
-      const rows = doc.members.map((m) => [m.peerId + (m.leader ? ' *' : ''), m.role, m.http ?? '-', m.lag === null ? '-' : String(m.lag)])
-      const head = ['PEER', 'ROLE', 'HTTP', 'LAG']
+      // P2P: full multiaddrs (…/p2p/<peer id>), what `flotilla join` takes besides an HTTP URL.
+      const rows = doc.members.map((m) => [m.peerId + (m.leader ? ' *' : ''), m.role, m.http ?? '-', m.lag === null ? '-' : String(m.lag), m.p2p.join(' ') || '-'])
+      const head = ['PEER', 'ROLE', 'HTTP', 'LAG', 'P2P']
       const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)))
       for (const r of [head, ...rows]) process.stdout.write(r.map((c, i) => c.padEnd(widths[i]!)).join('  ') + '\n')
     })

@@ -1,13 +1,14 @@
 /**
  * The cluster API under /api/v1/cluster: status, join tokens, joining, leaving and removal.
  * Changes to the Raft configuration must be made by the leader, so those routes are
- * forwarded to it by middleware; status answers from any node.
+ * forwarded to it by middleware (joining by cluster/join.ts, shared with the libp2p join
+ * protocol); status answers from any node.
  */
 import Router from '@koa/router'
 import type { Context, Next } from 'koa'
 import { z } from 'zod'
 import type { Cluster } from '../../cluster/cluster.js'
-import { checkJoinToken, issueJoinToken } from '../../cluster/join-token.js'
+import { createJoinToken, joinCluster, JoinRequest } from '../../cluster/join.js'
 import { FlotillaError } from '../../storage/errors.js'
 import { readLimited } from './manifests.js'
 
@@ -29,13 +30,14 @@ function onLeader (cluster: Cluster) {
   return async function leaderRouting (ctx: Context, next: Next): Promise<void> {
     if (cluster.driver.isLeader) return await next()
     const leader = cluster.driver.leader
-    const rec = leader === null ? undefined : cluster.memberList().find((m) => m.peerId === leader)
-    if (rec === undefined || rec.http === '') throw new FlotillaError('UNAVAILABLE', 'no leader is known right now: retry in a few seconds')
+    // httpOf: undefined too for a leader that fault injection cut this node off from.
+    const http = leader === null ? undefined : cluster.httpOf(leader)
+    if (http === undefined) throw new FlotillaError('UNAVAILABLE', 'no leader is known right now: retry in a few seconds')
     if (ctx.get('x-flotilla-forwarded') !== '') throw new FlotillaError('UNAVAILABLE', 'the leader moved while forwarding: retry')
     const body = ctx.method === 'GET' || ctx.method === 'DELETE' ? undefined : await readLimited(ctx.req, 64 * 1024)
     const headers: Record<string, string> = { 'x-flotilla-forwarded': '1' }
     for (const h of ['content-type', 'authorization']) if (ctx.get(h) !== '') headers[h] = ctx.get(h)
-    const res = await fetch(new URL(ctx.originalUrl, rec.http), { method: ctx.method, headers, ...(body !== undefined ? { body } : {}), signal: AbortSignal.timeout(120_000) })
+    const res = await fetch(new URL(ctx.originalUrl, http), { method: ctx.method, headers, ...(body !== undefined ? { body } : {}), signal: AbortSignal.timeout(120_000) })
     ctx.status = res.status
     const type = res.headers.get('content-type')
     if (type !== null) ctx.type = type
@@ -67,12 +69,10 @@ export interface ClusterStatusDoc {
   members: ClusterMemberDoc[]
 }
 
-const JoinRequest = z.object({
-  token: z.string().min(1).max(4096),
-  peerId: z.string().min(10).max(200),
-  p2p: z.array(z.string().max(300)).min(1).max(16),
-  http: z.string().url(),
-})
+/** A member's multiaddrs, each ending in /p2p/<its id> so an operator can copy one to `flotilla join`. */
+function fullAddrs (peerId: string, addrs: string[]): string[] {
+  return addrs.map((a) => a.includes('/p2p/') ? a : `${a.replace(/\/+$/, '')}/p2p/${peerId}`)
+}
 
 export function clusterRoutes (cluster: Cluster, replicationBacklog: () => number = () => 0): Router {
   const r = new Router({ prefix: '/api/v1/cluster' })
@@ -97,7 +97,7 @@ export function clusterRoutes (cluster: Cluster, replicationBacklog: () => numbe
           peerId: id,
           role: st.conf.voters.includes(id) ? 'voter' : st.conf.learners.includes(id) ? 'learner' : 'none',
           http: m?.http ?? null,
-          p2p: m?.p2p ?? [],
+          p2p: fullAddrs(id, m?.p2p ?? []),
           leader: id === st.leader,
           // The leader knows how far each member is; others report null.
           match: pr?.match ?? null,
@@ -110,30 +110,17 @@ export function clusterRoutes (cluster: Cluster, replicationBacklog: () => numbe
 
   r.post('/tokens', async (ctx) => {
     const body = await jsonBody(ctx, z.object({ ttlSeconds: z.number().int().min(60).max(7 * 24 * 3600).default(3600) }))
-    await cluster.applier.barrier()
-    const info = await cluster.queries.clusterInfo()
-    if (info === undefined) throw new FlotillaError('UNAVAILABLE', 'the cluster is not initialized yet')
+    const issued = await createJoinToken(cluster, body.ttlSeconds)
     ctx.status = 201
-    ctx.body = await issueJoinToken(info, body.ttlSeconds)
+    ctx.body = issued
   })
 
-  r.post('/join', onLeader(cluster), async (ctx) => {
+  // The same join as over libp2p (cluster/join.ts); a follower forwards it to the leader.
+  r.post('/join', async (ctx) => {
     const req = await jsonBody(ctx, JoinRequest)
-    const info = await cluster.queries.clusterInfo()
-    if (info === undefined) throw new FlotillaError('UNAVAILABLE', 'the cluster is not initialized yet')
-    try {
-      await checkJoinToken(info, req.token)
-    } catch (err) {
-      throw new FlotillaError('UNAUTHORIZED', `join token refused: ${(err as Error).message}. Ask an admin for a new one with flotilla token`)
-    }
-    if (await cluster.queries.isRemoved(req.peerId)) {
-      throw new FlotillaError('DENIED', `peer ${req.peerId} was removed from this cluster and cannot rejoin: start the node on a fresh data dir`)
-    }
-    const added = await cluster.applier.submit({ type: 'AddPeer', peerId: req.peerId, p2p: req.p2p, http: req.http, at: Date.now() })
-    if (!added.ok) throw new FlotillaError(added.code, added.message)
-    await cluster.addLearner(req.peerId)
+    const members = await joinCluster(cluster, req, { forwarded: ctx.get('x-flotilla-forwarded') !== '' })
     ctx.status = 201
-    ctx.body = { members: cluster.memberList() }
+    ctx.body = { members }
   })
 
   r.delete('/members/:peerId', onLeader(cluster), async (ctx, next) => {
@@ -152,11 +139,11 @@ export function clusterRoutes (cluster: Cluster, replicationBacklog: () => numbe
     if (cluster.driver.isLeader && !await cluster.stepDown()) throw new FlotillaError('DENIED', 'cannot leave: this node is the only voter of the cluster')
     const leader = cluster.driver.leader
     {
-      const rec = cluster.memberList().find((m) => m.peerId === leader)
-      if (rec === undefined) throw new FlotillaError('UNAVAILABLE', 'no leader is known right now: retry in a few seconds')
+      const http = leader === null ? undefined : cluster.httpOf(leader)
+      if (http === undefined) throw new FlotillaError('UNAVAILABLE', 'no leader is known right now: retry in a few seconds')
       const headers: Record<string, string> = {}
       if (ctx.get('authorization') !== '') headers.authorization = ctx.get('authorization')
-      const res = await fetch(new URL(`/api/v1/cluster/members/${cluster.peerId}`, rec.http), { method: 'DELETE', headers, signal: AbortSignal.timeout(60_000) })
+      const res = await fetch(new URL(`/api/v1/cluster/members/${cluster.peerId}`, http), { method: 'DELETE', headers, signal: AbortSignal.timeout(60_000) })
       if (!res.ok) throw new FlotillaError('UNAVAILABLE', `the leader refused the removal (${res.status}): ${await res.text()}`)
     }
     ctx.status = 202

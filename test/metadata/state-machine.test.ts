@@ -88,6 +88,26 @@ t.test('a retried command (same client and sequence) is answered once and applie
   t.equal(stale.ok, false, 'an older sequence is refused')
 })
 
+t.test('IssueJoinToken records a join token until it expires; later issues drop expired ones', async (t) => {
+  const { sm, q } = await fresh()
+  t.equal(await q.joinTokensOpenUntil(), 0, 'no token handed out yet')
+  t.same(await sm.apply({ command: { type: 'IssueJoinToken', id: 'a', expiresAt: 1000, at: 100 } }), { ok: true })
+  t.same(await sm.apply({ command: { type: 'IssueJoinToken', id: 'b', expiresAt: 5000, at: 200 } }), { ok: true })
+  t.same(await q.joinToken('a'), { expiresAt: 1000 })
+  t.equal(await q.joinTokensOpenUntil(), 5000, 'open until the latest expiry')
+  // Time is the command's: at 1000 token a is expired and forgotten, b stays.
+  t.same(await sm.apply({ command: { type: 'IssueJoinToken', id: 'c', expiresAt: 3000, at: 1000 } }), { ok: true })
+  t.equal(await q.joinToken('a'), undefined, 'the expired token is dropped')
+  t.same(await q.joinToken('b'), { expiresAt: 5000 })
+  t.same(await q.joinToken('c'), { expiresAt: 3000 })
+  t.equal(await q.joinTokensOpenUntil(), 5000)
+  const born = await sm.apply({ command: { type: 'IssueJoinToken', id: 'd', expiresAt: 900, at: 900 } })
+  t.equal(born.ok === false && born.code, 'BAD_REQUEST', 'a token expired at birth is refused')
+  const noId = await sm.apply({ command: { type: 'IssueJoinToken', id: '', expiresAt: 9000, at: 900 } })
+  t.equal(noId.ok === false && noId.code, 'BAD_REQUEST', 'a token needs an id')
+  t.equal(await q.joinToken('d'), undefined, 'a refused command records nothing')
+})
+
 t.test('determinism: two machines applying one log reach identical states', async (t) => {
   const a = await fresh()
   const b = await fresh()
@@ -100,6 +120,8 @@ t.test('determinism: two machines applying one log reach identical states', asyn
     { command: { type: 'DeleteTag', repo: 'r', tag: 'x' } },
     { command: { type: 'UnlinkBlob', repo: 'r', digest: D2 } },
     { command: { type: 'DeleteManifest', repo: 'r', digest: 'sha256:' + 'f'.repeat(64) } },
+    { command: { type: 'IssueJoinToken', id: 'j1', expiresAt: 20, at: 13 } },
+    { command: { type: 'IssueJoinToken', id: 'j2', expiresAt: 40, at: 30 } },
   ]
   for (const [i, e] of log.entries()) {
     t.same(await a.sm.apply(e, i + 1), await b.sm.apply(e, i + 1))
