@@ -18,6 +18,7 @@
  *   uploads:
  *     expireAfterHours: 24       FLOTILLA_UPLOAD_EXPIRE_HOURS
  *   auth: …                    FLOTILLA_AUTH_*, FLOTILLA_INITIAL_ADMIN_PASSWORD  (src/auth/config.ts)
+ *   (env only)                   FLOTILLA_FAULT_INJECTION=1                  (tests only: /api/v1/debug/partition)
  */
 import { readFile } from 'node:fs/promises'
 import { parse as parseYaml } from 'yaml'
@@ -50,6 +51,8 @@ export const ConfigSchema = z.object({
   }).strict().default({ expireAfterHours: 24 }),
   /** Authentication and access control: src/auth/config.ts. */
   auth: AuthConfigSchema,
+  /** Tests only, from FLOTILLA_FAULT_INJECTION (never from the file): serve /api/v1/debug/* (src/http/debug.ts). */
+  faultInjection: z.boolean().default(false),
 }).strict()
 
 export type Config = z.infer<typeof ConfigSchema>
@@ -91,6 +94,7 @@ const ENV: Array<[string, string[], (s: string) => unknown]> = [
   ['FLOTILLA_DELETE_ENABLED', ['storage', 'delete'], (s) => s === 'true' || s === '1' ? true : s === 'false' || s === '0' ? false : s],
   ['FLOTILLA_MANIFEST_MAX_BYTES', ['limits', 'manifestMaxBytes'], (s) => Number(s)],
   ['FLOTILLA_UPLOAD_EXPIRE_HOURS', ['uploads', 'expireAfterHours'], (s) => Number(s)],
+  ['FLOTILLA_FAULT_INJECTION', ['faultInjection'], (s) => s === 'true' || s === '1' ? true : s === 'false' || s === '0' ? false : s],
   ...AUTH_ENV,
 ]
 
@@ -120,6 +124,7 @@ export async function loadConfig (flags: FlagValues, env: NodeJS.ProcessEnv = pr
       throw new ConfigError(`config file ${file} is not valid YAML: ${(err as Error).message}`)
     }
     if (typeof fromFile !== 'object' || Array.isArray(fromFile)) throw new ConfigError(`config file ${file} must hold a YAML mapping`)
+    if ('faultInjection' in fromFile) throw new ConfigError(`config file ${file}: faultInjection is for tests only and is set with the FLOTILLA_FAULT_INJECTION environment variable`)
   }
   const fromEnv: Partial = {}
   for (const [name, path, conv] of ENV) {
