@@ -23,15 +23,18 @@ import { loadOrCreateIdentity } from '../net/identity.js'
 import { BlobFetcher } from '../cluster/replication/blob-fetcher.js'
 import { Replicator, BLOB_TOPIC, type GossipMsg } from '../cluster/replication/replicator.js'
 import { fetchThrough } from '../cluster/replication/fetch-through.js'
+import { UploadMirror } from '../cluster/replication/upload-mirror.js'
 import type { PrivateKey } from '@libp2p/interface'
+import { TopicValidatorResult } from '@libp2p/gossipsub'
+import { Faults } from '../net/faults.js'
 import { createApp } from './http/app.js'
 import { createAuthService } from './auth/setup.js'
 import type { RegistryDeps } from './http/deps.js'
 import { splitHostPort, toMultiaddr, type Config } from './config.js'
 
 export interface JoinTarget {
-  /** HTTP URL of any member. */
-  url: string
+  /** Any member's HTTP URL, or its libp2p multiaddr ending in /p2p/<peer id> (cluster/join.ts). */
+  address: string
   token: string
 }
 
@@ -42,6 +45,9 @@ export class RegistryNode {
   private ready = false
   address: { host: string; port: number } | undefined
   replicator: Replicator | undefined
+  private mirror: UploadMirror | undefined
+  /** Sizes of record-less upload sessions at the last sweep (undefined before the first). */
+  private orphans: Map<string, number> | undefined
 
   private constructor (
     readonly config: Config,
@@ -52,6 +58,8 @@ export class RegistryNode {
     readonly cluster: Cluster,
     private readonly privateKey: PrivateKey,
     private readonly join: JoinTarget | undefined,
+    /** Test-only fault injection (config.faultInjection); undefined in production. */
+    readonly faults: Faults | undefined,
   ) {}
 
   static async open (config: Config, log: Logger, joinTarget?: JoinTarget): Promise<RegistryNode> {
@@ -77,6 +85,8 @@ export class RegistryNode {
     if (joinTarget !== undefined && raftUsed) {
       throw new Error(`${dataDir} already belongs to a cluster: restart it with flotilla serve --data ${dataDir}, or join with a fresh --data DIR`)
     }
+    const faults = config.faultInjection ? new Faults() : undefined
+    if (faults !== undefined) log.warn('fault injection is on (FLOTILLA_FAULT_INJECTION): for tests only')
     const cluster = new Cluster({
       dataDir,
       privateKey: identity.privateKey,
@@ -87,6 +97,7 @@ export class RegistryNode {
       log,
       found: joinTarget === undefined && !raftUsed,
       localReads: config.cluster.reads === 'local',
+      ...(faults !== undefined ? { faults } : {}),
     })
     const deps: RegistryDeps = {
       nodeId,
@@ -101,7 +112,7 @@ export class RegistryNode {
       now: () => Date.now(),
       auth: createAuthService(config.auth, kv, log, { submit: async (c) => await deps.sink.submit(c), barrier: async () => await deps.sink.barrier() }),
     }
-    return new RegistryNode(config, log, nodeId, kv, deps, cluster, identity.privateKey, joinTarget)
+    return new RegistryNode(config, log, nodeId, kv, deps, cluster, identity.privateKey, joinTarget, faults)
   }
 
   /**
@@ -123,12 +134,20 @@ export class RegistryNode {
         live.add(id)
       }
     }
+    // Sessions without a record are replication, fetch-through and mirror copies (or the half of
+    // an interrupted start). At start none is in use; later, one is removed only once it has not
+    // grown since the previous sweep, so copies under way are left alone.
+    const seen = new Map<string, number>()
     for await (const id of uploads.list()) {
-      if (!live.has(id) && await queries.upload(id) === undefined) {
-        await uploads.remove(id)
-        this.log.info({ upload: id }, 'orphan upload data removed')
-      }
+      if (live.has(id) || await queries.upload(id) !== undefined) continue
+      const size = await uploads.size(id)
+      if (size === undefined) continue
+      if (this.orphans !== undefined && this.orphans.get(id) !== size) { seen.set(id, size); continue }
+      await uploads.remove(id)
+      this.log.info({ upload: id }, 'orphan upload data removed')
     }
+    this.orphans = seen
+    this.mirror?.sweep()
   }
 
   /** Blob copies between members: driven by applied commands, gossip hints and anti-entropy. */
@@ -148,9 +167,16 @@ export class RegistryNode {
       ...(this.config.cluster.replicas !== undefined ? { replicas: this.config.cluster.replicas } : {}),
       publish: (msg) => { pubsub.publish(BLOB_TOPIC, new TextEncoder().encode(JSON.stringify(msg))).catch(() => {}) },
     })
+    // Only members' announcements count: one relayed by any other peer (a stranger connected on
+    // probation to join) is rejected, one a member relays for a non-member ignored; neither is forwarded.
+    pubsub.topicValidators.set(BLOB_TOPIC, (from, msg) => {
+      if (!cluster.admits(from.toString())) return TopicValidatorResult.Reject
+      return msg.type === 'signed' && cluster.admits(msg.from.toString()) ? TopicValidatorResult.Accept : TopicValidatorResult.Ignore
+    })
     pubsub.subscribe(BLOB_TOPIC)
     pubsub.addEventListener('message', (evt) => {
       if (evt.detail.topic !== BLOB_TOPIC) return
+      if (evt.detail.type !== 'signed' || !cluster.admits(evt.detail.from.toString())) return
       try { replicator.onGossip(JSON.parse(new TextDecoder().decode(evt.detail.data)) as GossipMsg) } catch { /* not ours */ }
     })
     cluster.onApplied = (command, result) => {
@@ -158,17 +184,43 @@ export class RegistryNode {
       if (!result.ok) return
       if (c.type === 'LinkBlob' || c.type === 'AddHolder') void replicator.onBlobKnown(c.digest, c.size)
     }
+    const mirror = new UploadMirror({
+      peerId: this.nodeId,
+      privateKey: this.privateKey,
+      httpOf: (p) => cluster.httpOf(p),
+      // Followers need not hold libp2p connections to each other, so liveness is learnt by
+      // trying: a peer that fails a mirror is skipped for a while (upload-mirror.ts).
+      targets: (key) => replicator.mirrorTargets(key),
+      copies: () => replicator.writeQuorum() - 1,
+      log,
+    })
     deps.replication = {
       fetchThrough: async (digest, range) => await fetchThrough({ peerId: this.nodeId, fetcher, replicator, uploads: deps.uploads, blobs: deps.blobs, sink: deps.sink, log }, digest, range),
       waitForCopies: async (digests) => await replicator.waitForCopies(digests, replicator.writeQuorum()),
       httpOf: (p) => cluster.httpOf(p),
+      mirror,
     }
     replicator.start()
     this.replicator = replicator
+    this.mirror = mirror
+  }
+
+  /**
+   * Fault injection: a peer cut off loses its libp2p connections to this node at once (the
+   * gater, Cluster.admits, refuses new ones; one that was being set up as the cut began is
+   * closed when it opens), so Raft messages and gossip stop both ways.
+   */
+  private cutConnections (faults: Faults): void {
+    const host = this.cluster.host!
+    const hangUp = (): void => {
+      for (const c of host.getConnections()) if (faults.blocks(c.remotePeer.toString())) c.abort(new Error('cut off (fault injection)'))
+    }
+    faults.onChange(hangUp)
+    host.addEventListener('connection:open', hangUp)
   }
 
   async start (): Promise<void> {
-    const app = createApp({ deps: this.deps, log: this.log, ready: () => this.ready && this.cluster.ready(), cluster: this.cluster, replicationBacklog: () => this.replicator?.backlog() ?? 0 })
+    const app = createApp({ deps: this.deps, log: this.log, ready: () => this.ready && this.cluster.ready(), cluster: this.cluster, replicationBacklog: () => this.replicator?.backlog() ?? 0, ...(this.faults !== undefined ? { faults: this.faults } : {}) })
     const server = createServer({ requestTimeout: 0, headersTimeout: 60_000, keepAliveTimeout: 65_000 }, app.callback())
     // A client that stops sending mid-body must not pin a socket forever.
     server.setTimeout(120_000, (s: Socket) => s.destroy())
@@ -188,6 +240,7 @@ export class RegistryNode {
     let seeds: MemberRecord[] | undefined
     if (this.join !== undefined) seeds = await this.cluster.requestJoin(this.join)
     await this.cluster.start(seeds)
+    if (this.faults !== undefined) this.cutConnections(this.faults)
     if (this.join !== undefined) await this.cluster.waitUntilReady(120_000)
     this.startReplication()
     // First start: the cluster's JWT signing key and the admin user (src/auth/service.ts).

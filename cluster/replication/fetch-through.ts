@@ -1,8 +1,10 @@
 /**
  * Serving a blob this node lacks: stream it from a holder to the client, and into this
  * node's own store at the same time (a whole-blob read only), so the next read is local.
+ * The digest is verified when the copy is committed; a client that wants the same
+ * guarantee checks it too (every registry client does).
  */
-import { PassThrough, Readable } from 'node:stream'
+import { PassThrough, type Readable } from 'node:stream'
 import type { IncomingMessage } from 'node:http'
 import { randomBytes } from 'node:crypto'
 import type { Logger } from 'pino'
@@ -11,6 +13,7 @@ import type { Digest } from '../../storage/reference.js'
 import type { CommandSink } from '../metadata/applier.js'
 import type { BlobFetcher } from './blob-fetcher.js'
 import type { Replicator } from './replicator.js'
+import { tee } from './tee.js'
 
 export interface FetchThroughDeps {
   peerId: string
@@ -34,22 +37,18 @@ export async function fetchThrough (deps: FetchThroughDeps, digest: Digest, rang
     if (res.statusCode !== (range === undefined ? 200 : 206)) { res.resume(); continue }
     const body: Readable = res
     if (range !== undefined) return body
-    // The client sets the pace; the copy into our store follows as long as it keeps up. When
-    // it falls 16 MiB behind it is dropped, and the replicator fetches the blob afterwards,
-    // so a slow disk never slows the client.
+    // The client and the copy into our store go at the pace of the slower; a store that holds
+    // the client back for 3 s is dropped, and the replicator fetches the blob afterwards.
     const toClient = new PassThrough({ highWaterMark: 1 << 20 })
-    const toStore = new PassThrough({ highWaterMark: 16 << 20 })
-    let copying = true
-    body.pipe(toClient)
-    body.on('data', (chunk: Buffer) => {
-      if (copying && !toStore.write(chunk)) {
-        copying = false
-        toStore.destroy(new Error('the copy fell behind the client'))
+    const toStore = new PassThrough({ highWaterMark: 1 << 20 })
+    tee(body, toClient, [{
+      stream: toStore,
+      highWater: 4 << 20,
+      onStall: (why) => {
+        deps.log.info({ digest, why }, 'copy while serving dropped; replication will fetch the blob')
         void deps.replicator.onBlobKnown(digest, Number(res.headers['content-length'] ?? 0))
-      }
-    })
-    body.on('end', () => { if (copying) toStore.end() })
-    body.on('error', (err) => { toClient.destroy(err); toStore.destroy(err) })
+      },
+    }], 3000)
     void storeCopy(deps, digest, toStore)
     return toClient
   }
@@ -60,7 +59,8 @@ async function storeCopy (deps: FetchThroughDeps, digest: Digest, source: Readab
   const id = `pull-${randomBytes(12).toString('base64url')}`
   try {
     await deps.uploads.create(id)
-    await deps.uploads.append(id, source)
+    // Hashed at commit, after the client is served: the stream to the client shares this thread.
+    await deps.uploads.append(id, source, { deferHash: true })
     const info = await deps.uploads.commit(id, digest, deps.blobs)
     const res = await deps.sink.submit({ type: 'AddHolder', digest, size: info.size, peerId: deps.peerId })
     if (!res.ok) throw new Error(res.message)

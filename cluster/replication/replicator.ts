@@ -47,10 +47,15 @@ function score (digest: string, peer: string): string {
   return createHash('sha256').update(digest).update('\u0000').update(peer).digest('hex')
 }
 
+/** `peers` ordered by rendezvous hashing on `key`: each key gets its own, stable order. */
+export function rank (key: string, peers: string[]): string[] {
+  return [...peers].sort((a, b) => score(key, b).localeCompare(score(key, a)))
+}
+
 /** The members that should hold `digest`: all of them, or the top `replicas` by rendezvous hashing. */
 export function placement (digest: string, members: string[], replicas?: number): string[] {
   if (replicas === undefined || replicas >= members.length) return [...members]
-  return [...members].sort((a, b) => score(digest, b).localeCompare(score(digest, a))).slice(0, replicas)
+  return rank(digest, members).slice(0, replicas)
 }
 
 export class Replicator {
@@ -106,10 +111,14 @@ export class Replicator {
     }
   }
 
-  /** Holders worth asking for `digest`, this node excluded: recorded ones first, then gossip hints. */
+  /**
+   * Holders worth asking for `digest`, this node excluded: recorded ones first, then gossip
+   * hints. Each node ranks the holders its own way, so copies to several nodes draw on
+   * several sources instead of all on the first holder.
+   */
   async candidates (digest: string): Promise<string[]> {
     const members = new Set(this.opts.members())
-    const recorded = (await this.opts.queries.holders(digest)).filter((p) => p !== this.opts.peerId && members.has(p))
+    const recorded = rank(`${digest}/${this.opts.peerId}`, (await this.opts.queries.holders(digest)).filter((p) => p !== this.opts.peerId && members.has(p)))
     const hinted = [...(this.hints.get(digest) ?? [])].filter((p) => p !== this.opts.peerId && members.has(p) && !recorded.includes(p))
     return [...recorded, ...hinted]
   }
@@ -117,7 +126,6 @@ export class Replicator {
   private enqueue (digest: string, size: number): void {
     if (this.inFlight.has(digest)) return
     this.queue.set(digest, size)
-    this.opts.publish?.({ want: digest, peer: this.opts.peerId })
     this.pump()
   }
 
@@ -147,6 +155,10 @@ export class Replicator {
       this.failures.delete(digest)
       this.opts.publish?.({ have: digest, peer: this.opts.peerId })
     } catch (err) {
+      // Ask the peers (gossip) only now, when no holder the log names served it: a want for
+      // every blob queued flooded every node with signed wants and haves when a node caught up
+      // on hundreds of blobs at once, and stalled the leader for seconds (an election).
+      this.opts.publish?.({ want: digest, peer: this.opts.peerId })
       const n = (this.failures.get(digest) ?? 0) + 1
       this.failures.set(digest, n)
       this.opts.log.warn({ digest, attempt: n, err: (err as Error).message }, 'blob copy failed; will retry')
@@ -188,6 +200,17 @@ export class Replicator {
       await new Promise((resolve) => setTimeout(resolve, Math.min(20 * 2 ** round, 250)))
       await this.opts.sink.barrier()
     }
+  }
+
+  /**
+   * Where to mirror an upload while it arrives (upload-mirror.ts), best first: the blob's
+   * placement when the digest is known (`key` is then a digest), else every member, ranked by
+   * `key` so that uploads spread over the peers. This node excluded.
+   */
+  mirrorTargets (key: string): string[] {
+    const members = this.opts.members()
+    const pool = key.includes(':') ? placement(key, members, this.opts.replicas) : members
+    return rank(key, pool).filter((p) => p !== this.opts.peerId)
   }
 
   /** Copies a manifest PUT waits for: a majority of the voters, or every copy kept if fewer. */

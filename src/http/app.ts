@@ -15,6 +15,9 @@ import type { RegistryDeps } from './deps.js'
 import type { Cluster } from '../../cluster/cluster.js'
 import { clusterRoutes } from './cluster-api.js'
 import { internalRoutes } from './internal.js'
+import { MirrorReceiver } from '../../cluster/replication/upload-mirror.js'
+import { debugRoutes } from './debug.js'
+import type { Faults } from '../../net/faults.js'
 
 export interface AppOptions {
   deps: RegistryDeps
@@ -23,6 +26,8 @@ export interface AppOptions {
   ready: () => boolean
   cluster?: Cluster
   replicationBacklog?: () => number
+  /** Test-only fault injection (FLOTILLA_FAULT_INJECTION=1): mounts /api/v1/debug/partition. */
+  faults?: Faults
 }
 
 export function createMetrics (): { registry: MetricsRegistry; requests: Counter<'method' | 'status'>; duration: Histogram<'method'> } {
@@ -64,8 +69,14 @@ export function createApp (opts: AppOptions): Koa {
   app.use(clusterApiGuard(opts.deps.auth))
   if (opts.cluster !== undefined) {
     const cluster = opts.cluster
-    app.use(internalRoutes({ blobs: opts.deps.blobs, admits: (p) => cluster.admits(p) }))
+    const { deps } = opts
+    const mirrors = new MirrorReceiver({ peerId: deps.nodeId, uploads: deps.uploads, blobs: deps.blobs, sink: deps.sink })
+    app.use(internalRoutes({ blobs: deps.blobs, admits: (p) => cluster.admits(p), mirrors }))
     app.use(clusterRoutes(cluster, opts.replicationBacklog).routes())
+  }
+  // Before the admin API, which answers 404 for every path it does not know.
+  if (opts.faults !== undefined && opts.cluster !== undefined) {
+    app.use(debugRoutes({ faults: opts.faults, auth: opts.deps.auth, self: opts.cluster.peerId, log: opts.log }))
   }
   // Access control: the token endpoint, the admin API, then every /v2 route is authorized.
   app.use(tokenRoutes(opts.deps.auth))

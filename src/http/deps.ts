@@ -9,6 +9,7 @@ import type { ByteRange } from '../../storage/blobs/blob-store.js'
 import type { Digest } from '../../storage/reference.js'
 import { requestActor, shouldAudit } from '../auth/context.js'
 import type { AuthService } from '../auth/service.js'
+import type { UploadMirror } from '../../cluster/replication/upload-mirror.js'
 
 /** Blobs across nodes: present in a cluster, absent on a lone node in tests. */
 export interface BlobReplication {
@@ -21,6 +22,8 @@ export interface BlobReplication {
   waitForCopies (digests: string[]): Promise<void>
   /** HTTP base URL of another member (e.g. the owner of an upload session). */
   httpOf (peerId: string): string | undefined
+  /** Copies of uploads made while they arrive (cluster/replication/upload-mirror.ts). */
+  mirror?: Pick<UploadMirror, 'tee' | 'commit' | 'abandon'>
 }
 
 /** What the registry handlers need; the node wires it up. */

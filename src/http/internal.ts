@@ -2,7 +2,12 @@
  * Node-to-node routes under /internal/v1/, for members only: every request is signed with
  * the sender's libp2p key (net/peer-auth.ts) and the sender must be a member.
  *
- *   GET|HEAD /internal/v1/blobs/<digest>     a blob's bytes (Range supported), for replication
+ *   GET|HEAD /internal/v1/blobs/<digest>                a blob's bytes (Range supported), for replication
+ *   PUT      /internal/v1/mirrors/<id>/<offset>         a chunk of an upload mirrored here
+ *   POST     /internal/v1/mirrors/<id>/commit/<digest>  keep the mirrored bytes as a blob (201)
+ *   DELETE   /internal/v1/mirrors/<id>                  the upload was cancelled
+ *
+ * (cluster/replication/upload-mirror.ts explains mirroring.)
  */
 import type { Context, Next } from 'koa'
 import { verifyRequest } from '../../net/peer-auth.js'
@@ -10,13 +15,17 @@ import { FlotillaError } from '../../storage/errors.js'
 import { parseDigest } from '../../storage/reference.js'
 import type { BlobStore } from '../../storage/blobs/blob-store.js'
 import { serveLocal } from './blobs.js'
+import type { MirrorReceiver } from '../../cluster/replication/upload-mirror.js'
 
-export function internalRoutes (opts: { blobs: BlobStore; admits: (peerId: string) => boolean }) {
+const MIRROR_ID = '[A-Za-z0-9_-]{8,120}'
+
+export function internalRoutes (opts: { blobs: BlobStore; admits: (peerId: string) => boolean; mirrors?: MirrorReceiver }) {
   return async function internal (ctx: Context, next: Next): Promise<void> {
     if (!ctx.path.startsWith('/internal/')) return await next()
     const peer = await verifyRequest(ctx.get('authorization') || undefined, ctx.method, ctx.path)
     if (peer === undefined) throw new FlotillaError('UNAUTHORIZED', 'node-to-node routes need a valid peer signature')
     if (!opts.admits(peer)) throw new FlotillaError('DENIED', `peer ${peer} is not a member of this cluster`)
+    if (ctx.path.startsWith('/internal/v1/mirrors/') && opts.mirrors !== undefined) return await mirror(ctx, opts.mirrors)
     const m = /^\/internal\/v1\/blobs\/([^/]+)$/.exec(ctx.path)
     if (m === null) throw new FlotillaError('NOT_FOUND', `no such internal route: ${ctx.path.slice(0, 100)}`)
     if (ctx.method !== 'GET' && ctx.method !== 'HEAD') throw new FlotillaError('METHOD_NOT_ALLOWED', `${ctx.method} is not allowed here`)
@@ -25,4 +34,28 @@ export function internalRoutes (opts: { blobs: BlobStore; admits: (peerId: strin
     if (info === undefined) throw new FlotillaError('BLOB_UNKNOWN', `blob ${digest} is not on this node`, { digest })
     await serveLocal(ctx, opts, digest, info.size)
   }
+}
+
+async function mirror (ctx: Context, mirrors: MirrorReceiver): Promise<void> {
+  const chunk = new RegExp(`^/internal/v1/mirrors/(${MIRROR_ID})/(\\d{1,15})$`).exec(ctx.path)
+  if (chunk !== null && ctx.method === 'PUT') {
+    const size = await mirrors.receive(chunk[1]!, Number(chunk[2]), ctx.req)
+    ctx.set('Flotilla-Upload-Size', String(size))
+    ctx.status = 204
+    return
+  }
+  const commit = new RegExp(`^/internal/v1/mirrors/(${MIRROR_ID})/commit/([^/]+)$`).exec(ctx.path)
+  if (commit !== null && ctx.method === 'POST') {
+    const size = await mirrors.commit(commit[1]!, decodeURIComponent(commit[2]!))
+    ctx.status = 201
+    ctx.body = { size }
+    return
+  }
+  const drop = new RegExp(`^/internal/v1/mirrors/(${MIRROR_ID})$`).exec(ctx.path)
+  if (drop !== null && ctx.method === 'DELETE') {
+    await mirrors.drop(drop[1]!)
+    ctx.status = 204
+    return
+  }
+  throw new FlotillaError('NOT_FOUND', `no such internal route: ${ctx.method} ${ctx.path.slice(0, 100)}`)
 }

@@ -8,6 +8,8 @@
  */
 import type { Context } from 'koa'
 import { randomBytes } from 'node:crypto'
+import type { Readable } from 'node:stream'
+import type { BlobInfo } from '../../storage/blobs/blob-store.js'
 import { FlotillaError } from '../../storage/errors.js'
 import { parseDigest, parseDigestAlgorithm, parseRepositoryName, type Digest, type RepositoryName } from '../../storage/reference.js'
 import type { UploadRecord } from '../../cluster/metadata/commands.js'
@@ -107,8 +109,14 @@ async function appendBody (ctx: Context, deps: RegistryDeps, id: string): Promis
   } else if (len !== undefined) {
     opts.length = len
   }
+  const mirror = deps.replication?.mirror
+  let source: Readable = ctx.req
+  if (mirror !== undefined) {
+    const start = await deps.uploads.size(id)
+    if (start !== undefined && (opts.offset === undefined || opts.offset === start)) source = await mirror.tee(id, start, ctx.req)
+  }
   try {
-    return await deps.uploads.append(id, ctx.req, opts)
+    return await deps.uploads.append(id, source, opts)
   } catch (err) {
     if (err instanceof FlotillaError && err.code === 'UPLOAD_OUT_OF_ORDER') {
       const size = await deps.uploads.size(id)
@@ -139,7 +147,18 @@ export async function start (ctx: Context, deps: RegistryDeps, name: RepositoryN
     const expectedSize = contentLength(ctx)
     const opts: { expected: Digest; expectedSize?: number } = { expected: digest }
     if (expectedSize !== undefined) opts.expectedSize = expectedSize
-    const info = await deps.blobs.ingest(ctx.req, opts)
+    const mirror = deps.replication?.mirror
+    const mirrorId = `post-${randomBytes(18).toString('base64url')}`
+    const source = mirror === undefined ? ctx.req : await mirror.tee(mirrorId, 0, ctx.req, digest)
+    let info: BlobInfo
+    try {
+      info = await deps.blobs.ingest(source, opts)
+    } catch (err) {
+      mirror?.abandon(mirrorId)
+      throw err
+    }
+    // The mirrors record themselves as holders before the link: the 201 means "on W nodes".
+    await mirror?.commit(mirrorId, digest)
     await submit(deps, { type: 'LinkBlob', repo: name, digest, size: info.size, holder: deps.nodeId, at: deps.now() })
     return blobCreated(ctx, name, digest)
   }
@@ -186,7 +205,14 @@ export async function finish (ctx: Context, deps: RegistryDeps, name: Repository
   if (digestParam === undefined) throw new FlotillaError('DIGEST_INVALID', 'the digest query parameter is required to complete an upload: PUT …?digest=sha256:<hex>')
   const digest = parseDigest(digestParam)
   if (hasBody(ctx)) await appendBody(ctx, deps, id)
-  const info = await deps.uploads.commit(id, digest, deps.blobs)
+  let info: BlobInfo
+  try {
+    info = await deps.uploads.commit(id, digest, deps.blobs)
+  } catch (err) {
+    deps.replication?.mirror?.abandon(id)
+    throw err
+  }
+  await deps.replication?.mirror?.commit(id, digest)
   await submit(deps, { type: 'LinkBlob', repo: name, digest, size: info.size, uploadId: id, holder: deps.nodeId, at: deps.now() })
   blobCreated(ctx, name, digest)
 }
@@ -195,5 +221,6 @@ export async function cancel (ctx: Context, deps: RegistryDeps, name: Repository
   await session(deps, name, id)
   await submit(deps, { type: 'DeleteUpload', id })
   await deps.uploads.remove(id)
+  deps.replication?.mirror?.abandon(id)
   ctx.status = 204
 }

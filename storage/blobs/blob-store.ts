@@ -41,6 +41,17 @@ export interface BlobStore {
   list (): AsyncIterable<BlobInfo>
 }
 
+export interface AppendOptions {
+  offset?: number
+  length?: number
+  signal?: AbortSignal
+  /**
+   * Leave hashing to commit (which then reads the bytes back) instead of hashing while the
+   * bytes arrive: for a copy that shares a thread with a reader who should not wait for it.
+   */
+  deferHash?: boolean
+}
+
 /**
  * Upload sessions: append-only byte buffers that become blobs.
  * An upload's bytes survive a restart of the process; its hash state is rebuilt on demand.
@@ -54,7 +65,7 @@ export interface UploadStore {
    * (HTTP 416). Resolves with the new size once the bytes are durable.
    * Throws BLOB_UPLOAD_UNKNOWN when the upload does not exist.
    */
-  append (id: string, source: AsyncIterable<Uint8Array> | Readable, opts?: { offset?: number; length?: number; signal?: AbortSignal }): Promise<number>
+  append (id: string, source: AsyncIterable<Uint8Array> | Readable, opts?: AppendOptions): Promise<number>
   /**
    * Verify the upload against `digest` and move it into `blobs` (which must share the filesystem for a
    * cheap rename). On mismatch throws DIGEST_INVALID and keeps the upload so the client may retry.

@@ -43,13 +43,13 @@ async function writeAll (fh: FileHandle, buf: Buffer, length: number, position: 
 }
 
 /**
- * Copy `chunks` into `fh` from `position`, updating `hash`, and return the byte count.
+ * Copy `chunks` into `fh` from `position`, updating `hash` (if any), and return the byte count.
  * Small network chunks are gathered into WRITE_CHUNK writes; two buffers alternate so that hashing
  * and copying the next one overlap the write of the previous one (copying also makes it safe for a
  * producer to reuse its buffer). Nothing is held beyond those two buffers.
  * Throws SIZE_INVALID as soon as more than `limit` bytes arrive.
  */
-export async function writeHashed (fh: FileHandle, position: number, chunks: AsyncIterable<Uint8Array>, hash: Hash, limit?: number, bufferSize = WRITE_CHUNK): Promise<number> {
+export async function writeHashed (fh: FileHandle, position: number, chunks: AsyncIterable<Uint8Array>, hash: Hash | undefined, limit?: number, bufferSize = WRITE_CHUNK): Promise<number> {
   let cur = Buffer.allocUnsafe(bufferSize)
   let spare = Buffer.allocUnsafe(bufferSize)
   let fill = 0
@@ -70,7 +70,7 @@ export async function writeHashed (fh: FileHandle, position: number, chunks: Asy
     for await (const chunk of chunks) {
       size += chunk.length
       checkNotOver(limit, size)
-      hash.update(chunk)
+      hash?.update(chunk)
       let off = 0
       while (off < chunk.length) {
         const n = Math.min(bufferSize - fill, chunk.length - off)

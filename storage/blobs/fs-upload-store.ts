@@ -19,7 +19,7 @@ import { mkdir, open, readdir, rm, stat, type FileHandle } from 'node:fs/promise
 import { join } from 'node:path'
 import { FlotillaError } from '../errors.js'
 import { digestAlgorithm, digestOf, type Digest } from '../reference.js'
-import type { BlobInfo, BlobStore, UploadStore } from './blob-store.js'
+import type { AppendOptions, BlobInfo, BlobStore, UploadStore } from './blob-store.js'
 import { checkDigest, checkExpectedSize, checkUploadId, isUploadId } from './checks.js'
 import { FsBlobStore } from './fs-blob-store.js'
 import { fsyncDir, hashFile, READ_CHUNK, isErrno, writeHashed } from './fs-io.js'
@@ -77,7 +77,7 @@ export class FsUploadStore implements UploadStore {
     }
   }
 
-  async append (id: string, source: Source, opts: { offset?: number; length?: number; signal?: AbortSignal } = {}): Promise<number> {
+  async append (id: string, source: Source, opts: AppendOptions = {}): Promise<number> {
     checkUploadId(id)
     return await this.exclusive(id, async (signal) => {
       const fh = await this.openUpload(id, 'r+')
@@ -86,7 +86,7 @@ export class FsUploadStore implements UploadStore {
         if (opts.offset !== undefined && opts.offset !== start) {
           throw new FlotillaError('UPLOAD_OUT_OF_ORDER', `chunk starts at ${opts.offset} but upload ${id} has ${start} bytes`, { size: start })
         }
-        const hash = (await this.hashAt(id, start)).copy()
+        const hash = opts.deferHash === true ? undefined : (await this.hashAt(id, start)).copy()
         let end: number
         try {
           const n = await writeHashed(fh, start, chunksOf(source, AbortSignal.any(opts.signal ? [opts.signal, signal] : [signal])), hash, opts.length)
@@ -98,7 +98,9 @@ export class FsUploadStore implements UploadStore {
           await fh.truncate(start).catch(() => {})
           throw err
         }
-        this.hashes.set(id, { hash, bytes: end })
+        // Without a hash kept up to date, the next hashAt() rebuilds it from the file.
+        if (hash !== undefined) this.hashes.set(id, { hash, bytes: end })
+        else this.hashes.delete(id)
         return end
       } finally {
         await fh.close()

@@ -6,7 +6,7 @@
 import { Readable } from 'node:stream'
 import { FlotillaError } from '../errors.js'
 import type { Digest } from '../reference.js'
-import type { BlobInfo, BlobStore, UploadStore } from './blob-store.js'
+import type { AppendOptions, BlobInfo, BlobStore, UploadStore } from './blob-store.js'
 import { checkExpectedSize, checkUploadId, isUploadId } from './checks.js'
 import { checkNotOver, chunksOf, type Source } from './source.js'
 
@@ -28,7 +28,7 @@ export class MemoryUploadStore implements UploadStore {
     return this.uploads.get(id)?.size
   }
 
-  async append (id: string, source: Source, opts: { offset?: number; length?: number; signal?: AbortSignal } = {}): Promise<number> {
+  async append (id: string, source: Source, opts: AppendOptions = {}): Promise<number> {
     const u = this.claim(id)
     try {
       if (opts.offset !== undefined && opts.offset !== u.size) {

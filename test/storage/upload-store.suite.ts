@@ -107,6 +107,18 @@ export function uploadStoreSuite (t: Test, factory: UploadStoreFactory): void {
     t.equal((await uploads.commit(ID, digestFor(data), blobs)).digest, digestFor(data), 'the client may retry')
   })
 
+  t.test('deferHash: appends hashed at commit verify the same way', async (t) => {
+    const { uploads, blobs } = await factory(t)
+    const data = bytes(600_000, 7)
+    await uploads.create(ID)
+    await uploads.append(ID, chunked(data.subarray(0, 200_000)))
+    await uploads.append(ID, chunked(data.subarray(200_000, 400_000)), { deferHash: true })
+    await uploads.append(ID, chunked(data.subarray(400_000)))
+    await t.rejects(uploads.commit(ID, digestFor(bytes(600_000, 8)), blobs), { code: 'DIGEST_INVALID' }, 'a wrong digest is still refused')
+    t.same(await uploads.commit(ID, digestFor(data), blobs), { digest: digestFor(data), size: data.length }, 'the right one commits')
+    t.ok((await readAll(await blobs.read(digestFor(data)))).equals(data))
+  })
+
   t.test('sha512 commit', async (t) => {
     const { uploads, blobs } = await factory(t)
     const data = bytes(1_300_000, 7)

@@ -1,0 +1,85 @@
+/**
+ * One stream of blob bytes to several places at once: to the reader that asked for it (the
+ * local store during an upload, the client during a fetch-through) and to copies (mirror
+ * peers, the local store). Everything goes at the pace of the slowest, because each copy is
+ * wanted (a manifest waits for the quorum; a node that served a blob should keep it), except
+ * that a copy which holds the others back for `stallMs` is dropped: it is destroyed and told
+ * why, and the rest go on without it.
+ *
+ * `main` ending early (destroyed, or closed before it was read to the end) voids the whole
+ * transfer: the source and every copy are destroyed.
+ */
+import type { Readable, Writable } from 'node:stream'
+
+export interface TeeCopy {
+  stream: Writable
+  /** Buffered bytes beyond which this copy makes the source wait. */
+  highWater: number
+  /** The copy was dropped for stalling (its stream is destroyed already). */
+  onStall: (why: string) => void
+}
+
+export function tee (source: Readable, main: Writable & { readableEnded?: boolean }, copies: TeeCopy[], stallMs: number): void {
+  const live = new Set(copies)
+  let ended = false
+  let stalledSince: number | undefined
+  let stallTimer: NodeJS.Timeout | undefined
+  const full = (c: TeeCopy): boolean => !c.stream.destroyed && c.stream.writableLength > c.highWater
+  const maybeResume = (): void => {
+    if (ended || main.writableNeedDrain) return
+    for (const c of live) if (full(c)) return
+    stalledSince = undefined
+    clearTimeout(stallTimer)
+    source.resume()
+  }
+  const checkStall = (): void => {
+    if (stalledSince === undefined) return
+    for (const c of live) {
+      if (!full(c)) continue
+      live.delete(c)
+      c.stream.destroy()
+      c.onStall(`it held the transfer back for ${stallMs} ms`)
+    }
+    maybeResume()
+  }
+  source.on('data', (chunk: Buffer) => {
+    const mainFull = !main.write(chunk)
+    let copyFull = false
+    for (const c of live) {
+      if (c.stream.destroyed) { live.delete(c); continue }
+      c.stream.write(chunk)
+      if (full(c)) copyFull = true
+    }
+    if (mainFull || copyFull) {
+      source.pause()
+      if (copyFull && stalledSince === undefined) {
+        stalledSince = Date.now()
+        stallTimer = setTimeout(checkStall, stallMs)
+      }
+    }
+  })
+  main.on('drain', maybeResume)
+  for (const c of copies) {
+    c.stream.on('drain', maybeResume)
+    // A copy that fails or is destroyed stops counting.
+    c.stream.on('close', () => { live.delete(c); maybeResume() })
+    c.stream.on('error', () => {})
+  }
+  source.once('end', () => {
+    ended = true
+    clearTimeout(stallTimer)
+    main.end()
+    for (const c of live) c.stream.end()
+  })
+  source.once('error', (err) => {
+    clearTimeout(stallTimer)
+    main.destroy(err)
+    for (const c of copies) c.stream.destroy(err)
+  })
+  main.once('close', () => {
+    clearTimeout(stallTimer)
+    if (ended && main.writableFinished && main.readableEnded !== false) return
+    if (!ended) source.destroy()
+    for (const c of copies) c.stream.destroy(new Error('the transfer was abandoned'))
+  })
+}
