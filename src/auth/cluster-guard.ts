@@ -2,8 +2,12 @@
  * Access to the cluster API (/api/v1/cluster, src/http/cluster-api.ts):
  *
  *   POST /api/v1/cluster/join     open: the joining node proves itself with a join token
- *   GET  /api/v1/cluster          open: status (members, roles, indexes), for health checks and tooling
+ *   GET  /api/v1/cluster          administrators: status (members, addresses, roles, indexes),
+ *                                 checked against this node's own state, so that it answers on a
+ *                                 node cut off from the leader too (where it matters most)
  *   everything else               administrators (join tokens, leave, member removal)
+ *
+ * Load balancers and orchestrators probe /healthz and /readyz, which are open.
  *
  * Runs before the cluster routes, so they need no checks of their own.
  */
@@ -19,8 +23,8 @@ export function clusterApiGuard (auth: AuthService) {
     const path = ctx.path.replace(/\/+$/, '')
     if (path !== PREFIX && !path.startsWith(PREFIX + '/')) return await next()
     if (path === `${PREFIX}/join` && ctx.method === 'POST') return await next()
-    if (path === PREFIX && (ctx.method === 'GET' || ctx.method === 'HEAD')) return await next()
-    const id = await auth.identify(ctx)
+    const status = path === PREFIX && (ctx.method === 'GET' || ctx.method === 'HEAD')
+    const id = await auth.identify(ctx, undefined, { local: status })
     if (id.anonymous) {
       auth.challenge(ctx)
       throw new FlotillaError('UNAUTHORIZED', 'authentication required: sign in with Basic credentials or an access token')
