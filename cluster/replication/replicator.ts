@@ -39,6 +39,8 @@ export interface ReplicatorOptions {
   publish?: (msg: GossipMsg) => void
   concurrency?: number
   antiEntropyMs?: number
+  /** How long a newly known blob waits for its other holders to be recorded before a copy starts. */
+  settleMs?: number
 }
 
 export type GossipMsg = { have: string; peer: string } | { want: string; peer: string }
@@ -61,6 +63,7 @@ export function placement (digest: string, members: string[], replicas?: number)
 export class Replicator {
   private readonly queue = new Map<string, number>()
   private readonly inFlight = new Set<string>()
+  private readonly settling = new Set<string>()
   private readonly hints = new Map<string, Set<string>>()
   private readonly failures = new Map<string, number>()
   private timer: NodeJS.Timeout | undefined
@@ -91,11 +94,30 @@ export class Replicator {
     return this.queue.size + this.inFlight.size
   }
 
-  /** Called for each applied command that makes a blob known or adds a holder. */
+  /**
+   * Called for each applied command that makes a blob known or adds a holder. The copy starts
+   * a moment later: the owner of an upload and its mirrors record themselves within a few
+   * milliseconds of each other, and waiting for all of them lets the nodes that lack the blob
+   * share those holders out (candidates) instead of all copying from the first one recorded.
+   */
   async onBlobKnown (digest: string, size: number): Promise<void> {
     if (this.stopped || !this.shouldHold(digest)) return
     if (await this.opts.blobs.stat(parseDigest(digest)) !== undefined) return
-    this.enqueue(digest, size)
+    if (this.queue.has(digest) || this.inFlight.has(digest) || this.settling.has(digest)) return
+    this.settling.add(digest)
+    setTimeout(() => {
+      this.settling.delete(digest)
+      this.enqueue(digest, size)
+    }, this.opts.settleMs ?? 200).unref()
+  }
+
+  /**
+   * Fetch a copy of `digest` here whatever the placement says: this node served it through
+   * fetch-through and keeps it, so the next read is local.
+   */
+  keepCopy (digest: string, size: number): void {
+    if (this.stopped) return
+    void this.opts.blobs.stat(parseDigest(digest)).then((info) => { if (info === undefined) this.enqueue(digest, size) }, () => {})
   }
 
   onGossip (msg: GossipMsg): void {
@@ -113,12 +135,19 @@ export class Replicator {
 
   /**
    * Holders worth asking for `digest`, this node excluded: recorded ones first, then gossip
-   * hints. Each node ranks the holders its own way, so copies to several nodes draw on
-   * several sources instead of all on the first holder.
+   * hints. The nodes that lack the blob share the holders out among themselves (the i-th
+   * lacking node, in peer id order, starts with the i-th holder), so that copies to several
+   * nodes draw on several sources instead of all on one.
    */
   async candidates (digest: string): Promise<string[]> {
-    const members = new Set(this.opts.members())
-    const recorded = rank(`${digest}/${this.opts.peerId}`, (await this.opts.queries.holders(digest)).filter((p) => p !== this.opts.peerId && members.has(p)))
+    const memberList = this.opts.members()
+    const members = new Set(memberList)
+    const all = (await this.opts.queries.holders(digest)).filter((p) => members.has(p))
+    const held = all.filter((p) => p !== this.opts.peerId).sort()
+    const lacking = placement(digest, memberList, this.opts.replicas).filter((p) => !all.includes(p)).sort()
+    const i = lacking.indexOf(this.opts.peerId)
+    const start = held.length === 0 ? 0 : (i >= 0 ? i : 0) % held.length
+    const recorded = [...held.slice(start), ...held.slice(0, start)]
     const hinted = [...(this.hints.get(digest) ?? [])].filter((p) => p !== this.opts.peerId && members.has(p) && !recorded.includes(p))
     return [...recorded, ...hinted]
   }

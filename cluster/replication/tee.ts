@@ -1,10 +1,10 @@
 /**
  * One stream of blob bytes to several places at once: to the reader that asked for it (the
  * local store during an upload, the client during a fetch-through) and to copies (mirror
- * peers, the local store). Everything goes at the pace of the slowest, because each copy is
- * wanted (a manifest waits for the quorum; a node that served a blob should keep it), except
- * that a copy which holds the others back for `stallMs` is dropped: it is destroyed and told
- * why, and the rest go on without it.
+ * peers, the local store). Everything goes at the pace of the slowest (a manifest waits for
+ * the quorum of copies anyway), except that a copy which holds the others back for `stallMs`
+ * is dropped: it is destroyed and told why, and the rest go on without it. A copy may also
+ * opt out of setting the pace: it is then dropped as soon as it falls `highWater` behind.
  *
  * `main` ending early (destroyed, or closed before it was read to the end) voids the whole
  * transfer: the source and every copy are destroyed.
@@ -13,9 +13,14 @@ import type { Readable, Writable } from 'node:stream'
 
 export interface TeeCopy {
   stream: Writable
-  /** Buffered bytes beyond which this copy makes the source wait. */
+  /**
+   * Buffered bytes beyond which this copy makes the source wait (or, for a copy that does
+   * not set the pace, beyond which it is dropped).
+   */
   highWater: number
-  /** The copy was dropped for stalling (its stream is destroyed already). */
+  /** Whether the others wait for this copy (default true); one that does not is dropped once it falls behind. */
+  pace?: boolean
+  /** The copy was dropped for stalling or falling behind (its stream is destroyed already). */
   onStall: (why: string) => void
 }
 
@@ -24,7 +29,7 @@ export function tee (source: Readable, main: Writable & { readableEnded?: boolea
   let ended = false
   let stalledSince: number | undefined
   let stallTimer: NodeJS.Timeout | undefined
-  const full = (c: TeeCopy): boolean => !c.stream.destroyed && c.stream.writableLength > c.highWater
+  const full = (c: TeeCopy): boolean => c.pace !== false && !c.stream.destroyed && c.stream.writableLength > c.highWater
   const maybeResume = (): void => {
     if (ended || main.writableNeedDrain) return
     for (const c of live) if (full(c)) return
@@ -48,7 +53,11 @@ export function tee (source: Readable, main: Writable & { readableEnded?: boolea
     for (const c of live) {
       if (c.stream.destroyed) { live.delete(c); continue }
       c.stream.write(chunk)
-      if (full(c)) copyFull = true
+      if (c.pace === false && c.stream.writableLength > c.highWater) {
+        live.delete(c)
+        c.stream.destroy()
+        c.onStall(`it fell ${c.highWater} bytes behind`)
+      } else if (full(c)) copyFull = true
     }
     if (mainFull || copyFull) {
       source.pause()

@@ -72,6 +72,20 @@ t.test('a copy that stops reading is dropped after stallMs; the reader finishes'
   t.ok(stuck.destroyed, 'and destroyed')
 })
 
+t.test('a copy that does not set the pace is dropped once it falls behind; the reader never waits', async (t) => {
+  const data = chunks(64, 64 << 10)
+  const main = new PassThrough()
+  const stuck = new Writable({ highWaterMark: 16 << 10, write () { /* never calls back */ } })
+  let why = ''
+  tee(Readable.from(data), main, [{ stream: stuck, highWater: 256 << 10, pace: false, onStall: (w) => { why = w } }], 60_000)
+  const t0 = Date.now()
+  const got = await readAll(main)
+  t.equal(got.length, 64 * (64 << 10), 'the reader got every byte')
+  t.ok(Date.now() - t0 < 5000, 'without waiting for the stall timer')
+  t.match(why, /fell 262144 bytes behind/, 'the copy was told why')
+  t.ok(stuck.destroyed, 'and destroyed')
+})
+
 t.test('a reader that gives up voids the transfer', async (t) => {
   let pushed = 0
   const source = new Readable({ read () { if (pushed++ < 1000) this.push(randomBytes(64 << 10)) } })
