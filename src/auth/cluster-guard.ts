@@ -15,6 +15,7 @@ import type { Context, Next } from 'koa'
 import { FlotillaError } from '../../storage/errors.js'
 import { requestActor } from './context.js'
 import type { AuthService } from './service.js'
+import type { Identity } from './identity.js'
 
 const PREFIX = '/api/v1/cluster'
 
@@ -24,16 +25,26 @@ export function clusterApiGuard (auth: AuthService) {
     if (path !== PREFIX && !path.startsWith(PREFIX + '/')) return await next()
     if (path === `${PREFIX}/join` && ctx.method === 'POST') return await next()
     const status = path === PREFIX && (ctx.method === 'GET' || ctx.method === 'HEAD')
-    const id = await auth.identify(ctx, undefined, { local: status })
-    if (id.anonymous) {
-      auth.challenge(ctx)
-      throw new FlotillaError('UNAUTHORIZED', 'authentication required: sign in with Basic credentials or an access token')
-    }
-    if (!id.admin) {
-      await auth.auditRefusal(auth.actorOf(ctx, id), 'denied', 'denied', 'DENIED', undefined, { need: 'administrator rights' })
-      throw new FlotillaError('DENIED', 'requested access to the resource is denied: cluster changes need an administrator')
-    }
+    const id = await identifyAdmin(auth, ctx, { local: status, what: status ? 'the cluster status' : 'cluster changes' })
     ctx.state.identity = id
     await requestActor.run(auth.actorOf(ctx, id), next)
   }
+}
+
+/**
+ * The caller, who must be an administrator: 401 with a challenge when anonymous, 403 (audited)
+ * otherwise. `local` checks against this node's applied state, without a quorum round, for
+ * routes that must answer on a node cut off from the leader.
+ */
+export async function identifyAdmin (auth: AuthService, ctx: Context, opts: { local?: boolean; what: string }): Promise<Identity> {
+  const id = await auth.identify(ctx, undefined, { local: opts.local === true })
+  if (id.anonymous) {
+    auth.challenge(ctx)
+    throw new FlotillaError('UNAUTHORIZED', 'authentication required: sign in with Basic credentials or an access token')
+  }
+  if (!id.admin) {
+    await auth.auditRefusal(auth.actorOf(ctx, id), 'denied', 'denied', 'DENIED', undefined, { need: 'administrator rights' })
+    throw new FlotillaError('DENIED', `requested access to the resource is denied: ${opts.what} are for administrators only`)
+  }
+  return id
 }
