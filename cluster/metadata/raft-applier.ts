@@ -47,8 +47,36 @@ export class RaftApplier implements CommandSink {
     }
   }
 
+  /**
+   * Resolve once this node has applied every write committed before the call. Concurrent
+   * callers share ReadIndex rounds, as etcd's read loop does: a call that finds no round under
+   * way starts one; a call that finds one under way waits for the next, which starts when that
+   * one ends (the round under way may have fixed its read index before the call came in).
+   */
   async barrier (): Promise<void> {
     if (this.localReads) return
+    if (this.round === undefined) return await this.startRound()
+    this.nextRound ??= this.round.then(() => {}, () => {}).then(async () => {
+      this.nextRound = undefined
+      await this.startRound()
+    })
+    return await this.nextRound
+  }
+
+  private round: Promise<void> | undefined
+  private nextRound: Promise<void> | undefined
+
+  private async startRound (): Promise<void> {
+    const round = this.readRound()
+    this.round = round
+    try {
+      await round
+    } finally {
+      if (this.round === round) this.round = undefined
+    }
+  }
+
+  private async readRound (): Promise<void> {
     const deadline = Date.now() + this.deadlineMs
     for (let attempt = 0; ; attempt++) {
       try {
