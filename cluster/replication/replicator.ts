@@ -64,6 +64,8 @@ export class Replicator {
   private readonly queue = new Map<string, number>()
   private readonly inFlight = new Set<string>()
   private readonly settling = new Set<string>()
+  /** Blobs known to be on `w` of these members (waitForCopies). */
+  private quorate: { key: string; w: number; digests: Set<string> } = { key: '', w: 0, digests: new Set() }
   private readonly hints = new Map<string, Set<string>>()
   private readonly failures = new Map<string, number>()
   private timer: NodeJS.Timeout | undefined
@@ -215,12 +217,22 @@ export class Replicator {
    */
   async waitForCopies (digests: string[], w: number, timeoutMs = 120_000): Promise<void> {
     const end = Date.now() + timeoutMs
-    const pending = new Set(digests)
+    // A lone node (W = 1) holds every blob it links: nothing to wait for. Blobs already seen on
+    // W members are not looked up again (holder records only grow) until the membership changes.
+    if (w <= 1) return
+    const membersKey = this.opts.members().join(',')
+    if (this.quorate.key !== membersKey || this.quorate.w !== w) this.quorate = { key: membersKey, w, digests: new Set() }
+    const quorate = this.quorate.digests
+    const pending = new Set(digests.filter((d) => !quorate.has(d)))
     for (let round = 0; pending.size > 0; round++) {
       const members = new Set(this.opts.members())
       for (const d of [...pending]) {
         const n = (await this.opts.queries.holders(d)).filter((p) => members.has(p)).length
-        if (n >= w) pending.delete(d)
+        if (n >= w) {
+          pending.delete(d)
+          if (quorate.size >= 100_000) quorate.clear()
+          quorate.add(d)
+        }
       }
       if (pending.size === 0) return
       if (Date.now() > end) {
