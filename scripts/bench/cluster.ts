@@ -311,6 +311,7 @@ async function fanoutPhase (): Promise<void> {
         const blob = blobs[rep]!
         await settle()
         const watch = watchArrivals(c.nodes, blob.digest, SIZE, BIG_MS * 2)
+        const cpu0 = c.live().map((n) => readCpuSeconds(n.proc.pid!))
         const t0 = performance.now()
         await ops.pushMonolithic(c.nodes[0]!.url, `bench/fanout-${rep}`, blob, agent)
         const t1 = performance.now()
@@ -321,10 +322,12 @@ async function fanoutPhase (): Promise<void> {
         if (missing.length > 0) throw new Error(`the blob never reached ${missing.join(', ')} within ${BIG_MS * 2} ms`)
         const last = Math.max(...at.map(([, t]) => t!))
         const total = (last - t0) / 1000
+        // How busy the machine's cores were: all nodes' CPU over the time until the last copy landed.
+        const cpu = c.live().reduce((sum, n, i) => sum + readCpuSeconds(n.proc.pid!) - cpu0[i]!, 0)
         const after = (last - t1) / 1000
         ;(c === five ? m.samples : m.baselineSamples).push(total)
         ;(c === five ? repl.samples : repl.baselineSamples).push(after)
-        console.log(`    ${c === five ? '5 nodes' : '2 nodes'} rep ${rep + 1}/${REPS}: blob PUT ${fmt((t1 - t0) / 1000, 2)} s, on all nodes at ${fmt(total, 2)} s (${fmt(after, 2)} s after the 201); arrivals: ${at.map(([n, t]) => `${n.name} ${fmt((t! - t0) / 1000, 2)}`).join(', ')}`)
+        console.log(`    ${c === five ? '5 nodes' : '2 nodes'} rep ${rep + 1}/${REPS}: blob PUT ${fmt((t1 - t0) / 1000, 2)} s, on all nodes at ${fmt(total, 2)} s (${fmt(after, 2)} s after the 201); arrivals: ${at.map(([n, t]) => `${n.name} ${fmt((t! - t0) / 1000, 2)}`).join(', ')}; node CPU ${fmt(cpu, 1)} s = ${fmt(cpu / total, 2)} cores of ${cpus().length} on average`)
         await quiesce(c)
       }
     }
