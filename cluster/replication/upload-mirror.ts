@@ -81,6 +81,11 @@ export class UploadMirror {
     return `mirror-${id}`
   }
 
+  /** Whether an append to upload `id` would be mirrored at all (a lone node mirrors nothing). */
+  wants (id: string): boolean {
+    return this.sessions.has(id) || this.opts.copies() > 0
+  }
+
   /**
    * Tee the bytes of one append (starting at `start`) to the upload's mirrors. Returns the
    * stream the local store should consume; it applies the local store's back-pressure to

@@ -23,7 +23,7 @@ export interface BlobReplication {
   /** HTTP base URL of another member (e.g. the owner of an upload session). */
   httpOf (peerId: string): string | undefined
   /** Copies of uploads made while they arrive (cluster/replication/upload-mirror.ts). */
-  mirror?: Pick<UploadMirror, 'tee' | 'commit' | 'abandon'>
+  mirror?: Pick<UploadMirror, 'wants' | 'tee' | 'commit' | 'abandon'>
 }
 
 /** What the registry handlers need; the node wires it up. */

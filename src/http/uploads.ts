@@ -111,7 +111,7 @@ async function appendBody (ctx: Context, deps: RegistryDeps, id: string): Promis
   }
   const mirror = deps.replication?.mirror
   let source: Readable = ctx.req
-  if (mirror !== undefined) {
+  if (mirror?.wants(id) === true) {
     const start = await deps.uploads.size(id)
     if (start !== undefined && (opts.offset === undefined || opts.offset === start)) source = await mirror.tee(id, start, ctx.req)
   }
@@ -149,7 +149,7 @@ export async function start (ctx: Context, deps: RegistryDeps, name: RepositoryN
     if (expectedSize !== undefined) opts.expectedSize = expectedSize
     const mirror = deps.replication?.mirror
     const mirrorId = `post-${randomBytes(18).toString('base64url')}`
-    const source = mirror === undefined ? ctx.req : await mirror.tee(mirrorId, 0, ctx.req, digest)
+    const source = mirror?.wants(mirrorId) === true ? await mirror.tee(mirrorId, 0, ctx.req, digest) : ctx.req
     let info: BlobInfo
     try {
       info = await deps.blobs.ingest(source, opts)

@@ -19,14 +19,14 @@
  */
 import { createHash, randomBytes } from 'node:crypto'
 import { createReadStream } from 'node:fs'
-import { chmod, mkdir, open, readdir, rename, rm, stat, unlink, type FileHandle } from 'node:fs/promises'
+import { chmod, mkdir, open, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Readable } from 'node:stream'
 import { FlotillaError } from '../errors.js'
 import { digestAlgorithm, digestHex, digestOf, isDigest, type Digest, type DigestAlgorithm } from '../reference.js'
 import type { BlobInfo, BlobStore, ByteRange } from './blob-store.js'
 import { checkDigest, checkExpectedSize, ingestAlgorithm, satisfiableRange } from './checks.js'
-import { fsyncDir, READ_CHUNK, isErrno, writeHashed } from './fs-io.js'
+import { fsyncDir, READ_CHUNK, isErrno, unlinkIfPresent, writeHashed } from './fs-io.js'
 import type { Writable } from 'node:stream'
 
 /** Buffers in flight per blob GET (see writeTo). */
@@ -185,13 +185,7 @@ export class FsBlobStore implements BlobStore {
    * while a lost blob would be data loss, which cannot happen here.
    */
   async delete (digest: Digest): Promise<boolean> {
-    try {
-      await unlink(this.pathOf(digest))
-      return true
-    } catch (err) {
-      if (isErrno(err, 'ENOENT')) return false
-      throw err
-    }
+    return await unlinkIfPresent(this.pathOf(digest))
   }
 
   async * list (): AsyncIterable<BlobInfo> {

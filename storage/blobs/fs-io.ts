@@ -4,7 +4,7 @@
  */
 import { createHash, type Hash } from 'node:crypto'
 import { createReadStream } from 'node:fs'
-import { open, type FileHandle } from 'node:fs/promises'
+import { open, unlink, type FileHandle } from 'node:fs/promises'
 import { checkNotOver } from './source.js'
 
 /**
@@ -28,6 +28,17 @@ export const WRITE_CHUNK = 1 << 20
 
 export function isErrno (err: unknown, code: string): boolean {
   return typeof err === 'object' && err !== null && (err as { code?: unknown }).code === code
+}
+
+/** Remove a file; resolves false when it was not there. */
+export async function unlinkIfPresent (path: string): Promise<boolean> {
+  try {
+    await unlink(path)
+    return true
+  } catch (err) {
+    if (isErrno(err, 'ENOENT')) return false
+    throw err
+  }
 }
 
 /** Make a rename or create in `dir` durable: fsync of the file alone does not cover its name. */

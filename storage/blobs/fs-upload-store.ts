@@ -22,7 +22,7 @@ import { digestAlgorithm, digestOf, type Digest } from '../reference.js'
 import type { AppendOptions, BlobInfo, BlobStore, UploadStore } from './blob-store.js'
 import { checkDigest, checkExpectedSize, checkUploadId, isUploadId } from './checks.js'
 import { FsBlobStore } from './fs-blob-store.js'
-import { fsyncDir, hashFile, READ_CHUNK, isErrno, writeHashed } from './fs-io.js'
+import { fsyncDir, hashFile, READ_CHUNK, isErrno, unlinkIfPresent, writeHashed } from './fs-io.js'
 import { chunksOf, type Source } from './source.js'
 
 interface HashState { hash: Hash; bytes: number }
@@ -152,13 +152,7 @@ export class FsUploadStore implements UploadStore {
       await r.done
     }
     this.hashes.delete(id)
-    try {
-      await rm(this.pathOf(id))
-      return true
-    } catch (err) {
-      if (isErrno(err, 'ENOENT')) return false
-      throw err
-    }
+    return await unlinkIfPresent(this.pathOf(id))
   }
 
   async * list (): AsyncIterable<string> {
