@@ -13,11 +13,13 @@
  * gossip or the node-to-node routes.
  */
 import { randomBytes } from 'node:crypto'
+import { FlotillaError } from '../storage/errors.js'
 import type { Logger } from 'pino'
 import type { PrivateKey } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { createHost, type Host } from '../net/host.js'
 import { sendRequest } from '../net/request-response.js'
+import { signRequest, verifyRequest } from '../net/peer-auth.js'
 import type { Faults } from '../net/faults.js'
 import { FrameTransport } from '../net/frame-transport.js'
 import { LevelLogStorage } from '../storage/raftlog/level-log-storage.js'
@@ -178,6 +180,16 @@ export class Cluster {
     this.opts.log.info({ peer: peerId, reason }, 'disconnecting a peer that is not a member')
     const err = new Error(`not a member: ${reason}`)
     for (const c of this.host?.getConnections(peerIdFromString(peerId)) ?? []) c.abort(err)
+  }
+
+  /** Forwarding marks (src/http/forwarded.ts): signed with this node's key, accepted from members. */
+  readonly forwarding = {
+    mark: async (method: string, path: string): Promise<string> => await signRequest(this.opts.privateKey, this.peerId, method, path),
+    marked: async (header: string | undefined, method: string, path: string): Promise<boolean> => {
+      if (header === undefined || header === '') return false
+      const peer = await verifyRequest(header, method, path)
+      return peer !== undefined && this.admits(peer)
+    },
   }
 
   /** Whether a peer is a member (or a seed of ours): may use Raft, gossip and the node-to-node routes. */
@@ -357,7 +369,7 @@ export class Cluster {
       await this.driver.removeMember(peerId, { timeoutMs: 15_000 })
     }
     const res = await this.applier.submit({ type: 'RemovePeer', peerId, at: Date.now() })
-    if (!res.ok) throw new Error(res.message)
+    if (!res.ok) throw new FlotillaError(res.code, res.message)
   }
 
   /** HTTP base URL of a member; undefined when unknown or cut off (fault injection). */

@@ -101,7 +101,7 @@ async function forwardToLeader (cluster: Cluster, req: JoinRequest, forwarded: b
   try {
     res = await fetch(new URL('/api/v1/cluster/join', http), {
       method: 'POST',
-      headers: { 'content-type': 'application/json', 'x-flotilla-forwarded': '1' },
+      headers: { 'content-type': 'application/json', 'x-flotilla-forwarded': await cluster.forwarding.mark('POST', '/api/v1/cluster/join') },
       body: JSON.stringify(req),
       signal: AbortSignal.timeout(60_000),
     })

@@ -199,6 +199,7 @@ export class RegistryNode {
       waitForCopies: async (digests) => await replicator.waitForCopies(digests, replicator.writeQuorum()),
       httpOf: (p) => cluster.httpOf(p),
       mirror,
+      forwarding: cluster.forwarding,
     }
     replicator.start()
     this.replicator = replicator

@@ -255,6 +255,8 @@ export function adminRoutes (deps: RegistryDeps) {
     if (b.expiresInSeconds !== undefined) {
       if (typeof b.expiresInSeconds !== 'number' || !(b.expiresInSeconds > 0)) throw new FlotillaError('BAD_REQUEST', 'expiresInSeconds must be a positive number')
       expiresAt = auth.now() + Math.round(b.expiresInSeconds * 1000)
+      // 1e308 would store Infinity, which JSON turns into null: a token that never works, reported as created.
+      if (!Number.isSafeInteger(expiresAt)) throw new FlotillaError('BAD_REQUEST', 'expiresInSeconds is too large: leave it out for a token that does not expire')
     }
     const t = await auth.createAccessToken(owner, 'robot', name, scopes, expiresAt)
     const { secretHash: _, ...view } = t.record
@@ -322,7 +324,13 @@ export function adminRoutes (deps: RegistryDeps) {
       return num
     }
     for (const k of ['user', 'action', 'repo', 'outcome'] as const) { const v = s(k); if (v !== undefined) f[k] = v }
-    for (const k of ['since', 'until', 'before', 'limit'] as const) { const v = n(k); if (v !== undefined) f[k] = v }
+    for (const k of ['since', 'until', 'before'] as const) { const v = n(k); if (v !== undefined) f[k] = v }
+    const limit = s('limit')
+    if (limit !== undefined) {
+      // Not Date.parse: "-1" would pass as the year 1 BC.
+      if (!/^\d{1,9}$/.test(limit) || Number(limit) < 1) throw new FlotillaError('BAD_REQUEST', 'limit must be a whole number of entries, 1 or more')
+      f.limit = Number(limit)
+    }
     ok(ctx, { entries: await auth.queries.audit(f) })
   })
 
@@ -342,6 +350,8 @@ export function adminRoutes (deps: RegistryDeps) {
       })
     })
     if (ctx.status === 404 && ctx.body === undefined) throw new FlotillaError('NOT_FOUND', `no such endpoint: ${ctx.method} ${ctx.path.slice(0, 200)}`)
+    // The router's 405 (its Allow header stays) in the API's error format rather than as bare text.
+    if (ctx.status === 405 && ctx.body === undefined) throw new FlotillaError('METHOD_NOT_ALLOWED', `${ctx.method} is not allowed on ${ctx.path.slice(0, 200)}: use ${ctx.response.get('Allow') || 'another method'}`)
   }
 }
 

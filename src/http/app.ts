@@ -51,7 +51,7 @@ export function createApp (opts: AppOptions): Koa {
       metrics.requests.inc({ method: ctx.method, status: String(ctx.status) })
     }
   })
-  app.use(errors(opts.log))
+  app.use(errors(opts.log, (ctx) => { opts.deps.auth.challenge(ctx) }))
 
   const ops = new Router()
   ops.get('/healthz', (ctx) => { ctx.body = { status: 'ok' } })

@@ -4,6 +4,7 @@
  * forwarded to it by middleware (joining by cluster/join.ts, shared with the libp2p join
  * protocol); status answers from any node.
  */
+import { FORWARDED } from './forwarded.js'
 import Router from '@koa/router'
 import type { Context, Next } from 'koa'
 import { z } from 'zod'
@@ -33,9 +34,9 @@ function onLeader (cluster: Cluster) {
     // httpOf: undefined too for a leader that fault injection cut this node off from.
     const http = leader === null ? undefined : cluster.httpOf(leader)
     if (http === undefined) throw new FlotillaError('UNAVAILABLE', 'no leader is known right now: retry in a few seconds')
-    if (ctx.get('x-flotilla-forwarded') !== '') throw new FlotillaError('UNAVAILABLE', 'the leader moved while forwarding: retry')
+    if (await cluster.forwarding.marked(ctx.get(FORWARDED), ctx.method, ctx.path)) throw new FlotillaError('UNAVAILABLE', 'the leader moved while forwarding: retry')
     const body = ctx.method === 'GET' || ctx.method === 'DELETE' ? undefined : await readLimited(ctx.req, 64 * 1024)
-    const headers: Record<string, string> = { 'x-flotilla-forwarded': '1' }
+    const headers: Record<string, string> = { [FORWARDED]: await cluster.forwarding.mark(ctx.method, ctx.path) }
     for (const h of ['content-type', 'authorization']) if (ctx.get(h) !== '') headers[h] = ctx.get(h)
     const res = await fetch(new URL(ctx.originalUrl, http), { method: ctx.method, headers, ...(body !== undefined ? { body } : {}), signal: AbortSignal.timeout(120_000) })
     ctx.status = res.status
@@ -118,7 +119,7 @@ export function clusterRoutes (cluster: Cluster, replicationBacklog: () => numbe
   // The same join as over libp2p (cluster/join.ts); a follower forwards it to the leader.
   r.post('/join', async (ctx) => {
     const req = await jsonBody(ctx, JoinRequest)
-    const members = await joinCluster(cluster, req, { forwarded: ctx.get('x-flotilla-forwarded') !== '' })
+    const members = await joinCluster(cluster, req, { forwarded: await cluster.forwarding.marked(ctx.get(FORWARDED), ctx.method, ctx.path) })
     ctx.status = 201
     ctx.body = { members }
   })
@@ -129,6 +130,9 @@ export function clusterRoutes (cluster: Cluster, replicationBacklog: () => numbe
       if (!await cluster.stepDown()) throw new FlotillaError('DENIED', 'cannot remove the only voter of the cluster')
       return await onLeader(cluster)(ctx, next)
     }
+    // Only a member can be removed: an unknown id would otherwise be "removed" (and banned) silently.
+    const known = new Set([...cluster.memberIds(), ...cluster.memberList().map((m) => m.peerId)])
+    if (!known.has(ctx.params.peerId!)) throw new FlotillaError('NOT_FOUND', `${JSON.stringify(ctx.params.peerId!.slice(0, 100))} is not a member of this cluster: see GET /api/v1/cluster`)
     await cluster.removePeer(ctx.params.peerId!)
     ctx.status = 202
     ctx.body = { removed: ctx.params.peerId }

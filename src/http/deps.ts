@@ -1,3 +1,4 @@
+import type { Forwarding } from './forwarded.js'
 import type { Logger } from 'pino'
 import type { BlobStore, UploadStore } from '../../storage/blobs/blob-store.js'
 import type { MetadataQueries } from '../../cluster/metadata/queries.js'
@@ -24,6 +25,8 @@ export interface BlobReplication {
   httpOf (peerId: string): string | undefined
   /** Copies of uploads made while they arrive (cluster/replication/upload-mirror.ts). */
   mirror?: Pick<UploadMirror, 'wants' | 'tee' | 'commit' | 'abandon'>
+  /** Marks on requests passed to another node (forwarded.ts). */
+  forwarding: Forwarding
 }
 
 /** What the registry handlers need; the node wires it up. */

@@ -15,6 +15,7 @@ import { FlotillaError } from '../../storage/errors.js'
 import { parseDigest } from '../../storage/reference.js'
 import type { BlobStore } from '../../storage/blobs/blob-store.js'
 import { serveLocal } from './blobs.js'
+import { safeDecode } from './routes.js'
 import type { MirrorReceiver } from '../../cluster/replication/upload-mirror.js'
 
 const MIRROR_ID = '[A-Za-z0-9_-]{8,120}'
@@ -23,13 +24,17 @@ export function internalRoutes (opts: { blobs: BlobStore; admits: (peerId: strin
   return async function internal (ctx: Context, next: Next): Promise<void> {
     if (!ctx.path.startsWith('/internal/')) return await next()
     const peer = await verifyRequest(ctx.get('authorization') || undefined, ctx.method, ctx.path)
-    if (peer === undefined) throw new FlotillaError('UNAUTHORIZED', 'node-to-node routes need a valid peer signature')
+    if (peer === undefined) {
+      // Not the users' challenge: only a member's key can answer this one (net/peer-auth.ts).
+      ctx.set('WWW-Authenticate', 'Flotilla-Peer')
+      throw new FlotillaError('UNAUTHORIZED', 'node-to-node routes need a valid, current peer signature')
+    }
     if (!opts.admits(peer)) throw new FlotillaError('DENIED', `peer ${peer} is not a member of this cluster`)
     if (ctx.path.startsWith('/internal/v1/mirrors/') && opts.mirrors !== undefined) return await mirror(ctx, opts.mirrors)
     const m = /^\/internal\/v1\/blobs\/([^/]+)$/.exec(ctx.path)
     if (m === null) throw new FlotillaError('NOT_FOUND', `no such internal route: ${ctx.path.slice(0, 100)}`)
     if (ctx.method !== 'GET' && ctx.method !== 'HEAD') throw new FlotillaError('METHOD_NOT_ALLOWED', `${ctx.method} is not allowed here`)
-    const digest = parseDigest(decodeURIComponent(m[1]!))
+    const digest = parseDigest(safeDecode(m[1]!))
     const info = await opts.blobs.stat(digest)
     if (info === undefined) throw new FlotillaError('BLOB_UNKNOWN', `blob ${digest} is not on this node`, { digest })
     await serveLocal(ctx, opts, digest, info.size)
@@ -46,7 +51,7 @@ async function mirror (ctx: Context, mirrors: MirrorReceiver): Promise<void> {
   }
   const commit = new RegExp(`^/internal/v1/mirrors/(${MIRROR_ID})/commit/([^/]+)$`).exec(ctx.path)
   if (commit !== null && ctx.method === 'POST') {
-    const size = await mirrors.commit(commit[1]!, decodeURIComponent(commit[2]!))
+    const size = await mirrors.commit(commit[1]!, safeDecode(commit[2]!))
     ctx.status = 201
     ctx.body = { size }
     return

@@ -10,20 +10,37 @@ import { parseManifest } from '../oci/manifest.js'
 import { submit, type RegistryDeps } from './deps.js'
 import { mayPutManifest } from '../auth/checks.js'
 
+/** How much of a refused body is read and thrown away before the connection is cut instead. */
+const DRAIN_LIMIT = 16 * 1024 * 1024
+
 /** Read a request body into memory, refusing more than `max` bytes. */
 export async function readLimited (req: Readable, max: number): Promise<Buffer> {
   const chunks: Buffer[] = []
   let total = 0
-  for await (const chunk of req) {
+  // destroyOnReturn: false: leaving the loop must not reset the connection before the 413 is sent.
+  for await (const chunk of req.iterator({ destroyOnReturn: false })) {
     const b = chunk as Buffer
     total += b.length
     if (total > max) {
-      req.destroy()
-      throw new FlotillaError('MANIFEST_TOO_LARGE', `manifest is larger than the ${max}-byte limit`)
+      drain(req)
+      throw new FlotillaError('MANIFEST_TOO_LARGE', `the body is larger than the ${max}-byte limit`)
     }
     chunks.push(b)
   }
   return Buffer.concat(chunks, total)
+}
+
+/**
+ * Discard the rest of a refused body, so that a client still sending it reads the error rather
+ * than a reset connection; one that sends more than DRAIN_LIMIT is cut off.
+ */
+function drain (req: Readable): void {
+  let left = DRAIN_LIMIT
+  req.on('data', (c: Buffer) => {
+    left -= c.length
+    if (left < 0) req.destroy()
+  })
+  req.resume()
 }
 
 export async function get (ctx: Context, deps: RegistryDeps, name: RepositoryName, param: string): Promise<void> {

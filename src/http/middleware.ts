@@ -46,13 +46,20 @@ export function renderError (ctx: Context, err: FlotillaError): void {
   ctx.body = { errors: [entry] }
 }
 
-/** Render every thrown error as `{"errors":[…]}`. Unknown errors are logged and become 500. */
-export function errors (log: Logger) {
+/**
+ * Render every thrown error as `{"errors":[…]}`. Unknown errors are logged and become 500.
+ * `challenge` sets the default WWW-Authenticate on a 401 whose thrower set none (a failed
+ * login at the token endpoint, a refused join token): a 401 must always carry one (RFC 9110 §15.5.2).
+ */
+export function errors (log: Logger, challenge?: (ctx: Context) => void) {
   return async function errorMiddleware (ctx: Context, next: Next): Promise<void> {
     try {
       await next()
     } catch (err) {
-      if (err instanceof FlotillaError) return renderError(ctx, err)
+      if (err instanceof FlotillaError) {
+        if (err.status === 401 && !ctx.res.hasHeader('WWW-Authenticate')) challenge?.(ctx)
+        return renderError(ctx, err)
+      }
       const e = err as { status?: number; expose?: boolean; message?: string; code?: string }
       if (e.code === 'ECONNRESET' || e.code === 'ERR_STREAM_PREMATURE_CLOSE' || e.message === 'aborted') {
         // The client went away mid-request: nothing to answer.

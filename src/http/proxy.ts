@@ -7,15 +7,15 @@ import type { Context } from 'koa'
 import { request } from 'node:http'
 import { pipeline } from 'node:stream/promises'
 import { FlotillaError } from '../../storage/errors.js'
+import { FORWARDED, type Forwarding } from './forwarded.js'
 
-const FORWARDED = 'x-flotilla-forwarded'
 const PASS_HEADERS = ['content-type', 'content-length', 'content-range', 'authorization', 'transfer-encoding', 'range', 'accept', 'user-agent']
 const SKIP_RESPONSE = new Set(['connection', 'keep-alive', 'transfer-encoding'])
 
-export async function proxyTo (ctx: Context, base: string): Promise<void> {
-  if (ctx.get(FORWARDED) !== '') throw new FlotillaError('UNAVAILABLE', 'the request was already forwarded once: the cluster view is changing, retry')
+export async function proxyTo (ctx: Context, base: string, forwarding: Forwarding): Promise<void> {
+  if (await forwarding.marked(ctx.get(FORWARDED), ctx.method, ctx.path)) throw new FlotillaError('UNAVAILABLE', 'the request was already forwarded once: the cluster view is changing, retry')
   const target = new URL(ctx.originalUrl, base)
-  const headers: Record<string, string> = { [FORWARDED]: '1' }
+  const headers: Record<string, string> = { [FORWARDED]: await forwarding.mark(ctx.method, target.pathname) }
   for (const h of PASS_HEADERS) if (ctx.get(h) !== '') headers[h] = ctx.get(h)
   const res = await new Promise<import('node:http').IncomingMessage>((resolve, reject) => {
     const req = request({ host: target.hostname, port: target.port, path: target.pathname + target.search, method: ctx.method, headers }, resolve)

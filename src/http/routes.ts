@@ -41,19 +41,29 @@ export interface RouteMatch {
   handler: Handler
 }
 
+/** decodeURIComponent, or the input unchanged when it is not valid percent-encoding. */
+export function safeDecode (s: string): string {
+  try {
+    return decodeURIComponent(s)
+  } catch {
+    return s
+  }
+}
+
 /** Find the route for a /v2/<name>/… path. Throws the spec's error for bad names or methods. */
 export function matchRoute (method: string, path: string): RouteMatch | undefined {
   for (const route of ROUTES) {
     const m = route.re.exec(path)
     if (m === null) continue
     let rawName: string
-    let param: string
     try {
       rawName = decodeURIComponent(m[1]!)
-      param = decodeURIComponent(m[2] ?? '')
     } catch {
-      throw new FlotillaError('NAME_INVALID', 'the path is not valid percent-encoding')
+      throw new FlotillaError('NAME_INVALID', 'the repository name is not valid percent-encoding')
     }
+    // A parameter that does not decode is passed on as sent: '%' fits no digest, tag or upload
+    // id, so the handler's parser refuses it with the error of that endpoint (DIGEST_INVALID…).
+    const param = safeDecode(m[2] ?? '')
     const name = parseRepositoryName(rawName)
     const handler = route.methods[method]
     if (handler === undefined) {

@@ -10,7 +10,7 @@ import type { Context } from 'koa'
 import { randomBytes } from 'node:crypto'
 import type { Readable } from 'node:stream'
 import type { BlobInfo } from '../../storage/blobs/blob-store.js'
-import { FlotillaError } from '../../storage/errors.js'
+import { FlotillaError, type ErrorCode } from '../../storage/errors.js'
 import { parseDigest, parseDigestAlgorithm, parseRepositoryName, type Digest, type RepositoryName } from '../../storage/reference.js'
 import type { UploadRecord } from '../../cluster/metadata/commands.js'
 import { submit, type RegistryDeps } from './deps.js'
@@ -20,10 +20,14 @@ import { mayMountFrom } from '../auth/checks.js'
 
 const UPLOAD_ID_RE = /^[A-Za-z0-9_-]{8,128}$/
 
-function queryString (ctx: Context, name: string): string | undefined {
+/**
+ * A query parameter given at most once. Given twice it is refused with the code of what it
+ * names (`code`: DIGEST_INVALID for a digest, NAME_INVALID for `from`): neither copy can be trusted.
+ */
+function queryString (ctx: Context, name: string, code: ErrorCode): string | undefined {
   const v = ctx.query[name]
   if (v === undefined) return undefined
-  if (Array.isArray(v)) throw new FlotillaError('BAD_REQUEST', `query parameter ${name} given more than once`)
+  if (Array.isArray(v)) throw new FlotillaError(code, `query parameter ${name} given more than once`)
   return v
 }
 
@@ -76,8 +80,8 @@ export function ownedUpload (handler: Handler): Handler {
     const rec = await session(deps, name, id)
     if (rec.owner !== deps.nodeId) {
       const base = deps.replication?.httpOf(rec.owner)
-      if (base === undefined) throw new FlotillaError('UNAVAILABLE', `upload ${id} belongs to node ${rec.owner}, which is not reachable now: retry, or start a new upload`)
-      return await proxyTo(ctx, base)
+      if (base === undefined || deps.replication === undefined) throw new FlotillaError('UNAVAILABLE', `upload ${id} belongs to node ${rec.owner}, which is not reachable now: retry, or start a new upload`)
+      return await proxyTo(ctx, base, deps.replication.forwarding)
     }
     await handler(ctx, deps, name, id)
   }
@@ -129,10 +133,10 @@ async function appendBody (ctx: Context, deps: RegistryDeps, id: string): Promis
 
 export async function start (ctx: Context, deps: RegistryDeps, name: RepositoryName): Promise<void> {
   ctx.state.repoName = name
-  const mount = queryString(ctx, 'mount')
+  const mount = queryString(ctx, 'mount', 'DIGEST_INVALID')
   if (mount !== undefined) {
     const digest = parseDigest(mount)
-    const fromRaw = queryString(ctx, 'from')
+    const fromRaw = queryString(ctx, 'from', 'NAME_INVALID')
     const from = fromRaw === undefined ? undefined : parseRepositoryName(fromRaw)
     const known = from === undefined ? await deps.queries.knownBlob(digest) : await deps.queries.linkedBlob(from, digest)
     if (known !== undefined && await mayMountFrom(ctx, deps.queries, digest, from) && await deps.blobs.stat(digest) !== undefined) {
@@ -141,7 +145,7 @@ export async function start (ctx: Context, deps: RegistryDeps, name: RepositoryN
     }
     // Not mountable: fall back to a fresh upload session, as the spec allows (202).
   }
-  const digestParam = queryString(ctx, 'digest')
+  const digestParam = queryString(ctx, 'digest', 'DIGEST_INVALID')
   if (digestParam !== undefined && mount === undefined) {
     const digest = parseDigest(digestParam)
     const expectedSize = contentLength(ctx)
@@ -162,7 +166,7 @@ export async function start (ctx: Context, deps: RegistryDeps, name: RepositoryN
     await submit(deps, { type: 'LinkBlob', repo: name, digest, size: info.size, holder: deps.nodeId, at: deps.now() })
     return blobCreated(ctx, name, digest)
   }
-  const algRaw = queryString(ctx, 'digest-algorithm')
+  const algRaw = queryString(ctx, 'digest-algorithm', 'DIGEST_INVALID')
   const algorithm = algRaw === undefined ? 'sha256' : parseDigestAlgorithm(algRaw)
   const id = randomBytes(18).toString('base64url')
   // The bytes' home first: a crash before the record leaves only an orphan file, swept at start.
@@ -201,7 +205,7 @@ export async function patch (ctx: Context, deps: RegistryDeps, name: RepositoryN
 export async function finish (ctx: Context, deps: RegistryDeps, name: RepositoryName, id: string): Promise<void> {
   ctx.state.repoName = name
   await session(deps, name, id)
-  const digestParam = queryString(ctx, 'digest')
+  const digestParam = queryString(ctx, 'digest', 'DIGEST_INVALID')
   if (digestParam === undefined) throw new FlotillaError('DIGEST_INVALID', 'the digest query parameter is required to complete an upload: PUT …?digest=sha256:<hex>')
   const digest = parseDigest(digestParam)
   if (hasBody(ctx)) await appendBody(ctx, deps, id)
