@@ -9,6 +9,7 @@ import { clusterCommands } from './cli/cluster.js'
 import { CliError } from './cli/client.js'
 import { registerAdminCommands } from './cli/admin.js'
 import { parseJoinAddress } from '../cluster/join.js'
+import { startCpuProfile } from './cli/profile.js'
 
 const program = new Command()
 program
@@ -31,13 +32,16 @@ function serveOptions (cmd: Command): Command {
 async function serve (opts: ServeFlags, join?: JoinTarget): Promise<void> {
   const config = await loadConfig(opts)
   const log = createLogger(config.log.level)
+  const profiled = await startCpuProfile(process.env.FLOTILLA_CPU_PROFILE)
   const node = await RegistryNode.open(config, log, join)
   let stopping = false
   const shutdown = (signal: string): void => {
     if (stopping) return
     stopping = true
     log.info({ signal }, 'shutting down')
-    node.stop().then(() => process.exit(0), (err: unknown) => { log.error({ err }, 'shutdown failed'); process.exit(1) })
+    node.stop()
+      .then(async () => { await profiled?.() })
+      .then(() => process.exit(0), (err: unknown) => { log.error({ err }, 'shutdown failed'); process.exit(1) })
   }
   process.on('SIGTERM', () => shutdown('SIGTERM'))
   process.on('SIGINT', () => shutdown('SIGINT'))

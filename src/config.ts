@@ -13,6 +13,7 @@
  *     level: info                FLOTILLA_LOG_LEVEL       --log-level LEVEL
  *   storage:
  *     delete: true               FLOTILLA_DELETE_ENABLED
+ *     directIO: true             FLOTILLA_DIRECT_IO                            (big blob I/O bypasses the page cache)
  *   limits:
  *     manifestMaxBytes: 4194304  FLOTILLA_MANIFEST_MAX_BYTES
  *   uploads:
@@ -42,7 +43,9 @@ export const ConfigSchema = z.object({
   }).strict().default({ level: 'info' }),
   storage: z.object({
     delete: z.boolean().default(true),
-  }).strict().default({ delete: true }),
+    /** O_DIRECT for large blob writes and reads (storage/blobs/direct-io.ts); ignored where the filesystem has none. */
+    directIO: z.boolean().default(true),
+  }).strict().default({ delete: true, directIO: true }),
   limits: z.object({
     manifestMaxBytes: z.number().int().positive().max(64 * 1024 * 1024).default(4 * 1024 * 1024),
   }).strict().default({ manifestMaxBytes: 4 * 1024 * 1024 }),
@@ -92,6 +95,7 @@ const ENV: Array<[string, string[], (s: string) => unknown]> = [
   ['FLOTILLA_REPLICAS', ['cluster', 'replicas'], (s) => Number(s)],
   ['FLOTILLA_LOG_LEVEL', ['log', 'level'], (s) => s],
   ['FLOTILLA_DELETE_ENABLED', ['storage', 'delete'], (s) => s === 'true' || s === '1' ? true : s === 'false' || s === '0' ? false : s],
+  ['FLOTILLA_DIRECT_IO', ['storage', 'directIO'], (s) => s === 'true' || s === '1' ? true : s === 'false' || s === '0' ? false : s],
   ['FLOTILLA_MANIFEST_MAX_BYTES', ['limits', 'manifestMaxBytes'], (s) => Number(s)],
   ['FLOTILLA_UPLOAD_EXPIRE_HOURS', ['uploads', 'expireAfterHours'], (s) => Number(s)],
   ['FLOTILLA_FAULT_INJECTION', ['faultInjection'], (s) => s === 'true' || s === '1' ? true : s === 'false' || s === '0' ? false : s],

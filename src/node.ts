@@ -18,6 +18,8 @@ import { FsBlobStore } from '../storage/blobs/fs-blob-store.js'
 import { FsUploadStore } from '../storage/blobs/fs-upload-store.js'
 import { LevelKV } from '../storage/kv/level-kv.js'
 import { Cluster } from '../cluster/cluster.js'
+import type { RaftApplier } from '../cluster/metadata/raft-applier.js'
+import { FlotillaError } from '../storage/errors.js'
 import type { MemberRecord } from '../cluster/metadata/commands.js'
 import { loadOrCreateIdentity } from '../net/identity.js'
 import { BlobFetcher } from '../cluster/replication/blob-fetcher.js'
@@ -67,9 +69,9 @@ export class RegistryNode {
     await mkdir(dataDir, { recursive: true })
     const identity = await loadOrCreateIdentity(join(dataDir, 'p2p-key'))
     const nodeId = identity.peerId
-    const blobs = new FsBlobStore(dataDir)
+    const blobs = new FsBlobStore(dataDir, { directIO: config.storage.directIO })
     await blobs.open()
-    const uploads = new FsUploadStore(dataDir)
+    const uploads = new FsUploadStore(dataDir, { directIO: config.storage.directIO })
     await uploads.open()
     const kv = new LevelKV(join(dataDir, 'meta'))
     try {
@@ -104,8 +106,9 @@ export class RegistryNode {
       blobs,
       uploads,
       queries: cluster.queries,
-      // The applier exists once the cluster has started; requests come only after that.
-      sink: { submit: async (c) => await cluster.applier.submit(c), barrier: async () => await cluster.applier.barrier() },
+      // The HTTP server listens before the cluster starts (a joiner must know its own URL), so
+      // requests can come before the applier exists: they get 503 (retry), not a TypeError's 500.
+      sink: { submit: async (c) => await applierOf(cluster).submit(c), barrier: async () => await applierOf(cluster).barrier() },
       log,
       limits: { manifestMaxBytes: config.limits.manifestMaxBytes },
       deleteEnabled: config.storage.delete,
@@ -270,4 +273,11 @@ export class RegistryNode {
     await this.kv.close()
     this.log.info('flotilla node stopped')
   }
+}
+
+/** The cluster's command sink, once Cluster.start() has made it; until then UNAVAILABLE (503). */
+function applierOf (cluster: Cluster): RaftApplier {
+  const applier = cluster.applier as RaftApplier | undefined
+  if (applier === undefined) throw new FlotillaError('UNAVAILABLE', 'this node is starting and has not joined its cluster yet: retry in a moment')
+  return applier
 }

@@ -32,6 +32,7 @@ import type { Writable } from 'node:stream'
 /** Buffers in flight per blob GET (see writeTo). */
 const RING = 4
 import { chunksOf, type Source } from './source.js'
+import { acquireAligned, alignDown, DIRECT_CHUNK, openDirect, releaseAligned } from './direct-io.js'
 
 const ALGORITHMS: readonly DigestAlgorithm[] = ['sha256', 'sha512']
 
@@ -41,7 +42,11 @@ export class FsBlobStore implements BlobStore {
   private readonly tmpDir: string
   private opening: Promise<void> | undefined
 
-  constructor (root: string) {
+  /** Whether large writes and reads bypass the page cache (direct-io.ts). */
+  private readonly directIO: boolean
+
+  constructor (root: string, opts: { directIO?: boolean } = {}) {
+    this.directIO = opts.directIO ?? false
     this.root = root
     this.blobsDir = join(root, 'blobs')
     this.tmpDir = join(root, 'tmp')
@@ -105,33 +110,49 @@ export class FsBlobStore implements BlobStore {
 
   async writeTo (digest: Digest, range: ByteRange | undefined, dest: Writable): Promise<void> {
     const fh = await this.openBlob(digest)
+    let direct: FileHandle | undefined
     try {
       const { size } = await fh.stat()
       const r = range === undefined ? { start: 0, end: size - 1 } : satisfiableRange(range, size)
+      // Big reads bypass the page cache (direct-io.ts). The blob was opened above, so a delete
+      // in between is no reason to fail: the direct open just falls back to that handle.
+      if (this.directIO && r.end - r.start + 1 >= DIRECT_CHUNK) direct = await openDirect(this.pathOf(digest), 'read').catch(() => undefined)
       // A small ring of buffers: a buffer is refilled only once the socket has taken its last
       // write (the write callback), so at most RING writes are in flight and nothing is copied.
-      const ring = Array.from({ length: RING }, () => Buffer.allocUnsafe(READ_CHUNK))
+      const ring = Array.from({ length: RING }, () => direct !== undefined ? acquireAligned() : Buffer.allocUnsafe(READ_CHUNK))
       const inFlight: Array<Promise<void> | undefined> = new Array(RING)
       let failed: unknown
+      let clean = false
       const closed = new Promise<void>((resolve) => dest.once('close', resolve))
       let pos = r.start
-      for (let i = 0; pos <= r.end; i = (i + 1) % RING) {
-        await inFlight[i]
+      try {
+        for (let i = 0; pos <= r.end; i = (i + 1) % RING) {
+          await inFlight[i]
+          if (failed !== undefined) throw failed
+          if (dest.destroyed) throw new Error('the client went away')
+          const buf = ring[i]!
+          // Direct reads start on a block boundary and read whole blocks; the bytes before `pos` are skipped.
+          const from = direct !== undefined ? alignDown(pos) : pos
+          const want = direct !== undefined ? DIRECT_CHUNK : Math.min(READ_CHUNK, r.end - pos + 1)
+          const { bytesRead } = await (direct ?? fh).read(buf, 0, want, from)
+          const upTo = Math.min(bytesRead, r.end + 1 - from)
+          if (upTo <= pos - from) throw new Error(`blob ${digest} ended early at byte ${pos}`)
+          inFlight[i] = Promise.race([
+            new Promise<void>((resolve) => dest.write(buf.subarray(pos - from, upTo), (err) => { if (err != null) failed ??= err; resolve() })),
+            closed,
+          ])
+          pos = from + upTo
+        }
+        await Promise.all(inFlight)
         if (failed !== undefined) throw failed
-        if (dest.destroyed) throw new Error('the client went away')
-        const want = Math.min(READ_CHUNK, r.end - pos + 1)
-        const { bytesRead } = await fh.read(ring[i]!, 0, want, pos)
-        if (bytesRead === 0) throw new Error(`blob ${digest} ended early at byte ${pos}`)
-        inFlight[i] = Promise.race([
-          new Promise<void>((resolve) => dest.write(ring[i]!.subarray(0, bytesRead), (err) => { if (err != null) failed ??= err; resolve() })),
-          closed,
-        ])
-        pos += bytesRead
+        clean = true
+      } finally {
+        // Aligned buffers go back to the pool only when no write can still refer to them.
+        if (clean && direct !== undefined) for (const b of ring) releaseAligned(b)
       }
-      await Promise.all(inFlight)
-      if (failed !== undefined) throw failed
       dest.end()
     } finally {
+      await direct?.close()
       await fh.close()
     }
   }
@@ -144,7 +165,13 @@ export class FsBlobStore implements BlobStore {
     let closed = false
     try {
       const hash = createHash(algorithm)
-      const size = await writeHashed(fh, 0, chunksOf(source, opts.signal), hash, opts.expectedSize)
+      const direct = this.directIO ? await openDirect(tmp, 'write') : undefined
+      let size: number
+      try {
+        size = await writeHashed(fh, 0, chunksOf(source, opts.signal), hash, opts.expectedSize, direct)
+      } finally {
+        await direct?.close()
+      }
       checkExpectedSize(opts.expectedSize, size)
       const digest = digestOf(algorithm, hash.digest('hex'))
       checkDigest(opts.expected, digest)

@@ -6,6 +6,7 @@ import { createHash, type Hash } from 'node:crypto'
 import { createReadStream } from 'node:fs'
 import { open, unlink, type FileHandle } from 'node:fs/promises'
 import { checkNotOver } from './source.js'
+import { acquireAligned, alignDown, alignUp, DIRECT_CHUNK, releaseAligned, writeFully } from './direct-io.js'
 
 /**
  * highWaterMark for reading blobs. createReadStream of a 1 GiB file on the 2-core VM:
@@ -67,7 +68,9 @@ async function writevAll (fh: FileHandle, bufs: Uint8Array[], position: number):
  * yielding it (network and file streams never do).
  * Throws SIZE_INVALID as soon as more than `limit` bytes arrive.
  */
-export async function writeHashed (fh: FileHandle, position: number, chunks: AsyncIterable<Uint8Array>, hash: Hash | undefined, limit?: number, bufferSize = WRITE_CHUNK): Promise<number> {
+export async function writeHashed (fh: FileHandle, position: number, chunks: AsyncIterable<Uint8Array>, hash: Hash | undefined, limit?: number, direct?: FileHandle): Promise<number> {
+  if (direct !== undefined) return await writeHashedDirect(fh, direct, position, chunks, hash, limit)
+  const bufferSize = WRITE_CHUNK
   let pending: Uint8Array[] = []
   let fill = 0
   let written = 0
@@ -98,6 +101,88 @@ export async function writeHashed (fh: FileHandle, position: number, chunks: Asy
   } finally {
     // On error, make sure no write is still running before the caller truncates or unlinks.
     await inflight?.catch(() => {})
+  }
+}
+
+/**
+ * writeHashed through `direct`, a handle on the same file opened with O_DIRECT (direct-io.ts):
+ * chunks are copied into aligned staging buffers and written a DIRECT_CHUNK at a time, one
+ * write in flight while the next buffer fills. The bytes before the first ALIGN boundary (an
+ * append that starts mid-block) and after the last one go through `fh`. If the filesystem
+ * turns a direct write down (EINVAL), the rest goes through `fh` too.
+ */
+async function writeHashedDirect (fh: FileHandle, direct: FileHandle, position: number, chunks: AsyncIterable<Uint8Array>, hash: Hash | undefined, limit?: number): Promise<number> {
+  let size = 0
+  let pos = position
+  const headEnd = alignUp(position)
+  const head: Uint8Array[] = []
+  let target = direct
+  let buf: Buffer | undefined
+  let bufPos = 0
+  let fill = 0
+  let inflight: Promise<void> | undefined
+  let inflightBuf: Buffer | undefined
+  const settle = async (): Promise<void> => {
+    await inflight
+    if (inflightBuf !== undefined) releaseAligned(inflightBuf)
+    inflight = undefined
+    inflightBuf = undefined
+  }
+  const writeBlock = async (b: Buffer, length: number, at: number): Promise<void> => {
+    try {
+      await writeFully(target, b, length, at)
+    } catch (err) {
+      if ((err as { code?: string }).code !== 'EINVAL' || target === fh) throw err
+      target = fh
+      await writeFully(fh, b, length, at)
+    }
+  }
+  const submit = async (b: Buffer, length: number, at: number): Promise<void> => {
+    await settle()
+    const p = writeBlock(b, length, at)
+    // Awaited by the next submit or at the end; marked handled so a failure is not fatal meanwhile.
+    p.catch(() => {})
+    inflight = p
+    inflightBuf = b
+  }
+  try {
+    for await (const chunk of chunks) {
+      size += chunk.length
+      checkNotOver(limit, size)
+      hash?.update(chunk)
+      let c = chunk
+      if (pos < headEnd) {
+        const n = Math.min(c.length, headEnd - pos)
+        head.push(c.subarray(0, n))
+        pos += n
+        c = c.subarray(n)
+        if (pos === headEnd) { await writevAll(fh, head, position); head.length = 0 }
+      }
+      while (c.length > 0) {
+        if (buf === undefined) { buf = acquireAligned(); bufPos = pos; fill = 0 }
+        const n = Math.min(c.length, DIRECT_CHUNK - fill)
+        buf.set(n === c.length ? c : c.subarray(0, n), fill)
+        fill += n
+        pos += n
+        c = c.subarray(n)
+        if (fill === DIRECT_CHUNK) { await submit(buf, fill, bufPos); buf = undefined }
+      }
+    }
+    await settle()
+    // An append that never reached a block boundary.
+    if (head.length > 0) await writevAll(fh, head, position)
+    if (buf !== undefined) {
+      // The whole blocks directly, then the tail (shorter than a block) through the page cache.
+      const whole = alignDown(fill)
+      if (whole > 0) await writeBlock(buf, whole, bufPos)
+      if (fill > whole) await writeFully(fh, buf.subarray(whole, fill), fill - whole, bufPos + whole)
+    }
+    return size
+  } finally {
+    // On error, make sure no write is still running before the caller truncates or unlinks.
+    await inflight?.catch(() => {})
+    if (inflightBuf !== undefined) releaseAligned(inflightBuf)
+    if (buf !== undefined) releaseAligned(buf)
   }
 }
 

@@ -24,6 +24,7 @@ import { checkDigest, checkExpectedSize, checkUploadId, isUploadId } from './che
 import { FsBlobStore } from './fs-blob-store.js'
 import { fsyncDir, hashFile, READ_CHUNK, isErrno, unlinkIfPresent, writeHashed } from './fs-io.js'
 import { chunksOf, type Source } from './source.js'
+import { openDirect } from './direct-io.js'
 
 interface HashState { hash: Hash; bytes: number }
 
@@ -36,9 +37,13 @@ export class FsUploadStore implements UploadStore {
   private readonly running = new Map<string, Running>()
   private opening: Promise<void> | undefined
 
-  constructor (root: string) {
+  /** Whether appends write with O_DIRECT (direct-io.ts). */
+  private readonly directIO: boolean
+
+  constructor (root: string, opts: { directIO?: boolean } = {}) {
     this.root = root
     this.dir = join(root, 'uploads')
+    this.directIO = opts.directIO ?? false
   }
 
   /** Create uploads/. Uploads left by a previous process are kept: clients may resume them. */
@@ -88,8 +93,9 @@ export class FsUploadStore implements UploadStore {
         }
         const hash = opts.deferHash === true ? undefined : (await this.hashAt(id, start)).copy()
         let end: number
+        const direct = this.directIO ? await openDirect(this.pathOf(id), 'write') : undefined
         try {
-          const n = await writeHashed(fh, start, chunksOf(source, AbortSignal.any(opts.signal ? [opts.signal, signal] : [signal])), hash, opts.length)
+          const n = await writeHashed(fh, start, chunksOf(source, AbortSignal.any(opts.signal ? [opts.signal, signal] : [signal])), hash, opts.length, direct)
           checkExpectedSize(opts.length, n)
           await fh.sync()
           end = start + n
@@ -97,6 +103,8 @@ export class FsUploadStore implements UploadStore {
           // Cut back so the file matches the remembered hash; if this fails, hashAt() rebuilds later.
           await fh.truncate(start).catch(() => {})
           throw err
+        } finally {
+          await direct?.close()
         }
         // Without a hash kept up to date, the next hashAt() rebuilds it from the file.
         if (hash !== undefined) this.hashes.set(id, { hash, bytes: end })

@@ -7,11 +7,15 @@ import { FsBlobStore } from '../../storage/blobs/fs-blob-store.js'
 import { blobStoreSuite } from './blob-store.suite.js'
 import { bytes, chunked, collect, digestFor, failingSource, readAll, stallingSource } from './helpers.js'
 
-blobStoreSuite(t, async (t) => {
-  const store = new FsBlobStore(t.testdir())
-  await store.open()
-  return store
-})
+for (const directIO of [false, true]) {
+  t.test(`BlobStore conformance, direct I/O ${directIO ? 'on' : 'off'}`, async (t) => {
+    blobStoreSuite(t, async (t) => {
+      const store = new FsBlobStore(t.testdir(), { directIO })
+      await store.open()
+      return store
+    })
+  })
+}
 
 t.test('on-disk layout: blobs/<alg>/<2 hex>/<hex>, read-only', async (t) => {
   const root = t.testdir()

@@ -7,22 +7,26 @@ import { MemoryBlobStore } from '../../storage/blobs/memory-blob-store.js'
 import { bytes, chunked, collect, digestFor, readAll } from './helpers.js'
 import { uploadStoreSuite } from './upload-store.suite.js'
 
-uploadStoreSuite(t, async (t) => {
-  const root = t.testdir()
-  const blobs = new FsBlobStore(root)
-  await blobs.open()
-  const uploads = new FsUploadStore(root)
-  await uploads.open()
-  return {
-    uploads,
-    blobs,
-    restart: async () => {
-      const fresh = new FsUploadStore(root)
-      await fresh.open()
-      return fresh
-    },
-  }
-})
+for (const directIO of [false, true]) {
+  t.test(`UploadStore conformance, direct I/O ${directIO ? 'on' : 'off'}`, async (t) => {
+    uploadStoreSuite(t, async (t) => {
+      const root = t.testdir()
+      const blobs = new FsBlobStore(root, { directIO })
+      await blobs.open()
+      const uploads = new FsUploadStore(root, { directIO })
+      await uploads.open()
+      return {
+        uploads,
+        blobs,
+        restart: async () => {
+          const fresh = new FsUploadStore(root, { directIO })
+          await fresh.open()
+          return fresh
+        },
+      }
+    })
+  })
+}
 
 async function fsPair (t: Test): Promise<{ root: string; blobs: FsBlobStore; uploads: FsUploadStore }> {
   const root = t.testdir()

@@ -1,0 +1,104 @@
+import t from 'tap'
+import { PassThrough } from 'node:stream'
+import { readFile, stat } from 'node:fs/promises'
+import { open, type FileHandle } from 'node:fs/promises'
+import { createHash } from 'node:crypto'
+import { writeHashed } from '../../storage/blobs/fs-io.js'
+import { join } from 'node:path'
+import { FsBlobStore } from '../../storage/blobs/fs-blob-store.js'
+import { FsUploadStore } from '../../storage/blobs/fs-upload-store.js'
+import { ALIGN, DIRECT_CHUNK, openDirect } from '../../storage/blobs/direct-io.js'
+import { bytes, chunked, digestFor, readAll } from './helpers.js'
+
+async function pair (root: string): Promise<{ blobs: FsBlobStore; uploads: FsUploadStore }> {
+  const blobs = new FsBlobStore(root, { directIO: true })
+  await blobs.open()
+  const uploads = new FsUploadStore(root, { directIO: true })
+  await uploads.open()
+  return { blobs, uploads }
+}
+
+/** GET through writeTo into memory. */
+async function served (store: FsBlobStore, digest: ReturnType<typeof digestFor>, range?: { start: number; end: number }): Promise<Buffer> {
+  const sink = new PassThrough()
+  const got = readAll(sink)
+  await store.writeTo(digest, range, sink)
+  return await got
+}
+
+t.test('the test directory supports O_DIRECT (else these tests prove nothing)', async (t) => {
+  const { blobs } = await pair(t.testdir())
+  const info = await blobs.ingest(chunked(bytes(ALIGN * 3, 9)))
+  const fh = await openDirect(blobs.pathOf(info.digest), 'read')
+  t.ok(fh !== undefined, 'O_DIRECT open works here')
+  await fh?.close()
+})
+
+t.test('appends that start and end anywhere relative to blocks and staging buffers', async (t) => {
+  const { blobs, uploads } = await pair(t.testdir())
+  // Sizes around ALIGN and DIRECT_CHUNK boundaries, in odd chunk sizes, appended one after another.
+  const sizes = [1, ALIGN - 1, 1, ALIGN, ALIGN + 1, 123, DIRECT_CHUNK - 7, DIRECT_CHUNK, 3 * DIRECT_CHUNK + 4321, 5, 2 * ALIGN]
+  const all = bytes(sizes.reduce((a, b) => a + b, 0), 42)
+  await uploads.create('direct-0001')
+  let at = 0
+  for (const [i, n] of sizes.entries()) {
+    const end = await uploads.append('direct-0001', chunked(all.subarray(at, at + n), [65_537, 1000, 4096, 1 << 20][i % 4]), { offset: at })
+    at += n
+    t.equal(end, at, `append ${i} (${n} bytes) ends at ${at}`)
+  }
+  const info = await uploads.commit('direct-0001', digestFor(all), blobs)
+  t.equal(info.size, all.length)
+  t.ok((await readFile(blobs.pathOf(info.digest))).equals(all), 'the file holds exactly the bytes appended')
+})
+
+t.test('ingest of sizes around the boundaries', async (t) => {
+  const { blobs } = await pair(t.testdir())
+  for (const n of [0, 1, ALIGN - 1, ALIGN, ALIGN + 1, DIRECT_CHUNK - 1, DIRECT_CHUNK, DIRECT_CHUNK + 1, 2 * DIRECT_CHUNK + ALIGN + 17]) {
+    const data = bytes(n, n + 1)
+    const info = await blobs.ingest(chunked(data, 7919), { expected: digestFor(data) })
+    t.equal((await stat(blobs.pathOf(info.digest))).size, n, `${n} bytes on disk`)
+    t.ok((await readFile(blobs.pathOf(info.digest))).equals(data), `${n} bytes intact`)
+  }
+})
+
+t.test('direct reads serve any range exactly (RFC 9110 §14.1.2)', async (t) => {
+  const { blobs } = await pair(t.testdir())
+  const data = bytes(3 * DIRECT_CHUNK + 5000, 7)
+  const info = await blobs.ingest(chunked(data))
+  t.ok((await served(blobs, info.digest)).equals(data), 'whole blob')
+  const ranges: Array<[number, number]> = [
+    [0, DIRECT_CHUNK], [1, DIRECT_CHUNK + 1], [ALIGN - 1, 2 * DIRECT_CHUNK + 3], [DIRECT_CHUNK + 17, data.length - 1],
+    [data.length - DIRECT_CHUNK - 1, data.length - 1], [5, DIRECT_CHUNK + ALIGN * 3 + 9],
+  ]
+  for (const [start, end] of ranges) {
+    t.ok((await served(blobs, info.digest, { start, end })).equals(data.subarray(start, end + 1)), `bytes ${start}-${end}`)
+  }
+  t.ok((await served(blobs, info.digest, { start: 10, end: data.length + 1000 })).equals(data.subarray(10)), 'a range past the end is cut at the end')
+})
+
+t.test('concurrent transfers share the aligned buffer pool without mixing bytes', async (t) => {
+  const { blobs } = await pair(t.testdir())
+  const datas = Array.from({ length: 6 }, (_, i) => bytes(2 * DIRECT_CHUNK + i * 1013, 100 + i))
+  const infos = await Promise.all(datas.map(async (d) => await blobs.ingest(chunked(d, 65_536))))
+  const back = await Promise.all(infos.map(async (info) => await served(blobs, info.digest)))
+  for (const [i, d] of datas.entries()) {
+    t.equal(infos[i]!.digest, digestFor(d), `ingest ${i} hashed its own bytes`)
+    t.ok(back[i]!.equals(d), `read ${i} got its own bytes`)
+  }
+})
+
+t.test('a filesystem that turns direct writes down (EINVAL) gets the bytes through the page cache', async (t) => {
+  const path = join(t.testdir(), 'f')
+  const fh = await open(path, 'w+')
+  let refused = 0
+  // Stands in for a filesystem that accepts the O_DIRECT open but not the write.
+  const direct = { write: async () => { refused++; throw Object.assign(new Error('invalid argument'), { code: 'EINVAL' }) } } as unknown as FileHandle
+  const data = bytes(3 * DIRECT_CHUNK + 777, 5)
+  const hash = createHash('sha256')
+  const n = await writeHashed(fh, 0, chunked(data), hash, undefined, direct)
+  await fh.close()
+  t.equal(n, data.length)
+  t.equal(refused, 1, 'the direct handle is given up after its first refusal')
+  t.equal(`sha256:${hash.digest('hex')}`, digestFor(data))
+  t.ok((await readFile(path)).equals(data), 'bytes intact')
+})
