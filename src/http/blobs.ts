@@ -70,7 +70,7 @@ function blobHeaders (ctx: Context, digest: Digest, size: number, range: ByteRan
 }
 
 /** Serve a blob from this node's store (also the internal route peers copy from). */
-export async function serveLocal (ctx: Context, deps: Pick<RegistryDeps, 'blobs'>, digest: Digest, size: number): Promise<void> {
+export async function serveLocal (ctx: Context, deps: Pick<RegistryDeps, 'blobs'>, digest: Digest, size: number, opts: { oneShot?: boolean } = {}): Promise<void> {
   const range = parseRange(ctx.get('range'), size)
   const length = blobHeaders(ctx, digest, size, range)
   if (ctx.method === 'HEAD') return
@@ -79,7 +79,7 @@ export async function serveLocal (ctx: Context, deps: Pick<RegistryDeps, 'blobs'
     ctx.length = length
     ctx.respond = false
     ctx.res.writeHead(ctx.status, ctx.response.headers as Record<string, string>)
-    await deps.blobs.writeTo(digest, range, ctx.res).catch((err: unknown) => {
+    await deps.blobs.writeTo(digest, range, ctx.res, opts).catch((err: unknown) => {
       ctx.state.errorCode = 'STREAM_ABORTED'
       ctx.res.destroy(err as Error)
     })

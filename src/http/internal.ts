@@ -37,7 +37,8 @@ export function internalRoutes (opts: { blobs: BlobStore; admits: (peerId: strin
     const digest = parseDigest(safeDecode(m[1]!))
     const info = await opts.blobs.stat(digest)
     if (info === undefined) throw new FlotillaError('BLOB_UNKNOWN', `blob ${digest} is not on this node`, { digest })
-    await serveLocal(ctx, opts, digest, info.size)
+    // A peer copies a blob once: no point filling this node's page cache with it.
+    await serveLocal(ctx, opts, digest, info.size, { oneShot: true })
   }
 }
 

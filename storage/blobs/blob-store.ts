@@ -27,8 +27,10 @@ export interface BlobStore {
    * Write a blob (or a range) into `dest` and end it; resolves when the last write is flushed.
    * Lets an implementation reuse a few buffers instead of allocating one per read, which is
    * what bounds a large GET (garbage collection, not I/O). Optional: callers fall back to read().
+   * `oneShot`: nobody is expected to read these bytes again soon (a replication copy), so an
+   * implementation may bypass its caches.
    */
-  writeTo? (digest: Digest, range: ByteRange | undefined, dest: Writable): Promise<void>
+  writeTo? (digest: Digest, range: ByteRange | undefined, dest: Writable, opts?: { oneShot?: boolean }): Promise<void>
   /**
    * Stream `source` into the store while hashing. If `expected` is given and does not match,
    * nothing becomes visible and DIGEST_INVALID is thrown. If `expectedSize` is given and differs,

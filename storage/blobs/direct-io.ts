@@ -1,5 +1,7 @@
 /**
- * Direct I/O (O_DIRECT) for blob bytes: large writes and reads that bypass the page cache.
+ * Direct I/O (O_DIRECT) for blob bytes: writes, and reads nobody will repeat soon (a peer
+ * copying a blob), bypass the page cache. Clients' reads keep it: a layer pulled once is
+ * often pulled again, and from the cache it is several times faster.
  *
  * Why: a registry streams gigabytes it will not read again soon, and on the VMs we run on,
  * taking fresh page-cache pages is what costs. Writing 1 GiB and fsyncing it cost 0.2 s of
@@ -26,7 +28,7 @@ export const DIRECT_CHUNK = 1 << 20
 declare const WebAssembly: { Memory: new (d: { initial: number; maximum?: number }) => { buffer: ArrayBuffer } }
 
 const WASM_PAGE = 64 * 1024
-const POOL_MAX = 32
+const POOL_MAX = 8
 const pool: Buffer[] = []
 
 /** A DIRECT_CHUNK buffer whose address is page aligned. Give it back with `releaseAligned`. */

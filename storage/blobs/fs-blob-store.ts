@@ -108,15 +108,16 @@ export class FsBlobStore implements BlobStore {
     }
   }
 
-  async writeTo (digest: Digest, range: ByteRange | undefined, dest: Writable): Promise<void> {
+  async writeTo (digest: Digest, range: ByteRange | undefined, dest: Writable, opts: { oneShot?: boolean } = {}): Promise<void> {
     const fh = await this.openBlob(digest)
     let direct: FileHandle | undefined
     try {
       const { size } = await fh.stat()
       const r = range === undefined ? { start: 0, end: size - 1 } : satisfiableRange(range, size)
-      // Big reads bypass the page cache (direct-io.ts). The blob was opened above, so a delete
-      // in between is no reason to fail: the direct open just falls back to that handle.
-      if (this.directIO && r.end - r.start + 1 >= DIRECT_CHUNK) direct = await openDirect(this.pathOf(digest), 'read').catch(() => undefined)
+      // Big one-shot reads (replication) bypass the page cache (direct-io.ts); clients' reads go
+      // through it, since a layer pulled once is often pulled again. The blob was opened above,
+      // so a delete in between is no reason to fail: the direct open falls back to that handle.
+      if (this.directIO && opts.oneShot === true && r.end - r.start + 1 >= DIRECT_CHUNK) direct = await openDirect(this.pathOf(digest), 'read').catch(() => undefined)
       // A small ring of buffers: a buffer is refilled only once the socket has taken its last
       // write (the write callback), so at most RING writes are in flight and nothing is copied.
       const ring = Array.from({ length: RING }, () => direct !== undefined ? acquireAligned() : Buffer.allocUnsafe(READ_CHUNK))

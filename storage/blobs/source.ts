@@ -31,7 +31,7 @@ export async function * chunksOf (source: Source, signal?: AbortSignal): AsyncGe
 }
 
 /** Bytes a Readable may queue ahead of the consumer before it is paused. */
-const QUEUE_HIGH = 4 << 20
+const QUEUE_HIGH = 1 << 20
 
 /**
  * The chunks of a Readable as it delivers them, through 'data' events. Its own async iterator

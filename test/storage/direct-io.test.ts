@@ -22,7 +22,7 @@ async function pair (root: string): Promise<{ blobs: FsBlobStore; uploads: FsUpl
 async function served (store: FsBlobStore, digest: ReturnType<typeof digestFor>, range?: { start: number; end: number }): Promise<Buffer> {
   const sink = new PassThrough()
   const got = readAll(sink)
-  await store.writeTo(digest, range, sink)
+  await store.writeTo(digest, range, sink, { oneShot: true })
   return await got
 }
 
