@@ -224,7 +224,7 @@ export class RegistryNode {
   }
 
   async start (): Promise<void> {
-    const app = createApp({ deps: this.deps, log: this.log, ready: () => this.ready && this.cluster.ready(), cluster: this.cluster, replicationBacklog: () => this.replicator?.backlog() ?? 0, ...(this.faults !== undefined ? { faults: this.faults } : {}) })
+    const app = createApp({ deps: this.deps, log: this.log, ready: () => this.ready && this.cluster.ready(), started: () => this.ready, cluster: this.cluster, replicationBacklog: () => this.replicator?.backlog() ?? 0, ...(this.faults !== undefined ? { faults: this.faults } : {}) })
     const server = createServer({ requestTimeout: 0, headersTimeout: 60_000, keepAliveTimeout: 65_000 }, app.callback())
     // A client that stops sending mid-body must not pin a socket forever.
     server.setTimeout(120_000, (s: Socket) => s.destroy())
@@ -278,6 +278,6 @@ export class RegistryNode {
 /** The cluster's command sink, once Cluster.start() has made it; until then UNAVAILABLE (503). */
 function applierOf (cluster: Cluster): RaftApplier {
   const applier = cluster.applier as RaftApplier | undefined
-  if (applier === undefined) throw new FlotillaError('UNAVAILABLE', 'this node is starting and has not joined its cluster yet: retry in a moment')
+  if (applier === undefined) throw new FlotillaError('UNAVAILABLE', 'this node is still starting: retry in a moment')
   return applier
 }

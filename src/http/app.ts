@@ -1,6 +1,7 @@
 /**
  * The Koa application: middleware in the order a request meets it, then the routes.
  */
+import { FlotillaError } from '../../storage/errors.js'
 import Koa from 'koa'
 import Router from '@koa/router'
 import type { Logger } from 'pino'
@@ -24,6 +25,8 @@ export interface AppOptions {
   log: Logger
   /** Answers /readyz: false while the node is not yet able to serve. */
   ready: () => boolean
+  /** Whether the node finished starting (a joiner: caught up, blob replication wired). */
+  started?: () => boolean
   cluster?: Cluster
   replicationBacklog?: () => number
   /** Test-only fault injection (FLOTILLA_FAULT_INJECTION=1): mounts /api/v1/debug/partition. */
@@ -82,6 +85,14 @@ export function createApp (opts: AppOptions): Koa {
   app.use(tokenRoutes(opts.deps.auth))
   app.use(adminRoutes(opts.deps))
   app.use(registryHeaders)
+  // Until a node has started (a joiner catches up first), blob replication is not wired: a
+  // push acknowledged then would rest on this node's copy alone. Clients are asked to retry.
+  app.use(async (ctx, next) => {
+    if (opts.started?.() === false && (ctx.path === '/v2' || ctx.path.startsWith('/v2/'))) {
+      throw new FlotillaError('UNAVAILABLE', 'this node is still starting (catching up with the cluster): retry in a moment, or use another node')
+    }
+    await next()
+  })
   app.use(authorizeV2(opts.deps.auth))
   app.use(v2Routes(opts.deps))
   return app
