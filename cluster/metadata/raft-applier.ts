@@ -80,7 +80,9 @@ export class RaftApplier implements CommandSink {
     const deadline = Date.now() + this.deadlineMs
     for (let attempt = 0; ; attempt++) {
       try {
-        await this.driver.linearizableRead({ timeoutMs: Math.max(1, Math.min(5000, deadline - Date.now())) })
+        // A ReadIndex the leader dropped (it stepped down, or the message was lost) is never
+        // answered: ask again soon, as etcd's read loop does, backing off for a slow cluster.
+        await this.driver.linearizableRead({ timeoutMs: Math.max(1, Math.min(500 * 2 ** attempt, 5000, deadline - Date.now())) })
         return
       } catch (err) {
         if (!RETRYABLE.has(err) || Date.now() >= deadline) throw unavailable(err)

@@ -88,6 +88,8 @@ interface Waiter<T> {
 interface ReadWaiter extends Waiter<void> {
   /** Set once the leader answered: resolve when applied reaches it. */
   index?: number
+  /** The leader asked. One that steps down keeps its term but drops the request unanswered. */
+  lead?: NodeId | null
 }
 
 const utf8 = new TextEncoder()
@@ -270,6 +272,8 @@ export class RaftDriver {
     const ctx = utf8.encode(this.nextId())
     const key = contextKey(ctx)
     const p = this.wait(this.reads as Map<string, Waiter<void>>, key, opts)
+    const w = this.reads.get(key)
+    if (w !== undefined) w.lead = this.rn.raft.lead
     this.rn.readIndex(ctx)
     this.kick()
     return p
@@ -403,9 +407,12 @@ export class RaftDriver {
     const term = this.rn.raft.term
     const leading = this.isLeader
     const lost = (w: { term: number, wasLeader: boolean }): boolean => w.term !== term || (w.wasLeader && !leading)
+    const lead = this.rn.raft.lead
     for (const [key, w] of [...this.reads]) {
       if (w.index !== undefined && w.index <= applied) this.settle(this.reads, key, undefined)
-      else if (w.index === undefined && lost(w)) this.settle(this.reads, key, undefined, ErrLeadershipLost)
+      // A leader that stepped down (CheckQuorum) in the same term never answers: retry at once
+      // with the next one rather than wait out the timeout.
+      else if (w.index === undefined && (lost(w) || (w.lead !== undefined && w.lead !== lead))) this.settle(this.reads, key, undefined, ErrLeadershipLost)
     }
     for (const map of [this.proposals, this.confChanges] as Array<Map<string, Waiter<unknown>>>) {
       for (const [id, w] of [...map]) {

@@ -6,6 +6,7 @@
 import t from 'tap'
 import { RaftApplier } from '../../cluster/metadata/raft-applier.js'
 import type { RaftDriver } from '../../cluster/raft/driver.js'
+import { ErrTimeout } from '../../cluster/raft/errors.js'
 
 /** A driver whose ReadIndex rounds the test completes by hand, in order. */
 function fakeDriver (): { driver: RaftDriver; rounds: Array<{ resolve: () => void; reject: (e: unknown) => void }> } {
@@ -57,4 +58,20 @@ t.test('local reads skip the round', async (t) => {
   const { driver, rounds } = fakeDriver()
   await new RaftApplier(driver, { localReads: true }).barrier()
   t.equal(rounds.length, 0)
+})
+
+t.test('a ReadIndex the leader never answers is asked again within a second, not after 5 s (etcd read loop)', async (t) => {
+  const timeouts: number[] = []
+  const driver = {
+    linearizableRead: async (opts: { timeoutMs?: number } = {}) => {
+      timeouts.push(opts.timeoutMs ?? Infinity)
+      // The first request is dropped (a leader that stepped down); the driver times it out.
+      if (timeouts.length === 1) return await new Promise<void>((_resolve, reject) => setTimeout(() => reject(ErrTimeout), opts.timeoutMs))
+    },
+  } as unknown as RaftDriver
+  const t0 = Date.now()
+  await new RaftApplier(driver).barrier()
+  t.equal(timeouts.length, 2, 'asked twice')
+  t.equal(timeouts[0], 500, 'the first request waits 500 ms')
+  t.ok(Date.now() - t0 < 1500, `answered after ${Date.now() - t0} ms`)
 })
