@@ -47,7 +47,8 @@ export function releaseAligned (b: Buffer): void {
 export const alignDown = (n: number): number => n - (n % ALIGN)
 export const alignUp = (n: number): number => alignDown(n + ALIGN - 1)
 
-const O_DIRECT = (constants as { O_DIRECT?: number }).O_DIRECT
+// No O_DIRECT on this platform, or no WebAssembly for aligned memory (node --jitless): no direct I/O.
+const O_DIRECT = typeof WebAssembly === 'undefined' ? undefined : (constants as { O_DIRECT?: number }).O_DIRECT
 
 /**
  * Open `path` for direct I/O, or undefined when this platform or filesystem has none (the
