@@ -31,7 +31,7 @@ import type { Writable } from 'node:stream'
 
 /** Buffers in flight per blob GET (see writeTo). */
 const RING = 4
-import { chunksOf, type Source } from './source.js'
+import { batchesOf, type Source } from './source.js'
 import { acquireAligned, alignDown, DIRECT_CHUNK, openDirect, releaseAligned } from './direct-io.js'
 
 const ALGORITHMS: readonly DigestAlgorithm[] = ['sha256', 'sha512']
@@ -169,7 +169,7 @@ export class FsBlobStore implements BlobStore {
       const direct = this.directIO ? await openDirect(tmp, 'write') : undefined
       let size: number
       try {
-        size = await writeHashed(fh, 0, chunksOf(source, opts.signal), hash, opts.expectedSize, direct)
+        size = await writeHashed(fh, 0, batchesOf(source, opts.signal), hash, opts.expectedSize, direct)
       } finally {
         await direct?.close()
       }

@@ -68,8 +68,8 @@ async function writevAll (fh: FileHandle, bufs: Uint8Array[], position: number):
  * yielding it (network and file streams never do).
  * Throws SIZE_INVALID as soon as more than `limit` bytes arrive.
  */
-export async function writeHashed (fh: FileHandle, position: number, chunks: AsyncIterable<Uint8Array>, hash: Hash | undefined, limit?: number, direct?: FileHandle): Promise<number> {
-  if (direct !== undefined) return await writeHashedDirect(fh, direct, position, chunks, hash, limit)
+export async function writeHashed (fh: FileHandle, position: number, batches: AsyncIterable<Uint8Array[]>, hash: Hash | undefined, limit?: number, direct?: FileHandle): Promise<number> {
+  if (direct !== undefined) return await writeHashedDirect(fh, direct, position, batches, hash, limit)
   const bufferSize = WRITE_CHUNK
   let pending: Uint8Array[] = []
   let fill = 0
@@ -87,13 +87,15 @@ export async function writeHashed (fh: FileHandle, position: number, chunks: Asy
     fill = 0
   }
   try {
-    for await (const chunk of chunks) {
-      size += chunk.length
-      checkNotOver(limit, size)
-      hash?.update(chunk)
-      pending.push(chunk)
-      fill += chunk.length
-      if (fill >= bufferSize) await flush()
+    for await (const batch of batches) {
+      for (const chunk of batch) {
+        size += chunk.length
+        checkNotOver(limit, size)
+        hash?.update(chunk)
+        pending.push(chunk)
+        fill += chunk.length
+        if (fill >= bufferSize) await flush()
+      }
     }
     if (fill > 0) await flush()
     await inflight
@@ -111,7 +113,7 @@ export async function writeHashed (fh: FileHandle, position: number, chunks: Asy
  * append that starts mid-block) and after the last one go through `fh`. If the filesystem
  * turns a direct write down (EINVAL), the rest goes through `fh` too.
  */
-async function writeHashedDirect (fh: FileHandle, direct: FileHandle, position: number, chunks: AsyncIterable<Uint8Array>, hash: Hash | undefined, limit?: number): Promise<number> {
+async function writeHashedDirect (fh: FileHandle, direct: FileHandle, position: number, batches: AsyncIterable<Uint8Array[]>, hash: Hash | undefined, limit?: number): Promise<number> {
   let size = 0
   let pos = position
   const headEnd = alignUp(position)
@@ -146,26 +148,28 @@ async function writeHashedDirect (fh: FileHandle, direct: FileHandle, position: 
     inflightBuf = b
   }
   try {
-    for await (const chunk of chunks) {
-      size += chunk.length
-      checkNotOver(limit, size)
-      hash?.update(chunk)
-      let c = chunk
-      if (pos < headEnd) {
-        const n = Math.min(c.length, headEnd - pos)
-        head.push(c.subarray(0, n))
-        pos += n
-        c = c.subarray(n)
-        if (pos === headEnd) { await writevAll(fh, head, position); head.length = 0 }
-      }
-      while (c.length > 0) {
-        if (buf === undefined) { buf = acquireAligned(); bufPos = pos; fill = 0 }
-        const n = Math.min(c.length, DIRECT_CHUNK - fill)
-        buf.set(n === c.length ? c : c.subarray(0, n), fill)
-        fill += n
-        pos += n
-        c = c.subarray(n)
-        if (fill === DIRECT_CHUNK) { await submit(buf, fill, bufPos); buf = undefined }
+    for await (const batch of batches) {
+      for (const chunk of batch) {
+        size += chunk.length
+        checkNotOver(limit, size)
+        hash?.update(chunk)
+        let c = chunk
+        if (pos < headEnd) {
+          const n = Math.min(c.length, headEnd - pos)
+          head.push(c.subarray(0, n))
+          pos += n
+          c = c.subarray(n)
+          if (pos === headEnd) { await writevAll(fh, head, position); head.length = 0 }
+        }
+        while (c.length > 0) {
+          if (buf === undefined) { buf = acquireAligned(); bufPos = pos; fill = 0 }
+          const n = Math.min(c.length, DIRECT_CHUNK - fill)
+          buf.set(n === c.length ? c : c.subarray(0, n), fill)
+          fill += n
+          pos += n
+          c = c.subarray(n)
+          if (fill === DIRECT_CHUNK) { await submit(buf, fill, bufPos); buf = undefined }
+        }
       }
     }
     await settle()

@@ -23,7 +23,7 @@ import type { AppendOptions, BlobInfo, BlobStore, UploadStore } from './blob-sto
 import { checkDigest, checkExpectedSize, checkUploadId, isUploadId } from './checks.js'
 import { FsBlobStore } from './fs-blob-store.js'
 import { fsyncDir, hashFile, READ_CHUNK, isErrno, unlinkIfPresent, writeHashed } from './fs-io.js'
-import { chunksOf, type Source } from './source.js'
+import { batchesOf, type Source } from './source.js'
 import { openDirect } from './direct-io.js'
 
 interface HashState { hash: Hash; bytes: number }
@@ -95,7 +95,7 @@ export class FsUploadStore implements UploadStore {
         let end: number
         const direct = this.directIO ? await openDirect(this.pathOf(id), 'write') : undefined
         try {
-          const n = await writeHashed(fh, start, chunksOf(source, AbortSignal.any(opts.signal ? [opts.signal, signal] : [signal])), hash, opts.length, direct)
+          const n = await writeHashed(fh, start, batchesOf(source, AbortSignal.any(opts.signal ? [opts.signal, signal] : [signal])), hash, opts.length, direct)
           checkExpectedSize(opts.length, n)
           await fh.sync()
           end = start + n

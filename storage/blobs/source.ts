@@ -14,8 +14,17 @@ export type Source = AsyncIterable<Uint8Array> | Readable
  * a generator stuck in an await would never answer). Stopping early releases the source the same way.
  */
 export async function * chunksOf (source: Source, signal?: AbortSignal): AsyncGenerator<Uint8Array> {
+  for await (const batch of batchesOf(source, signal)) yield * batch
+}
+
+/**
+ * `chunksOf`, a batch at a time: every chunk that arrived while the consumer was busy, at
+ * once. A hot loop (hash, copy, write) then pays one async step per batch instead of one per
+ * 64 KiB chunk: two async generators per chunk cost 0.3–0.4 CPU s per GiB.
+ */
+export async function * batchesOf (source: Source, signal?: AbortSignal): AsyncGenerator<Uint8Array[]> {
   signal?.throwIfAborted()
-  if (source instanceof Readable) { yield * readableChunks(source, signal); return }
+  if (source instanceof Readable) { yield * readableBatches(source, signal); return }
   const it = source[Symbol.asyncIterator]() as AsyncIterator<unknown>
   let finished = false
   try {
@@ -23,7 +32,7 @@ export async function * chunksOf (source: Source, signal?: AbortSignal): AsyncGe
       const r = signal === undefined ? await it.next() : await raceAbort(it.next(), signal)
       if (r.done === true) { finished = true; return }
       if (!(r.value instanceof Uint8Array)) throw new FlotillaError('BAD_REQUEST', 'source yielded a chunk that is not bytes')
-      yield r.value
+      yield [r.value]
     }
   } finally {
     if (!finished) it.return?.().catch(() => {})
@@ -39,9 +48,8 @@ const QUEUE_HIGH = 1 << 20
  * behind, and racing every chunk against an AbortSignal.any() cost another 0.4 CPU s per GiB:
  * here one abort listener destroys the stream instead.
  */
-async function * readableChunks (stream: Readable, signal?: AbortSignal): AsyncGenerator<Uint8Array> {
-  const queue: Uint8Array[] = []
-  let head = 0
+async function * readableBatches (stream: Readable, signal?: AbortSignal): AsyncGenerator<Uint8Array[]> {
+  let queue: Uint8Array[] = []
   let queued = 0
   let ended = false
   let failure: { err: unknown } | undefined
@@ -71,14 +79,13 @@ async function * readableChunks (stream: Readable, signal?: AbortSignal): AsyncG
     else if (stream.destroyed) onClose()
     for (;;) {
       // An abort wins over queued bytes; a failed or closed stream still hands over what it delivered.
-      if (failure !== undefined && (signal?.aborted === true || head === queue.length)) throw failure.err
-      if (head < queue.length) {
-        const chunk = queue[head]!
-        queue[head++] = EMPTY
-        if (head > 1024) { queue.splice(0, head); head = 0 }
-        queued -= chunk.length
-        if (queued < QUEUE_HIGH / 2 && stream.isPaused() && !ended) stream.resume()
-        yield chunk
+      if (failure !== undefined && (signal?.aborted === true || queue.length === 0)) throw failure.err
+      if (queue.length > 0) {
+        const batch = queue
+        queue = []
+        queued = 0
+        if (stream.isPaused() && !ended) stream.resume()
+        yield batch
         continue
       }
       if (ended) return
@@ -94,8 +101,6 @@ async function * readableChunks (stream: Readable, signal?: AbortSignal): AsyncG
     stream.off('error', onError)
   }
 }
-
-const EMPTY = new Uint8Array(0)
 
 function raceAbort<T> (p: Promise<T>, signal: AbortSignal): Promise<T> {
   return new Promise<T>((resolve, reject) => {

@@ -4,6 +4,7 @@ import { readFile, stat } from 'node:fs/promises'
 import { open, type FileHandle } from 'node:fs/promises'
 import { createHash } from 'node:crypto'
 import { writeHashed } from '../../storage/blobs/fs-io.js'
+import { batchesOf } from '../../storage/blobs/source.js'
 import { join } from 'node:path'
 import { FsBlobStore } from '../../storage/blobs/fs-blob-store.js'
 import { FsUploadStore } from '../../storage/blobs/fs-upload-store.js'
@@ -95,7 +96,7 @@ t.test('a filesystem that turns direct writes down (EINVAL) gets the bytes throu
   const direct = { write: async () => { refused++; throw Object.assign(new Error('invalid argument'), { code: 'EINVAL' }) } } as unknown as FileHandle
   const data = bytes(3 * DIRECT_CHUNK + 777, 5)
   const hash = createHash('sha256')
-  const n = await writeHashed(fh, 0, chunked(data), hash, undefined, direct)
+  const n = await writeHashed(fh, 0, batchesOf(chunked(data)), hash, undefined, direct)
   await fh.close()
   t.equal(n, data.length)
   t.equal(refused, 1, 'the direct handle is given up after its first refusal')
