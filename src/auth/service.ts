@@ -134,9 +134,10 @@ export class AuthService {
 
   /** Set the Docker token-auth challenge on a 401. */
   challenge (ctx: Context, scope?: string, error?: string): void {
-    let h = `Bearer realm="${this.realm(ctx)}",service="${this.settings.service}"`
-    if (scope !== undefined) h += `,scope="${scope}"`
-    if (error !== undefined) h += `,error="${error}"`
+    // The realm comes from the Host header by default: quote it (RFC 9110 §5.6.4), a '"' in it must not end the parameter.
+    let h = `Bearer realm=${quoted(this.realm(ctx))},service=${quoted(this.settings.service)}`
+    if (scope !== undefined) h += `,scope=${quoted(scope)}`
+    if (error !== undefined) h += `,error=${quoted(error)}`
     ctx.set('WWW-Authenticate', h)
   }
 
@@ -319,4 +320,9 @@ export class AuthService {
     await this.submitAudited({ type: 'CreateToken', token: record })
     return { id: t.id, value: t.value, record }
   }
+}
+
+/** An RFC 9110 quoted-string. */
+function quoted (s: string): string {
+  return `"${s.replace(/[\\"]/g, (c) => `\\${c}`)}"`
 }

@@ -825,6 +825,19 @@ function rawCases (env: Env, g: Gen): Array<{ what: string; run: () => Promise<s
   const flood = Array.from({ length: 3000 }, (_, i) => `X-Flood-${i}: ${g.word(8)}`)
   return [
     one('an unknown method', ['FOO /v2/ HTTP/1.1\r\nHost: x\r\n\r\n']),
+    {
+      what: 'a quote in the Host header does not break the challenge (RFC 9110 §5.6.4)',
+      run: async () => {
+        const resp = await raw(base, ['GET /v2/ HTTP/1.1\r\nHost: evil"x,realm="http://attacker\r\n\r\n'])
+        const challenge = /^www-authenticate: (.*)$/im.exec(resp)?.[1] ?? ''
+        if (!/^HTTP\/1\.1 401/.test(resp)) return `answered ${resp.split('\r\n')[0]}`
+        // Read as quoted-strings, the parameters are exactly realm and service; the realm keeps
+        // the quote (Koa takes the Host up to its first comma).
+        const m = /^Bearer realm="((?:[^"\\]|\\.)*)",service="((?:[^"\\]|\\.)*)"$/.exec(challenge.trim())
+        const realm = m?.[1]?.replace(/\\(.)/g, '$1')
+        return realm === 'http://evil"x/token' ? undefined : `challenge: ${challenge}`
+      },
+    },
     one('NUL in the method', ['GE\x00T /v2/ HTTP/1.1\r\nHost: x\r\n\r\n']),
     one('spaces inside the method', ['G E T /v2/ HTTP/1.1\r\nHost: x\r\n\r\n']),
     one('HTTP/0.9 request line', ['GET /v2/\r\n\r\n']),
