@@ -83,13 +83,13 @@ interface Waiter<T> {
   term: number
   /** Proposed while this node led: losing the role loses the request. */
   wasLeader: boolean
+  /** The leader when asked. One that steps down keeps its term but drops a ReadIndex unanswered. */
+  lead: NodeId | null
 }
 
 interface ReadWaiter extends Waiter<void> {
   /** Set once the leader answered: resolve when applied reaches it. */
   index?: number
-  /** The leader asked. One that steps down keeps its term but drops the request unanswered. */
-  lead?: NodeId | null
 }
 
 const utf8 = new TextEncoder()
@@ -272,8 +272,6 @@ export class RaftDriver {
     const ctx = utf8.encode(this.nextId())
     const key = contextKey(ctx)
     const p = this.wait(this.reads as Map<string, Waiter<void>>, key, opts)
-    const w = this.reads.get(key)
-    if (w !== undefined) w.lead = this.rn.raft.lead
     this.rn.readIndex(ctx)
     this.kick()
     return p
@@ -287,7 +285,7 @@ export class RaftDriver {
     return new Promise<T>((resolve, reject) => {
       const timer = setTimeout(() => this.settle(map, id, undefined, ErrTimeout), opts.timeoutMs ?? this.timeoutMs)
       timer.unref()
-      map.set(id, { resolve, reject, timer, term: this.rn.raft.term, wasLeader: this.isLeader })
+      map.set(id, { resolve, reject, timer, term: this.rn.raft.term, wasLeader: this.isLeader, lead: this.rn.raft.lead })
     })
   }
 
@@ -412,7 +410,7 @@ export class RaftDriver {
       if (w.index !== undefined && w.index <= applied) this.settle(this.reads, key, undefined)
       // A leader that stepped down (CheckQuorum) in the same term never answers: retry at once
       // with the next one rather than wait out the timeout.
-      else if (w.index === undefined && (lost(w) || (w.lead !== undefined && w.lead !== lead))) this.settle(this.reads, key, undefined, ErrLeadershipLost)
+      else if (w.index === undefined && (lost(w) || w.lead !== lead)) this.settle(this.reads, key, undefined, ErrLeadershipLost)
     }
     for (const map of [this.proposals, this.confChanges] as Array<Map<string, Waiter<unknown>>>) {
       for (const [id, w] of [...map]) {

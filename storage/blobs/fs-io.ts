@@ -70,7 +70,6 @@ async function writevAll (fh: FileHandle, bufs: Uint8Array[], position: number):
  */
 export async function writeHashed (fh: FileHandle, position: number, batches: AsyncIterable<Uint8Array[]>, hash: Hash | undefined, limit?: number, direct?: FileHandle): Promise<number> {
   if (direct !== undefined) return await writeHashedDirect(fh, direct, position, batches, hash, limit)
-  const bufferSize = WRITE_CHUNK
   let pending: Uint8Array[] = []
   let fill = 0
   let written = 0
@@ -88,13 +87,11 @@ export async function writeHashed (fh: FileHandle, position: number, batches: As
   }
   try {
     for await (const batch of batches) {
+      size = account(batch, size, hash, limit)
       for (const chunk of batch) {
-        size += chunk.length
-        checkNotOver(limit, size)
-        hash?.update(chunk)
         pending.push(chunk)
         fill += chunk.length
-        if (fill >= bufferSize) await flush()
+        if (fill >= WRITE_CHUNK) await flush()
       }
     }
     if (fill > 0) await flush()
@@ -104,6 +101,16 @@ export async function writeHashed (fh: FileHandle, position: number, batches: As
     // On error, make sure no write is still running before the caller truncates or unlinks.
     await inflight?.catch(() => {})
   }
+}
+
+/** Hash a batch and add it to `size`; SIZE_INVALID as soon as the total passes `limit`. */
+function account (batch: Uint8Array[], size: number, hash: Hash | undefined, limit: number | undefined): number {
+  for (const chunk of batch) {
+    size += chunk.length
+    checkNotOver(limit, size)
+    hash?.update(chunk)
+  }
+  return size
 }
 
 /**
@@ -149,10 +156,8 @@ async function writeHashedDirect (fh: FileHandle, direct: FileHandle, position: 
   }
   try {
     for await (const batch of batches) {
+      size = account(batch, size, hash, limit)
       for (const chunk of batch) {
-        size += chunk.length
-        checkNotOver(limit, size)
-        hash?.update(chunk)
         let c = chunk
         if (pos < headEnd) {
           const n = Math.min(c.length, headEnd - pos)
