@@ -32,9 +32,19 @@ import { RaftApplier } from './metadata/raft-applier.js'
 import { decodeEnvelope, type Command, type CommandResult, type MemberRecord } from './metadata/commands.js'
 import { dumpState, restoreState } from './metadata/snapshot.js'
 import { Probation } from './probation.js'
+import { StallWatch } from './stall-watch.js'
+import { Counter, Gauge } from 'prom-client'
 import { JOIN_PROTOCOL, parseJoinAddress, serveJoins, type JoinAnswer, type JoinRequest } from './join.js'
 
 export const RAFT_PROTOCOL = '/flotilla/raft/1.0.0'
+
+/**
+ * Largest Raft frame, sent or accepted. Entries are refused before they are proposed when a
+ * message carrying one could exceed it (64 KiB is left for the message's own fields): a
+ * 4 MiB manifest's command is about 9.5 MiB at worst (base64 body, plus its annotations).
+ */
+export const MAX_FRAME_BYTES = 16 * 1024 * 1024
+export const MAX_ENTRY_BYTES = MAX_FRAME_BYTES - 64 * 1024
 
 export interface ClusterOptions {
   dataDir: string
@@ -211,7 +221,13 @@ export class Cluster {
       host,
       protocol: RAFT_PROTOCOL,
       accept: (p) => this.admits(p),
-      onError: (peer, err) => opts.log.debug({ peer, err: (err as Error).message }, 'raft frame not delivered'),
+      maxFrameBytes: MAX_FRAME_BYTES,
+      onError: (peer, err) => {
+        opts.log.debug({ peer, err: (err as Error).message }, 'raft frame not delivered')
+        this.metrics.framesLost.inc({ peer })
+        // What was lost must be sent again: the leader probes the peer instead of streaming blind.
+        this.driver?.reportUnreachable(peer)
+      },
       // A stranger on probation may only join: one that opens Raft loses its connection.
       onRefused: (p) => this.probation.refuse(p, `opened ${RAFT_PROTOCOL} without being a member`),
     })
@@ -238,7 +254,7 @@ export class Cluster {
       // leader is replaced within about a second. A slow node that misses heartbeats only
       // costs a PreVote round: CheckQuorum and PreVote keep it from deposing a live leader.
       tickMs: opts.tickMs ?? 50,
-      raft: { electionTick: opts.electionTicks ?? 10, heartbeatTick: 1 },
+      raft: { electionTick: opts.electionTicks ?? 10, heartbeatTick: 1, maxEntryBytes: MAX_ENTRY_BYTES },
       onError: (err) => opts.log.fatal({ err }, 'raft driver stopped'),
       onConfChange: (cc) => {
         if (cc.type === 'remove' && cc.node === this.peerId) {
@@ -278,9 +294,24 @@ export class Cluster {
   }
 
   private leadershipTimer: NodeJS.Timeout | undefined
+  /** Followers whose match index stopped advancing (on the leader). */
+  readonly stalls = new StallWatch()
+  readonly metrics = {
+    stalls: new Counter({ name: 'flotilla_raft_replication_stalls_total', help: 'Times a follower\'s match index stopped advancing for 5 s while the leader had entries for it', labelNames: ['peer'] as const, registers: [] }),
+    framesLost: new Counter({ name: 'flotilla_raft_frames_lost_total', help: 'Raft frames to a peer lost by the transport (dial failed, stream broke, queue full); Raft resends them', labelNames: ['peer'] as const, registers: [] }),
+    stalled: new Gauge({
+      name: 'flotilla_raft_followers_stalled',
+      help: 'Followers whose replication is stalled right now (leader only)',
+      registers: [],
+      collect: () => { this.metrics.stalled.set(this.stalls.current().length) },
+    }),
+  }
 
 
-  /** Log every change of leader or term: elections are otherwise invisible in the logs. */
+  /**
+   * Log every change of leader or term (elections are otherwise invisible in the logs), and,
+   * on the leader, every follower whose replication stalls or recovers (cluster/stall-watch.ts).
+   */
   private watchLeadership (): void {
     let last = { leader: null as string | null, term: 0 }
     this.leadershipTimer = setInterval(() => {
@@ -288,6 +319,15 @@ export class Cluster {
       if (st.leader !== last.leader || st.term !== last.term) {
         this.opts.log.info({ leader: st.leader, term: st.term, role: st.role, commit: st.commit }, st.leader === null ? 'no leader' : 'leader elected')
         last = { leader: st.leader, term: st.term }
+      }
+      for (const e of this.stalls.observe(st, Date.now(), (p) => this.transport.lastError(p))) {
+        const { peer, match, lastIndex, since, cause } = e.stall
+        if (e.type === 'stalled') {
+          this.metrics.stalls.inc({ peer })
+          this.opts.log.warn({ peer, match, lastIndex, stalledMs: Date.now() - since, cause }, `replication to ${peer} is stalled at index ${match} (the leader is at ${lastIndex}): ${cause}`)
+        } else {
+          this.opts.log.info({ peer, match: e.match, stalledMs: Date.now() - since }, `replication to ${peer} moves again`)
+        }
       }
     }, 200)
     this.leadershipTimer.unref()

@@ -7,7 +7,7 @@
  * queue is full the newest frames are dropped; the protocols above (Raft) tolerate loss
  * and retransmit.
  */
-import { lpStream, type LengthPrefixedStream } from '@libp2p/utils'
+import { LengthPrefixedDecoder, lpStream, type LengthPrefixedStream } from '@libp2p/utils'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import type { Stream } from '@libp2p/interface'
@@ -24,6 +24,7 @@ export interface FrameTransportOptions {
   maxQueuedBytes?: number
   /** Largest frame accepted. Default 16 MiB. */
   maxFrameBytes?: number
+  /** Told when frames to a peer are lost (dial failed, stream broke, queue full), or a peer sent a bad frame. */
   onError?: (peer: string, err: unknown) => void
   /** Told when a peer that is not accepted opens the protocol (its stream is reset). */
   onRefused?: (peer: string) => void
@@ -37,12 +38,24 @@ class PeerLink {
   private stream: Stream | undefined
   dropped = 0
   closed = false
+  /** The last reason a frame to this peer was lost, and when (ms). */
+  lastError: { message: string; at: number } | undefined
 
   constructor (private readonly peer: string, private readonly t: FrameTransport) {}
 
   enqueue (bytes: Uint8Array): void {
     if (this.closed) return
-    if (this.queued + bytes.length > this.t.maxQueuedBytes) { this.dropped++; return }
+    if (bytes.length > this.t.maxFrameBytes) {
+      // The receiver would reset the stream for it: never send it at all.
+      this.dropped++
+      this.fail(new Error(`a ${bytes.length}-byte frame is over the ${this.t.maxFrameBytes}-byte limit`))
+      return
+    }
+    if (this.queued + bytes.length > this.t.maxQueuedBytes) {
+      this.dropped++
+      this.fail(new Error(`send queue full (${this.queued} bytes wait for a slow stream)`))
+      return
+    }
     this.queue.push(bytes)
     this.queued += bytes.length
     if (!this.pumping) void this.pump()
@@ -61,7 +74,7 @@ class PeerLink {
             this.dropped += this.queue.length
             this.queue = []
             this.queued = 0
-            this.t.onError?.(this.peer, err)
+            this.fail(err)
             return
           }
         }
@@ -72,12 +85,17 @@ class PeerLink {
         } catch (err) {
           this.dropped++
           this.reset()
-          this.t.onError?.(this.peer, err)
+          this.fail(err)
         }
       }
     } finally {
       this.pumping = false
     }
+  }
+
+  private fail (err: unknown): void {
+    this.lastError = { message: err instanceof Error ? err.message : String(err), at: Date.now() }
+    this.t.onError?.(this.peer, err)
   }
 
   reset (): void {
@@ -103,6 +121,8 @@ export class FrameTransport {
   private readonly accept: (peerId: string) => boolean
   private readonly onRefused: ((peer: string) => void) | undefined
   private readonly links = new Map<string, PeerLink>()
+  /** When a frame last arrived from each peer (ms). */
+  private readonly heard = new Map<string, number>()
   private handler: FrameHandler | undefined
 
   constructor (opts: FrameTransportOptions) {
@@ -123,21 +143,33 @@ export class FrameTransport {
         this.onRefused?.(from)
         return
       }
-      void this.readLoop(from, stream)
+      this.readLoop(from, stream)
     }, { maxInboundStreams: 64, runOnLimitedConnection: false })
   }
 
-  private async readLoop (from: string, stream: Stream): Promise<void> {
-    const lp = lpStream(stream, { maxDataLength: this.maxFrameBytes })
-    try {
-      for (;;) {
-        const frame = await lp.read()
-        this.handler?.(from, frame.subarray())
+  /**
+   * Decode frames as bytes arrive and hand each to the handler at once (it is synchronous).
+   * An async `lpStream.read()` loop would leave the bytes that arrive between two reads in
+   * an unbounded-by-us buffer that libp2p caps at 4 MiB and then aborts the stream: two
+   * back-to-back frames of 2 MiB (one large Raft entry and its resend) reset the stream
+   * every time they were sent, and the follower never received the entry. Here at most one
+   * partial frame waits, so any frame up to maxFrameBytes gets through.
+   */
+  private readLoop (from: string, stream: Stream): void {
+    const decoder = new LengthPrefixedDecoder({ maxDataLength: this.maxFrameBytes, maxBufferSize: 2 * this.maxFrameBytes + 64 * 1024 })
+    stream.addEventListener('message', (evt) => {
+      try {
+        for (const frame of decoder.decode(evt.data)) {
+          this.heard.set(from, Date.now())
+          this.handler?.(from, frame.subarray())
+        }
+      } catch (err) {
+        // A frame over the limit or a bad length prefix: this stream cannot be resynchronized.
+        this.onError?.(from, err)
+        stream.abort(err instanceof Error ? err : new Error(String(err)))
       }
-    } catch {
-      // End of stream or a broken connection: the sender reopens when it next sends.
-      stream.abort(new Error('read loop ended'))
-    }
+    })
+    stream.addEventListener('remoteCloseWrite', () => { void stream.close().catch(() => {}) })
   }
 
   /** Tell libp2p where a peer listens (from the membership records). */
@@ -159,6 +191,17 @@ export class FrameTransport {
   forget (peerId: string): void {
     this.links.get(peerId)?.close()
     this.links.delete(peerId)
+    this.heard.delete(peerId)
+  }
+
+  /** When a frame last arrived from `peerId` (ms), if one ever did. */
+  lastReceived (peerId: string): number | undefined {
+    return this.heard.get(peerId)
+  }
+
+  /** The last reason a frame to `peerId` was lost, if any was. */
+  lastError (peerId: string): { message: string; at: number } | undefined {
+    return this.links.get(peerId)?.lastError
   }
 
   dropped (): number {

@@ -7,7 +7,7 @@
  */
 import { randomBytes } from 'node:crypto'
 import type { RaftDriver } from '../raft/driver.js'
-import { ErrLeadershipLost, ErrNotLeader, ErrProposalDropped, ErrTimeout } from '../raft/errors.js'
+import { ErrLeadershipLost, ErrNotLeader, ErrProposalDropped, ErrProposalTooLarge, ErrTimeout } from '../raft/errors.js'
 import { FlotillaError } from '../../storage/errors.js'
 import type { CommandSink } from './applier.js'
 import { encodeEnvelope, type Command, type CommandResult } from './commands.js'
@@ -36,11 +36,13 @@ export class RaftApplier implements CommandSink {
   async submit (command: Command): Promise<CommandResult> {
     // One client id per command, sequence 1: its retries (same bytes) are deduplicated.
     const data = encodeEnvelope({ clientId: `${this.prefix}.${++this.counter}`, seq: 1, at: Date.now(), command })
+    if (data.byteLength > this.driver.maxProposalBytes) throw tooLarge(data.byteLength, this.driver.maxProposalBytes)
     const deadline = Date.now() + this.deadlineMs
     for (let attempt = 0; ; attempt++) {
       try {
         return await this.driver.propose(data, { timeoutMs: Math.max(1, Math.min(5000, deadline - Date.now())) }) as CommandResult
       } catch (err) {
+        if (err === ErrProposalTooLarge) throw tooLarge(data.byteLength, this.driver.maxProposalBytes)
         if (!RETRYABLE.has(err) || Date.now() >= deadline) throw unavailable(err)
         await new Promise((resolve) => setTimeout(resolve, Math.min(50 * 2 ** attempt, 500)))
       }
@@ -90,6 +92,10 @@ export class RaftApplier implements CommandSink {
       }
     }
   }
+}
+
+function tooLarge (bytes: number, limit: number): FlotillaError {
+  return new FlotillaError('COMMAND_TOO_LARGE', `this change is a ${bytes}-byte command, over the ${limit} bytes the cluster can replicate in one Raft entry: lower limits.manifestMaxBytes, or make the request smaller`, { bytes, limit })
 }
 
 function unavailable (err: unknown): FlotillaError {

@@ -95,6 +95,9 @@ interface ReadWaiter extends Waiter<void> {
 const utf8 = new TextEncoder()
 const fromUtf8 = new TextDecoder()
 
+/** Bytes wrap() adds at most: version, id length, and an id of at most 255 bytes. */
+const PROPOSAL_OVERHEAD = 2 + 255
+
 /** Proposal envelope: u8 version (1) · u8 id length · id (ASCII) · payload. */
 function wrap (id: string, payload: Uint8Array): Uint8Array {
   const idBytes = utf8.encode(id)
@@ -254,6 +257,21 @@ export class RaftDriver {
   /** Remove a node (its id is never accepted again). */
   removeMember (node: NodeId, opts: RequestOptions = {}): Promise<ConfState> {
     return this.proposeConfChange({ type: 'remove', node }, opts)
+  }
+
+  /**
+   * The transport lost frames to `peer` (dial failed, stream broke, queue full): the leader
+   * stops streaming to it and probes, so what was lost is sent again (etcd's ReportUnreachable).
+   */
+  reportUnreachable (peer: NodeId): void {
+    if (this.stopped) return
+    this.rn.reportUnreachable(peer)
+    this.kick()
+  }
+
+  /** Largest proposal accepted (bytes of the command); larger ones reject with ErrProposalTooLarge. */
+  get maxProposalBytes (): number {
+    return this.rn.raft.maxEntryBytes - PROPOSAL_OVERHEAD
   }
 
   /** Ask the leader to hand leadership to `to`. */

@@ -4,6 +4,7 @@
  */
 export type RaftErrorCode =
   | 'RAFT_PROPOSAL_DROPPED'
+  | 'RAFT_PROPOSAL_TOO_LARGE'
   | 'RAFT_CONF_CHANGE_REJECTED'
   | 'RAFT_NOT_LEADER'
   | 'RAFT_LEADERSHIP_LOST'
@@ -23,6 +24,8 @@ export class RaftError extends Error {
 
 /** No leader known, a leadership transfer is under way, or this node is not a member. */
 export const ErrProposalDropped = new RaftError('RAFT_PROPOSAL_DROPPED', 'raft proposal dropped')
+/** An entry larger than maxEntryBytes: it could not be delivered to the followers, so it is never proposed. */
+export const ErrProposalTooLarge = new RaftError('RAFT_PROPOSAL_TOO_LARGE', 'raft proposal larger than the largest entry the cluster replicates')
 /** Another change is pending, the leader has not committed in its term, or the change is invalid. */
 export const ErrConfChangeRejected = new RaftError('RAFT_CONF_CHANGE_REJECTED', 'raft configuration change rejected')
 /** The operation needs the leader (e.g. removing the last voter is refused). */

@@ -60,8 +60,11 @@ export class Progress {
   msgAppFlowPaused = false
   /** In snapshot state: the index of the snapshot being sent. */
   pendingSnapshot = 0
-  /** Ticks spent in snapshot state, to retry a snapshot whose chunks were lost. */
+  /** Ticks spent in snapshot state without the follower acknowledging a chunk, to retry a snapshot whose chunks were lost. */
   snapshotTicks = 0
+  /** In snapshot state: bytes of the snapshot sent, and bytes the follower holds from offset 0. */
+  snapshotSent = 0
+  snapshotAcked = 0
   /** Heard from since the last CheckQuorum round. */
   recentActive = false
   isLearner: boolean
@@ -77,6 +80,8 @@ export class Progress {
     this.msgAppFlowPaused = false
     this.pendingSnapshot = 0
     this.snapshotTicks = 0
+    this.snapshotSent = 0
+    this.snapshotAcked = 0
     this.state = state
     this.inflights.reset()
   }

@@ -12,7 +12,7 @@
  * - Leader proposals are broadcast lazily (at the next Ready), so proposals made between
  *   two Readies travel in one append per follower.
  */
-import { ErrConfChangeRejected, ErrProposalDropped } from './errors.js'
+import { ErrConfChangeRejected, ErrProposalDropped, ErrProposalTooLarge } from './errors.js'
 import { decodeConfChange } from './codec.js'
 import { Progress, committedIndex, quorum, voteResult, type VoteResult } from './progress.js'
 import { RaftLog, entrySize } from './raft-log.js'
@@ -56,6 +56,14 @@ export interface RaftConfig {
   checkQuorum?: boolean
   /** Bytes of snapshot data per Snap message. Default 1 MiB. */
   snapshotChunkSize?: number
+  /** Snapshot bytes sent ahead of the follower's acknowledgement (at least one chunk). Default 8 MiB. */
+  snapshotWindowBytes?: number
+  /**
+   * Largest entry accepted for proposal. A larger one is refused (ErrProposalTooLarge) before
+   * it enters the log: the transport could never deliver it, and a leader that appended it
+   * would retry it forever while nothing after it commits. Default: no bound.
+   */
+  maxEntryBytes?: number
 }
 
 export interface ProgressStatus {
@@ -143,6 +151,8 @@ export class Raft {
   readonly preVote: boolean
   readonly checkQuorum: boolean
   readonly snapshotChunkSize: number
+  readonly maxEntryBytes: number
+  readonly snapshotWindowBytes: number
   private readonly rand: Rand
 
   constructor (c: RaftConfig) {
@@ -161,6 +171,10 @@ export class Raft {
     this.checkQuorum = c.checkQuorum ?? true
     this.snapshotChunkSize = c.snapshotChunkSize ?? MiB
     if (this.snapshotChunkSize <= 0) throw new RangeError('snapshotChunkSize must be greater than 0')
+    this.maxEntryBytes = c.maxEntryBytes ?? Infinity
+    this.snapshotWindowBytes = c.snapshotWindowBytes ?? 8 * MiB
+    if (this.snapshotWindowBytes <= 0) throw new RangeError('snapshotWindowBytes must be greater than 0')
+    if (this.maxEntryBytes <= 0) throw new RangeError('maxEntryBytes must be greater than 0')
 
     this.raftLog = new RaftLog(c.storage)
     const { hardState, conf } = c.storage.initialState()
@@ -366,16 +380,30 @@ export class Raft {
     this.maybeSendAppend(to, true)
   }
 
-  /** The entries the follower needs are compacted: send the latest snapshot, in chunks. */
+  /**
+   * The entries the follower needs are compacted: send the latest snapshot, in chunks, a
+   * window at a time. The follower acknowledges the bytes it holds (an AppResp with an
+   * offset), and each acknowledgement lets more chunks go: a snapshot larger than what the
+   * transport queues for one peer would otherwise lose its tail on every attempt.
+   */
   private sendSnapshot (to: NodeId, pr: Progress): boolean {
     if (!pr.recentActive) return false
     const snap = this.raftLog.snapshot()
     if (snap.meta.index === 0) return false
     pr.becomeSnapshot(snap.meta.index)
+    this.sendSnapshotChunks(to, pr)
+    return true
+  }
+
+  private sendSnapshotChunks (to: NodeId, pr: Progress): void {
+    const snap = this.raftLog.snapshot()
+    // Compacted again meanwhile: that snapshot is gone; probe, which sends the new one.
+    if (snap.meta.index !== pr.pendingSnapshot) { pr.becomeProbe(); return }
     const total = snap.data.byteLength
     const size = this.snapshotChunkSize
-    let offset = 0
+    const window = this.snapshotWindowBytes
     do {
+      const offset = pr.snapshotSent
       const end = Math.min(offset + size, total)
       this.send({
         type: 'Snap',
@@ -385,9 +413,8 @@ export class Raft {
         total,
         done: end === total
       })
-      offset = end
-    } while (offset < total)
-    return true
+      pr.snapshotSent = end
+    } while (pr.snapshotSent < total && pr.snapshotSent < pr.snapshotAcked + window)
   }
 
   bcastAppend (): void {
@@ -611,6 +638,12 @@ export class Raft {
   /** Process one message from the network. Nothing here throws for a refused proposal. */
   step (m: Message): void {
     if (this.removed.has(m.from)) return
+    if (m.type === 'Prop' && m.entries.some((e) => e.data.byteLength > this.maxEntryBytes)) {
+      // Wherever it comes from (local or forwarded), never into the log.
+      this.droppedProposals++
+      if (this.local) throw ErrProposalTooLarge
+      return
+    }
     // Handle the message term, which may result in our stepping down to a follower.
     if (m.term === 0) {
       // Local message, or a forwarded Prop / ReadIndex.
@@ -739,6 +772,14 @@ export class Raft {
     switch (m.type) {
       case 'AppResp': {
         pr.recentActive = true
+        if (m.offset !== undefined) {
+          // A snapshot chunk acknowledged: the follower holds m.offset bytes of snapshot m.index.
+          if (pr.state !== 'snapshot' || m.index !== pr.pendingSnapshot || m.offset <= pr.snapshotAcked) return
+          pr.snapshotAcked = m.offset
+          pr.snapshotTicks = 0
+          if (pr.snapshotSent < (m.total ?? 0)) this.sendSnapshotChunks(m.from, pr)
+          return
+        }
         if (m.reject) {
           let nextProbe = m.rejectHint
           if (m.logTerm > 0) nextProbe = this.raftLog.findConflictByTerm(m.rejectHint, m.logTerm).index
@@ -932,7 +973,7 @@ export class Raft {
     const offset = m.offset ?? 0
     if (part.meta.index <= this.raftLog.committed) {
       // We already have it (a retry, or entries got here first): answer once, on the last chunk.
-      if (m.done === true) this.send({ type: 'AppResp', to: m.from, index: this.raftLog.committed })
+      if (m.done === true || offset === 0) this.send({ type: 'AppResp', to: m.from, index: this.raftLog.committed })
       return
     }
     const key = `${m.from}/${m.term}/${part.meta.index}/${part.meta.term}/${total}`
@@ -940,7 +981,11 @@ export class Raft {
     const inc = this.incoming
     inc.chunks.set(offset, part.data)
     const data = assemble(inc.chunks, total)
-    if (data === undefined) return
+    if (data === undefined) {
+      // Tell the leader how much we hold from the start, so it sends the next chunks.
+      this.send({ type: 'AppResp', to: m.from, index: part.meta.index, offset: contiguous(inc.chunks), total })
+      return
+    }
     this.incoming = undefined
     const snap: Snapshot = { meta: part.meta, data }
     if (this.restore(snap)) {
@@ -1042,6 +1087,16 @@ export class Raft {
     }
     return st
   }
+}
+
+/** Bytes held from offset 0 without a gap. */
+function contiguous (chunks: Map<number, Uint8Array>): number {
+  let pos = 0
+  for (const off of [...chunks.keys()].sort((a, b) => a - b)) {
+    if (off > pos) break
+    pos = Math.max(pos, off + chunks.get(off)!.byteLength)
+  }
+  return pos
 }
 
 /** The chunks joined, if together they cover [0, total) exactly. */

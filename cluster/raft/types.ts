@@ -46,6 +46,8 @@ export type MessageType =
  * - App: `index`/`logTerm` name the entry before `entries`; `commit` is the leader's commit.
  * - AppResp: `index` is the last matching index, or on reject the rejected probe index, with
  *   `rejectHint`/`logTerm` naming where the follower's log may match (fast backtracking).
+ *   With `offset` it acknowledges snapshot chunks instead: the follower holds `offset` bytes
+ *   (of `total`) of the snapshot at `index`, from byte 0 without a gap.
  * - Vote/PreVote: `index`/`logTerm` are the candidate's last entry; `force` is a transfer.
  * - Heartbeat/HeartbeatResp, ReadIndex/ReadIndexResp: `context` carries the read request id.
  * - Snap: `snapshot.data` is one chunk at byte `offset` of `total`; `done` on the last one.

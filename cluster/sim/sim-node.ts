@@ -48,9 +48,16 @@ export interface NodeTuning {
   maxInflightMsgs: number
   maxSizePerMsg: number
   snapshotChunkSize: number
+  /** Snapshot bytes in flight before the follower acknowledges. */
+  snapshotWindowBytes: number
+  /** Largest entry the core accepts for proposal (larger: refused, never in the log). */
+  maxEntryBytes: number
+  /** Largest frame the network carries; a bigger one is a bug (the real transport resets the stream). */
+  maxFrameBytes: number
 }
 
-export type WriteResult = 'ok' | 'dropped'
+/** dropped: no leader, try again; refused: too large, never proposed. */
+export type WriteResult = 'ok' | 'dropped' | 'refused'
 
 const enc = new TextEncoder()
 const dec = new TextDecoder()
@@ -111,7 +118,9 @@ export class SimNode {
       applied: this.sm.applied,
       maxSizePerMsg: this.h.tuning.maxSizePerMsg,
       maxInflightMsgs: this.h.tuning.maxInflightMsgs,
-      snapshotChunkSize: this.h.tuning.snapshotChunkSize
+      snapshotChunkSize: this.h.tuning.snapshotChunkSize,
+      snapshotWindowBytes: this.h.tuning.snapshotWindowBytes,
+      maxEntryBytes: this.h.tuning.maxEntryBytes
     })
   }
 
@@ -201,6 +210,7 @@ export class SimNode {
     try {
       this.raw!.propose(encodeCommand(cmd))
     } catch (err) {
+      if (isRaftError(err, 'RAFT_PROPOSAL_TOO_LARGE')) { respond('refused'); return }
       if (!isRaftError(err, 'RAFT_PROPOSAL_DROPPED')) throw err
       respond('dropped')
       return

@@ -20,6 +20,7 @@ import { InvariantViolation, SafetyChecker } from './invariants.js'
 import { SimNetwork, type NetworkConditions } from './network.js'
 import { SimRand } from './random.js'
 import { SimNode, TICK_MS, type NodeHooks, type NodeTuning, type UnsafeDriver } from './sim-node.js'
+import { encodeCommand, type KvCommand } from './kv-state-machine.js'
 
 export interface SimOptions {
   seed: number
@@ -61,6 +62,10 @@ export interface SimStats {
   replacements: number
   snapshotsInstalled: number
   ops: number
+  /** Writes refused as too large (never proposed). */
+  opsRefused: number
+  /** Writes of the largest accepted size that committed. */
+  largestCommitted: number
   opsOk: number
   opsUnknown: number
   reads: number
@@ -135,6 +140,8 @@ export class Simulation {
   /** When the last message sent so far will have arrived. */
   private lastArrival = 0
   private maxLeaderAfterHeal = 0
+  private refused = 0
+  private largestCommitted = 0
 
   constructor (opts: SimOptions) {
     const seedRand = new SimRand(opts.seed)
@@ -183,6 +190,9 @@ export class Simulation {
 
   /** Returns false when `to` is known to be down (the transport's send would throw). */
   private send (from: string, to: string, bytes: Uint8Array, describe: () => string): boolean {
+    if (bytes.byteLength > this.opts.tuning.maxFrameBytes) {
+      throw new InvariantViolation('frame size', `${from}→${to} ${describe()}: a ${bytes.byteLength}-byte frame, over the transport's ${this.opts.tuning.maxFrameBytes}: it would never arrive`)
+    }
     const target = this.nodes.get(to)
     if (target === undefined || !target.up) return false
     const delays = this.net.delays(from, to)
@@ -255,6 +265,8 @@ export class Simulation {
         replacements: this.replacements,
         snapshotsInstalled: [...this.nodes.values()].reduce((s, n) => s + n.snapshotsInstalled, 0),
         ops: this.history.length,
+        opsRefused: this.refused,
+        largestCommitted: this.largestCommitted,
         opsOk: this.history.filter(o => o.return !== Infinity).length,
         opsUnknown: this.history.filter(o => o.return === Infinity).length,
         reads: this.reads,
@@ -485,17 +497,24 @@ export class Simulation {
     const seq = ++this.probeSeq
     const deadline = this.q.now + PROBE_WITHIN_MS
     const applied = (): boolean => this.inConf().every(n => n.up && (n.sm.lastSeq.get('probe') ?? 0) >= seq)
+    // The probe is as large as an entry may be: the largest accepted proposal must commit, and
+    // one byte more must be refused before it is proposed (so it can never wedge the log).
+    const max = this.opts.tuning.maxEntryBytes
+    let answer: string | undefined
+    this.nodes.get(this.leaderId()!)!.proposeWrite(commandOfSize('probe-over', seq, '__probe_over', max + 1), (res) => { answer = res })
+    if (answer !== 'refused') throw new InvariantViolation('proposal size', `a ${max + 1}-byte proposal was not refused (${answer ?? 'accepted'}) by a core whose limit is ${max}`)
     const propose = (): void => {
       if (applied() || this.q.now >= deadline) return
       const lead = this.leaderId()
-      if (lead !== undefined) this.nodes.get(lead)!.proposeWrite({ c: 'probe', s: seq, k: '__probe', v: String(seq) }, () => {})
+      if (lead !== undefined) this.nodes.get(lead)!.proposeWrite(commandOfSize('probe', seq, '__probe', max), () => {})
       this.q.after(ELECTION_MS, () => 'probe retry', propose)
     }
     propose()
     if (!this.runUntil(deadline, applied)) {
       throw new InvariantViolation('liveness', `probe ${seq} not applied on every node ${PROBE_WITHIN_MS} ms after a leader was elected (${this.describeNodes()})`)
     }
-    this.log(`liveness: probe ${seq} applied everywhere after ${this.q.now - healedAt} ms`)
+    this.log(`liveness: probe ${seq} (${max} bytes) applied everywhere after ${this.q.now - healedAt} ms`)
+    this.largestCommitted++
     // A membership change under way completes too.
     if (!this.runUntil(this.q.now + PROBE_WITHIN_MS, () => this.membership === null)) {
       const m = this.membership!
@@ -518,8 +537,11 @@ export class Simulation {
       const key = `k${r.intn(this.opts.keys)}`
       const seq = ++c.seq
       const kind = r.chance(0.55) ? 'put' : 'get'
+      // One put in ten is large, up to a fifth over the largest entry accepted (refused, then).
+      const big = kind === 'put' && r.chance(0.1)
+      const value = big ? commandOfSize(c.id, seq, key, r.between(this.opts.tuning.maxEntryBytes >> 1, Math.floor(this.opts.tuning.maxEntryBytes * 1.2))).v + `${c.id}.${seq}` : `${c.id}.${seq}`
       const op: KvOperation = kind === 'put'
-        ? { clientId: c.id, input: { op: 'put', key, value: `${c.id}.${seq}` }, output: undefined, call: this.q.now, return: Infinity }
+        ? { clientId: c.id, input: { op: 'put', key, value }, output: undefined, call: this.q.now, return: Infinity }
         : { clientId: c.id, input: { op: 'get', key }, output: undefined, call: this.q.now, return: Infinity }
       c.current = { op, attempt: 0, kind, seq }
       this.attempt(c)
@@ -542,6 +564,15 @@ export class Simulation {
           c.guess = nodeId
           p.op.output = { op: 'put' }
           this.finish(c, 'ok')
+        } else if (res === 'refused') {
+          // Refused before it was proposed: it never happens, so it constrains nothing.
+          if (!still()) return
+          if (encodeCommand({ c: c.id, s: p.seq, k: input.key, v: input.value }).byteLength <= this.opts.tuning.maxEntryBytes) {
+            throw new InvariantViolation('proposal size', `a ${input.value.length}-byte put within the limit was refused`)
+          }
+          this.refused++
+          c.current = null
+          this.scheduleNextOp(c, this.clientRand.between(0, 20))
         } else if (still()) {
           if (node.lead !== null) c.guess = node.lead
           this.retry(c)
@@ -590,13 +621,27 @@ export class Simulation {
  */
 export function tuningFor (seed: number): NodeTuning {
   const r = new SimRand(seedFor(seed, 'tuning'))
+  const maxSizePerMsg = r.pick([1, 256, 1024, 1 << 20])
+  const snapshotChunkSize = r.pick([16, 64, 1 << 20])
+  const maxEntryBytes = r.pick([256, 1024, 4096])
   return {
     snapshotEvery: r.pick([5, 25, 100]),
     keepEntries: r.pick([0, 3, 20]),
     maxInflightMsgs: r.pick([1, 2, 16, 256]),
-    maxSizePerMsg: r.pick([1, 256, 1024, 1 << 20]),
-    snapshotChunkSize: r.pick([16, 64, 1 << 20])
+    maxSizePerMsg,
+    snapshotChunkSize,
+    snapshotWindowBytes: r.pick([1024, 65_536, 1 << 22]),
+    maxEntryBytes,
+    // As in the cluster (cluster/cluster.ts): room for the largest entry, an append's batch
+    // or a snapshot chunk, with each entry's own fields, and the message's.
+    maxFrameBytes: 2 * Math.max(maxEntryBytes, maxSizePerMsg, snapshotChunkSize) + 1024
   }
+}
+
+/** A command whose encoding is exactly `bytes` long (a value padded to fit), for size-edge writes. */
+export function commandOfSize (c: string, s: number, k: string, bytes: number): KvCommand {
+  const base = encodeCommand({ c, s, k, v: '' }).byteLength
+  return { c, s, k, v: 'x'.repeat(Math.max(0, bytes - base)) }
 }
 
 export function runSeed (opts: SimOptions): SimResult {

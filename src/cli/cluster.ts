@@ -37,10 +37,16 @@ export function clusterCommands (program: Command): void {
       if (opts.json === true) { process.stdout.write(JSON.stringify(doc, null, 2) + '\n'); return }
       process.stdout.write(`node ${doc.node}\nleader ${doc.leader ?? '(none)'}  term ${doc.term}  commit ${doc.commit}  applied ${doc.applied}  blob copies pending ${doc.replicationBacklog}\n\n`)
       // P2P: full multiaddrs (…/p2p/<peer id>), what `flotilla join` takes besides an HTTP URL.
-      const rows = doc.members.map((m) => [m.peerId + (m.leader ? ' *' : ''), m.role, m.http ?? '-', m.lag === null ? '-' : String(m.lag), m.p2p.join(' ') || '-'])
-      const head = ['PEER', 'ROLE', 'HTTP', 'LAG', 'P2P']
+      const rows = doc.members.map((m) => [
+        m.peerId + (m.leader ? ' *' : ''), m.role, m.reachable ? 'yes' : 'NO', m.lastContact ?? 'never', m.http ?? '-',
+        m.lag === null ? '-' : String(m.lag) + (m.stalled !== null ? ' STALLED' : ''), m.p2p.join(' ') || '-'])
+      const head = ['PEER', 'ROLE', 'REACHABLE', 'LAST CONTACT', 'HTTP', 'LAG', 'P2P']
       const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)))
       for (const r of [head, ...rows]) process.stdout.write(r.map((c, i) => c.padEnd(widths[i]!)).join('  ') + '\n')
+      // A stall names its cause (cluster/stall-watch.ts); print it whole, under the table.
+      for (const m of doc.members) {
+        if (m.stalled !== null) process.stdout.write(`\n${m.peerId}: replication stalled at index ${m.stalled.match} since ${m.stalled.since}: ${m.stalled.cause}\n`)
+      }
     })
 
   withNode(program.command('leave'))

@@ -46,6 +46,7 @@ export function createApp (opts: AppOptions): Koa {
   // Koa would print errors itself; our error middleware logs them once, through pino.
   app.silent = true
   const metrics = createMetrics()
+  if (opts.cluster !== undefined) for (const m of Object.values(opts.cluster.metrics)) metrics.registry.registerMetric(m)
   app.use(requestLog(opts.log))
   app.use(async (ctx, next) => {
     const end = metrics.duration.startTimer({ method: ctx.method })

@@ -9,6 +9,7 @@ import Router from '@koa/router'
 import type { Context, Next } from 'koa'
 import { z } from 'zod'
 import type { Cluster } from '../../cluster/cluster.js'
+import type { Stall } from '../../cluster/stall-watch.js'
 import { createJoinToken, joinCluster, JoinRequest } from '../../cluster/join.js'
 import { FlotillaError } from '../../storage/errors.js'
 import { readLimited } from './manifests.js'
@@ -56,6 +57,16 @@ export interface ClusterMemberDoc {
   /** Known to the leader only; null elsewhere. */
   match: number | null
   lag: number | null
+  /**
+   * Whether this node hears from the member: itself always; another when a Raft frame came
+   * from it within the last 3 s (every follower answers the leader's 50 ms heartbeats, so
+   * the leader's view is the one to trust; a follower hears from the leader only).
+   */
+  reachable: boolean
+  /** When this node last heard from the member (ISO time), null when never. */
+  lastContact: string | null
+  /** Set on the leader when replication to the member has not advanced for 5 s while it lags. */
+  stalled: { match: number; since: string; cause: string } | null
 }
 
 /** GET /api/v1/cluster. */
@@ -70,6 +81,10 @@ export interface ClusterStatusDoc {
   members: ClusterMemberDoc[]
 }
 
+function stalledDoc (s: Stall | undefined): ClusterMemberDoc['stalled'] {
+  return s === undefined ? null : { match: s.match, since: new Date(s.since).toISOString(), cause: s.cause }
+}
+
 /** A member's multiaddrs, each ending in /p2p/<its id> so an operator can copy one to `flotilla join`. */
 function fullAddrs (peerId: string, addrs: string[]): string[] {
   return addrs.map((a) => a.includes('/p2p/') ? a : `${a.replace(/\/+$/, '')}/p2p/${peerId}`)
@@ -78,6 +93,11 @@ function fullAddrs (peerId: string, addrs: string[]): string[] {
 export function clusterRoutes (cluster: Cluster, replicationBacklog: () => number = () => 0): Router {
   const r = new Router({ prefix: '/api/v1/cluster' })
 
+  const contact = (id: string): Pick<ClusterMemberDoc, 'reachable' | 'lastContact'> => {
+    if (id === cluster.peerId) return { reachable: true, lastContact: new Date().toISOString() }
+    const at = cluster.transport.lastReceived(id)
+    return { reachable: at !== undefined && Date.now() - at < 3000, lastContact: at === undefined ? null : new Date(at).toISOString() }
+  }
   r.get('/', async (ctx) => {
     const st = cluster.status()
     const members = cluster.memberList()
@@ -103,6 +123,8 @@ export function clusterRoutes (cluster: Cluster, replicationBacklog: () => numbe
           // The leader knows how far each member is; others report null.
           match: pr?.match ?? null,
           lag: pr === undefined ? null : Math.max(0, st.lastIndex - pr.match),
+          ...contact(id),
+          stalled: stalledDoc(cluster.stalls.stallOf(id)),
         }
       }),
     }

@@ -14,7 +14,7 @@
  */
 import t, { type Test } from 'tap'
 import {
-  authFetch, checkImage, pushHttp, pushWorkload, sleep, startTestCluster, waitFor,
+  authFetch, checkImage, cutOff, healAll, pushHttp, pushWorkload, sleep, startTestCluster, waitFor,
   type ClusterNode, type PushRecord, type TestCluster,
 } from '../helpers/cluster.js'
 import { image, type Image } from '../helpers/oci.js'
@@ -24,26 +24,6 @@ const CUT_MS = 30_000
 const CUT_REQUEST_TIMEOUT_MS = 25_000
 
 const c = await startTestCluster(t, { size: 3, env: { FLOTILLA_FAULT_INJECTION: '1' } })
-
-async function setPartition (node: ClusterNode, peers: ClusterNode[]): Promise<void> {
-  const res = await authFetch(`${node.url}/api/v1/debug/partition`, c.credentials, {
-    method: peers.length === 0 ? 'DELETE' : 'PUT',
-    headers: { 'content-type': 'application/json' },
-    ...(peers.length === 0 ? {} : { body: JSON.stringify({ peers: peers.map((p) => p.peerId) }) }),
-  })
-  const text = await res.text()
-  if (res.status !== 200) throw new Error(`${node.name}: partition hook answered ${res.status}: ${text}`)
-}
-
-/** Cut `node` off from every other node, on every node's hook (both directions). */
-async function cutOff (c: TestCluster, node: ClusterNode): Promise<void> {
-  const others = c.live().filter((n) => n !== node)
-  await Promise.all([setPartition(node, others), ...others.map(async (o) => await setPartition(o, [node]))])
-}
-
-async function healAll (c: TestCluster): Promise<void> {
-  await Promise.all(c.live().map(async (n) => await setPartition(n, [])))
-}
 
 async function readyz (node: ClusterNode): Promise<number> {
   const res = await fetch(`${node.url}/readyz`, { signal: AbortSignal.timeout(3000) })

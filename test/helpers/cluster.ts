@@ -5,7 +5,7 @@
  */
 import { stat } from 'node:fs/promises'
 import { join } from 'node:path'
-import { startCluster, basicAuth, type ClusterOptions, type Credentials, type TestCluster } from '../../scripts/lib/cluster.js'
+import { startCluster, basicAuth, type ClusterNode, type ClusterOptions, type Credentials, type TestCluster } from '../../scripts/lib/cluster.js'
 import { image as smallImage, sha256, type Image } from './oci.js'
 import type { Lifecycle } from './registry.js'
 
@@ -137,4 +137,28 @@ export function pushWorkload (opts: { clients: number; creds: Credentials; targe
     records,
     async stop () { stopped = true; await Promise.all(loops) },
   }
+}
+
+/**
+ * Cut `node` off from `peers` with its fault-injection hook (FLOTILLA_FAULT_INJECTION=1,
+ * src/http/debug.ts); no peers heals it. One-sided: cutOff() cuts both ways.
+ */
+export async function setPartition (c: TestCluster, node: ClusterNode, peers: ClusterNode[]): Promise<void> {
+  const res = await authFetch(`${node.url}/api/v1/debug/partition`, c.credentials, {
+    method: peers.length === 0 ? 'DELETE' : 'PUT',
+    headers: { 'content-type': 'application/json' },
+    ...(peers.length === 0 ? {} : { body: JSON.stringify({ peers: peers.map((p) => p.peerId) }) }),
+  })
+  const text = await res.text()
+  if (res.status !== 200) throw new Error(`${node.name}: partition hook answered ${res.status}: ${text}`)
+}
+
+/** Cut `node` off from every other live node, on every node's hook (both directions). */
+export async function cutOff (c: TestCluster, node: ClusterNode): Promise<void> {
+  const others = c.live().filter((n) => n !== node)
+  await Promise.all([setPartition(c, node, others), ...others.map(async (o) => await setPartition(c, o, [node]))])
+}
+
+export async function healAll (c: TestCluster): Promise<void> {
+  await Promise.all(c.live().map(async (n) => await setPartition(c, n, [])))
 }

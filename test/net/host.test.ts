@@ -61,3 +61,28 @@ t.test('members exchange frames in order; an unknown peer is refused', async (t)
   t.equal(a.frames.length, 1, 'no frame from the stranger arrived')
   t.equal(a.host.getConnections(stranger.host.peerId).length, 0, 'no connection from the stranger is held')
 })
+
+// Issue 15: two back-to-back frames of about 2 MiB overflowed libp2p's 4 MiB read buffer,
+// which reset the stream every time a large Raft entry was (re)sent: the entry never arrived.
+t.test('large frames back to back arrive whole; a frame over the limit is never sent', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'flotilla-net-'))
+  const members = new Set<string>()
+  const a = await makeNode(dir, 'a', members)
+  const b = await makeNode(dir, 'b', members)
+  members.add(a.peerId).add(b.peerId)
+  t.teardown(async () => { await Promise.all([a.host.stop(), b.host.stop()]) })
+  await a.transport.setAddresses(b.peerId, b.host.getMultiaddrs().map(String))
+  const sizes = [6 << 20, 6 << 20, 3 << 20, 10, 12 << 20]
+  const sent = sizes.map((n, i) => Buffer.alloc(n, 97 + i))
+  for (const f of sent) a.transport.send(b.peerId, f)
+  await until(() => b.frames.length === sizes.length, 30_000)
+  t.same(b.frames.map(([, s]) => s.length), sizes, 'every frame arrived, whole and in order')
+  t.ok(b.frames.every(([, s], i) => s === sent[i]!.toString()), 'with its bytes')
+  t.equal(a.transport.lastError(b.peerId), undefined, 'no frame was lost')
+
+  const errors: string[] = []
+  const small = new FrameTransport({ host: a.host, protocol: '/flotilla/test-small/1.0.0', accept: () => true, maxFrameBytes: 1024, onError: (_p, err) => errors.push((err as Error).message) })
+  small.send(b.peerId, Buffer.alloc(2048))
+  t.match(errors[0], /2048-byte frame is over the 1024-byte limit/, 'the sender refuses it and says why')
+  t.match(small.lastError(b.peerId)?.message, /over the 1024-byte limit/)
+})

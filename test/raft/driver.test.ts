@@ -203,3 +203,24 @@ t.test('driver: addMember adds a learner, waits for it to catch up, then promote
   t.same(removed.voters, ['a', 'b', 'c'])
   await stopAll([...members, d])
 })
+
+// Issue 15: an entry the transport cannot carry must never enter the log, where the leader
+// would retry it forever while nothing after it commits.
+t.test('driver: a proposal over maxEntryBytes is refused on the leader and on a follower, before it is proposed', async t => {
+  const { members } = await cluster(['a', 'b', 'c'], { raft: { electionTick: 10, heartbeatTick: 1, maxEntryBytes: 1024 } })
+  const leader = await leaderOf(members)
+  const follower = members.find(m => m !== leader)!
+  t.equal(await leader.driver.propose(enc('k=' + 'x'.repeat(900))), null, 'an entry within the limit commits')
+  const last = leader.driver.status().lastIndex
+  for (const m of [leader, follower]) {
+    await t.rejects(m.driver.propose(enc('k=' + 'y'.repeat(2000))), { code: 'RAFT_PROPOSAL_TOO_LARGE' }, `refused on the ${m === leader ? 'leader' : 'follower'}`)
+  }
+  t.equal(leader.driver.status().lastIndex, last, 'nothing was appended')
+  t.ok(leader.driver.maxProposalBytes < 1024, `the driver says what fits (${leader.driver.maxProposalBytes} bytes)`)
+
+  const { RaftApplier } = await import('../../cluster/metadata/raft-applier.js')
+  const applier = new RaftApplier(follower.driver)
+  await t.rejects(applier.submit({ type: 'DeleteTag', repo: 'r'.repeat(2000), tag: 't' }), { code: 'COMMAND_TOO_LARGE', message: /over the \d+ bytes the cluster can replicate/ }, 'the metadata layer answers 413 naming the limit')
+  t.equal(await follower.driver.propose(enc('k=after')), '' + 'x'.repeat(900), 'the cluster still commits')
+  await stopAll(members)
+})
