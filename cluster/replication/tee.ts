@@ -7,7 +7,8 @@
  * opt out of setting the pace: it is then dropped as soon as it falls `highWater` behind.
  *
  * `main` ending early (destroyed, or closed before it was read to the end) voids the whole
- * transfer: the source and every copy are destroyed.
+ * transfer: the source and every copy are destroyed. The source failing or closing before
+ * its end (even before tee() was called) destroys `main` and every copy with an error.
  */
 import type { Readable, Writable } from 'node:stream'
 
@@ -80,11 +81,18 @@ export function tee (source: Readable, main: Writable & { readableEnded?: boolea
     main.end()
     for (const c of live) c.stream.end()
   })
-  source.once('error', (err) => {
+  const fail = (err: Error): void => {
     clearTimeout(stallTimer)
     main.destroy(err)
     for (const c of copies) c.stream.destroy(err)
-  })
+  }
+  source.once('error', fail)
+  // A client that hangs up may close its request without an error; and it may have hung up
+  // already, before we were called (the caller awaits its mirrors first). Either way the
+  // reader must hear of it: an ingest left waiting forever never closes its file handles.
+  const premature = (): Error => Object.assign(new Error('the source closed before its end'), { code: 'ERR_STREAM_PREMATURE_CLOSE' })
+  source.once('close', () => { if (!ended && !source.readableEnded) fail(premature()) })
+  if (source.destroyed && !source.readableEnded) queueMicrotask(() => { fail(source.errored ?? premature()) })
   main.once('close', () => {
     clearTimeout(stallTimer)
     if (ended && main.writableFinished && main.readableEnded !== false) return

@@ -1,6 +1,7 @@
 /**
  * A hostile client: several hundred malformed requests, made by a seeded generator, against a
- * real node with access control on (and a smaller share against a node of a 3-node cluster).
+ * real node with access control on, then against the leader and a follower of a 3-node
+ * cluster; afterwards a push through every node must commit (a wedged log keeps nodes up).
  *
  * For every request: an answer (no hang), never a 5xx, a JSON error body whose code is one the
  * spec lists (the specific one where the spec is clear), a challenge on every 401, and the node
@@ -18,7 +19,7 @@ import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import type { PrivateKey } from '@libp2p/interface'
 import { signRequest } from '../../net/peer-auth.js'
 import { startTarget, type Target } from '../helpers/registry.js'
-import { startTestCluster, checkImage, basicAuth, waitFor } from '../helpers/cluster.js'
+import { startTestCluster, checkImage, basicAuth, waitFor, type ClusterNode, type TestCluster } from '../helpers/cluster.js'
 import { blob, descriptor, image, sha256, sha512, OCI_INDEX, OCI_MANIFEST, DOCKER_MANIFEST, DOCKER_LIST, type Image } from '../helpers/oci.js'
 
 // ---------------------------------------------------------------------------------------------
@@ -914,11 +915,11 @@ async function pushAll (base: string, admin: string, repo: string, img: Image, t
   if (a.status !== 201) throw new Error(`push of ${repo}:${tag}: ${a.status} ${a.body.toString()}`)
 }
 
-async function makeEnv (base: string, creds: { username: string; password: string }, dataDir: string | undefined, img: Image): Promise<Env> {
+async function makeEnv (base: string, creds: { username: string; password: string }, dataDir: string | undefined, img: Image, prefix = 'hostile'): Promise<Env> {
   const admin = basicAuth(creds)
-  const target = 'hostile/target'
-  const scratch = 'hostile/scratch'
-  const other = 'hostile/other'
+  const target = `${prefix}/target`
+  const scratch = `${prefix}/scratch`
+  const other = `${prefix}/other`
   await pushAll(base, admin, target, img, 'v1')
   await pushAll(base, admin, scratch, img, 'base')
   const jwt = new Map<string, string>()
@@ -992,45 +993,68 @@ t.test('one node with access control on', async (t) => {
   })
 })
 
-t.test('a node of a 3-node cluster (a deterministic sample, plus proxying)', async (t) => {
+/**
+ * The whole case list against one node of the cluster, `target`, with the image pushed
+ * through another, `via`: the target must proxy uploads, fetch blobs through, and forward
+ * proposals to the leader (when it follows) while it is being attacked.
+ */
+async function againstClusterNode (t: Test, c: TestCluster, target: ClusterNode, via: ClusterNode, seed: number, prefix: string): Promise<void> {
+  const base = await makeEnv(via.url, c.credentials, undefined, img, prefix)
+  await waitFor(`${target.name} to serve the pushed image`, async () => (await checkImage(target.url, c.credentials, base.target, img, 'v1')).length === 0 ? true : undefined, 20_000)
+  const env: Env = { ...base, base: target.url, jwt: new Map([[base.target, await jwtFor(target.url, base.admin, base.target)], [base.scratch, await jwtFor(target.url, base.admin, base.scratch)]]) }
+  const viaKey = privateKeyFromProtobuf(await readFile(join(via.dataDir, 'p2p-key')))
+  env.memberKey = { key: viaKey, peerId: peerIdFromPrivateKey(viaKey).toString() }
+  const g = new Gen(seed)
+  const all = generate(g, env)
+  // Upload sessions opened on `via` and driven through the target: the owner answers, through the proxy.
+  const proxied = `proxied uploads (session on ${via.name}, request to ${target.name})`
+  const onVia = async (): Promise<string> => await base.newUpload(base.scratch)
+  all.push(
+    { section: proxied, what: 'PATCH with a malformed Content-Range', method: 'PATCH', path: onVia, auth: 'admin', headers: { 'content-range': 'bytes=zero-ten' }, body: '12345', status: 416, code: 'BLOB_UPLOAD_INVALID' },
+    { section: proxied, what: 'PATCH out of order', method: 'PATCH', path: onVia, auth: 'admin', headers: { 'content-range': '5-9' }, body: '12345', status: 416, code: 'BLOB_UPLOAD_INVALID' },
+    { section: proxied, what: 'PATCH length mismatch', method: 'PATCH', path: onVia, auth: 'admin', headers: { 'content-range': '0-99' }, body: '12345', status: 400, code: 'SIZE_INVALID' },
+    { section: proxied, what: 'PATCH chunked', method: 'PATCH', path: onVia, auth: 'admin', body: g.bytes(50_000), chunked: true, status: 202 },
+    { section: proxied, what: 'PUT without digest', method: 'PUT', path: onVia, auth: 'admin', status: 400, code: 'DIGEST_INVALID' },
+    { section: proxied, what: 'PUT with a mismatched digest', method: 'PUT', path: async () => `${await onVia()}?digest=${sha256('nope')}`, auth: 'admin', body: 'data', status: 400, code: 'DIGEST_INVALID' },
+    { section: proxied, what: 'PUT with md5', method: 'PUT', path: async () => `${await onVia()}?digest=md5:${g.hex(32)}`, auth: 'admin', status: 400, code: 'DIGEST_INVALID' },
+    { section: proxied, what: 'GET status anonymously', method: 'GET', path: onVia, auth: 'none', repo: base.scratch, status: 401, code: 'UNAUTHORIZED' },
+    { section: proxied, what: 'GET status with a Bearer token', method: 'GET', path: onVia, auth: 'bearer', repo: base.scratch, status: 204 },
+    { section: proxied, what: 'DELETE (cancel)', method: 'DELETE', path: onVia, auth: 'admin', status: 204 },
+    { section: proxied, what: 'a forged forwarding marker', method: 'PATCH', path: onVia, auth: 'admin', headers: { 'x-flotilla-forwarded': '1' }, body: 'abc', status: [202, 400, 404] },
+  )
+  const everyoneAlive = (): boolean => c.nodes.every((x) => x.alive())
+  const n = await runAll(t, env, all, g, everyoneAlive)
+  const raws = rawCases(env, g)
+  await t.test(`raw sockets (${raws.length} requests)`, async (t) => {
+    const outcomes = await pool(raws, 4, async (r) => ({ what: r.what, problem: await r.run().catch((err: unknown) => `threw: ${(err as Error).message}`) }))
+    for (const o of outcomes) t.ok(o.problem === undefined, `${o.what}${o.problem !== undefined ? ': ' + o.problem : ''}`)
+  })
+  t.comment(`${n + raws.length} hostile requests against ${target.name}`)
+  await t.test('afterwards: nothing lost or corrupted on any node, and the cluster still commits', async (t) => {
+    for (const node of c.nodes) {
+      t.ok(node.alive(), `${node.name} is alive`)
+      t.same(await checkImage(node.url, c.credentials, base.target, img, 'v1'), [], `${node.name} serves the good image intact`)
+      t.equal((await send(node.url, { method: 'GET', path: '/readyz' })).status, 200, `${node.name} /readyz is ok`)
+    }
+    await intact(t, target.url, c.credentials, env)
+    // Up is not enough: a wedged log keeps every node up. A new push through each node commits.
+    for (const node of c.nodes) {
+      const fresh = image({ seed: `${prefix}-after-${node.name}-${SEED}` })
+      await pushAll(node.url, base.admin, `${prefix}/after`, fresh, node.name)
+      t.same(await checkImage(target.url, c.credentials, `${prefix}/after`, fresh, node.name), [], `a push through ${node.name} commits and ${target.name} serves it`)
+    }
+    await c.converged()
+    t.pass('every node applied the leader\'s commit index')
+  })
+}
+
+t.test('the cluster leader, then a follower, of a 3-node cluster', async (t) => {
   const r = await clusterP
   if ('err' in r) throw r.err
   const c = r.c
-  const [n1, n2] = c.live() as [typeof c.nodes[0], typeof c.nodes[0]]
-  // Push through n1; hostile requests go to n2, which must proxy, fetch through and forward.
-  const env = await makeEnv(n1.url, c.credentials, undefined, img)
-  await waitFor('n2 to serve the pushed image', async () => (await checkImage(n2.url, c.credentials, env.target, img, 'v1')).length === 0 ? true : undefined, 20_000)
-  const env2: Env = { ...env, base: n2.url, jwt: new Map([[env.target, await jwtFor(n2.url, env.admin, env.target)], [env.scratch, await jwtFor(n2.url, env.admin, env.scratch)]]) }
-  const n1Key = privateKeyFromProtobuf(await readFile(join(n1.dataDir, 'p2p-key')))
-  env2.memberKey = { key: n1Key, peerId: peerIdFromPrivateKey(n1Key).toString() }
-  const g = new Gen(SEED ^ 0x9e3779b9)
-  const all = generate(g, env2)
-  // A smaller share: every internal route, a sample of the rest.
-  const sample = all.filter((x, i) => x.section.startsWith('internal') || i % 6 === 0)
-  // Upload sessions opened on n1 and driven through n2: the owner answers, through the proxy.
-  const proxied = 'proxied uploads (session on n1, request to n2)'
-  const onN1 = async (): Promise<string> => await env.newUpload(env.scratch)
-  sample.push(
-    { section: proxied, what: 'PATCH with a malformed Content-Range', method: 'PATCH', path: onN1, auth: 'admin', headers: { 'content-range': 'bytes=zero-ten' }, body: '12345', status: 416, code: 'BLOB_UPLOAD_INVALID' },
-    { section: proxied, what: 'PATCH out of order', method: 'PATCH', path: onN1, auth: 'admin', headers: { 'content-range': '5-9' }, body: '12345', status: 416, code: 'BLOB_UPLOAD_INVALID' },
-    { section: proxied, what: 'PATCH length mismatch', method: 'PATCH', path: onN1, auth: 'admin', headers: { 'content-range': '0-99' }, body: '12345', status: 400, code: 'SIZE_INVALID' },
-    { section: proxied, what: 'PATCH chunked', method: 'PATCH', path: onN1, auth: 'admin', body: g.bytes(50_000), chunked: true, status: 202 },
-    { section: proxied, what: 'PUT without digest', method: 'PUT', path: onN1, auth: 'admin', status: 400, code: 'DIGEST_INVALID' },
-    { section: proxied, what: 'PUT with a mismatched digest', method: 'PUT', path: async () => `${await onN1()}?digest=${sha256('nope')}`, auth: 'admin', body: 'data', status: 400, code: 'DIGEST_INVALID' },
-    { section: proxied, what: 'PUT with md5', method: 'PUT', path: async () => `${await onN1()}?digest=md5:${g.hex(32)}`, auth: 'admin', status: 400, code: 'DIGEST_INVALID' },
-    { section: proxied, what: 'GET status anonymously', method: 'GET', path: onN1, auth: 'none', repo: env.scratch, status: 401, code: 'UNAUTHORIZED' },
-    { section: proxied, what: 'GET status with a Bearer token', method: 'GET', path: onN1, auth: 'bearer', repo: env.scratch, status: 204 },
-    { section: proxied, what: 'DELETE (cancel)', method: 'DELETE', path: onN1, auth: 'admin', status: 204 },
-    { section: proxied, what: 'a forged forwarding marker', method: 'PATCH', path: onN1, auth: 'admin', headers: { 'x-flotilla-forwarded': '1' }, body: 'abc', status: [202, 400, 404] },
-  )
-  const n = await runAll(t, env2, sample, g, () => c.live().length === 3 && c.nodes.every((x) => x.alive()))
-  t.comment(`${n} hostile requests against n2 of a 3-node cluster`)
-  await t.test('afterwards: nothing lost or corrupted on any node', async (t) => {
-    for (const node of c.nodes) {
-      t.ok(node.alive(), `${node.name} is alive`)
-      t.same(await checkImage(node.url, c.credentials, env.target, img, 'v1'), [], `${node.name} serves the good image intact`)
-      t.equal((await send(node.url, { method: 'GET', path: '/readyz' })).status, 200, `${node.name} /readyz is ok`)
-    }
-    await intact(t, n2.url, c.credentials, env2)
-  })
+  const leader = await c.leader()
+  const follower = c.live().find((n) => n !== leader)!
+  const third = c.live().find((n) => n !== leader && n !== follower)!
+  await t.test(`the leader (${leader.name})`, async (t) => { await againstClusterNode(t, c, leader, follower, SEED ^ 0x9e3779b9, 'hl') })
+  await t.test(`a follower (${follower.name})`, async (t) => { await againstClusterNode(t, c, follower, third, SEED ^ 0x85ebca6b, 'hf') })
 })

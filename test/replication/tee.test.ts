@@ -109,3 +109,20 @@ t.test('a failing source fails the reader and the copies', async (t) => {
   await t.rejects(readAll(main), /peer went away/)
   t.ok(copy.destroyed)
 })
+
+// Issue 15's soak: a client that hung up while the owner waited for its mirrors left the
+// ingest waiting forever on `main`, and its file handles to the garbage collector.
+t.test('a source that closed early, even before tee(), fails the reader and the copies', async (t) => {
+  for (const when of ['before', 'during'] as const) {
+    const source = new PassThrough()
+    const main = new PassThrough()
+    const copy = sink()
+    source.write(Buffer.alloc(1000))
+    if (when === 'before') source.destroy()
+    tee(source, main, [{ stream: copy, highWater: 1 << 20, onStall: () => {} }], 1000)
+    if (when === 'during') { await sleep(10); source.destroy() }
+    const err = await readAll(main).then(() => undefined, (e: Error) => e)
+    t.match(err?.message, /closed before its end|premature/i, `closed ${when}: the reader gets an error, not a wait`)
+    t.ok(copy.destroyed, `closed ${when}: the copy is destroyed`)
+  }
+})
