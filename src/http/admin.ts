@@ -336,7 +336,7 @@ export function adminRoutes (deps: RegistryDeps) {
 
   const routes = router.routes()
   const allowed = router.allowedMethods()
-  return async function adminApi (ctx: Context, next: Next): Promise<void> {
+  async function adminApi (ctx: Context, next: Next): Promise<void> {
     if (ctx.path !== API_PREFIX && !ctx.path.startsWith(API_PREFIX + '/')) return await next()
     const id = await auth.identify(ctx)
     if (id.anonymous) {
@@ -353,6 +353,8 @@ export function adminRoutes (deps: RegistryDeps) {
     // The router's 405 (its Allow header stays) in the API's error format rather than as bare text.
     if (ctx.status === 405 && ctx.body === undefined) throw new FlotillaError('METHOD_NOT_ALLOWED', `${ctx.method} is not allowed on ${ctx.path.slice(0, 200)}: use ${ctx.response.get('Allow') || 'another method'}`)
   }
+  // The router too: test/http/openapi.test.ts checks its routes against the OpenAPI document (openapi.ts).
+  return Object.assign(adminApi, { router })
 }
 
 export { ANONYMOUS }

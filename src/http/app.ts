@@ -18,6 +18,7 @@ import { clusterRoutes } from './cluster-api.js'
 import { internalRoutes } from './internal.js'
 import { MirrorReceiver } from '../../cluster/replication/upload-mirror.js'
 import { debugRoutes } from './debug.js'
+import { openapiRoute } from './openapi.js'
 import type { Faults } from '../../net/faults.js'
 
 export interface AppOptions {
@@ -82,6 +83,8 @@ export function createApp (opts: AppOptions): Koa {
   if (opts.faults !== undefined && opts.cluster !== undefined) {
     app.use(debugRoutes({ faults: opts.faults, auth: opts.deps.auth, self: opts.cluster.peerId, log: opts.log }))
   }
+  // The admin API's OpenAPI document, open to anyone (openapi.ts says why): before the admin API, which asks every /api/v1 path for credentials.
+  app.use(openapiRoute())
   // Access control: the token endpoint, the admin API, then every /v2 route is authorized.
   app.use(tokenRoutes(opts.deps.auth))
   app.use(adminRoutes(opts.deps))

@@ -90,6 +90,9 @@ function fullAddrs (peerId: string, addrs: string[]): string[] {
   return addrs.map((a) => a.includes('/p2p/') ? a : `${a.replace(/\/+$/, '')}/p2p/${peerId}`)
 }
 
+/** POST /api/v1/cluster/tokens; exported for the OpenAPI document (openapi.ts). */
+export const JoinTokenRequest = z.object({ ttlSeconds: z.number().int().min(60).max(7 * 24 * 3600).default(3600) })
+
 export function clusterRoutes (cluster: Cluster, replicationBacklog: () => number = () => 0): Router {
   const r = new Router({ prefix: '/api/v1/cluster' })
 
@@ -132,7 +135,7 @@ export function clusterRoutes (cluster: Cluster, replicationBacklog: () => numbe
   })
 
   r.post('/tokens', async (ctx) => {
-    const body = await jsonBody(ctx, z.object({ ttlSeconds: z.number().int().min(60).max(7 * 24 * 3600).default(3600) }))
+    const body = await jsonBody(ctx, JoinTokenRequest)
     const issued = await createJoinToken(cluster, body.ttlSeconds)
     ctx.status = 201
     ctx.body = issued

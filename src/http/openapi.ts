@@ -1,0 +1,581 @@
+/**
+ * The OpenAPI 3.1 document of the admin HTTP API, served at GET /api/v1/openapi.json:
+ *
+ *   /api/v1/…          users, groups, permission targets, access tokens, immutable tags,
+ *                      promotion, the audit log (admin.ts)
+ *   /api/v1/cluster/…  status, join tokens, joining, leaving, member removal (cluster-api.ts)
+ *
+ * Left out, on purpose:
+ *   /api/v1/debug/partition       test-only fault injection (debug.ts), mounted only with
+ *                                 FLOTILLA_FAULT_INJECTION=1: nothing a client may rely on
+ *   /api/v1/openapi.json          this document itself
+ *   /token                        Docker token authentication (token.ts): distribution's token
+ *                                 spec describes it, and docker, not an admin client, calls it
+ *   /v2/…                         the OCI Distribution API, which the OCI spec describes
+ *   /healthz, /readyz, /metrics   probes for load balancers and Prometheus
+ *
+ * test/http/openapi.test.ts checks that the paths and methods here are exactly those that the
+ * admin and cluster routers register. Request bodies validated by zod (the cluster API) are
+ * converted from the same schemas; the admin API checks its bodies by hand, and the schemas
+ * below say the same in JSON Schema.
+ */
+import type { Context, Next } from 'koa'
+import { z } from 'zod'
+import pkg from '../../package.json' with { type: 'json' }
+import { ERRORS, FlotillaError } from '../../storage/errors.js'
+import { ACTIONS } from '../../cluster/access/model.js'
+import { JoinRequest } from '../../cluster/join.js'
+import { MIN_PASSWORD_LENGTH } from '../auth/password.js'
+import { API_PREFIX } from './admin.js'
+import { JoinTokenRequest } from './cluster-api.js'
+
+export const OPENAPI_PATH = `${API_PREFIX}/openapi.json`
+
+/** A JSON Schema (draft 2020-12, the dialect of OpenAPI 3.1). */
+export type JsonSchema = { [k: string]: unknown }
+export type HttpMethod = 'get' | 'put' | 'post' | 'delete' | 'patch'
+export const HTTP_METHODS: readonly HttpMethod[] = ['get', 'put', 'post', 'delete', 'patch']
+
+export type Ref = { $ref: string }
+export interface Parameter { name: string; in: 'path' | 'query'; required: boolean; description?: string; schema: JsonSchema }
+export interface MediaType { schema: JsonSchema }
+export interface RequestBody { required: boolean; description?: string; content: Record<string, MediaType> }
+export interface Response { description: string; headers?: Record<string, { description: string; schema: JsonSchema }>; content?: Record<string, MediaType> }
+export interface Operation {
+  operationId: string
+  summary: string
+  description?: string
+  tags: string[]
+  parameters?: Parameter[]
+  requestBody?: RequestBody
+  responses: Record<string, Response | Ref>
+  /** Only where it differs from the document's: [] for an open route. */
+  security?: Array<Record<string, string[]>>
+}
+export type PathItem = { parameters?: Parameter[] } & Partial<Record<HttpMethod, Operation>>
+export interface OpenApiDocument {
+  openapi: `3.1.${number}`
+  info: { title: string; version: string; description: string; license: { name: string; identifier: string } }
+  tags: Array<{ name: string; description: string }>
+  security: Array<Record<string, string[]>>
+  paths: Record<string, PathItem>
+  components: {
+    schemas: Record<string, JsonSchema>
+    responses: Record<string, Response>
+    securitySchemes: Record<string, { type: 'http'; scheme: 'basic' | 'bearer'; description: string }>
+  }
+}
+
+const schema = (name: string): Ref => ({ $ref: `#/components/schemas/${name}` })
+const json = (s: JsonSchema): Record<string, MediaType> => ({ 'application/json': { schema: s } })
+const body = (s: JsonSchema, description?: string): RequestBody => ({ required: true, ...(description !== undefined ? { description } : {}), content: json(s) })
+const answer = (description: string, s: JsonSchema): Response => ({ description, content: json(s) })
+const done: Response = answer('Done', schema('Ok'))
+const listOf = (key: string, item: string): JsonSchema => ({ type: 'object', required: [key], properties: { [key]: { type: 'array', items: schema(item) } } })
+
+/** A zod schema as JSON Schema, as a client sends it (defaults make fields optional). */
+function fromZod (s: z.ZodType): JsonSchema {
+  const { $schema: _, ...rest } = z.toJSONSchema(s, { io: 'input' }) as JsonSchema
+  return rest
+}
+
+/** The error responses, by status; `default` (any other error, same body) is added to every operation. */
+const ERROR_RESPONSES = {
+  400: 'BadRequest',
+  401: 'Unauthorized',
+  403: 'Denied',
+  404: 'NotFound',
+  409: 'Conflict',
+  503: 'Unavailable',
+} as const
+type ErrorStatus = keyof typeof ERROR_RESPONSES
+
+/**
+ * An operation with its error responses: 401 on every route that needs a caller (all but
+ * `open` ones), and `default` for the rest (429 after failed sign-ins, 500 …).
+ */
+function op (o: Omit<Operation, 'responses' | 'security'> & { ok: Record<string, Response>; errors?: ErrorStatus[]; open?: boolean }): Operation {
+  const { ok, errors = [], open = false, ...rest } = o
+  const statuses = open ? errors : [...new Set<ErrorStatus>([...errors, 401])].sort()
+  const responses: Record<string, Response | Ref> = { ...ok }
+  for (const s of statuses) responses[String(s)] = { $ref: `#/components/responses/${ERROR_RESPONSES[s]}` }
+  responses.default = { $ref: '#/components/responses/Error' }
+  return { ...rest, responses, ...(open ? { security: [] } : {}) }
+}
+
+const pathName = (name: string, what: string): Parameter => ({ name, in: 'path', required: true, description: `The ${what}'s name.`, schema: schema('Name') })
+const query = (name: string, description: string, s: JsonSchema, required = false): Parameter => ({ name, in: 'query', required, description, schema: s })
+
+const ADMIN = 'Needs administrator rights: a user with the admin flag, signed in with a password.'
+
+const paths: Record<string, PathItem> = {
+  [`${API_PREFIX}/me`]: {
+    get: op({ operationId: 'getMe', tags: ['identity'], summary: 'Who the caller is', description: 'Anyone signed in.', ok: { 200: answer('The caller', schema('Me')) } }),
+  },
+
+  [`${API_PREFIX}/users`]: {
+    get: op({ operationId: 'listUsers', tags: ['users'], summary: 'List users', description: ADMIN, ok: { 200: answer('Every user', listOf('users', 'User')) }, errors: [403] }),
+    post: op({
+      operationId: 'createUser',
+      tags: ['users'],
+      summary: 'Create a user',
+      description: ADMIN,
+      requestBody: body({ type: 'object', required: ['name', 'password'], properties: { name: schema('Name'), password: schema('Password'), admin: { type: 'boolean', default: false } } }),
+      ok: { 201: answer('The new user', schema('User')) },
+      errors: [400, 403, 409],
+    }),
+  },
+  [`${API_PREFIX}/users/{name}`]: {
+    parameters: [pathName('name', 'user')],
+    get: op({ operationId: 'getUser', tags: ['users'], summary: 'Show a user', description: 'An administrator, or the user themself.', ok: { 200: answer('The user', schema('User')) }, errors: [403, 404] }),
+    patch: op({
+      operationId: 'updateUser',
+      tags: ['users'],
+      summary: 'Set or clear a user\'s admin and disabled flags',
+      description: ADMIN + ' Fields left out stay as they are.',
+      requestBody: body({ type: 'object', properties: { admin: { type: 'boolean' }, disabled: { type: 'boolean' } } }),
+      ok: { 200: answer('The user', schema('User')) },
+      errors: [400, 403, 404],
+    }),
+    delete: op({ operationId: 'deleteUser', tags: ['users'], summary: 'Delete a user', description: ADMIN + ' Not oneself.', ok: { 200: done }, errors: [400, 403, 404] }),
+  },
+  [`${API_PREFIX}/users/{name}/password`]: {
+    parameters: [pathName('name', 'user')],
+    put: op({
+      operationId: 'setPassword',
+      tags: ['users'],
+      summary: 'Set a user\'s password',
+      description: 'An administrator, or the user themself signed in with their password (not a token).',
+      requestBody: body({ type: 'object', required: ['password'], properties: { password: schema('Password') } }),
+      ok: { 200: done },
+      errors: [400, 403, 404],
+    }),
+  },
+
+  [`${API_PREFIX}/groups`]: {
+    get: op({ operationId: 'listGroups', tags: ['groups'], summary: 'List groups', description: ADMIN, ok: { 200: answer('Every group', listOf('groups', 'Group')) }, errors: [403] }),
+    post: op({
+      operationId: 'createGroup',
+      tags: ['groups'],
+      summary: 'Create a group',
+      description: ADMIN,
+      requestBody: body({ type: 'object', required: ['name'], properties: { name: schema('Name'), members: { type: 'array', items: schema('Name'), default: [], description: 'User names.' } } }),
+      ok: { 201: answer('The new group', schema('Group')) },
+      errors: [400, 403, 404, 409],
+    }),
+  },
+  [`${API_PREFIX}/groups/{name}`]: {
+    parameters: [pathName('name', 'group')],
+    get: op({ operationId: 'getGroup', tags: ['groups'], summary: 'Show a group', description: ADMIN, ok: { 200: answer('The group', schema('Group')) }, errors: [403, 404] }),
+    delete: op({ operationId: 'deleteGroup', tags: ['groups'], summary: 'Delete a group', description: ADMIN, ok: { 200: done }, errors: [403, 404] }),
+  },
+  [`${API_PREFIX}/groups/{name}/members/{user}`]: {
+    parameters: [pathName('name', 'group'), pathName('user', 'user')],
+    put: op({ operationId: 'addGroupMember', tags: ['groups'], summary: 'Add a user to a group', description: ADMIN, ok: { 200: answer('The group', schema('Group')) }, errors: [403, 404] }),
+    delete: op({ operationId: 'removeGroupMember', tags: ['groups'], summary: 'Remove a user from a group', description: ADMIN, ok: { 200: answer('The group', schema('Group')) }, errors: [403, 404] }),
+  },
+
+  [`${API_PREFIX}/permissions`]: {
+    get: op({ operationId: 'listPermissions', tags: ['permissions'], summary: 'List permission targets', description: ADMIN, ok: { 200: answer('Every permission target', listOf('permissions', 'PermissionTarget')) }, errors: [403] }),
+  },
+  [`${API_PREFIX}/permissions/{name}`]: {
+    parameters: [pathName('name', 'permission target')],
+    get: op({ operationId: 'getPermission', tags: ['permissions'], summary: 'Show a permission target', description: ADMIN, ok: { 200: answer('The permission target', schema('PermissionTarget')) }, errors: [403, 404] }),
+    put: op({
+      operationId: 'putPermission',
+      tags: ['permissions'],
+      summary: 'Create or replace a permission target',
+      description: ADMIN + ' The reserved user `anonymous` may only be given `read`.',
+      requestBody: body({
+        type: 'object',
+        required: ['repositories'],
+        properties: {
+          repositories: { type: 'array', minItems: 1, items: schema('RepositoryPattern') },
+          users: { type: 'object', additionalProperties: schema('Actions'), default: {}, description: 'User name → actions.' },
+          groups: { type: 'object', additionalProperties: schema('Actions'), default: {}, description: 'Group name → actions.' },
+        },
+      }),
+      ok: { 200: answer('The permission target as stored', schema('PermissionTarget')) },
+      errors: [400, 403],
+    }),
+    delete: op({ operationId: 'deletePermission', tags: ['permissions'], summary: 'Delete a permission target', description: ADMIN, ok: { 200: done }, errors: [403, 404] }),
+  },
+
+  [`${API_PREFIX}/tokens`]: {
+    get: op({
+      operationId: 'listTokens',
+      tags: ['tokens'],
+      summary: 'List access tokens',
+      description: 'An administrator sees every token (or one owner\'s); anyone else their own.',
+      parameters: [query('owner', 'Administrators only: this user\'s tokens. Ignored for others.', schema('Name'))],
+      ok: { 200: answer('The tokens, without their secrets', listOf('tokens', 'Token')) },
+    }),
+    post: op({
+      operationId: 'createToken',
+      tags: ['tokens'],
+      summary: 'Create an access token',
+      description: 'Signed in with a password (a token cannot mint tokens); `owner` other than oneself needs administrator rights. The secret is in the answer only.',
+      requestBody: body({
+        type: 'object',
+        required: ['name', 'scopes'],
+        properties: {
+          name: schema('Name'),
+          scopes: { type: 'array', minItems: 1, items: schema('Grant'), description: 'What the token may do, further limited by what its owner may do when it is used.' },
+          expiresInSeconds: { type: 'number', exclusiveMinimum: 0, description: 'Left out: the token does not expire.' },
+          owner: { ...schema('Name'), description: 'Default: the caller.' },
+        },
+      }),
+      ok: { 201: answer('The new token and its secret', schema('NewToken')) },
+      errors: [400, 403, 404],
+    }),
+  },
+  [`${API_PREFIX}/tokens/{id}`]: {
+    parameters: [{ name: 'id', in: 'path', required: true, description: 'The token\'s id.', schema: schema('TokenId') }],
+    delete: op({
+      operationId: 'revokeToken',
+      tags: ['tokens'],
+      summary: 'Revoke an access token',
+      description: 'An administrator, the token\'s owner signed in with a password, or the token itself.',
+      ok: { 200: done },
+      errors: [403, 404],
+    }),
+  },
+
+  [`${API_PREFIX}/immutable`]: {
+    get: op({ operationId: 'listImmutable', tags: ['immutable tags'], summary: 'List immutability rules', description: 'Anyone signed in.', ok: { 200: answer('The rules', listOf('rules', 'ImmutableRule')) } }),
+    put: op({
+      operationId: 'addImmutable',
+      tags: ['immutable tags'],
+      summary: 'Make the tags of matching repositories immutable',
+      description: ADMIN,
+      requestBody: body({ type: 'object', required: ['pattern'], properties: { pattern: schema('RepositoryPattern') } }),
+      ok: { 200: done },
+      errors: [400, 403],
+    }),
+    delete: op({
+      operationId: 'removeImmutable',
+      tags: ['immutable tags'],
+      summary: 'Remove an immutability rule',
+      description: ADMIN,
+      parameters: [query('pattern', 'The rule\'s repository pattern.', schema('RepositoryPattern'), true)],
+      ok: { 200: done },
+      errors: [400, 403, 404],
+    }),
+  },
+
+  [`${API_PREFIX}/promote`]: {
+    post: op({
+      operationId: 'promote',
+      tags: ['promotion'],
+      summary: 'Copy (or move) an image to another repository',
+      description: 'Needs read on the source and write on the target; delete on the source too to move. Referrers (signatures, SBOMs) come along.',
+      requestBody: body({
+        type: 'object',
+        required: ['from', 'to'],
+        properties: {
+          from: { type: 'string', description: 'REPO:TAG or REPO@DIGEST.', examples: ['staging/app:1.4.2'] },
+          to: { type: 'string', description: 'REPO or REPO:TAG; without a tag, the source\'s tag.', examples: ['prod/app'] },
+          move: { type: 'boolean', default: false, description: 'Delete the image from the source once copied.' },
+        },
+      }),
+      ok: { 200: answer('What was copied', schema('Promotion')) },
+      errors: [400, 403, 404, 409],
+    }),
+  },
+
+  [`${API_PREFIX}/audit`]: {
+    get: op({
+      operationId: 'listAudit',
+      tags: ['audit'],
+      summary: 'Search the audit log',
+      description: ADMIN + ' Newest first; page backwards with `before` set to the last `seq` seen.',
+      parameters: [
+        query('user', 'Only this user\'s entries.', { type: 'string' }),
+        query('action', 'Only this action (a command such as PutManifest or CreateUser, or `denied`, `login`).', { type: 'string' }),
+        query('repo', 'Only entries about this repository.', { type: 'string' }),
+        query('outcome', 'Only entries with this outcome.', { type: 'string', enum: ['ok', 'failed', 'denied'] }),
+        query('since', 'Only entries at or after this time: epoch milliseconds or an ISO date.', { type: 'string' }),
+        query('until', 'Only entries at or before this time: epoch milliseconds or an ISO date.', { type: 'string' }),
+        query('before', 'Only entries with a sequence number below this one.', { type: 'integer', minimum: 0 }),
+        query('limit', 'At most this many entries.', { type: 'integer', minimum: 1, maximum: 999_999_999 }),
+      ],
+      ok: { 200: answer('The entries', listOf('entries', 'AuditEntry')) },
+      errors: [400, 403],
+    }),
+  },
+
+  [`${API_PREFIX}/cluster`]: {
+    get: op({
+      operationId: 'getClusterStatus',
+      tags: ['cluster'],
+      summary: 'Cluster status: members, roles, Raft indexes',
+      description: ADMIN + ' Answered from this node\'s own state, so that a node cut off from the leader answers too.',
+      ok: { 200: answer('The cluster as this node sees it', schema('ClusterStatus')) },
+      errors: [403],
+    }),
+  },
+  [`${API_PREFIX}/cluster/tokens`]: {
+    post: op({
+      operationId: 'createJoinToken',
+      tags: ['cluster'],
+      summary: 'Issue a join token',
+      description: ADMIN + ' A new node joins with it (`flotilla serve --join`).',
+      requestBody: body(fromZod(JoinTokenRequest)),
+      ok: { 201: answer('The join token', schema('JoinToken')) },
+      errors: [400, 403, 503],
+    }),
+  },
+  [`${API_PREFIX}/cluster/join`]: {
+    post: op({
+      operationId: 'joinCluster',
+      tags: ['cluster'],
+      summary: 'Join the cluster (called by the joining node)',
+      description: 'Open: the joining node proves itself with a join token. A follower forwards the request to the leader.',
+      requestBody: body(fromZod(JoinRequest)),
+      ok: { 201: answer('The members, the joiner included', { type: 'object', required: ['members'], properties: { members: { type: 'array', items: schema('Member') } } }) },
+      errors: [400, 401, 403, 503],
+      open: true,
+    }),
+  },
+  [`${API_PREFIX}/cluster/members/{peerId}`]: {
+    parameters: [{ name: 'peerId', in: 'path', required: true, description: 'The member\'s libp2p peer id.', schema: { type: 'string' } }],
+    delete: op({
+      operationId: 'removeMember',
+      tags: ['cluster'],
+      summary: 'Remove a member',
+      description: ADMIN + ' Done by the leader (a follower forwards the request); the leader removing itself hands over first.',
+      ok: { 202: answer('Removal under way', schema('Removed')) },
+      errors: [403, 404, 503],
+    }),
+  },
+  [`${API_PREFIX}/cluster/leave`]: {
+    post: op({
+      operationId: 'leaveCluster',
+      tags: ['cluster'],
+      summary: 'Take this node out of the cluster',
+      description: ADMIN + ' The leader removes it; a leader hands over first.',
+      ok: { 202: answer('Removal under way', schema('Removed')) },
+      errors: [403, 503],
+    }),
+  },
+}
+
+const millis = (description = 'Epoch milliseconds.'): JsonSchema => ({ type: 'integer', description })
+const errorBody = (description: string): Response => answer(description, schema('Error'))
+
+/**
+ * The document. Open to anyone at GET /api/v1/openapi.json, like /healthz: it describes the
+ * API's shape, the same for every node of this version and public with the source, and holds
+ * nothing of this deployment (no users, repositories or members). Tools (Swagger UI, client
+ * generators) fetch it before they have credentials, and every route it describes still asks
+ * for them. It does tell the Flotilla version, as the source's package.json does.
+ */
+export const OPENAPI_DOCUMENT: OpenApiDocument = {
+  openapi: '3.1.0',
+  info: {
+    title: 'Flotilla admin API',
+    version: pkg.version,
+    description: 'Users, groups, permission targets, access tokens, immutable tags, promotion, the audit log, and cluster membership. JSON in and out; errors as `{"errors": [{code, message, detail}]}`, as in the registry API. Refusals (403) are recorded in the audit log.',
+    license: { name: 'Apache-2.0', identifier: 'Apache-2.0' },
+  },
+  tags: [
+    { name: 'identity', description: 'The caller.' },
+    { name: 'users', description: 'User accounts.' },
+    { name: 'groups', description: 'Groups of users, named in permission targets.' },
+    { name: 'permissions', description: 'Permission targets: repository patterns and the actions users and groups have there.' },
+    { name: 'tokens', description: 'Access tokens for robots and CI jobs, and the offline tokens `docker login` keeps.' },
+    { name: 'immutable tags', description: 'Repositories whose tags, once pushed, never move.' },
+    { name: 'promotion', description: 'Copying images between repositories without pulling and pushing.' },
+    { name: 'audit', description: 'The audit log.' },
+    { name: 'cluster', description: 'Cluster membership (/api/v1/cluster).' },
+  ],
+  security: [{ basic: [] }, { bearer: [] }],
+  paths,
+  components: {
+    securitySchemes: {
+      basic: { type: 'http', scheme: 'basic', description: 'A user name and password, or an access token (flt_…) as the password. Administrator rights need a password.' },
+      bearer: { type: 'http', scheme: 'bearer', description: 'An access token (flt_…) or a registry JWT from /token.' },
+    },
+    responses: {
+      BadRequest: errorBody('The request is malformed (body, parameter or name).'),
+      Unauthorized: {
+        ...errorBody('No credentials, or bad ones.'),
+        headers: { 'WWW-Authenticate': { description: 'The challenge: Bearer realm of the token endpoint.', schema: { type: 'string' } } },
+      },
+      Denied: errorBody('Signed in, without the rights this needs (audited).'),
+      NotFound: errorBody('No such user, group, permission target, token, rule, image or member.'),
+      Conflict: errorBody('It already exists, or an immutable tag would move.'),
+      Unavailable: errorBody('No leader is known right now, or it moved: retry in a few seconds.'),
+      Error: errorBody('Any other error (429 after repeated failed sign-ins, 500 …), in the same format.'),
+    },
+    schemas: {
+      Error: {
+        type: 'object',
+        required: ['errors'],
+        properties: {
+          errors: {
+            type: 'array',
+            minItems: 1,
+            items: {
+              type: 'object',
+              required: ['code', 'message'],
+              properties: {
+                code: { type: 'string', enum: [...new Set(Object.values(ERRORS).map((e) => e.oci))], description: 'The OCI error code.' },
+                message: { type: 'string' },
+                detail: { description: 'More about the error, when there is more.' },
+              },
+            },
+          },
+        },
+      },
+      Ok: { type: 'object', required: ['ok'], properties: { ok: { const: true } } },
+      Name: { type: 'string', pattern: '^[a-z0-9][a-z0-9._-]{0,63}$', description: 'A user, group, permission-target or token name: 1-64 of [a-z0-9._-], starting with a letter or digit.' },
+      Password: { type: 'string', minLength: MIN_PASSWORD_LENGTH, pattern: '^(?!flt_)', description: 'Not starting with flt_, the prefix of access tokens.' },
+      RepositoryPattern: {
+        type: 'string',
+        maxLength: 255,
+        pattern: '^[a-z0-9*?._/-]+$',
+        description: 'Path components separated by /: `*` matches within one component, `?` one character, `**` any number of components (`team-a/**` matches team-a itself).',
+        examples: ['team-a/**', 'library/*'],
+      },
+      Action: { type: 'string', enum: [...ACTIONS], description: 'read: pull; write: push (implies annotate); delete; annotate: push referrers only; manage: everything.' },
+      Actions: { type: 'array', minItems: 1, items: schema('Action') },
+      Grant: { type: 'object', required: ['repositories', 'actions'], properties: { repositories: { type: 'array', minItems: 1, items: schema('RepositoryPattern') }, actions: schema('Actions') } },
+      Me: {
+        type: 'object',
+        required: ['user', 'admin', 'via', 'groups'],
+        properties: {
+          user: { type: 'string' },
+          admin: { type: 'boolean', description: 'The user\'s admin flag; administrator rights need a password sign-in too.' },
+          via: { type: 'string', enum: ['password', 'token', 'jwt'] },
+          token: { type: 'string', description: 'The access token\'s id, when signed in with one.' },
+          groups: { type: 'array', items: { type: 'string' } },
+        },
+      },
+      User: {
+        type: 'object',
+        required: ['name', 'passwordVersion', 'admin', 'disabled', 'createdAt', 'updatedAt', 'groups'],
+        properties: {
+          name: schema('Name'),
+          passwordVersion: { type: 'integer', description: 'Bumped on every password change.' },
+          admin: { type: 'boolean' },
+          disabled: { type: 'boolean' },
+          createdAt: millis(),
+          updatedAt: millis(),
+          groups: { type: 'array', items: schema('Name') },
+        },
+      },
+      Group: { type: 'object', required: ['name', 'createdAt', 'members'], properties: { name: schema('Name'), createdAt: millis(), members: { type: 'array', items: schema('Name') } } },
+      PermissionTarget: {
+        type: 'object',
+        required: ['name', 'repositories', 'users', 'groups', 'updatedAt'],
+        properties: {
+          name: schema('Name'),
+          repositories: { type: 'array', items: schema('RepositoryPattern') },
+          users: { type: 'object', additionalProperties: schema('Actions') },
+          groups: { type: 'object', additionalProperties: schema('Actions') },
+          updatedAt: millis(),
+        },
+      },
+      TokenId: { type: 'string', pattern: '^[0-9a-f]{16}$' },
+      Token: {
+        type: 'object',
+        required: ['id', 'kind', 'name', 'owner', 'scopes', 'createdAt', 'expiresAt'],
+        properties: {
+          id: schema('TokenId'),
+          kind: { type: 'string', enum: ['robot', 'login'], description: 'robot: made here; login: the offline token `docker login` keeps.' },
+          name: { type: 'string' },
+          owner: schema('Name'),
+          scopes: { type: 'array', items: schema('Grant') },
+          createdAt: millis(),
+          expiresAt: millis('Epoch milliseconds; 0: never.'),
+          revokedAt: millis(),
+        },
+      },
+      NewToken: { allOf: [schema('Token'), { type: 'object', required: ['token'], properties: { token: { type: 'string', description: 'The secret (flt_…), shown this once.' } } }] },
+      ImmutableRule: { type: 'object', required: ['pattern', 'createdAt'], properties: { pattern: schema('RepositoryPattern'), createdAt: millis() } },
+      AuditEntry: {
+        type: 'object',
+        required: ['seq', 'action', 'user', 'address', 'at', 'outcome'],
+        properties: {
+          seq: { type: 'integer' },
+          action: { type: 'string', description: 'The command applied (PutManifest, CreateUser …) or what was refused (denied, login).' },
+          user: { type: 'string', description: '`anonymous` when none.' },
+          token: { type: 'string', description: 'The access token\'s id, when the caller used one.' },
+          address: { type: 'string' },
+          requestId: { type: 'string' },
+          method: { type: 'string' },
+          path: { type: 'string' },
+          at: millis(),
+          repo: { type: 'string' },
+          detail: { type: 'object', description: 'Non-secret details: digest, tag, target name …' },
+          outcome: { type: 'string', enum: ['ok', 'failed', 'denied'] },
+          code: { type: 'string', description: 'The error code when the outcome is not ok.' },
+        },
+      },
+      Promotion: {
+        type: 'object',
+        required: ['digest', 'manifests', 'blobs', 'referrers'],
+        properties: {
+          digest: { type: 'string' },
+          manifests: { type: 'array', items: { type: 'string' }, description: 'Digests of the manifests copied.' },
+          blobs: { type: 'integer' },
+          referrers: { type: 'integer' },
+        },
+      },
+      ClusterStatus: {
+        type: 'object',
+        required: ['node', 'leader', 'term', 'commit', 'applied', 'role', 'replicationBacklog', 'members'],
+        properties: {
+          node: { type: 'string', description: 'This node\'s peer id.' },
+          leader: { type: ['string', 'null'] },
+          term: { type: 'integer' },
+          commit: { type: 'integer' },
+          applied: { type: 'integer' },
+          role: { type: 'string' },
+          replicationBacklog: { type: 'integer', description: 'Blobs this node should hold and is still copying.' },
+          members: { type: 'array', items: schema('ClusterMember') },
+        },
+      },
+      ClusterMember: {
+        type: 'object',
+        required: ['peerId', 'role', 'http', 'p2p', 'leader', 'match', 'lag', 'reachable', 'lastContact', 'stalled'],
+        properties: {
+          peerId: { type: 'string' },
+          role: { type: 'string', enum: ['voter', 'learner', 'none'] },
+          http: { type: ['string', 'null'] },
+          p2p: { type: 'array', items: { type: 'string' }, description: 'Multiaddrs ending in /p2p/<peer id>.' },
+          leader: { type: 'boolean' },
+          match: { type: ['integer', 'null'], description: 'Known to the leader only.' },
+          lag: { type: ['integer', 'null'], description: 'Known to the leader only.' },
+          reachable: { type: 'boolean', description: 'A Raft frame came from it within the last 3 s.' },
+          lastContact: { type: ['string', 'null'], format: 'date-time' },
+          stalled: {
+            oneOf: [
+              { type: 'null' },
+              { type: 'object', required: ['match', 'since', 'cause'], properties: { match: { type: 'integer' }, since: { type: 'string', format: 'date-time' }, cause: { type: 'string' } } },
+            ],
+            description: 'On the leader: replication to it has not advanced for 5 s while it lags.',
+          },
+        },
+      },
+      JoinToken: { type: 'object', required: ['token', 'expiresAt'], properties: { token: { type: 'string' }, expiresAt: { type: 'string', format: 'date-time' } } },
+      Member: { type: 'object', required: ['peerId', 'p2p', 'http', 'at'], properties: { peerId: { type: 'string' }, p2p: { type: 'array', items: { type: 'string' } }, http: { type: 'string' }, at: millis() } },
+      Removed: { type: 'object', required: ['removed'], properties: { removed: { type: 'string', description: 'The peer id.' } } },
+    },
+  },
+}
+
+/** GET (and HEAD) /api/v1/openapi.json, without credentials (why: above OPENAPI_DOCUMENT). */
+export function openapiRoute () {
+  const text = JSON.stringify(OPENAPI_DOCUMENT)
+  return async function openapi (ctx: Context, next: Next): Promise<void> {
+    if (ctx.path !== OPENAPI_PATH) return await next()
+    if (ctx.method !== 'GET' && ctx.method !== 'HEAD') {
+      ctx.set('Allow', 'GET, HEAD')
+      throw new FlotillaError('METHOD_NOT_ALLOWED', `${ctx.method} is not allowed on ${OPENAPI_PATH}: use GET`)
+    }
+    ctx.type = 'application/json'
+    ctx.body = text
+  }
+}
