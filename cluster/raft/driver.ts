@@ -1,12 +1,12 @@
 /**
- * The Raft driver: owns a RawNode, its LogStorage, a Transport and the state machine's
- * `apply`, and does the I/O the pure core leaves out.
+ * The Raft driver: owns a RawNode, its RaftStorage (storage.ts), a Transport and the state
+ * machine's `apply`, and does the I/O the pure core leaves out.
  *
  * Order of work, for every Ready (never reorder: sending before persisting loses votes and
  * entries on a crash; applying before persisting can acknowledge a write a crash then loses):
  *
  *   tick (timer) or step (incoming frame) or propose / read
- *     → persist: snapshot, entries, hard state into the LogStorage, then ONE sync() for the
+ *     → persist: snapshot, entries, hard state into the RaftStorage, then ONE sync() for the
  *       whole Ready when it must be durable (group commit: every proposal that arrived since
  *       the previous Ready shares that fsync)
  *     → send the Ready's messages
@@ -33,12 +33,12 @@ import {
   ENTRY_CONF, ENTRY_NORMAL,
   type ConfChange, type ConfState, type Entry, type Message, type NodeId, type Ready, type Snapshot
 } from './types.js'
-import type { LogStorage } from '../../storage/raftlog/log-storage.js'
+import type { RaftStorage } from './storage.js'
 import { randomBytes } from 'node:crypto'
 
 export interface DriverOptions {
   id: NodeId
-  storage: LogStorage
+  storage: RaftStorage
   transport: Transport
   /**
    * Apply one committed command (entry.data is the proposed bytes). Must be deterministic;
@@ -119,7 +119,7 @@ function unwrap (data: Uint8Array): { id: string, payload: Uint8Array } | undefi
 export class RaftDriver {
   readonly id: NodeId
   readonly rn: RawNode
-  private readonly storage: LogStorage
+  private readonly storage: RaftStorage
   private readonly transport: Transport
   private readonly opts: DriverOptions
   private readonly tickMs: number

@@ -3,8 +3,8 @@
  * through a RaftLogReader, followed by an unstable tail of entries (and possibly a snapshot)
  * that the application has not yet persisted.
  */
-import { ErrCompacted, ErrUnavailable, isLogStorageError } from '../../storage/raftlog/log-storage.js'
-import type { Entry, RaftLogReader, Snapshot } from './types.js'
+import { ErrCompacted, ErrUnavailable, isStorageError, type RaftLogReader } from './storage.js'
+import type { Entry, Snapshot } from './types.js'
 
 export function entrySize (e: Entry): number {
   return e.data.byteLength
@@ -133,7 +133,7 @@ export class RaftLog {
     try {
       return this.term(i)
     } catch (err) {
-      if (isLogStorageError(err, 'RAFT_LOG_COMPACTED') || isLogStorageError(err, 'RAFT_LOG_UNAVAILABLE')) return 0
+      if (isStorageError(err, 'RAFT_LOG_COMPACTED') || isStorageError(err, 'RAFT_LOG_UNAVAILABLE')) return 0
       throw err
     }
   }
@@ -142,7 +142,7 @@ export class RaftLog {
     try {
       return this.term(i) === t
     } catch (err) {
-      if (isLogStorageError(err)) return false
+      if (isStorageError(err)) return false
       throw err
     }
   }
@@ -198,7 +198,7 @@ export class RaftLog {
       try {
         t = this.term(index)
       } catch (err) {
-        if (isLogStorageError(err)) return { index, term: 0 }
+        if (isStorageError(err)) return { index, term: 0 }
         throw err
       }
       if (t <= term) return { index, term: t }

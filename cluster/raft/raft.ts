@@ -20,9 +20,9 @@ import { ReadOnly } from './read-only.js'
 import {
   ENTRY_CONF, ENTRY_NORMAL,
   type ConfChange, type ConfState, type Entry, type HardState, type Message, type MessageType,
-  type NodeId, type Rand, type RaftLogReader, type ReadState, type Role, type Snapshot, type SoftState
+  type NodeId, type Rand, type ReadState, type Role, type Snapshot, type SoftState
 } from './types.js'
-import { isLogStorageError } from '../../storage/raftlog/log-storage.js'
+import { isStorageError, type RaftLogReader } from './storage.js'
 
 export interface RaftConfig {
   id: NodeId
@@ -365,7 +365,7 @@ export class Raft {
       prevTerm = this.raftLog.term(prevIndex)
       ents = this.raftLog.entries(pr.next, this.maxMsgSize)
     } catch (err) {
-      if (isLogStorageError(err, 'RAFT_LOG_COMPACTED')) return this.sendSnapshot(to, pr)
+      if (isStorageError(err, 'RAFT_LOG_COMPACTED')) return this.sendSnapshot(to, pr)
       throw err
     }
     if (ents.length === 0 && !sendIfEmpty) return false

@@ -1,29 +1,57 @@
 /**
- * Shared vocabulary of the Raft core: log records, messages, configuration changes, the
- * Ready batch, and the read side of the log storage the core reads through.
+ * Shared vocabulary of the Raft core: log records, messages, configuration changes and the
+ * Ready batch. The log storage the core reads through and the driver persists into is in
+ * storage.ts.
  *
- * The log records (entries, hard state, snapshot) are the ones storage/raftlog defines, so
- * the core hands its Ready straight to a LogStorage without converting anything.
+ * The log records (entries, hard state, snapshot) are the core's own. storage/raftlog keeps
+ * records of the same shape, defined there, so the core hands its Ready straight to a store
+ * without converting anything, and neither side imports the other.
  */
-import type {
-  LogEntry, HardState as StoredHardState, ConfState as StoredConfState, Snapshot as StoredSnapshot
-} from '../../storage/raftlog/log-storage.js'
-import { ENTRY_CONF, ENTRY_NORMAL } from '../../storage/raftlog/log-storage.js'
 
-export { ENTRY_CONF, ENTRY_NORMAL }
+/** Entry type: a normal command. */
+export const ENTRY_NORMAL = 0
+/** Entry type: a configuration change (data is an encoded ConfChange). */
+export const ENTRY_CONF = 1
 
 /** A node's identity (a libp2p peer id later). Never reused: a wiped node rejoins with a new id. */
 export type NodeId = string
 
 /** One log entry; `type` is ENTRY_NORMAL (0) or ENTRY_CONF (1, data is an encoded ConfChange). */
-export type Entry = LogEntry
-export type HardState = StoredHardState
+export interface Entry {
+  index: number
+  term: number
+  type: number
+  data: Uint8Array
+}
+
+export interface HardState {
+  term: number
+  /** Who this node voted for in `term`, or null. */
+  vote: NodeId | null
+  commit: number
+}
+
 /**
  * Voters and learners. `removed` lists ids taken out of the cluster, which are never accepted
  * again; a store that does not keep it loses only that extra protection across snapshots.
  */
-export type ConfState = StoredConfState & { removed?: NodeId[] }
-export type Snapshot = StoredSnapshot
+export interface ConfState {
+  voters: NodeId[]
+  learners: NodeId[]
+  removed?: NodeId[]
+}
+
+export interface SnapshotMeta {
+  index: number
+  term: number
+  /** The configuration as of `index`. */
+  conf: ConfState
+}
+
+export interface Snapshot {
+  meta: SnapshotMeta
+  data: Uint8Array
+}
 
 export type ConfChangeType = 'addVoter' | 'addLearner' | 'promote' | 'remove'
 
@@ -100,20 +128,6 @@ export interface Ready {
   committedEntries: Entry[]
   readStates: ReadState[]
   mustSync: boolean
-}
-
-/**
- * The read side of the log storage (structurally the read half of storage/raftlog's
- * LogStorage). Synchronous: implementations keep the uncompacted log in memory.
- * `entries` and `term` throw ErrCompacted / ErrUnavailable.
- */
-export interface RaftLogReader {
-  initialState (): { hardState: HardState, conf: ConfState }
-  entries (lo: number, hi: number, maxBytes?: number): Entry[]
-  term (i: number): number
-  firstIndex (): number
-  lastIndex (): number
-  snapshot (): Snapshot
 }
 
 /** A seeded source of randomness: an integer in [0, n). */

@@ -1,7 +1,13 @@
 /**
  * Raft log storage: the entries, hard state and snapshot one Raft node keeps on disk.
  *
- * The records are defined here, not in cluster/, so storage/ depends on nothing above it.
+ * Who owns what: the Raft core owns the contract, `RaftStorage` in cluster/raft/storage.ts
+ * (after etcd-io/raft, whose core owns its Storage interface). storage/ imports nothing above
+ * it, so this file does not import that interface: it states the same contract in records of
+ * its own (index, term, bytes...), shaped so that a LogStorage fits RaftStorage structurally.
+ * The wiring in cluster/ hands a store to the core, and cluster/raft-storage-check.ts checks at
+ * compile time that both stores still fit. Change a signature here and there together.
+ *
  * The Raft core is pure and synchronous, so the read side is synchronous: implementations
  * keep the uncompacted log in memory and write through. The write side is buffered: every
  * write is visible to reads at once, and becomes durable only when a later `sync()` resolves
@@ -11,7 +17,8 @@
  * `compact()`), whose term is still known. Live entries are `firstIndex() .. lastIndex()`.
  * An empty log has firstIndex 1 and lastIndex 0.
  *
- * Errors (sentinels, compare with `===` or by `code`):
+ * Errors (sentinels, compare with `===` or by `code`). The core recognizes them by `code`
+ * alone, so the codes are part of the contract and must match cluster/raft's StorageErrorCode:
  * - ErrCompacted: the index is at or below the compaction point (for `term`, below it).
  * - ErrUnavailable: the index is past `lastIndex()`.
  * - ErrSnapOutOfDate: the snapshot is not newer than the one already held.
@@ -38,6 +45,7 @@ export interface HardState {
   commit: number
 }
 
+/** The core adds `removed` (ids never accepted again); stores keep any extra field as is. */
 export interface ConfState {
   voters: string[]
   learners: string[]
@@ -120,7 +128,7 @@ export type LogStorageErrorCode =
   | 'RAFT_LOG_NOT_OPEN'
   | 'RAFT_LOG_CORRUPT'
 
-/** Errors of the Raft log store. Codes never change; messages may. */
+/** Errors of the Raft log store. Codes never change (the core matches them); messages may. */
 export class LogStorageError extends Error {
   static override name = 'LogStorageError'
   readonly code: LogStorageErrorCode
