@@ -83,6 +83,9 @@ export function tee (source: Readable, main: Writable & { readableEnded?: boolea
   })
   const fail = (err: Error): void => {
     clearTimeout(stallTimer)
+    // The reader may not listen yet (or any more): an 'error' nobody hears would crash the
+    // process. It still learns of the failure: a destroyed stream reads as closed early.
+    if (main.listenerCount('error') === 0) main.once('error', () => {})
     main.destroy(err)
     for (const c of copies) c.stream.destroy(err)
   }

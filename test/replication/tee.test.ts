@@ -126,3 +126,14 @@ t.test('a source that closed early, even before tee(), fails the reader and the 
     t.ok(copy.destroyed, `closed ${when}: the copy is destroyed`)
   }
 })
+
+t.test('a source that failed before tee() does not crash a reader that starts listening later', async (t) => {
+  const source = new PassThrough()
+  source.destroy(new Error('aborted'))
+  const main = new PassThrough()
+  tee(source, main, [], 1000)
+  await sleep(20)
+  t.ok(main.destroyed, 'the reader is destroyed')
+  const err = await readAll(main).then(() => undefined, (e: Error) => e)
+  t.ok(err !== undefined, `and reads as failed, not as a complete stream (${err?.message ?? 'no error'})`)
+})
