@@ -40,6 +40,14 @@ async function mustUser (tx: TxLike, name: string): Promise<UserRecord> {
   return u
 }
 
+/** Revoke `owner`'s live tokens (only those of `kind` when given). */
+async function revokeTokensOf (tx: TxLike, owner: string, at: number, kind?: TokenRecord['kind']): Promise<void> {
+  for (const k of await tx.keys(akey.tokenPrefix())) {
+    const t = await tx.getJSON<TokenRecord>(k)
+    if (t !== undefined && t.owner === owner && t.revokedAt === undefined && (kind === undefined || t.kind === kind)) tx.putJSON(k, { ...t, revokedAt: at })
+  }
+}
+
 async function mustGroup (tx: TxLike, name: string): Promise<GroupRecord> {
   const g = await tx.getJSON<GroupRecord>(akey.group(name))
   if (g === undefined) throw new FlotillaError('NOT_FOUND', `group ${name} does not exist`)
@@ -94,6 +102,8 @@ export async function applyAccess (tx: TxLike, c: AccessCommand): Promise<Comman
       if (c.disabled !== undefined) u.disabled = c.disabled
       u.updatedAt = c.at
       tx.putJSON(akey.user(c.name), u)
+      // Disabling ends every session `docker login` opened; robot tokens only pause (their owner is checked at use).
+      if (c.disabled === true) await revokeTokensOf(tx, c.name, c.at, 'login')
       await bumpVersion(tx)
       return { ok: true }
     }
@@ -103,6 +113,10 @@ export async function applyAccess (tx: TxLike, c: AccessCommand): Promise<Comman
       u.passwordVersion += 1
       u.updatedAt = c.at
       tx.putJSON(akey.user(c.name), u)
+      // A new password ends every earlier login: the offline tokens `docker login` keeps are
+      // revoked here, on every node alike (JWTs from a password carry its version; those from
+      // an offline token name it). Robot tokens are not logins and stay valid.
+      await revokeTokensOf(tx, c.name, c.at, 'login')
       await bumpVersion(tx)
       return { ok: true }
     }
@@ -115,10 +129,7 @@ export async function applyAccess (tx: TxLike, c: AccessCommand): Promise<Comman
         tx.del(akey.member(group, c.name))
       }
       // Their tokens die with them.
-      for (const k of await tx.keys(akey.tokenPrefix())) {
-        const t = await tx.getJSON<TokenRecord>(k)
-        if (t !== undefined && t.owner === c.name && t.revokedAt === undefined) tx.putJSON(k, { ...t, revokedAt: c.at })
-      }
+      await revokeTokensOf(tx, c.name, c.at)
       await bumpVersion(tx)
       return { ok: true }
     }

@@ -5,7 +5,10 @@
  *   GET/HEAD blobs, manifests; tags/list; referrers           read
  *   POST/PATCH/PUT/GET/DELETE blobs/uploads/…; PUT manifests   write (or annotate: referrers only)
  *   DELETE manifests, blobs                                    delete
- *   GET /v2/, /v2/_catalog                                     signed in, or anonymous access enabled
+ *   GET /v2/                                                   signed in, or an anonymous registry JWT
+ *                                                              with anonymous access enabled; never
+ *                                                              without credentials (always a challenge)
+ *   GET /v2/_catalog                                           signed in, or anonymous access enabled
  *                                                              (the catalog lists only readable repos)
  *
  * Refusals: a caller who could sign in (anonymous, or a registry JWT whose subject has the
@@ -70,7 +73,12 @@ export function authorizeV2 (auth: AuthService) {
     if (path === '/v2' || path === '/v2/' || path === '/v2/_catalog') {
       const scope = path === '/v2/_catalog' ? CATALOG_SCOPE : undefined
       const id = await auth.identify(ctx, scope)
-      if (id.anonymous && !await auth.anonymousEnabled()) return await refuse(ctx, auth, id, 'signin', undefined, scope)
+      // The version check always challenges a caller without credentials, anonymous access or
+      // not: clients (docker login, skopeo, podman) take a 200 there to mean "no auth here" and
+      // then never send the credentials they have (a wrong password "logs in", a push to a
+      // private repository fails). Anonymous pulls go through the token flow, as on Docker Hub.
+      const ping = path !== '/v2/_catalog'
+      if (id.anonymous && ((ping && id.via === 'anonymous') || !await auth.anonymousEnabled())) return await refuse(ctx, auth, id, 'signin', undefined, scope)
       if (path === '/v2/_catalog') ctx.state.canList = (repo: string): boolean => id.can(repo, 'read')
       return await runAs(ctx, auth, id, next)
     }

@@ -194,6 +194,16 @@ export class AuthService {
     }
   }
 
+  /**
+   * See every access change committed before now (a ReadIndex round in a cluster): before
+   * judging credentials that did not come through identify(), such as the token endpoint's
+   * form grants. Otherwise a node that has not applied a password change yet still honours
+   * the old login.
+   */
+  async fresh (): Promise<void> {
+    await this.sink.barrier()
+  }
+
   /** Check a user's password, rate-limited per user and address, cached briefly on success. */
   async checkPassword (ctx: Context, name: string, password: string): Promise<UserRecord> {
     const address = ctx.ip

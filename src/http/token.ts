@@ -55,6 +55,8 @@ export function tokenRoutes (auth: AuthService) {
       scopes = (form.get('scope') ?? '').split(' ').filter((s) => s !== '')
       clientId = form.get('client_id') ?? ''
       const grant = form.get('grant_type')
+      // As identify() does for a header: judge the credentials against every committed change.
+      if (grant === 'password' || grant === 'refresh_token') await auth.fresh()
       if (grant === 'password') {
         const u = await auth.checkPassword(ctx, form.get('username') ?? '', form.get('password') ?? '')
         id = await auth.identityOf(u, 'password')

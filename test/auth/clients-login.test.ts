@@ -1,9 +1,10 @@
 /**
- * Real clients signing in to a node with access control on (started by startFlotilla, no
- * anonymous access): docker, skopeo and podman each `login` as a user who may push to team/**,
- * then push and pull through Docker token auth. Also: a wrong password fails the login,
- * docker keeps the offline token instead of the password, a reader's push is denied, and a
- * robot token works as a password.
+ * Real clients signing in to a node with access control on (started by startFlotilla) and
+ * anonymous read on public/** (issue 10: anonymous read used to break every logged-in client,
+ * because GET /v2/ answered 200): docker, skopeo and podman each `login` as a user who may
+ * push to team/** and public/**, then push and pull through Docker token auth, and pull
+ * public/** logged out. Also: a wrong password fails the login, docker keeps the offline token
+ * instead of the password, a reader's push is denied, and a robot token works as a password.
  */
 import t from 'tap'
 import { mkdtemp, readFile, writeFile } from 'node:fs/promises'
@@ -41,6 +42,7 @@ const viewer = { username: 'viewer', password: 'viewer-password-1' }
 await api('POST', '/users', { name: dev.username, password: dev.password })
 await api('POST', '/users', { name: viewer.username, password: viewer.password })
 await api('PUT', '/permissions/team', { repositories: ['team/**'], users: { dev: ['read', 'write'], viewer: ['read'] } })
+await api('PUT', '/permissions/public', { repositories: ['public/**'], users: { dev: ['read', 'write'], anonymous: ['read'] } })
 const robot = await api('POST', '/tokens', { name: 'ci', scopes: [{ repositories: ['team/**'], actions: ['read'] }] })
 
 t.test('docker: login, push, pull; wrong password refused; reader cannot push', async (t) => {
@@ -61,9 +63,16 @@ t.test('docker: login, push, pull; wrong password refused; reader cannot push', 
   await engine.dockerOk(['rmi', `${reg.host}/team/app:docker`])
   await engine.dockerOk(['pull', `${reg.host}/team/app:docker`], { timeoutMs: 120_000 })
   t.pass('pulled back')
+  await engine.dockerOk(['tag', `${reg.host}/team/app:docker`, `${reg.host}/public/tool:docker`])
+  await engine.dockerOk(['push', `${reg.host}/public/tool:docker`], { timeoutMs: 120_000 })
   await engine.dockerOk(['logout', reg.host])
+  await engine.dockerOk(['rmi', `${reg.host}/public/tool:docker`, `${reg.host}/team/app:docker`])
+  await engine.dockerOk(['pull', `${reg.host}/public/tool:docker`], { timeoutMs: 120_000 })
+  t.pass('logged out: an anonymous pull of public/** works')
+  const anonPrivate = await engine.docker(['pull', `${reg.host}/team/app:docker`], { timeoutMs: 120_000 })
+  t.not(anonPrivate.code, 0, 'logged out: team/** is refused')
   await engine.login(reg.host, viewer)
-  await engine.dockerOk(['tag', `${reg.host}/team/app:docker`, `${reg.host}/team/app:viewer`])
+  await engine.dockerOk(['tag', `${reg.host}/public/tool:docker`, `${reg.host}/team/app:viewer`])
   const denied = await engine.docker(['push', `${reg.host}/team/app:viewer`], { timeoutMs: 120_000 })
   t.not(denied.code, 0, 'viewer cannot push')
   t.match(denied.stderr + denied.stdout, /denied|unauthorized/i)
@@ -87,6 +96,14 @@ t.test('skopeo: login, push, pull; wrong password refused; robot token as passwo
   await ctr.skopeoOk(['copy', '--src-tls-verify=false', `docker://${reg.host}/team/app:skopeo`, `oci:${out}:v1`], { timeoutMs: 120_000 })
   const back = await readOciLayout(out, 'v1')
   t.ok(back.manifest.equals(image.manifest), 'pulled back byte for byte')
+  await ctr.skopeoOk(['copy', '--dest-tls-verify=false', `oci:${layout}:v1`, `docker://${reg.host}/public/tool:skopeo`], { timeoutMs: 120_000 })
+
+  const anonEnv = await containersEnv(t, [reg.host])
+  const anonOut = join(work, 'skopeo-anon')
+  await anonEnv.skopeoOk(['copy', '--src-tls-verify=false', `docker://${reg.host}/public/tool:skopeo`, `oci:${anonOut}:v1`], { timeoutMs: 120_000 })
+  t.ok((await readOciLayout(anonOut, 'v1')).manifest.equals(image.manifest), 'logged out: an anonymous pull of public/** works')
+  const anonPrivate = await anonEnv.skopeo(['inspect', '--tls-verify=false', `docker://${reg.host}/team/app:skopeo`])
+  t.not(anonPrivate.code, 0, 'logged out: team/** is refused')
 
   const robotEnv = await containersEnv(t, [reg.host])
   await robotEnv.login('skopeo', reg.host, { username: 'ci', password: robot.token })
@@ -109,6 +126,12 @@ t.test('podman: login, push, pull', async (t) => {
   await ctr.podmanOk(['rmi', 'localhost/team/app:podman'])
   await ctr.podmanOk(['pull', '--tls-verify=false', `${reg.host}/team/app:podman`], { timeoutMs: 120_000 })
   t.pass('pushed and pulled as dev')
+  await ctr.podmanOk(['push', '--tls-verify=false', `${reg.host}/team/app:podman`, `docker://${reg.host}/public/tool:podman`], { timeoutMs: 120_000 })
+  const anon = await containersEnv(t, [reg.host])
+  await anon.podmanOk(['pull', '--tls-verify=false', `${reg.host}/public/tool:podman`], { timeoutMs: 120_000 })
+  t.pass('logged out: an anonymous pull of public/** works')
+  const anonPrivate = await anon.podman(['pull', '--tls-verify=false', `${reg.host}/team/app:podman`], { timeoutMs: 120_000 })
+  t.not(anonPrivate.code, 0, 'logged out: team/** is refused')
   const other = await ctr.podman(['push', '--tls-verify=false', `${reg.host}/team/app:podman`, `docker://${reg.host}/elsewhere/app:podman`], { timeoutMs: 60_000 })
   t.not(other.code, 0, 'no push outside team/**')
 })

@@ -194,7 +194,15 @@ t.test('anonymous read-only access per pattern, stored like any permission', asy
   const bad = await call(node, node.authorization, 'PUT', '/api/v1/permissions/public', { repositories: ['public/**'], users: { anonymous: ['read', 'write'] } })
   t.equal(bad.status, 400, 'anonymous can only read')
   await grant(node, 'public', ['public/**'], { anonymous: ['read'] })
-  t.equal((await call(node, undefined, 'GET', '/v2/')).status, 200)
+  // The version check still challenges a caller without credentials (issue 10): clients that
+  // saw 200 there would never send the credentials they have.
+  const ping = await call(node, undefined, 'GET', '/v2/')
+  t.equal(ping.status, 401, 'GET /v2/ without credentials is challenged even with anonymous read on')
+  // The token flow, as docker does it: an anonymous token grants what anonymous may do.
+  const anonToken = await fetch(`${node.url}/token?service=flotilla&scope=repository:public/tool:pull`)
+  const jwt = (await anonToken.json() as { token: string }).token
+  t.equal((await call(node, `Bearer ${jwt}`, 'GET', '/v2/')).status, 200, 'an anonymous registry JWT passes the version check')
+  t.equal((await call(node, `Bearer ${jwt}`, 'GET', '/v2/public/tool/manifests/v1')).status, 200, 'and pulls the public repository')
   t.equal((await call(node, undefined, 'GET', '/v2/public/tool/manifests/v1')).status, 200)
   t.same((await call(node, undefined, 'GET', '/v2/_catalog')).body.repositories, ['public/tool'])
   t.equal((await call(node, undefined, 'GET', '/v2/dev/app/tags/list')).status, 401, 'elsewhere still needs a sign-in')

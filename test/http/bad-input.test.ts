@@ -149,6 +149,6 @@ t.test('a raw request with a broken request line or headers does not crash the n
       s.on('error', () => resolve())
     })
   }
-  const res = await fetch(`${base}/v2/`)
+  const res = await fetch(`${base}/v2/_catalog`)
   t.equal(res.status, 200)
 })

@@ -15,8 +15,13 @@ let base: string
 t.before(async () => { node = await startInProcess({ auth: { anonymous: OPEN_ANONYMOUS } }); base = node.url })
 t.teardown(async () => { await node.stop() })
 
-t.test('end-1 GET /v2/ answers 200 with the API version header', async (t) => {
-  const res = await fetch(`${base}/v2/`)
+t.test('end-1 GET /v2/ answers 200 with the API version header (401 and a challenge without credentials)', async (t) => {
+  const anon = await fetch(`${base}/v2/`)
+  await anon.arrayBuffer()
+  t.equal(anon.status, 401, 'without credentials: challenged, even on a node open to anonymous callers')
+  t.match(anon.headers.get('www-authenticate') ?? '', /^Bearer realm=/)
+  const token = (await (await fetch(`${base}/token?service=flotilla`)).json() as { token: string }).token
+  const res = await fetch(`${base}/v2/`, { headers: { authorization: `Bearer ${token}` } })
   t.equal(res.status, 200)
   t.equal(res.headers.get('docker-distribution-api-version'), 'registry/2.0')
   t.same(await res.json(), {})
