@@ -37,6 +37,11 @@ export class Identity {
     private readonly limit?: (repo: string, a: Action) => boolean,
     /** The access token used, if any. */
     readonly tokenId?: string,
+    /**
+     * For a registry JWT: the credential's limit without the JWT's own `access` claim (the
+     * access token it came from, if any). What the caller could get a token for.
+     */
+    private readonly baseLimit?: (repo: string, a: Action) => boolean,
   ) {}
 
   static anonymous (grants: readonly Grant[]): Identity {
@@ -55,6 +60,16 @@ export class Identity {
 
   can (repo: string, a: Action): boolean {
     if (this.limit !== undefined && !this.limit(repo, a)) return false
+    return this.subjectCan(repo, a)
+  }
+
+  /**
+   * What the caller could do with a token asking for it: for a registry JWT, the subject's
+   * rights within the access token it came from, whatever scope this JWT names; otherwise can().
+   */
+  couldGet (repo: string, a: Action): boolean {
+    if (this.via !== 'jwt') return this.can(repo, a)
+    if (this.baseLimit !== undefined && !this.baseLimit(repo, a)) return false
     return this.subjectCan(repo, a)
   }
 

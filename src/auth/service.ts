@@ -151,9 +151,9 @@ export class AuthService {
   }
 
   /** The identity of a signed-in user, with their live grants (plus anonymous ones). */
-  async identityOf (u: UserRecord, via: 'password' | 'token' | 'jwt', limit?: (repo: string, a: Action) => boolean, tokenId?: string): Promise<Identity> {
+  async identityOf (u: UserRecord, via: 'password' | 'token' | 'jwt', limit?: (repo: string, a: Action) => boolean, tokenId?: string, baseLimit?: (repo: string, a: Action) => boolean): Promise<Identity> {
     const grants = [...await this.queries.grantsFor(u.name, await this.queries.groupsOf(u.name)), ...await this.anonymousGrants()]
-    return new Identity(u.name, via, u.admin, grants, limit, tokenId)
+    return new Identity(u.name, via, u.admin, grants, limit, tokenId, baseLimit)
   }
 
   /**
@@ -279,7 +279,7 @@ export class AuthService {
     if (claims.tid !== undefined) {
       const t = await this.queries.token(claims.tid)
       if (t === undefined || t.revokedAt !== undefined || (t.expiresAt !== 0 && t.expiresAt <= this.now())) throw unauthorized('invalid token: the access token it came from is revoked or expired')
-      return await this.identityOf(user, 'jwt', (repo, a) => limit(repo, a) && grantsAllow(t.scopes, repo, a), t.id)
+      return await this.identityOf(user, 'jwt', (repo, a) => limit(repo, a) && grantsAllow(t.scopes, repo, a), t.id, (repo, a) => grantsAllow(t.scopes, repo, a))
     }
     if (claims.pv !== undefined && claims.pv !== user.passwordVersion) throw unauthorized('invalid token: the password changed since it was issued')
     return await this.identityOf(user, 'jwt', limit)

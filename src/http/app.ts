@@ -6,7 +6,7 @@ import Koa from 'koa'
 import Router from '@koa/router'
 import type { Logger } from 'pino'
 import { Registry as MetricsRegistry, Counter, Histogram, collectDefaultMetrics } from 'prom-client'
-import { errors, registryHeaders, requestLog } from './middleware.js'
+import { errors, registryHeaders, requestLog, singleHost } from './middleware.js'
 import { v2Routes } from './routes.js'
 import { tokenRoutes } from './token.js'
 import { adminRoutes } from './admin.js'
@@ -57,6 +57,7 @@ export function createApp (opts: AppOptions): Koa {
     }
   })
   app.use(errors(opts.log, (ctx) => { opts.deps.auth.challenge(ctx) }))
+  app.use(singleHost)
 
   const ops = new Router()
   ops.get('/healthz', (ctx) => { ctx.body = { status: 'ok' } })

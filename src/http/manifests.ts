@@ -44,7 +44,15 @@ function drain (req: Readable): void {
 }
 
 export async function get (ctx: Context, deps: RegistryDeps, name: RepositoryName, param: string): Promise<void> {
-  const ref = parseReference(param)
+  let ref: ReturnType<typeof parseReference>
+  try {
+    ref = parseReference(param)
+  } catch (err) {
+    // No manifest can have a name that is not a tag: the spec's conformance suite (and the
+    // CNCF registry) expect 404 for a GET or HEAD of one, not 400. A malformed digest stays 400.
+    if (err instanceof FlotillaError && err.code === 'TAG_INVALID') throw new FlotillaError('MANIFEST_UNKNOWN', `manifest ${JSON.stringify(param.slice(0, 200))} is unknown in ${name}: it is not a valid tag or digest`)
+    throw err
+  }
   await deps.sink.barrier()
   const digest = ref.kind === 'digest' ? ref.digest : await deps.queries.resolveTag(name, ref.tag)
   if (digest === undefined) throw new FlotillaError('MANIFEST_UNKNOWN', `manifest ${param} is unknown in ${name}`, { tag: param })
@@ -96,6 +104,7 @@ export async function put (ctx: Context, deps: RegistryDeps, name: RepositoryNam
   if (parsed.subject !== undefined) cmd.subject = parsed.subject
   if (parsed.artifactType !== undefined) cmd.artifactType = parsed.artifactType
   if (parsed.annotations !== undefined) cmd.annotations = parsed.annotations
+  await checkSizes(deps, name, parsed)
   if (deps.replication !== undefined) {
     // Refuse at once what the state machine would refuse, rather than wait for copies of a blob that does not exist.
     for (const d of parsed.blobs) {
@@ -115,6 +124,28 @@ export async function put (ctx: Context, deps: RegistryDeps, name: RepositoryNam
   if (parsed.subject !== undefined) ctx.set('OCI-Subject', parsed.subject)
   ctx.set('Content-Length', '0')
   ctx.body = ''
+}
+
+/**
+ * Every descriptor's size must be that of what it names: clients verify sizes, so an image
+ * whose manifest lies about one can never be pulled. What is not stored yet is left to the
+ * state machine (MANIFEST_BLOB_UNKNOWN); blobs and manifests never change size once stored.
+ */
+async function checkSizes (deps: RegistryDeps, name: RepositoryName, parsed: ReturnType<typeof parseManifest>): Promise<void> {
+  for (const d of parsed.blobs) {
+    const stored = await deps.queries.linkedBlob(name, d)
+    const said = parsed.sizes.get(d)
+    if (stored !== undefined && said !== undefined && stored.size !== said) {
+      throw new FlotillaError('MANIFEST_INVALID', `the manifest gives blob ${d} a size of ${said} bytes, but it has ${stored.size}`, { digest: d })
+    }
+  }
+  for (const d of parsed.manifests) {
+    const stored = await deps.queries.manifest(name, d)
+    const said = parsed.sizes.get(d)
+    if (stored !== undefined && said !== undefined && stored.size !== said) {
+      throw new FlotillaError('MANIFEST_INVALID', `the index gives manifest ${d} a size of ${said} bytes, but it has ${stored.size}`, { digest: d })
+    }
+  }
 }
 
 export async function remove (ctx: Context, deps: RegistryDeps, name: RepositoryName, param: string): Promise<void> {

@@ -83,3 +83,15 @@ export async function registryHeaders (ctx: Context, next: Next): Promise<void> 
   ctx.set('Docker-Distribution-API-Version', 'registry/2.0')
   await next()
 }
+
+/**
+ * A request with two Host headers is refused (400): Node keeps the first and drops the other,
+ * while a proxy in front may have routed by the second. Request smuggling starts there.
+ */
+export async function singleHost (ctx: Context, next: Next): Promise<void> {
+  const raw = ctx.req.rawHeaders
+  let hosts = 0
+  for (let i = 0; i < raw.length; i += 2) if (raw[i]!.length === 4 && raw[i]!.toLowerCase() === 'host') hosts++
+  if (hosts > 1) throw new FlotillaError('BAD_REQUEST', 'the request has more than one Host header')
+  await next()
+}

@@ -55,12 +55,10 @@ export function matchRoute (method: string, path: string): RouteMatch | undefine
   for (const route of ROUTES) {
     const m = route.re.exec(path)
     if (m === null) continue
-    let rawName: string
-    try {
-      rawName = decodeURIComponent(m[1]!)
-    } catch {
-      throw new FlotillaError('NAME_INVALID', 'the repository name is not valid percent-encoding')
-    }
+    // No valid name needs percent-encoding, and decoding one could turn %2F into a path
+    // separator: another repository than the path names, past checks made on the raw path.
+    if (m[1]!.includes('%')) throw new FlotillaError('NAME_INVALID', 'a repository name is never percent-encoded: write it as is (lowercase letters, digits, separators and /)')
+    const rawName = m[1]!
     // A parameter that does not decode is passed on as sent: '%' fits no digest, tag or upload
     // id, so the handler's parser refuses it with the error of that endpoint (DIGEST_INVALID…).
     const param = safeDecode(m[2] ?? '')

@@ -139,7 +139,7 @@ export async function start (ctx: Context, deps: RegistryDeps, name: RepositoryN
     const fromRaw = queryString(ctx, 'from', 'NAME_INVALID')
     const from = fromRaw === undefined ? undefined : parseRepositoryName(fromRaw)
     const known = from === undefined ? await deps.queries.knownBlob(digest) : await deps.queries.linkedBlob(from, digest)
-    if (known !== undefined && await mayMountFrom(ctx, deps.queries, digest, from) && await deps.blobs.stat(digest) !== undefined) {
+    if (known !== undefined && await mayMountFrom(ctx, deps.queries, digest, from, deps.auth, name) && await deps.blobs.stat(digest) !== undefined) {
       await submit(deps, { type: 'LinkBlob', repo: name, digest, size: known.size, at: deps.now() })
       return blobCreated(ctx, name, digest)
     }

@@ -43,6 +43,8 @@ export interface ParsedManifest {
   kind: 'image' | 'index'
   blobs: string[]
   manifests: string[]
+  /** The size each descriptor gives, by digest (blobs and child manifests). */
+  sizes: Map<string, number>
   subject?: string
   /** artifactType, else the config's media type (what the referrers API reports). */
   artifactType?: string
@@ -92,8 +94,9 @@ export function bareMediaType (contentType: string | undefined): string | undefi
 }
 
 /**
- * Parse a pushed manifest. The body's own `mediaType` wins; podman omits it, so the
- * Content-Type header is used then, and the shape of the body as a last resort.
+ * Parse a pushed manifest. The body's own `mediaType` and the Content-Type header must agree
+ * when both are there; podman omits the former, so the header says what the manifest is
+ * then. With neither, or a header that is no manifest type, the manifest is refused.
  */
 export function parseManifest (body: Uint8Array, contentType: string | undefined): ParsedManifest {
   let doc: unknown
@@ -105,18 +108,22 @@ export function parseManifest (body: Uint8Array, contentType: string | undefined
   if (!isObject(doc)) invalid('manifest must be a JSON object')
   const header = bareMediaType(contentType)
   let mediaType: string
+  const headerNamesManifest = header !== undefined && (isManifestMediaType(header) || header === MediaType.DockerSchema1 || header === MediaType.DockerSchema1Signed)
   if (doc.mediaType !== undefined) {
     if (typeof doc.mediaType !== 'string') invalid('mediaType must be a string')
     mediaType = doc.mediaType
-    if (header !== undefined && isManifestMediaType(header) && header !== mediaType) {
-      invalid(`manifest mediaType ${mediaType} does not match Content-Type ${header}`)
+    if (header !== undefined && header !== mediaType) {
+      invalid(isManifestMediaType(header)
+        ? `manifest mediaType ${mediaType} does not match Content-Type ${header}`
+        : `Content-Type ${header} is not a manifest media type: send the manifest's own mediaType (${mediaType})`)
     }
-  } else if (header !== undefined && (isManifestMediaType(header) || header === MediaType.DockerSchema1 || header === MediaType.DockerSchema1Signed)) {
-    mediaType = header
-  } else if (Array.isArray(doc.manifests)) {
-    mediaType = MediaType.OciIndex
+  } else if (headerNamesManifest) {
+    // podman sends OCI manifests without a mediaType in the body: the header says what it is.
+    mediaType = header!
+  } else if (header !== undefined) {
+    invalid(`Content-Type ${header} is not a manifest media type, and the body has no mediaType: send an OCI or Docker schema 2 manifest type`)
   } else {
-    mediaType = MediaType.OciManifest
+    invalid('the manifest has no mediaType and the request no Content-Type: one of them must say what the manifest is')
   }
   if (mediaType === MediaType.DockerSchema1 || mediaType === MediaType.DockerSchema1Signed || doc.schemaVersion === 1) {
     invalid('Docker schema 1 manifests are not supported: push with a current client, which sends schema 2 or OCI')
@@ -124,19 +131,25 @@ export function parseManifest (body: Uint8Array, contentType: string | undefined
   if (!isManifestMediaType(mediaType)) invalid(`unknown manifest media type ${JSON.stringify(mediaType)}: expected an OCI or Docker schema 2 manifest or index`)
   if (doc.schemaVersion !== 2) invalid('schemaVersion must be 2')
 
-  const out: ParsedManifest = { mediaType, kind: IMAGE_TYPES.has(mediaType) ? 'image' : 'index', blobs: [], manifests: [] }
+  const out: ParsedManifest = { mediaType, kind: IMAGE_TYPES.has(mediaType) ? 'image' : 'index', blobs: [], manifests: [], sizes: new Map() }
+  const sized = (d: Descriptor, where: string): Descriptor => {
+    const seen = out.sizes.get(d.digest)
+    if (seen !== undefined && seen !== d.size) invalid(`${where} gives ${d.digest} a size of ${d.size}, another descriptor ${seen}`)
+    out.sizes.set(d.digest, d.size)
+    return d
+  }
   if (out.kind === 'image') {
     if (doc.manifests !== undefined) invalid('an image manifest has no manifests field')
-    const config = parseDescriptor(doc.config, 'config')
+    const config = sized(parseDescriptor(doc.config, 'config'), 'config')
     if (!Array.isArray(doc.layers)) invalid('layers must be an array')
-    const layers = doc.layers.map((l, i) => parseDescriptor(l, `layers[${i}]`))
+    const layers = doc.layers.map((l, i) => sized(parseDescriptor(l, `layers[${i}]`), `layers[${i}]`))
     out.blobs.push(config.digest)
     for (const l of layers) if (!FOREIGN_LAYERS.has(l.mediaType) || (l.urls ?? []).length === 0) out.blobs.push(l.digest)
     out.artifactType = config.mediaType
   } else {
     if (!Array.isArray(doc.manifests)) invalid('manifests must be an array')
     if (doc.layers !== undefined && mediaType === MediaType.OciIndex && doc.config !== undefined) invalid('an index has no config field')
-    for (const [i, m] of doc.manifests.entries()) out.manifests.push(parseDescriptor(m, `manifests[${i}]`).digest)
+    for (const [i, m] of doc.manifests.entries()) out.manifests.push(sized(parseDescriptor(m, `manifests[${i}]`), `manifests[${i}]`).digest)
   }
   if (doc.artifactType !== undefined) {
     if (typeof doc.artifactType !== 'string') invalid('artifactType must be a string')

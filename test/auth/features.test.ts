@@ -257,3 +257,44 @@ t.test('first start: a random admin password, printed once and kept in DATA/init
   await again.stop()
   t.notOk(lines.slice(before).some((l) => l.includes('random password')), 'not on the next start')
 })
+
+// Issue 10, conformance (end-11) under token auth: a JWT names only the target repository.
+t.test('end-11 cross-repository mount with registry JWTs: a challenge naming both scopes, then 201; discovery without from', async (t) => {
+  const mover = await createUser(node, 'mover')
+  const outsider = await createUser(node, 'outsider')
+  await grant(node, 'mount-src', ['msrc/**'], { mover: ['read'] })
+  await grant(node, 'mount-dst', ['mdst/**'], { mover: ['read', 'write'], outsider: ['read', 'write'] })
+  const b = blob(`mount me ${Math.random()}`)
+  await pushBlobWith(node.fetch, node.url, 'msrc/app', b)
+  const jwtFor = async (who: string, scopes: string[]): Promise<string> => {
+    const q = scopes.map((s) => `scope=${encodeURIComponent(s)}`).join('&')
+    const r = await fetch(`${node.url}/token?service=flotilla&${q}`, { headers: { authorization: who } })
+    return (await r.json() as { token: string }).token
+  }
+  const mount = async (bearer: string, repo: string, from?: string): Promise<Response> =>
+    await fetch(`${node.url}/v2/${repo}/blobs/uploads/?mount=${b.digest}${from !== undefined ? `&from=${from}` : ''}`, { method: 'POST', headers: { authorization: `Bearer ${bearer}` } })
+
+  // Before any mount: the blob is in msrc/app only, which the outsider may not read.
+  const blind = await mount(await jwtFor(outsider, ['repository:mdst/d:pull,push']), 'mdst/d')
+  await blind.arrayBuffer()
+  t.equal(blind.status, 202, 'without from, a blob only in repositories the caller may not read is not mounted')
+
+  const narrow = await jwtFor(mover, ['repository:mdst/a:pull,push'])
+  const first = await mount(narrow, 'mdst/a', 'msrc/app')
+  await first.arrayBuffer()
+  t.equal(first.status, 401, 'a token without pull on from: 401, so the client asks for one that covers it')
+  t.match(first.headers.get('www-authenticate') ?? '', /scope="repository:mdst\/a:pull,push repository:msrc\/app:pull"/, 'the challenge names both scopes')
+  const both = await jwtFor(mover, ['repository:mdst/a:pull,push', 'repository:msrc/app:pull'])
+  const second = await mount(both, 'mdst/a', 'msrc/app')
+  await second.arrayBuffer()
+  t.equal(second.status, 201, 'with both scopes the blob is mounted')
+
+  const outsiderJwt = await jwtFor(outsider, ['repository:mdst/b:pull,push', 'repository:msrc/app:pull'])
+  const refused = await mount(outsiderJwt, 'mdst/b', 'msrc/app')
+  await refused.arrayBuffer()
+  t.equal(refused.status, 202, 'a caller who may not read from gets an upload session instead')
+
+  const discovery = await mount(await jwtFor(mover, ['repository:mdst/c:pull,push']), 'mdst/c')
+  await discovery.arrayBuffer()
+  t.equal(discovery.status, 201, 'without from, the blob is found in a repository the caller may read (the JWT names only the target)')
+})

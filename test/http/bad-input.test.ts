@@ -61,6 +61,9 @@ const cases: Case[] = [
   { name: 'name too long', method: 'GET', path: `/v2/${'a'.repeat(256)}/tags/list`, status: 400, code: 'NAME_INVALID' },
   { name: 'invalid percent-encoding', method: 'GET', path: '/v2/a%zz/tags/list', status: 400, code: 'NAME_INVALID' },
   { name: 'NUL in name', method: 'GET', path: '/v2/a%00b/tags/list', status: 400, code: 'NAME_INVALID' },
+  // Issue 10: %2F must never become a path separator (it named ok/repo here, past checks on the raw path).
+  { name: 'percent-encoded slash in a name (ok%2Frepo)', method: 'GET', path: '/v2/ok%2Frepo/manifests/v1', status: 400, code: 'NAME_INVALID' },
+  { name: 'percent-encoded slash in a name, lowercase (ok%2frepo)', path: '/v2/ok%2frepo/manifests/v9', ...manifestPut(good.manifest), status: 400, code: 'NAME_INVALID' },
   { name: 'unknown endpoint', method: 'GET', path: '/v2/ok/repo/nothing/here', status: 404 },
   { name: 'unsupported method on manifests', method: 'POST', path: '/v2/ok/repo/manifests/v1', status: 405, code: 'UNSUPPORTED' },
   { name: 'unsupported method on blobs', method: 'PUT', path: `/v2/ok/repo/blobs/sha256:${hex}`, status: 405, code: 'UNSUPPORTED' },
@@ -71,8 +74,11 @@ const cases: Case[] = [
   { name: 'unsupported digest algorithm', method: 'GET', path: `/v2/ok/repo/blobs/md5:${'a'.repeat(32)}`, status: 400, code: 'DIGEST_INVALID' },
   { name: 'manifest digest malformed', method: 'GET', path: '/v2/ok/repo/manifests/sha256:bad', status: 400, code: 'DIGEST_INVALID' },
   { name: 'manifest HEAD digest malformed', method: 'HEAD', path: '/v2/ok/repo/manifests/sha256:zz', status: 400 },
-  { name: 'invalid tag', method: 'GET', path: '/v2/ok/repo/manifests/-tag', status: 400, code: 'MANIFEST_INVALID' },
-  { name: 'tag too long', method: 'GET', path: `/v2/ok/repo/manifests/${'t'.repeat(129)}`, status: 400, code: 'MANIFEST_INVALID' },
+  // The conformance suite's .INVALID_MANIFEST_NAME: no manifest has such a name, so 404 (as the CNCF registry answers).
+  { name: 'invalid tag (conformance: .INVALID_MANIFEST_NAME)', method: 'GET', path: '/v2/ok/repo/manifests/.INVALID_MANIFEST_NAME', status: 404, code: 'MANIFEST_UNKNOWN' },
+  { name: 'invalid tag, HEAD', method: 'HEAD', path: '/v2/ok/repo/manifests/-tag', status: 404 },
+  { name: 'tag too long', method: 'GET', path: `/v2/ok/repo/manifests/${'t'.repeat(129)}`, status: 404, code: 'MANIFEST_UNKNOWN' },
+  { name: 'invalid tag on PUT stays 400', method: 'PUT', path: '/v2/ok/repo/manifests/-tag', status: 400, code: 'MANIFEST_INVALID' },
   { name: 'monolithic upload with malformed digest', method: 'POST', path: '/v2/ok/repo/blobs/uploads/?digest=sha256:nothex', body: 'x', status: 400, code: 'DIGEST_INVALID' },
   { name: 'monolithic upload whose content does not match', method: 'POST', path: `/v2/ok/repo/blobs/uploads/?digest=${sha256('expected')}`, body: 'actual', status: 400, code: 'DIGEST_INVALID' },
   { name: 'mount with malformed digest', method: 'POST', path: '/v2/ok/repo/blobs/uploads/?mount=nope&from=ok/repo', status: 400, code: 'DIGEST_INVALID' },
@@ -103,6 +109,13 @@ const cases: Case[] = [
   { name: 'manifest over 4 MiB', path: '/v2/ok/repo/manifests/bad', ...manifestPut(Buffer.alloc(4 * 1024 * 1024 + 10, 0x20)), status: 413, code: 'SIZE_INVALID' },
   { name: 'manifest PUT by a digest that does not match', path: `/v2/ok/repo/manifests/${sha256('other')}`, ...manifestPut(good.manifest), status: 400, code: 'DIGEST_INVALID' },
   { name: 'manifest PUT with an invalid extra tag', path: '/v2/ok/repo/manifests/v2?tag=-bad', ...manifestPut(good.manifest), status: 400, code: 'MANIFEST_INVALID' },
+  // Issue 10: manifest hygiene.
+  { name: 'a descriptor whose size differs from the stored blob', path: '/v2/ok/repo/manifests/bad', ...manifestPut(JSON.stringify({ schemaVersion: 2, mediaType: OCI_MANIFEST, config: { ...descriptor(good.config), size: good.config.size + 1 }, layers: good.layers.map(descriptor) })), status: 400, code: 'MANIFEST_INVALID' },
+  { name: 'two descriptors of one blob with different sizes', path: '/v2/ok/repo/manifests/bad', ...manifestPut(JSON.stringify({ schemaVersion: 2, mediaType: OCI_MANIFEST, config: descriptor(good.config), layers: [descriptor(good.layers[0]!), { ...descriptor(good.layers[0]!), size: 1 }] })), status: 400, code: 'MANIFEST_INVALID' },
+  { name: 'an index whose child descriptor has the wrong size', path: '/v2/ok/repo/manifests/bad', ...manifestPut(JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests: [{ mediaType: OCI_MANIFEST, digest: good.digest, size: good.manifest.length + 7 }] }), OCI_INDEX), status: 400, code: 'MANIFEST_INVALID' },
+  { name: 'a Content-Type that is no manifest type (application/json)', path: '/v2/ok/repo/manifests/bad', ...manifestPut(good.manifest, 'application/json'), status: 400, code: 'MANIFEST_INVALID' },
+  { name: 'no mediaType in the body and a Content-Type that is no manifest type', path: '/v2/ok/repo/manifests/bad', ...manifestPut(JSON.stringify({ schemaVersion: 2, config: descriptor(good.config), layers: good.layers.map(descriptor) }), 'text/plain'), status: 400, code: 'MANIFEST_INVALID' },
+  { name: 'neither a mediaType in the body nor a Content-Type', path: '/v2/ok/repo/manifests/bad', method: 'PUT', body: JSON.stringify({ schemaVersion: 2, config: descriptor(good.config), layers: good.layers.map(descriptor) }), status: 400, code: 'MANIFEST_INVALID' },
   { name: 'manifest with a non-string annotation', path: '/v2/ok/repo/manifests/bad', ...manifestPut(JSON.stringify({ schemaVersion: 2, mediaType: OCI_MANIFEST, config: descriptor(good.config), layers: [], annotations: { a: 1 } })), status: 400, code: 'MANIFEST_INVALID' },
   // Listings
   { name: 'tag list with n not a number', method: 'GET', path: '/v2/ok/repo/tags/list?n=abc', status: 400 },
@@ -136,6 +149,26 @@ t.test('after all of that the registry still serves the good image intact', asyn
     const r = await fetch(`${base}/v2/ok/repo/blobs/${b.digest}`)
     t.ok(Buffer.from(await r.arrayBuffer()).equals(b.data))
   }
+})
+
+t.test('two Host headers get 400', async (t) => {
+  const net = await import('node:net')
+  const port = Number(new URL(base).port)
+  const answer = await new Promise<string>((resolve) => {
+    let got = ''
+    const s = net.connect(port, '127.0.0.1', () => s.end('GET /v2/ok/repo/manifests/v1 HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\nConnection: close\r\n\r\n'))
+    s.on('data', (c: Buffer) => { got += c.toString() })
+    s.on('close', () => resolve(got))
+    s.on('error', () => resolve(got))
+  })
+  t.match(answer, /^HTTP\/1\.1 400 /, answer.split('\r\n')[0] ?? '')
+  t.match(answer, /more than one Host header/)
+})
+
+t.test('podman\'s manifests without a mediaType in the body are still taken by their Content-Type', async (t) => {
+  const body = Buffer.from(JSON.stringify({ schemaVersion: 2, config: descriptor(good.config), layers: good.layers.map(descriptor) }))
+  const res = await rawRequest('PUT', '/v2/ok/repo/manifests/podman', { 'Content-Type': OCI_MANIFEST }, body)
+  t.equal(res.status, 201, res.text)
 })
 
 t.test('a raw request with a broken request line or headers does not crash the node', async (t) => {

@@ -516,7 +516,9 @@ function generate (g: Gen, env: Env): Case[] {
   // end-3 / end-9: manifests GET, HEAD, DELETE
   const mSection = 'end-3/end-9 manifests GET HEAD DELETE'
   for (const tag of badTags(g)) {
-    add({ section: mSection, what: `${'GET'} tag ${JSON.stringify(tag.slice(0, 20))}`, method: g.pick(['GET', 'DELETE']), path: `/v2/${target}/manifests/${tag}`, repo: target, status: 400, code: 'MANIFEST_INVALID' })
+    // GET: no manifest has such a name, 404 (the conformance suite's .INVALID_MANIFEST_NAME); DELETE: a bad request.
+    const method = g.pick(['GET', 'DELETE'])
+    add({ section: mSection, what: `${method} tag ${JSON.stringify(tag.slice(0, 20))}`, method, path: `/v2/${target}/manifests/${tag}`, repo: target, status: method === 'GET' ? 404 : 400, code: method === 'GET' ? 'MANIFEST_UNKNOWN' : 'MANIFEST_INVALID' })
   }
   for (let i = 0; i < 6; i++) {
     const method = g.pick(['GET', 'HEAD', 'DELETE'])
@@ -550,7 +552,8 @@ function generate (g: Gen, env: Env): Case[] {
   add({ section: pSection, what: 'valid, deep nesting in an extra field', method: 'PUT', path: `/v2/${scratch}/manifests/odd-deep`, repo: scratch, headers: { 'content-type': OCI_MANIFEST }, body: odd(`,"x":${'['.repeat(10_000)}${']'.repeat(10_000)}`), status: 201 })
   add({ section: pSection, what: 'valid, __proto__ and constructor annotations', method: 'PUT', path: `/v2/${scratch}/manifests/odd-proto`, repo: scratch, headers: { 'content-type': OCI_MANIFEST }, body: odd(',"annotations":{"__proto__":"x","constructor":"y","toString":"z"}'), status: 201 })
   add({ section: pSection, what: 'valid, lone surrogates and NUL in strings', method: 'PUT', path: `/v2/${scratch}/manifests/odd-utf16`, repo: scratch, headers: { 'content-type': OCI_MANIFEST }, body: odd(',"annotations":{"\\ud800":"\\udfff\\u0000"}'), status: 201 })
-  add({ section: pSection, what: 'valid, no mediaType and no Content-Type', method: 'PUT', path: `/v2/${scratch}/manifests/odd-bare`, repo: scratch, body: JSON.stringify({ schemaVersion: 2, config: descriptor(good.config), layers: good.layers.map(descriptor) }), status: 201 })
+  // Neither says what the manifest is: refused (issue 10), no longer guessed from its shape.
+  add({ section: pSection, what: 'valid, no mediaType and no Content-Type', method: 'PUT', path: `/v2/${scratch}/manifests/odd-bare`, repo: scratch, body: JSON.stringify({ schemaVersion: 2, config: descriptor(good.config), layers: good.layers.map(descriptor) }), status: 400, code: 'MANIFEST_INVALID' })
   add({ section: pSection, what: 'valid, by sha512 digest', method: 'PUT', path: `/v2/${scratch}/manifests/${sha512(good.manifest)}`, repo: scratch, headers: { 'content-type': OCI_MANIFEST }, body: good.manifest, status: 201 })
   add({ section: pSection, what: 'valid, subject unknown', method: 'PUT', path: `/v2/${scratch}/manifests/odd-subject`, repo: scratch, headers: { 'content-type': OCI_MANIFEST }, body: odd(`,"subject":${JSON.stringify({ mediaType: OCI_MANIFEST, digest: unknownDigest(), size: 5 })}`), status: 201 })
 
