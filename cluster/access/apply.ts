@@ -136,7 +136,16 @@ export async function applyAccess (tx: TxLike, c: AccessCommand): Promise<Comman
     case 'CreateGroup': {
       checkName('group', c.name)
       if (await tx.get(akey.group(c.name)) !== undefined) throw new FlotillaError('ALREADY_EXISTS', `group ${c.name} already exists`)
+      // Every member checked before anything is written: a typo must not leave the group behind.
+      const members = [...new Set(c.members ?? [])]
+      const unknown: string[] = []
+      for (const m of members) if (await tx.get(akey.user(m)) === undefined) unknown.push(m)
+      if (unknown.length > 0) throw new FlotillaError('NOT_FOUND', `no user named ${unknown.join(', ')}: create ${unknown.length === 1 ? 'it' : 'them'} first (flotilla user add); the group was not created`)
       tx.putJSON(akey.group(c.name), { name: c.name, createdAt: c.at } satisfies GroupRecord)
+      for (const m of members) {
+        tx.putJSON(akey.member(c.name, m), {})
+        tx.putJSON(akey.memberOf(m, c.name), {})
+      }
       await bumpVersion(tx)
       return { ok: true }
     }
@@ -170,7 +179,11 @@ export async function applyAccess (tx: TxLike, c: AccessCommand): Promise<Comman
       validateTarget(c.target)
       tx.putJSON(akey.perm(c.target.name), c.target)
       await bumpVersion(tx)
-      return { ok: true }
+      // Naming a principal that does not exist is allowed (it may be created next), but said.
+      const warnings: string[] = []
+      for (const u of Object.keys(c.target.users)) if (u !== ANONYMOUS && await tx.get(akey.user(u)) === undefined) warnings.push(`user ${u} does not exist (yet): the grant takes effect once it is created`)
+      for (const g of Object.keys(c.target.groups)) if (await tx.get(akey.group(g)) === undefined) warnings.push(`group ${g} does not exist (yet): the grant takes effect once it is created`)
+      return { ok: true, value: { warnings } }
     }
     case 'DeletePermission': {
       if (await tx.get(akey.perm(c.name)) === undefined) throw new FlotillaError('NOT_FOUND', `permission target ${c.name} does not exist`)

@@ -14,7 +14,8 @@ export type AccessCommand =
   | { type: 'UpdateUser'; name: string; admin?: boolean; disabled?: boolean; at: number }
   | { type: 'SetPassword'; name: string; passwordHash: string; at: number }
   | { type: 'DeleteUser'; name: string; at: number }
-  | { type: 'CreateGroup'; name: string; at: number }
+  /** A group and its first members, all or nothing: an unknown member refuses the whole command. */
+  | { type: 'CreateGroup'; name: string; members?: string[]; at: number }
   | { type: 'DeleteGroup'; name: string; at: number }
   | { type: 'AddMember'; group: string; user: string; at: number }
   | { type: 'RemoveMember'; group: string; user: string; at: number }

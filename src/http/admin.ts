@@ -30,6 +30,7 @@ import { FlotillaError } from '../../storage/errors.js'
 import { isDigest, parseReference, parseRepositoryName } from '../../storage/reference.js'
 import { ANONYMOUS, isAction, isValidName, type Action, type Grant, type PermissionTarget } from '../../cluster/access/model.js'
 import type { AuditFilter } from '../../cluster/access/queries.js'
+import type { AuditEntry } from '../../cluster/access/model.js'
 import type { Identity } from '../auth/identity.js'
 import { hashPassword, MIN_PASSWORD_LENGTH } from '../auth/password.js'
 import { requestActor } from '../auth/context.js'
@@ -37,6 +38,9 @@ import { readLimited } from './manifests.js'
 import type { RegistryDeps } from './deps.js'
 
 export const API_PREFIX = '/api/v1'
+
+/** The outcomes an audit entry can have (AuditEntry.outcome): GET /audit?outcome= takes one of them. */
+const AUDIT_OUTCOMES: readonly string[] = ['ok', 'failed', 'denied'] satisfies Array<AuditEntry['outcome']>
 
 async function jsonBody (ctx: Context): Promise<Record<string, unknown>> {
   const raw = await readLimited(ctx.req, 1024 * 1024)
@@ -182,8 +186,8 @@ export function adminRoutes (deps: RegistryDeps) {
     const name = str(b, 'name')!
     const members = b.members === undefined ? [] : b.members
     if (!Array.isArray(members) || !members.every((m) => typeof m === 'string')) throw new FlotillaError('BAD_REQUEST', 'members must be a list of user names')
-    await auth.submitAudited({ type: 'CreateGroup', name, at: auth.now() })
-    for (const m of members as string[]) await auth.submitAudited({ type: 'AddMember', group: name, user: m, at: auth.now() })
+    // One command: the group and its members, all or nothing.
+    await auth.submitAudited({ type: 'CreateGroup', name, ...(members.length > 0 ? { members: members as string[] } : {}), at: auth.now() })
     ok(ctx, await auth.queries.group(name), 201)
   })
   router.get('/groups/:name', async (ctx) => {
@@ -228,8 +232,8 @@ export function adminRoutes (deps: RegistryDeps) {
       return Object.fromEntries(Object.entries(v as Record<string, unknown>).map(([n, a]) => [n, actions(a, `${k}.${n}`)]))
     }
     const target: PermissionTarget = { name, repositories: repositories as string[], users: principals('users'), groups: principals('groups'), updatedAt: auth.now() }
-    await auth.submitAudited({ type: 'PutPermission', target })
-    ok(ctx, target)
+    const r = await auth.submitAudited({ type: 'PutPermission', target }) as { warnings?: string[] } | undefined
+    ok(ctx, { ...target, warnings: r?.warnings ?? [] })
   })
   router.delete('/permissions/:name', async (ctx) => {
     await requireAdmin(ctx)
@@ -324,6 +328,7 @@ export function adminRoutes (deps: RegistryDeps) {
       return num
     }
     for (const k of ['user', 'action', 'repo', 'outcome'] as const) { const v = s(k); if (v !== undefined) f[k] = v }
+    if (f.outcome !== undefined && !AUDIT_OUTCOMES.includes(f.outcome)) throw new FlotillaError('BAD_REQUEST', `outcome must be one of ${AUDIT_OUTCOMES.join(', ')}, not ${JSON.stringify(f.outcome.slice(0, 40))}`)
     for (const k of ['since', 'until', 'before'] as const) { const v = n(k); if (v !== undefined) f[k] = v }
     const limit = s('limit')
     if (limit !== undefined) {

@@ -158,7 +158,7 @@ const paths: Record<string, PathItem> = {
       operationId: 'createGroup',
       tags: ['groups'],
       summary: 'Create a group',
-      description: ADMIN,
+      description: ADMIN + ' The group and its members are created all or nothing: an unknown member refuses the request (404) and no group is left behind.',
       requestBody: body({ type: 'object', required: ['name'], properties: { name: schema('Name'), members: { type: 'array', items: schema('Name'), default: [], description: 'User names.' } } }),
       ok: { 201: answer('The new group', schema('Group')) },
       errors: [400, 403, 404, 409],
@@ -195,7 +195,11 @@ const paths: Record<string, PathItem> = {
           groups: { type: 'object', additionalProperties: schema('Actions'), default: {}, description: 'Group name → actions.' },
         },
       }),
-      ok: { 200: answer('The permission target as stored', schema('PermissionTarget')) },
+      ok: {
+        200: answer('The permission target as stored, with a warning for each user or group it names that does not exist yet', {
+          allOf: [schema('PermissionTarget'), { type: 'object', required: ['warnings'], properties: { warnings: { type: 'array', items: { type: 'string' } } } }],
+        }),
+      },
       errors: [400, 403],
     }),
     delete: op({ operationId: 'deletePermission', tags: ['permissions'], summary: 'Delete a permission target', description: ADMIN, ok: { 200: done }, errors: [403, 404] }),
@@ -420,7 +424,7 @@ export const OPENAPI_DOCUMENT: OpenApiDocument = {
               type: 'object',
               required: ['code', 'message'],
               properties: {
-                code: { type: 'string', enum: [...new Set(Object.values(ERRORS).map((e) => e.oci))], description: 'The OCI error code.' },
+                code: { type: 'string', enum: Object.keys(ERRORS), description: 'The error\'s code (storage/errors.ts); stable, unlike the message. (The registry API under /v2 answers the OCI codes instead.)' },
                 message: { type: 'string' },
                 detail: { description: 'More about the error, when there is more.' },
               },

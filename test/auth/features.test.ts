@@ -298,3 +298,20 @@ t.test('end-11 cross-repository mount with registry JWTs: a challenge naming bot
   await discovery.arrayBuffer()
   t.equal(discovery.status, 201, 'without from, the blob is found in a repository the caller may read (the JWT names only the target)')
 })
+
+// Issue 10, item 6: `group add qa --member bob` with an unknown bob created the group anyway.
+t.test('a group with an unknown member is refused whole; a permission naming nobody says so', async (t) => {
+  const refused = await admin(node, 'POST', '/api/v1/groups', { name: 'qa-team', members: ['ghost-user'] }).catch((err: Error) => err)
+  t.match(String(refused), /404|no user named ghost-user/, 'refused, naming the unknown member')
+  const after = await call(node, node.authorization, 'GET', '/api/v1/groups/qa-team')
+  t.equal(after.status, 404, 'and the group was not created')
+  await createUser(node, 'ghost-user')
+  const retry = await call(node, node.authorization, 'POST', '/api/v1/groups', { name: 'qa-team', members: ['ghost-user'] })
+  t.equal(retry.status, 201, 'the retry succeeds (no 409)')
+  t.same(retry.body.members, ['ghost-user'])
+  const perm = await call(node, node.authorization, 'PUT', '/api/v1/permissions/phantoms', { repositories: ['ph/**'], users: { nobody: ['read'], anonymous: ['read'] }, groups: { 'no-such-group': ['read'] } })
+  t.equal(perm.status, 200, 'a permission may name principals that do not exist yet')
+  t.equal(perm.body.warnings.length, 2, 'but each missing user or group is a warning (anonymous is not)')
+  t.match(perm.body.warnings.join('\n'), /user nobody does not exist/)
+  t.match(perm.body.warnings.join('\n'), /group no-such-group does not exist/)
+})
