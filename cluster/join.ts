@@ -72,6 +72,14 @@ export function parseJoinAddress (address: string): JoinAddress {
  * the members the joiner should dial. Throws FlotillaError (UNAUTHORIZED, DENIED, UNAVAILABLE …).
  */
 export async function joinCluster (cluster: Cluster, req: JoinRequest, opts: { forwarded?: boolean } = {}): Promise<MemberRecord[]> {
+  // A joiner that names its own address answers its own request: its HTTP server is up before
+  // it is a member of anything. Say so plainly (this used to be a TypeError and a 500).
+  if (req.peerId === cluster.peerId) {
+    throw new FlotillaError('DENIED', 'a node cannot join itself: the address given to flotilla join is this node\'s own (--listen or --p2p); give the address of a member of the cluster to join')
+  }
+  if (cluster.driver === undefined) {
+    throw new FlotillaError('UNAVAILABLE', 'this node is not a member of a cluster yet (it is joining one itself): join through a member that is already serving')
+  }
   if (!cluster.driver.isLeader) return await forwardToLeader(cluster, req, opts.forwarded === true)
   const info = await cluster.queries.clusterInfo()
   if (info === undefined) throw new FlotillaError('UNAVAILABLE', 'the cluster is not initialized yet')

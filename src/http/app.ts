@@ -71,6 +71,21 @@ export function createApp (opts: AppOptions): Koa {
     ctx.body = await metrics.registry.metrics()
   })
   app.use(ops.routes())
+  // Until the node has started (state machine loaded, admin user there; a joiner caught up),
+  // every route but these answers 503 with Retry-After: a client that came too early (the
+  // README's `serve &` then `flotilla token`) is told to retry, not that its password is wrong.
+  // Still served: health and metrics (above), the node's own cluster status, joins (refused
+  // until the node is a member), node-to-node routes, the API document.
+  app.use(async (ctx, next) => {
+    if (opts.started?.() !== false) return await next()
+    const path = ctx.path.replace(/\/+$/, '')
+    const own = ctx.method === 'GET' && path === '/api/v1/cluster'
+    // A join answers without the node having started: a node asked to join itself says so.
+    const joining = ctx.method === 'POST' && path === '/api/v1/cluster/join'
+    if (own || joining || ctx.path.startsWith('/internal/') || path === '/api/v1/openapi.json') return await next()
+    ctx.set('Retry-After', '1')
+    throw new FlotillaError('UNAVAILABLE', 'this node is still starting: retry in a moment')
+  })
   // Who may use the cluster API (src/auth/cluster-guard.ts), before its routes.
   app.use(clusterApiGuard(opts.deps.auth))
   if (opts.cluster !== undefined) {
@@ -90,14 +105,6 @@ export function createApp (opts: AppOptions): Koa {
   app.use(tokenRoutes(opts.deps.auth))
   app.use(adminRoutes(opts.deps))
   app.use(registryHeaders)
-  // Until a node has started (a joiner catches up first), blob replication is not wired: a
-  // push acknowledged then would rest on this node's copy alone. Clients are asked to retry.
-  app.use(async (ctx, next) => {
-    if (opts.started?.() === false && (ctx.path === '/v2' || ctx.path.startsWith('/v2/'))) {
-      throw new FlotillaError('UNAVAILABLE', 'this node is still starting (catching up with the cluster): retry in a moment, or use another node')
-    }
-    await next()
-  })
   app.use(authorizeV2(opts.deps.auth))
   app.use(v2Routes(opts.deps))
   return app
