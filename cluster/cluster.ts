@@ -108,6 +108,9 @@ export class Cluster {
    */
   async requestJoin (target: { address: string; token: string }): Promise<MemberRecord[]> {
     const where = parseJoinAddress(target.address)
+    if (where.kind === 'p2p' && where.peerId === this.peerId) {
+      throw new Error(`${target.address} is this node's own identity: a node cannot join itself; give the multiaddr of a member of the cluster to join`)
+    }
     if (where.kind === 'p2p') this.joinVia.add(where.peerId)
     try {
       await this.startHost()
