@@ -61,6 +61,8 @@ export interface ClusterOptions {
   localReads?: boolean
   /** Test-only fault injection (FLOTILLA_FAULT_INJECTION=1): peers cut off from this node. */
   faults?: Faults
+  /** Limits on strangers on probation (cluster/probation.ts); the defaults there otherwise. */
+  probation?: { maxPeers?: number; maxPerAddress?: number }
   tickMs?: number
   electionTicks?: number
 }
@@ -94,6 +96,7 @@ export class Cluster {
       open: () => this.driver !== undefined && Date.now() < this.joinTokensOpenUntil,
       isMember: (p) => this.admits(p),
       disconnect: (p, reason) => this.disconnect(p, reason),
+      ...opts.probation,
     })
   }
 
@@ -172,7 +175,14 @@ export class Cluster {
   }
 
   private async startHost (): Promise<Host> {
-    this.host ??= await createHost({ privateKey: this.opts.privateKey, listen: [this.opts.p2pListen], admit: (p, direction) => this.gate(p, direction) })
+    this.host ??= await createHost({
+      privateKey: this.opts.privateKey,
+      listen: [this.opts.p2pListen],
+      admit: (p, direction, address) => this.gate(p, direction, address),
+      // Gossipsub sees members only: a stranger on probation gets no subscriptions, no
+      // announcements (they name digests), and cannot send any (net/gossip-gate.ts).
+      gossip: (p) => this.admits(p),
+    })
     return this.host
   }
 
@@ -180,12 +190,12 @@ export class Cluster {
    * The connection gater: members, the member a joiner dials to join, and (inbound) strangers
    * on probation while a join token is outstanding. Never a removed or cut-off peer.
    */
-  private gate (peerId: string, direction: 'inbound' | 'outbound'): boolean {
+  private gate (peerId: string, direction: 'inbound' | 'outbound', address: string | undefined): boolean {
     if (this.removed.has(peerId) || this.opts.faults?.blocks(peerId) === true) return false
     if (this.admits(peerId)) return true
     if (direction === 'outbound') return this.joinVia.has(peerId)
-    const ok = this.probation.admit(peerId)
-    if (ok) this.opts.log.info({ peer: peerId, pending: this.probation.pending() }, 'unknown peer connected on probation, to join')
+    const ok = this.probation.admit(peerId, address)
+    if (ok) this.opts.log.info({ peer: peerId, address, pending: this.probation.pending() }, 'unknown peer connected on probation, to join')
     return ok
   }
 

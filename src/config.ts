@@ -9,6 +9,9 @@
  *   cluster:
  *     reads: linearizable        FLOTILLA_READS                                (or local: may be stale)
  *     replicas: (all members)    FLOTILLA_REPLICAS                             (copies of each blob)
+ *     probation:                                                               (strangers let in to join)
+ *       maxPeers: 4              FLOTILLA_PROBATION_PEERS                      (at once)
+ *       maxPerAddress: 1         FLOTILLA_PROBATION_PER_ADDRESS                (at once from one IP, or IPv6 /64)
  *   log:
  *     level: info                FLOTILLA_LOG_LEVEL       --log-level LEVEL
  *   storage:
@@ -37,7 +40,16 @@ export const ConfigSchema = z.object({
     reads: z.enum(['linearizable', 'local']).default('linearizable'),
     /** Copies of each blob to keep; unset keeps one on every member. */
     replicas: z.number().int().min(1).optional(),
-  }).strict().default({ reads: 'linearizable' }),
+    /**
+     * Unknown peers let connect, while a join token is unexpired, to join (cluster/probation.ts):
+     * at most `maxPeers` at once, at most `maxPerAddress` of them from one source address, so
+     * that one machine cannot hold every slot. Tests that run every node on 127.0.0.1 raise it.
+     */
+    probation: z.object({
+      maxPeers: z.number().int().min(1).max(1024).default(4),
+      maxPerAddress: z.number().int().min(1).max(1024).default(1),
+    }).strict().default({ maxPeers: 4, maxPerAddress: 1 }),
+  }).strict().default({ reads: 'linearizable', probation: { maxPeers: 4, maxPerAddress: 1 } }),
   log: z.object({
     level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
   }).strict().default({ level: 'info' }),
@@ -93,6 +105,8 @@ const ENV: Array<[string, string[], (s: string) => unknown]> = [
   ['FLOTILLA_ADVERTISE', ['advertise'], (s) => s],
   ['FLOTILLA_READS', ['cluster', 'reads'], (s) => s],
   ['FLOTILLA_REPLICAS', ['cluster', 'replicas'], (s) => Number(s)],
+  ['FLOTILLA_PROBATION_PEERS', ['cluster', 'probation', 'maxPeers'], (s) => Number(s)],
+  ['FLOTILLA_PROBATION_PER_ADDRESS', ['cluster', 'probation', 'maxPerAddress'], (s) => Number(s)],
   ['FLOTILLA_LOG_LEVEL', ['log', 'level'], (s) => s],
   ['FLOTILLA_DELETE_ENABLED', ['storage', 'delete'], (s) => s === 'true' || s === '1' ? true : s === 'false' || s === '0' ? false : s],
   ['FLOTILLA_DIRECT_IO', ['storage', 'directIO'], (s) => s === 'true' || s === '1' ? true : s === 'false' || s === '0' ? false : s],

@@ -100,6 +100,7 @@ export class RegistryNode {
       found: joinTarget === undefined && !raftUsed,
       localReads: config.cluster.reads === 'local',
       ...(faults !== undefined ? { faults } : {}),
+      probation: config.cluster.probation,
     })
     const deps: RegistryDeps = {
       nodeId,

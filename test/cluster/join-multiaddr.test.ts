@@ -7,8 +7,10 @@
  * - a join through a multiaddr with a wrong token is refused with the reason, and the
  *   stranger's connection is closed;
  * - with a token outstanding a stranger connects on probation, but opening Raft loses it its
- *   connection at once, its gossip is ignored, at most 4 strangers are let in at a time, and
- *   an idle one is disconnected when its probation (10 s) ends;
+ *   connection at once, it gets no gossip and its own is ignored, at most 4 strangers are let
+ *   in at a time, and an idle one is disconnected when its probation (10 s) ends (n1 lets 4 in
+ *   from one address, as every stranger here dials from 127.0.0.1; the default of 1 per
+ *   address is tested in probation.test.ts);
  * - once every join token has expired, strangers cannot connect again, and a join through a
  *   multiaddr with the expired token says so.
  * The one token of the test lives 60 s (the shortest allowed); the last test waits for it.
@@ -82,8 +84,9 @@ async function disconnectedWithin (host: Host, addr: string, ms: number): Promis
     .catch((err: Error) => err.message)
 }
 
-// A fresh single-node cluster: no join token was ever handed out.
-nodes.push(await startNode({ name: 'n1', base, adminPassword: creds.password }))
+// A fresh single-node cluster: no join token was ever handed out. Its strangers all come from
+// 127.0.0.1, so it lets as many in from one address as in all (cluster.probation).
+nodes.push(await startNode({ name: 'n1', base, adminPassword: creds.password, env: { FLOTILLA_PROBATION_PER_ADDRESS: '4' } }))
 const n1 = nodes[0]!
 
 t.test('with no join token outstanding, a stranger cannot connect to a member at all', async (t) => {
@@ -176,7 +179,8 @@ t.test('with a token outstanding, a stranger on probation cannot use Raft and is
   const gone = await disconnectedWithin(r, raftAddr, 3000)
   t.type(gone, 'number', `and its connection is closed (${gone} ms)`)
 
-  // Gossip: a stranger's `want` for a blob the member holds gets no `have` (it is not even let through).
+  // Gossip: the member's gossipsub does not see a stranger (net/gossip-gate.ts), so the stranger
+  // learns nothing, and its `want` for a blob the member holds gets no `have`.
   const gaddr = await p2pAddr(n2)
   const g = await stranger(t)
   t.equal(await dial(g, gaddr), 'connected', 'another stranger connects on probation')
@@ -184,8 +188,8 @@ t.test('with a token outstanding, a stranger on probation cannot use Raft and is
   const pubsub = g.services.pubsub
   pubsub.addEventListener('message', (e) => { if (e.detail.topic === BLOB_TOPIC) heard.push(new TextDecoder().decode(e.detail.data)) })
   pubsub.subscribe(BLOB_TOPIC)
-  const subscribed = await waitFor('the member\'s gossip subscription', async () => pubsub.getSubscribers(BLOB_TOPIC).some((p) => p.toString() === n2.peerId) ? true : undefined, 5000).catch((err: Error) => err.message)
-  t.equal(subscribed, true, 'the stranger sees the member on the blob topic')
+  await sleep(2000)
+  t.notOk(pubsub.getSubscribers(BLOB_TOPIC).some((p) => p.toString() === n2.peerId), 'the stranger does not learn the member\'s subscriptions')
   const digest = img.layers[0]!.digest
   await pubsub.publish(BLOB_TOPIC, new TextEncoder().encode(JSON.stringify({ want: digest, peer: g.peerId.toString() })))
   await sleep(2500)
