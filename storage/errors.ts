@@ -17,6 +17,7 @@ export const ERRORS = {
   MANIFEST_UNKNOWN: { status: 404, oci: 'MANIFEST_UNKNOWN', message: 'manifest unknown to registry' },
   MANIFEST_TOO_LARGE: { status: 413, oci: 'SIZE_INVALID', message: 'manifest too large' },
   COMMAND_TOO_LARGE: { status: 413, oci: 'SIZE_INVALID', message: 'the change is too large to replicate' },
+  BODY_TOO_LARGE: { status: 413, oci: 'SIZE_INVALID', message: 'the request body is too large' },
   NAME_INVALID: { status: 400, oci: 'NAME_INVALID', message: 'invalid repository name' },
   NAME_UNKNOWN: { status: 404, oci: 'NAME_UNKNOWN', message: 'repository name not known to registry' },
   TAG_INVALID: { status: 400, oci: 'MANIFEST_INVALID', message: 'invalid tag' },

@@ -4,7 +4,7 @@
 import type { Context } from 'koa'
 import { createHash } from 'node:crypto'
 import type { Readable } from 'node:stream'
-import { FlotillaError } from '../../storage/errors.js'
+import { FlotillaError, type ErrorCode } from '../../storage/errors.js'
 import { digestAlgorithm, digestOf, parseReference, parseTag, type RepositoryName } from '../../storage/reference.js'
 import { parseManifest } from '../oci/manifest.js'
 import { submit, type RegistryDeps } from './deps.js'
@@ -14,7 +14,7 @@ import { mayPutManifest } from '../auth/checks.js'
 const DRAIN_LIMIT = 16 * 1024 * 1024
 
 /** Read a request body into memory, refusing more than `max` bytes. */
-export async function readLimited (req: Readable, max: number): Promise<Buffer> {
+export async function readLimited (req: Readable, max: number, tooLarge: ErrorCode = 'BODY_TOO_LARGE'): Promise<Buffer> {
   const chunks: Buffer[] = []
   let total = 0
   // destroyOnReturn: false: leaving the loop must not reset the connection before the 413 is sent.
@@ -23,7 +23,7 @@ export async function readLimited (req: Readable, max: number): Promise<Buffer> 
     total += b.length
     if (total > max) {
       drain(req)
-      throw new FlotillaError('MANIFEST_TOO_LARGE', `the body is larger than the ${max}-byte limit`)
+      throw new FlotillaError(tooLarge, `the body is larger than the ${max}-byte limit`)
     }
     chunks.push(b)
   }
@@ -80,7 +80,7 @@ export async function put (ctx: Context, deps: RegistryDeps, name: RepositoryNam
   if (declared !== '' && Number(declared) > max) {
     throw new FlotillaError('MANIFEST_TOO_LARGE', `manifest of ${declared} bytes is larger than the ${max}-byte limit`)
   }
-  const body = await readLimited(ctx.req, max)
+  const body = await readLimited(ctx.req, max, 'MANIFEST_TOO_LARGE')
   if (body.length === 0) throw new FlotillaError('MANIFEST_INVALID', 'the manifest body is empty')
   const parsed = parseManifest(body, ctx.get('content-type') || undefined)
   const alg = ref.kind === 'digest' ? digestAlgorithm(ref.digest) : 'sha256'

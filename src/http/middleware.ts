@@ -1,6 +1,7 @@
 /**
  * Cross-cutting middleware: one log line per request, error rendering through the one
- * error table, and the headers every registry response carries.
+ * error table (OCI codes on /v2, the table's own codes elsewhere), and the headers every
+ * registry response carries.
  */
 import type { Context, Next } from 'koa'
 import type { Logger } from 'pino'
@@ -34,6 +35,11 @@ export function requestLog (log: Logger) {
   }
 }
 
+/** A path of the OCI Distribution API. */
+function isV2 (path: string): boolean {
+  return path === '/v2' || path.startsWith('/v2/')
+}
+
 export function renderError (ctx: Context, err: FlotillaError): void {
   ctx.status = err.status
   ctx.state.errorCode = err.code
@@ -41,7 +47,9 @@ export function renderError (ctx: Context, err: FlotillaError): void {
   if (err.code === 'RANGE_NOT_SATISFIABLE' && typeof (err.detail as { size?: number } | undefined)?.size === 'number') {
     ctx.set('Content-Range', `bytes */${(err.detail as { size: number }).size}`)
   }
-  const entry: Record<string, unknown> = { code: err.ociCode, message: err.message }
+  // The OCI spec lists error codes for /v2 only: there, clients get those; every other route
+  // (the admin and cluster APIs, /token, node to node) answers the error's own code, which says more.
+  const entry: Record<string, unknown> = { code: isV2(ctx.path) ? err.ociCode : err.code, message: err.message }
   if (err.detail !== undefined) entry.detail = err.detail
   ctx.body = { errors: [entry] }
 }
@@ -68,7 +76,7 @@ export function errors (log: Logger, challenge?: (ctx: Context) => void) {
         return
       }
       if (typeof e.status === 'number' && e.status >= 400 && e.status < 500) {
-        const code: ErrorCode = e.status === 413 ? 'MANIFEST_TOO_LARGE' : e.status === 404 ? 'NOT_FOUND' : 'BAD_REQUEST'
+        const code: ErrorCode = e.status === 413 ? 'BODY_TOO_LARGE' : e.status === 404 ? 'NOT_FOUND' : 'BAD_REQUEST'
         renderError(ctx, new FlotillaError(code, e.expose === true && e.message !== undefined ? e.message : ERRORS[code].message))
         ctx.status = e.status
         return

@@ -101,7 +101,7 @@ t.test('a node serves it at GET /api/v1/openapi.json, without credentials', asyn
   const post = await fetch(url, { method: 'POST', body: '{}' })
   t.equal(post.status, 405)
   t.equal(post.headers.get('allow'), 'GET, HEAD')
-  t.equal(((await post.json()) as { errors: Array<{ code: string }> }).errors[0]!.code, 'UNSUPPORTED', 'in the error format')
+  t.equal(((await post.json()) as { errors: Array<{ code: string }> }).errors[0]!.code, 'METHOD_NOT_ALLOWED', 'in the error format, with the registry\'s own code (not an OCI one: this is not /v2)')
 
   // Opening the document opened nothing else.
   t.equal((await fetch(`${n.url}/api/v1/users`)).status, 401, 'the routes it describes still ask for credentials')
