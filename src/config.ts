@@ -29,7 +29,12 @@ import { parse as parseYaml } from 'yaml'
 import { z } from 'zod'
 import { AuthConfigSchema, AUTH_ENV } from './auth/config.js'
 
-const hostPort = z.string().regex(/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'expected HOST:PORT, e.g. 127.0.0.1:5000')
+/** HOST:PORT: a host name, an IPv4 address or an [IPv6] address, and a port from 0 (any free one) to 65535. */
+const HOST_PORT = /^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/
+const hostPort = z.string().superRefine((v, ctx) => {
+  const m = HOST_PORT.exec(v)
+  if (m === null || Number(m[2]) > 65535) ctx.addIssue({ code: 'custom', message: `expected HOST:PORT with a port from 0 to 65535, e.g. 127.0.0.1:5000, not ${JSON.stringify(v)}` })
+})
 
 export const ConfigSchema = z.object({
   data: z.string().min(1).default('./data'),
@@ -158,10 +163,18 @@ export async function loadConfig (flags: FlagValues, env: NodeJS.ProcessEnv = pr
   const merged = merge(merge(fromFile, fromEnv), fromFlags)
   const result = ConfigSchema.safeParse(merged)
   if (!result.success) {
-    const problems = result.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ')
+    const problems = result.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}${whereSet(i.path.join('.'))}`).join('; ')
     throw new ConfigError(`invalid configuration: ${problems}. See the Configuration section of README.md.`)
   }
   return result.data
+}
+
+const FLAGS: Record<string, string> = { data: '--data', listen: '--listen', p2p: '--p2p', advertise: '--advertise', 'log.level': '--log-level' }
+
+/** ` (--listen, FLOTILLA_LISTEN)`: where a setting can come from besides the file, for its error. */
+function whereSet (path: string): string {
+  const from = [FLAGS[path], ...ENV.filter(([, p]) => p.join('.') === path).map(([name]) => name)].filter((x) => x !== undefined)
+  return from.length === 0 ? '' : ` (${from.join(', ')})`
 }
 
 /** HOST:PORT as a libp2p TCP multiaddr. */

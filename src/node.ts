@@ -33,6 +33,7 @@ import { createApp } from './http/app.js'
 import { createAuthService } from './auth/setup.js'
 import type { RegistryDeps } from './http/deps.js'
 import { splitHostPort, toMultiaddr, type Config } from './config.js'
+import { listenFailure } from './listen-errors.js'
 
 export interface JoinTarget {
   /** Any member's HTTP URL, or its libp2p multiaddr ending in /p2p/<peer id> (cluster/join.ts). */
@@ -233,7 +234,7 @@ export class RegistryNode {
     const { host, port } = splitHostPort(this.config.listen)
     await new Promise<void>((resolve, reject) => {
       server.once('error', (err: NodeJS.ErrnoException) => {
-        reject(err.code === 'EADDRINUSE' ? new Error(`cannot listen on ${this.config.listen}: the address is in use. Stop the other process or choose another --listen HOST:PORT`) : err)
+        reject(listenFailure(err, { address: this.config.listen, purpose: 'HTTP', setting: '--listen, FLOTILLA_LISTEN' }))
       })
       server.listen(port, host, () => resolve())
     })

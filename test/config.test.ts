@@ -44,3 +44,22 @@ t.test('bad settings are refused with the setting named', async (t) => {
   await t.rejects(loadConfig({ config: typo }, {}), { message: /lisen/ }, 'an unknown key is an error, not ignored')
   await t.rejects(loadConfig({ config: join(dir, 'absent.yaml') }, {}), { message: /cannot read config file/ })
 })
+
+t.test('an invalid HOST:PORT for --listen or --p2p names the setting, its flag and variable, and the accepted form', async (t) => {
+  for (const [flags, env, setting] of [
+    [{ listen: '127.0.0.1:99999' }, {}, 'listen'],
+    [{ p2p: '127.0.0.1:65536' }, {}, 'p2p'],
+    [{}, { FLOTILLA_LISTEN: 'localhost' }, 'listen'],
+    [{}, { FLOTILLA_P2P: ':7000' }, 'p2p'],
+    [{ listen: '::1:5000' }, {}, 'listen'],
+    [{ listen: '127.0.0.1:port' }, {}, 'listen'],
+  ] as const) {
+    const flag = `--${setting}`
+    const variable = `FLOTILLA_${setting.toUpperCase()}`
+    await t.rejects(loadConfig(flags, env), {
+      name: 'ConfigError',
+      message: new RegExp(`${setting}: expected HOST:PORT with a port from 0 to 65535, e\\.g\\. 127\\.0\\.0\\.1:5000, not ".*" \\(${flag}, ${variable}\\)`),
+    }, `${JSON.stringify({ ...flags, ...env })} is refused`)
+  }
+  t.equal((await loadConfig({ listen: '127.0.0.1:65535', p2p: '[::1]:0' }, {})).listen, '127.0.0.1:65535', 'the ends of the range are fine')
+})
