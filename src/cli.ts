@@ -1,6 +1,7 @@
 /**
  * The `flotilla` command line.
  */
+import { readFileSync } from 'node:fs'
 import { Command, Option } from 'commander'
 import { loadConfig, ConfigError } from './config.js'
 import { createLogger } from './logger.js'
@@ -9,13 +10,27 @@ import { clusterCommands } from './cli/cluster.js'
 import { CliError } from './cli/client.js'
 import { registerAdminCommands } from './cli/admin.js'
 import { parseJoinAddress } from '../cluster/join.js'
+import { joinTokenExpiry } from '../cluster/join-token.js'
 import { startCpuProfile } from './cli/profile.js'
+import { watchCatchUp } from './cli/progress.js'
+import { p2pListenFailure } from './listen-errors.js'
+
+/** package.json's version: next to src/ when run from the sources, two levels up from dist/src/. */
+function packageVersion (): string {
+  for (const rel of ['../package.json', '../../package.json']) {
+    try {
+      const pkg = JSON.parse(readFileSync(new URL(rel, import.meta.url), 'utf8')) as { name?: string; version?: string }
+      if (pkg.name === 'flotilla' && pkg.version !== undefined) return pkg.version
+    } catch { /* try the next */ }
+  }
+  return 'unknown'
+}
 
 const program = new Command()
 program
   .name('flotilla')
   .description('A container registry that runs as a cluster of equal peers.')
-  .showHelpAfterError()
+  .version(packageVersion(), '-V, --version', 'print the version')
 
 interface ServeFlags { data?: string; listen?: string; p2p?: string; advertise?: string; config?: string; logLevel?: string }
 
@@ -45,7 +60,19 @@ async function serve (opts: ServeFlags, join?: JoinTarget): Promise<void> {
   }
   process.on('SIGTERM', () => shutdown('SIGTERM'))
   process.on('SIGINT', () => shutdown('SIGINT'))
-  await node.start()
+  // A joiner catches up before it serves: show how far it is (a bar on a terminal, else log lines).
+  const caughtUp = join === undefined
+    ? undefined
+    : watchCatchUp(() => {
+      try { const st = node.cluster.status(); return { applied: st.applied, commit: st.commit } } catch { return undefined }
+    }, { log })
+  try {
+    await node.start()
+  } catch (err) {
+    caughtUp?.(false)
+    throw p2pListenFailure(err, config.p2p) ?? err
+  }
+  caughtUp?.(true)
 }
 
 serveOptions(program.command('serve'))
@@ -64,6 +91,10 @@ serveOptions(program.command('join'))
     }
     const token = opts.token ?? process.env.FLOTILLA_JOIN_TOKEN
     if (token === undefined || token === '') throw new CliError('a join token is needed: pass --token TOKEN or set FLOTILLA_JOIN_TOKEN (get one with flotilla token on a member)')
+    // Said here, before a data dir and ports are taken; the member checks the token again.
+    const expiry = joinTokenExpiry(token)
+    if (expiry === 'malformed') throw new CliError('the join token is malformed: copy the whole line flotilla token printed (--token or FLOTILLA_JOIN_TOKEN)')
+    if (expiry !== undefined && expiry <= Date.now()) throw new CliError(`the join token expired at ${new Date(expiry).toISOString()}: ask a member for a new one with flotilla token`)
     await serve(opts, { address, token })
   })
 
@@ -73,7 +104,8 @@ clusterCommands(program)
 try {
   await program.parseAsync(process.argv)
 } catch (err) {
-  const msg = err instanceof ConfigError || err instanceof CliError ? err.message : `flotilla: ${(err as Error).message}`
+  // One line, no stack: a library's multi-line message keeps its first line.
+  const msg = err instanceof ConfigError || err instanceof CliError ? err.message : `flotilla: ${String((err as Error).message ?? err).split('\n')[0]!.trim()}`
   process.stderr.write(msg + '\n')
   process.exit(1)
 }

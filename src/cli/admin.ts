@@ -11,52 +11,59 @@
  *   flotilla token list [--owner USER] | create NAME --scope PATTERN=ACTIONS… [--expires 30d] [--owner USER] | revoke ID
  *   flotilla immutable list | add PATTERN | rm PATTERN
  *   flotilla promote SRC:TAG DST[:TAG] [--move]
- *   flotilla audit [--by USER] [--action A] [--repo PATTERN] [--outcome ok|failed|denied] [--since DATE] [--limit N]
+ *   flotilla audit [--by USER] [--action A] [--repo PATTERN] [--outcome ok|failed|denied] [--since WHEN] [--until WHEN] [--limit N]
  *
- * Every command takes --node URL (env FLOTILLA_NODE, default http://127.0.0.1:5000) and
- * --user NAME:PASSWORD (env FLOTILLA_USER); an access token works as the password.
+ * Every command takes --node URL (env FLOTILLA_NODE, default http://127.0.0.1:5000; HOST:PORT
+ * means http://HOST:PORT) and --user NAME:PASSWORD (env FLOTILLA_USER; NAME alone asks for the
+ * password on a terminal); an access token works as the password. Each prints a table or a
+ * line for people, times in ISO 8601; --json prints the API's JSON document instead.
  */
 import { randomBytes } from 'node:crypto'
-import type { Command } from 'commander'
-import { CliError } from './client.js'
+import { Option, type Command } from 'commander'
+import { CliError, callApi, credentials } from './client.js'
+import { grantsText, iso, printJson, record, table } from './format.js'
+import { DURATION_FORMS, parseDurationOption, parseTimeOption } from './duration.js'
+import { spinner } from './progress.js'
 
-interface Conn { node?: string; user?: string }
+interface Conn { node?: string; user?: string; json?: boolean }
 
 export { CliError }
 
-function connection (opts: Conn): { base: string; authorization: string } {
-  const base = (opts.node ?? process.env.FLOTILLA_NODE ?? 'http://127.0.0.1:5000').replace(/\/+$/, '')
-  const user = opts.user ?? process.env.FLOTILLA_USER
-  if (user === undefined || user === '' || !user.includes(':')) throw new CliError('give --user NAME:PASSWORD (or set FLOTILLA_USER)')
-  return { base, authorization: 'Basic ' + Buffer.from(user).toString('base64') }
-}
-
-/** Call the admin API; answers the parsed JSON or throws a CliError with the registry's message. */
+/** Call the admin API (PATH after /api/v1); answers the parsed JSON or throws a CliError with the registry's message. */
 export async function api (opts: Conn, method: string, path: string, body?: unknown): Promise<any> {
-  const { base, authorization } = connection(opts)
-  const headers: Record<string, string> = { authorization }
-  const init: RequestInit = { method, headers }
-  if (body !== undefined) { headers['content-type'] = 'application/json'; init.body = JSON.stringify(body) }
-  let res: Response
-  try {
-    res = await fetch(`${base}/api/v1${path}`, init)
-  } catch (err) {
-    throw new CliError(`cannot reach ${base}: ${(err as Error).message}. Is the node running? (--node URL or FLOTILLA_NODE)`)
-  }
-  const text = await res.text()
-  let parsed: any
-  try { parsed = text === '' ? undefined : JSON.parse(text) } catch { parsed = text }
-  if (!res.ok) {
-    const e = parsed?.errors?.[0]
-    const retry = res.headers.get('retry-after')
-    throw new CliError(`${res.status} ${e?.code ?? ''}: ${e?.message ?? text}${retry !== null ? ` (retry after ${retry} s)` : ''}`)
-  }
-  return parsed
+  return await callApi(opts, method, `/api/v1${path}`, body)
 }
 
-function print (v: unknown): void {
-  process.stdout.write(JSON.stringify(v, null, 2) + '\n')
+/** The API's document with --json; otherwise what `human` prints. */
+function show (o: Conn, doc: unknown, human: () => string): void {
+  if (o.json === true) printJson(doc)
+  else process.stdout.write(human())
 }
+
+interface UserDoc { name: string; admin: boolean; disabled: boolean; groups?: string[]; createdAt: number; updatedAt: number }
+interface GroupDoc { name: string; members?: string[]; createdAt: number }
+interface PermissionDoc { name: string; repositories: string[]; users: Record<string, string[]>; groups: Record<string, string[]>; updatedAt: number }
+interface TokenDoc { id: string; kind: string; name: string; owner: string; scopes: Array<{ repositories: string[]; actions: string[] }>; createdAt: number; expiresAt: number; revokedAt?: number; token?: string }
+interface AuditDoc { seq: number; at: number; user: string; token?: string; address: string; action: string; repo?: string; outcome: string; code?: string; detail?: Record<string, unknown> }
+
+const yes = (b: boolean | undefined): string => b === true ? 'yes' : 'no'
+const list = (xs: string[] | undefined): string => xs === undefined || xs.length === 0 ? '-' : xs.join(',')
+
+const userRow = (u: UserDoc): string[] => [u.name, yes(u.admin), yes(u.disabled), list(u.groups), iso(u.createdAt), iso(u.updatedAt)]
+const USER_HEAD = ['NAME', 'ADMIN', 'DISABLED', 'GROUPS', 'CREATED', 'UPDATED']
+const userRecord = (u: UserDoc): string => record([['name', u.name], ['admin', yes(u.admin)], ['disabled', yes(u.disabled)], ['groups', list(u.groups)], ['created', iso(u.createdAt)], ['updated', iso(u.updatedAt)]])
+const groupRecord = (g: GroupDoc): string => record([['name', g.name], ['members', list(g.members)], ['created', iso(g.createdAt)]])
+const permissionRow = (p: PermissionDoc): string[] => [p.name, p.repositories.join(','), grantsText(p.users), grantsText(p.groups), iso(p.updatedAt)]
+const permissionRecord = (p: PermissionDoc): string => record([['name', p.name], ['repositories', p.repositories.join(',')], ['users', grantsText(p.users)], ['groups', grantsText(p.groups)], ['updated', iso(p.updatedAt)]])
+const scopesText = (t: TokenDoc): string => t.scopes.map((g) => `${g.repositories.join(',')}=${g.actions.join(',')}`).join(' ') || '-'
+const tokenState = (t: TokenDoc, now = Date.now()): string => t.revokedAt !== undefined ? `revoked ${iso(t.revokedAt)}` : t.expiresAt !== 0 && t.expiresAt <= now ? 'expired' : 'active'
+const tokenRow = (t: TokenDoc): string[] => [t.id, t.name, t.owner, t.kind, scopesText(t), iso(t.createdAt), iso(t.expiresAt, 'never'), tokenState(t)]
+/** `k=v …`, each value cut at 60 characters: --json has them whole. */
+const detailText = (d: Record<string, unknown> | undefined): string => Object.entries(d ?? {}).map(([k, v]) => {
+  const text = typeof v === 'string' ? v : JSON.stringify(v)
+  return `${k}=${text.length > 60 ? text.slice(0, 59) + '…' : text}`
+}).join(' ') || '-'
+const auditRow = (e: AuditDoc): string[] => [iso(e.at), e.user + (e.token !== undefined ? ` (token ${e.token})` : ''), e.address, e.action, e.repo ?? '-', e.outcome + (e.code !== undefined ? ` ${e.code}` : ''), detailText(e.detail)]
 
 async function readStdin (): Promise<string> {
   const chunks: Buffer[] = []
@@ -76,34 +83,36 @@ function splitAssign (s: string): [string, string[]] {
   return [s.slice(0, eq), s.slice(eq + 1).split(',').map((a) => a.trim()).filter((a) => a !== '')]
 }
 
-/** `90s`, `15m`, `12h`, `30d` → seconds. */
-export function parseDuration (s: string): number {
-  const m = /^(\d+(?:\.\d+)?)([smhd])$/.exec(s)
-  if (m === null) throw new CliError(`expected a duration like 90s, 15m, 12h or 30d, got ${JSON.stringify(s)}`)
-  return Number(m[1]) * { s: 1, m: 60, h: 3600, d: 86400 }[m[2] as 's' | 'm' | 'h' | 'd']
-}
-
 const collect = (v: string, prev: string[] = []): string[] => [...prev, v]
 
 function withConn (c: Command): Command {
   return c
     .option('--node <url>', 'node URL (env FLOTILLA_NODE, default http://127.0.0.1:5000)')
-    .option('--user <name:password>', 'credentials (env FLOTILLA_USER); a token works as the password')
+    .option('--user <name:password>', 'credentials (env FLOTILLA_USER; NAME alone asks for the password); a token works as the password')
+    .option('--json', 'print the API\'s JSON document instead of a table')
 }
 
 export function registerAdminCommands (program: Command): void {
   const user = program.command('user').description('manage users (admin)')
-  withConn(user.command('list').description('list users')).action(async (o: Conn) => print((await api(o, 'GET', '/users')).users))
-  withConn(user.command('show <name>').description('show a user')).action(async (name: string, o: Conn) => print(await api(o, 'GET', `/users/${name}`)))
+  withConn(user.command('list').description('list users')).action(async (o: Conn) => {
+    const doc = await api(o, 'GET', '/users')
+    show(o, doc, () => table(USER_HEAD, (doc.users as UserDoc[]).map(userRow)))
+  })
+  withConn(user.command('show <name>').description('show a user')).action(async (name: string, o: Conn) => {
+    const doc = await api(o, 'GET', `/users/${name}`)
+    show(o, doc, () => userRecord(doc))
+  })
   withConn(user.command('add <name>').description('create a user (a random password is printed unless one is given)'))
     .option('--password <password>', 'the password').option('--password-stdin', 'read the password from stdin').option('--admin', 'make an administrator')
     .action(async (name: string, o: Conn & { password?: string; passwordStdin?: boolean; admin?: boolean }) => {
       const given = await passwordFrom(o)
       const password = given ?? randomBytes(15).toString('base64url')
       const u = await api(o, 'POST', '/users', { name, password, admin: o.admin === true })
-      print(given === undefined ? { ...u, password } : u)
+      show(o, given === undefined ? { ...u, password } : u, () => userRecord(u) + (given === undefined ? record([['password', `${password}   (random; shown only now)`]]) : ''))
     })
-  withConn(user.command('rm <name>').description('delete a user (their tokens are revoked)')).action(async (name: string, o: Conn) => print(await api(o, 'DELETE', `/users/${name}`)))
+  withConn(user.command('rm <name>').description('delete a user (their tokens are revoked)')).action(async (name: string, o: Conn) => {
+    show(o, await api(o, 'DELETE', `/users/${name}`), () => `deleted the user ${name}\n`)
+  })
   withConn(user.command('set <name>').description('change a user\'s flags'))
     .option('--admin', 'make an administrator').option('--no-admin', 'remove administrator rights')
     .option('--disable', 'refuse their sign-ins').option('--enable', 'allow their sign-ins again')
@@ -112,14 +121,15 @@ export function registerAdminCommands (program: Command): void {
       if (o.admin !== undefined) body.admin = o.admin
       if (o.disable === true) body.disabled = true
       if (o.enable === true) body.disabled = false
-      print(await api(o, 'PATCH', `/users/${name}`, body))
+      const doc = await api(o, 'PATCH', `/users/${name}`, body)
+      show(o, doc, () => userRecord(doc))
     })
   withConn(user.command('passwd <name>').description('set a user\'s password'))
     .option('--password <password>', 'the new password').option('--password-stdin', 'read it from stdin')
     .action(async (name: string, o: Conn & { password?: string; passwordStdin?: boolean }) => {
       const password = await passwordFrom(o)
       if (password === undefined) throw new CliError('give --password or --password-stdin')
-      print(await api(o, 'PUT', `/users/${name}/password`, { password }))
+      show(o, await api(o, 'PUT', `/users/${name}/password`, { password }), () => `changed the password of ${name}\n`)
     })
 
   withConn(program.command('password').description('change your own password (the user of --user)'))
@@ -128,21 +138,44 @@ export function registerAdminCommands (program: Command): void {
       const password = await passwordFrom(o)
       if (password === undefined) throw new CliError('give --password or --password-stdin')
       const name = (o.user ?? process.env.FLOTILLA_USER ?? '').split(':')[0] ?? ''
-      print(await api(o, 'PUT', `/users/${name}/password`, { password }))
+      show(o, await api(o, 'PUT', `/users/${name}/password`, { password }), () => `changed the password of ${name}\n`)
     })
 
   const group = program.command('group').description('manage groups (admin)')
-  withConn(group.command('list').description('list groups and members')).action(async (o: Conn) => print((await api(o, 'GET', '/groups')).groups))
-  withConn(group.command('show <name>').description('show a group')).action(async (name: string, o: Conn) => print(await api(o, 'GET', `/groups/${name}`)))
+  withConn(group.command('list').description('list groups and members')).action(async (o: Conn) => {
+    const doc = await api(o, 'GET', '/groups')
+    show(o, doc, () => table(['NAME', 'MEMBERS', 'CREATED'], (doc.groups as GroupDoc[]).map((g) => [g.name, list(g.members), iso(g.createdAt)])))
+  })
+  withConn(group.command('show <name>').description('show a group')).action(async (name: string, o: Conn) => {
+    const doc = await api(o, 'GET', `/groups/${name}`)
+    show(o, doc, () => groupRecord(doc))
+  })
   withConn(group.command('add <name>').description('create a group')).option('--member <user>', 'a member (repeatable)', collect, [])
-    .action(async (name: string, o: Conn & { member: string[] }) => print(await api(o, 'POST', '/groups', { name, members: o.member })))
-  withConn(group.command('rm <name>').description('delete a group')).action(async (name: string, o: Conn) => print(await api(o, 'DELETE', `/groups/${name}`)))
-  withConn(group.command('member-add <group> <user>').description('add a member')).action(async (g: string, u: string, o: Conn) => print(await api(o, 'PUT', `/groups/${g}/members/${u}`)))
-  withConn(group.command('member-rm <group> <user>').description('remove a member')).action(async (g: string, u: string, o: Conn) => print(await api(o, 'DELETE', `/groups/${g}/members/${u}`)))
+    .action(async (name: string, o: Conn & { member: string[] }) => {
+      const doc = await api(o, 'POST', '/groups', { name, members: o.member })
+      show(o, doc, () => groupRecord(doc))
+    })
+  withConn(group.command('rm <name>').description('delete a group')).action(async (name: string, o: Conn) => {
+    show(o, await api(o, 'DELETE', `/groups/${name}`), () => `deleted the group ${name}\n`)
+  })
+  withConn(group.command('member-add <group> <user>').description('add a member')).action(async (g: string, u: string, o: Conn) => {
+    const doc = await api(o, 'PUT', `/groups/${g}/members/${u}`)
+    show(o, doc, () => groupRecord(doc))
+  })
+  withConn(group.command('member-rm <group> <user>').description('remove a member')).action(async (g: string, u: string, o: Conn) => {
+    const doc = await api(o, 'DELETE', `/groups/${g}/members/${u}`)
+    show(o, doc, () => groupRecord(doc))
+  })
 
   const perm = program.command('permission').description('manage permission targets (admin)')
-  withConn(perm.command('list').description('list permission targets')).action(async (o: Conn) => print((await api(o, 'GET', '/permissions')).permissions))
-  withConn(perm.command('show <name>').description('show a permission target')).action(async (name: string, o: Conn) => print(await api(o, 'GET', `/permissions/${name}`)))
+  withConn(perm.command('list').description('list permission targets')).action(async (o: Conn) => {
+    const doc = await api(o, 'GET', '/permissions')
+    show(o, doc, () => table(['NAME', 'REPOSITORIES', 'USERS', 'GROUPS', 'UPDATED'], (doc.permissions as PermissionDoc[]).map(permissionRow)))
+  })
+  withConn(perm.command('show <name>').description('show a permission target')).action(async (name: string, o: Conn) => {
+    const doc = await api(o, 'GET', `/permissions/${name}`)
+    show(o, doc, () => permissionRecord(doc))
+  })
   withConn(perm.command('set <name>').description('create or replace a permission target'))
     .requiredOption('--repo <pattern>', 'repository pattern, e.g. team-a/** (repeatable)', collect, [])
     .option('--allow-user <name=actions>', 'a user and actions, e.g. alice=read,write (repeatable; anonymous=read for anonymous pulls)', collect, [])
@@ -150,44 +183,70 @@ export function registerAdminCommands (program: Command): void {
     .action(async (name: string, o: Conn & { repo: string[]; allowUser: string[]; allowGroup: string[] }) => {
       const users = Object.fromEntries(o.allowUser.map(splitAssign))
       const groups = Object.fromEntries(o.allowGroup.map(splitAssign))
-      print(await api(o, 'PUT', `/permissions/${name}`, { repositories: o.repo, users, groups }))
+      const doc = await api(o, 'PUT', `/permissions/${name}`, { repositories: o.repo, users, groups })
+      show(o, doc, () => permissionRecord(doc))
     })
-  withConn(perm.command('rm <name>').description('delete a permission target')).action(async (name: string, o: Conn) => print(await api(o, 'DELETE', `/permissions/${name}`)))
+  withConn(perm.command('rm <name>').description('delete a permission target')).action(async (name: string, o: Conn) => {
+    show(o, await api(o, 'DELETE', `/permissions/${name}`), () => `deleted the permission target ${name}\n`)
+  })
 
   // `flotilla token` alone prints a cluster join token (its default subcommand, src/cli/cluster.ts).
   const token = program.command('token').description('access tokens for robots and CI (list, create, revoke); alone, a join token')
   withConn(token.command('list').description('list tokens (yours; all for an admin)')).option('--owner <user>', 'only this owner\'s (admin)')
-    .action(async (o: Conn & { owner?: string }) => print((await api(o, 'GET', `/tokens${o.owner !== undefined ? `?owner=${encodeURIComponent(o.owner)}` : ''}`)).tokens))
+    .action(async (o: Conn & { owner?: string }) => {
+      const doc = await api(o, 'GET', `/tokens${o.owner !== undefined ? `?owner=${encodeURIComponent(o.owner)}` : ''}`)
+      show(o, doc, () => table(['ID', 'NAME', 'OWNER', 'KIND', 'SCOPES', 'CREATED', 'EXPIRES', 'STATE'], (doc.tokens as TokenDoc[]).map(tokenRow)))
+    })
   withConn(token.command('create <name>').description('create a token; its value is printed once'))
     .requiredOption('--scope <pattern=actions>', 'e.g. ci/**=read,write (repeatable)', collect, [])
-    .option('--expires <duration>', 'lifetime: 90s, 15m, 12h, 30d (default: never)')
+    .addOption(new Option('--expires <duration>', `lifetime: ${DURATION_FORMS} (default: never)`).argParser(parseDurationOption))
     .option('--owner <user>', 'owner (admin only; default: you)')
-    .action(async (name: string, o: Conn & { scope: string[]; expires?: string; owner?: string }) => {
+    .action(async (name: string, o: Conn & { scope: string[]; expires?: number; owner?: string }) => {
       const scopes = o.scope.map(splitAssign).map(([p, actions]) => ({ repositories: [p], actions }))
       const body: Record<string, unknown> = { name, scopes }
-      if (o.expires !== undefined) body.expiresInSeconds = parseDuration(o.expires)
+      if (o.expires !== undefined) body.expiresInSeconds = o.expires
       if (o.owner !== undefined) body.owner = o.owner
-      print(await api(o, 'POST', '/tokens', body))
+      const doc = await api(o, 'POST', '/tokens', body) as TokenDoc
+      show(o, doc, () => record([['id', doc.id], ['name', doc.name], ['owner', doc.owner], ['scopes', scopesText(doc)], ['expires', iso(doc.expiresAt, 'never')], ['token', `${doc.token ?? ''}   (shown only now)`]]))
     })
-  withConn(token.command('revoke <id>').description('revoke a token, on every node at once')).action(async (id: string, o: Conn) => print(await api(o, 'DELETE', `/tokens/${id}`)))
+  withConn(token.command('revoke <id>').description('revoke a token, on every node at once')).action(async (id: string, o: Conn) => {
+    show(o, await api(o, 'DELETE', `/tokens/${id}`), () => `revoked the token ${id}\n`)
+  })
 
   const imm = program.command('immutable').description('immutable-tag rules')
-  withConn(imm.command('list').description('list rules')).action(async (o: Conn) => print((await api(o, 'GET', '/immutable')).rules))
-  withConn(imm.command('add <pattern>').description('make tags in matching repositories immutable (admin)')).action(async (p: string, o: Conn) => print(await api(o, 'PUT', '/immutable', { pattern: p })))
-  withConn(imm.command('rm <pattern>').description('remove a rule (admin)')).action(async (p: string, o: Conn) => print(await api(o, 'DELETE', `/immutable?pattern=${encodeURIComponent(p)}`)))
+  withConn(imm.command('list').description('list rules')).action(async (o: Conn) => {
+    const doc = await api(o, 'GET', '/immutable')
+    show(o, doc, () => table(['PATTERN', 'CREATED'], (doc.rules as Array<{ pattern: string; createdAt: number }>).map((r) => [r.pattern, iso(r.createdAt)])))
+  })
+  withConn(imm.command('add <pattern>').description('make tags in matching repositories immutable (admin)')).action(async (p: string, o: Conn) => {
+    show(o, await api(o, 'PUT', '/immutable', { pattern: p }), () => `tags in repositories matching ${p} are immutable now\n`)
+  })
+  withConn(imm.command('rm <pattern>').description('remove a rule (admin)')).action(async (p: string, o: Conn) => {
+    show(o, await api(o, 'DELETE', `/immutable?pattern=${encodeURIComponent(p)}`), () => `removed the immutable-tag rule ${p}\n`)
+  })
 
   withConn(program.command('promote <src> <dst>').description('copy SRC:TAG (or SRC@DIGEST) to DST[:TAG] server-side, with its referrers'))
     .option('--move', 'also remove it from the source')
-    .action(async (src: string, dst: string, o: Conn & { move?: boolean }) => print(await api(o, 'POST', '/promote', { from: src, to: dst, move: o.move === true })))
+    .action(async (src: string, dst: string, o: Conn & { move?: boolean }) => {
+      // One request, applied as one command: nothing to count while it runs, so a spinner on a
+      // terminal. A password to ask for is asked before it starts.
+      await credentials(o)
+      const doc = await spinner(`${o.move === true ? 'moving' : 'promoting'} ${src} to ${dst}`, async () => await api(o, 'POST', '/promote', { from: src, to: dst, move: o.move === true })) as { digest: string; manifests: string[]; blobs: number; referrers: number }
+      show(o, doc, () => `${o.move === true ? 'moved' : 'promoted'} ${src} to ${dst} (${doc.digest}): ${doc.manifests.length} manifest(s), ${doc.blobs} blob(s), ${doc.referrers} referrer(s)\n`)
+    })
 
   withConn(program.command('audit').description('query the audit log, newest first (admin)'))
     .option('--by <user>', 'only this user\'s actions').option('--action <action>', 'only this action (PutManifest, denied, login …)')
-    .option('--repo <pattern>', 'only repositories matching').option('--outcome <outcome>', 'ok, failed or denied')
-    .option('--since <date>', 'ISO date or epoch ms').option('--until <date>', 'ISO date or epoch ms').option('--limit <n>', 'at most n entries (default 100)')
-    .action(async (o: Conn & Record<string, string | undefined>) => {
+    .option('--repo <pattern>', 'only repositories matching')
+    .addOption(new Option('--outcome <outcome>', 'only this outcome').choices(['ok', 'failed', 'denied']))
+    .addOption(new Option('--since <when>', 'from: a duration ago (10m, 1h, 30d), an ISO date, or epoch ms').argParser((v) => parseTimeOption(v)))
+    .addOption(new Option('--until <when>', 'to: a duration ago, an ISO date, or epoch ms').argParser((v) => parseTimeOption(v)))
+    .option('--limit <n>', 'at most n entries (default 100)')
+    .action(async (o: Conn & { by?: string; action?: string; repo?: string; outcome?: string; since?: number; until?: number; limit?: string }) => {
       const q = new URLSearchParams()
-      for (const k of ['action', 'repo', 'outcome', 'since', 'until', 'limit']) if (o[k] !== undefined) q.set(k, o[k]!)
+      for (const k of ['action', 'repo', 'outcome', 'since', 'until', 'limit'] as const) if (o[k] !== undefined) q.set(k, String(o[k]))
       if (o.by !== undefined) q.set('user', o.by)
-      print((await api(o, 'GET', `/audit?${q.toString()}`)).entries)
+      const doc = await api(o, 'GET', `/audit?${q.toString()}`)
+      show(o, doc, () => table(['TIME', 'USER', 'ADDRESS', 'ACTION', 'REPO', 'OUTCOME', 'DETAIL'], (doc.entries as AuditDoc[]).map(auditRow)))
     })
 }

@@ -11,8 +11,9 @@ import { ROOT, startFlotilla } from '../../scripts/lib/procs.js'
 const reg = await startFlotilla()
 t.teardown(async () => { await reg.stop(); await removeTree(dirname(reg.dataDir)) })
 const env = { ...process.env, FLOTILLA_NODE: reg.url, FLOTILLA_USER: `admin:${reg.credentials!.password}` }
+// --json: the API's documents, which this test reads (people get tables: test/cli/cli-usability.test.ts).
 const flotilla = async (args: string[], input?: string, extraEnv: Record<string, string> = {}): Promise<{ code: number | null; out: any; stderr: string }> => {
-  const r = await run(process.execPath, [join(ROOT, 'bin', 'flotilla.mjs'), ...args], { env: { ...env, ...extraEnv }, ...(input !== undefined ? { input } : {}), timeoutMs: 60_000 })
+  const r = await run(process.execPath, [join(ROOT, 'bin', 'flotilla.mjs'), ...args, '--json'], { env: { ...env, ...extraEnv }, ...(input !== undefined ? { input } : {}), timeoutMs: 60_000 })
   let out: unknown = r.stdout
   try { out = JSON.parse(r.stdout) } catch {}
   return { code: r.code, out, stderr: r.stderr }
@@ -32,7 +33,7 @@ t.test('users, groups, permissions, tokens, immutability, promotion and audit fr
   t.equal(r.code, 0, r.stderr)
   t.same(r.out.users, { alice: ['read', 'write'] })
   r = await flotilla(['user', 'list'])
-  t.same(r.out.map((u: { name: string }) => u.name).sort(), ['admin', 'alice', 'bob'])
+  t.same(r.out.users.map((u: { name: string }) => u.name).sort(), ['admin', 'alice', 'bob'])
   t.notOk(JSON.stringify(r.out).includes('argon2'), 'no hashes')
   r = await flotilla([tokenCmd, 'create', 'ci', '--scope', 'team/**=read', '--expires', '1h'], undefined, { FLOTILLA_USER: 'alice:alice-password' })
   t.equal(r.code, 0, r.stderr)
@@ -45,7 +46,7 @@ t.test('users, groups, permissions, tokens, immutability, promotion and audit fr
   r = await flotilla(['immutable', 'add', 'releases/**'])
   t.equal(r.code, 0, r.stderr)
   r = await flotilla(['immutable', 'list'])
-  t.same(r.out.map((x: { pattern: string }) => x.pattern), ['releases/**'])
+  t.same(r.out.rules.map((x: { pattern: string }) => x.pattern), ['releases/**'])
   r = await flotilla(['user', 'list'], undefined, { FLOTILLA_USER: 'alice:alice-password' })
   t.equal(r.code, 1, 'alice is no admin')
   t.match(r.stderr, /403 DENIED/)
@@ -58,9 +59,10 @@ t.test('users, groups, permissions, tokens, immutability, promotion and audit fr
   t.match(r.stderr, /403|404/)
   r = await flotilla(['audit', '--by', 'alice', '--limit', '5'])
   t.equal(r.code, 0, r.stderr)
-  t.ok(r.out.length > 0 && r.out.every((e: { user: string }) => e.user === 'alice'))
+  t.ok(r.out.entries.length > 0 && r.out.entries.every((e: { user: string }) => e.user === 'alice'))
   r = await flotilla(['user', 'rm', 'bob'])
   t.equal(r.code, 0, r.stderr)
-  r = await flotilla(['user', 'list'], undefined, { FLOTILLA_NODE: 'http://127.0.0.1:1' })
+  // A name that never resolves fails at once; a refused connection is waited through (cli-usability.test.ts).
+  r = await flotilla(['user', 'list'], undefined, { FLOTILLA_NODE: 'http://flotilla-test.invalid:1' })
   t.match(r.stderr, /cannot reach/)
 })
