@@ -78,6 +78,18 @@ export class Cluster {
   private storage!: LevelLogStorage
   /** Told of every command applied here (after it is applied). */
   onApplied: ((command: Command, result: CommandResult) => void) | undefined
+  /**
+   * Told once, when this node learns it was removed from the cluster (by the log, or by a
+   * member it asks): it must stop serving. Until a handler is set, the news waits for it.
+   */
+  set onRemoved (handler: ((why: string) => void) | undefined) {
+    this.removedHandler = handler
+    if (handler !== undefined && this.removedWhy !== undefined) handler(this.removedWhy)
+  }
+
+  private removedHandler: ((why: string) => void) | undefined
+  private removedWhy: string | undefined
+  private membershipTimer: NodeJS.Timeout | undefined
   private members = new Map<string, MemberRecord>()
   private removed = new Set<string>()
   private seeds = new Map<string, MemberRecord>()
@@ -270,9 +282,7 @@ export class Cluster {
       raft: { electionTick: opts.electionTicks ?? 10, heartbeatTick: 1, maxEntryBytes: MAX_ENTRY_BYTES },
       onError: (err) => opts.log.fatal({ err }, 'raft driver stopped'),
       onConfChange: (cc) => {
-        if (cc.type === 'remove' && cc.node === this.peerId) {
-          opts.log.error({ peer: this.peerId }, 'this node was removed from the cluster: stop it; to bring the machine back, start it on a fresh data dir and join again')
-        }
+        if (cc.type === 'remove' && cc.node === this.peerId) this.markRemoved('the configuration change that removes it was applied')
       },
     })
     this.applier = new RaftApplier(this.driver, { localReads: opts.localReads ?? false })
@@ -366,6 +376,7 @@ export class Cluster {
       this.transport.forget(env.command.peerId)
       for (const c of this.host?.getConnections() ?? []) if (c.remotePeer.toString() === env.command.peerId) void c.close()
     }
+    if (t === 'RemovePeer' && result.ok && env.command.peerId === this.peerId) this.markRemoved('its removal was applied')
     this.onApplied?.(env.command, result)
     return result
   }
@@ -458,7 +469,51 @@ export class Cluster {
     return st.leader !== null && st.applied >= st.commit && (st.conf.voters.includes(this.peerId) || st.conf.learners.includes(this.peerId))
   }
 
+  private markRemoved (why: string): void {
+    if (this.removedWhy !== undefined) return
+    this.removedWhy = why
+    this.opts.log.error({ peer: this.peerId, why }, `this node was removed from the cluster (${why}): it stops serving; to bring the machine back, start it on a fresh data dir and join again`)
+    this.removedHandler?.(why)
+  }
+
+  /** Whether a peer was removed from the cluster for good. */
+  wasRemoved (peerId: string): boolean {
+    return this.removed.has(peerId)
+  }
+
+  /**
+   * A node that was removed while it was down (or missed the entry) never hears of it from the
+   * log: the members' gaters refuse it. While it has no leader, ask the members over HTTP,
+   * signed with its key: one that answers "removed" settles it (src/http/internal.ts).
+   */
+  watchMembership (everyMs = 3000): void {
+    let leaderless = 0
+    this.membershipTimer = setInterval(() => {
+      if (this.removedWhy !== undefined || this.driver === undefined) return
+      leaderless = this.driver.leader === null ? leaderless + 1 : 0
+      if (leaderless < 2) return
+      void this.askMembers().catch(() => {})
+    }, everyMs)
+    this.membershipTimer.unref()
+  }
+
+  private async askMembers (): Promise<void> {
+    const path = '/internal/v1/membership'
+    for (const m of this.members.values()) {
+      if (m.peerId === this.peerId || m.http === '') continue
+      try {
+        const res = await fetch(new URL(path, m.http), { headers: { authorization: await signRequest(this.opts.privateKey, this.peerId, 'GET', path) }, signal: AbortSignal.timeout(3000) })
+        const body = await res.json().catch(() => ({})) as { errors?: Array<{ detail?: { removed?: boolean } }> }
+        if (res.status === 403 && body.errors?.[0]?.detail?.removed === true) {
+          this.markRemoved(`member ${m.peerId} says so`)
+          return
+        }
+      } catch { /* unreachable: ask the next */ }
+    }
+  }
+
   async stop (): Promise<void> {
+    if (this.membershipTimer !== undefined) clearInterval(this.membershipTimer)
     if (this.leadershipTimer !== undefined) clearInterval(this.leadershipTimer)
     this.probation.stop()
     await this.driver?.stop()

@@ -66,6 +66,14 @@ async function serve (opts: ServeFlags, join?: JoinTarget): Promise<void> {
     : watchCatchUp(() => {
       try { const st = node.cluster.status(); return { applied: st.applied, commit: st.commit } } catch { return undefined }
     }, { log })
+  // A node removed from its cluster (leave, remove, or while it was down) stops and exits
+  // non-zero, saying why, rather than serve requests that can never commit.
+  void node.removed.then((why) => {
+    if (stopping) return
+    stopping = true
+    process.stderr.write(`flotilla: this node was removed from its cluster (${why}); it has stopped. To bring the machine back, start it on a fresh data dir and join again.\n`)
+    node.stop().finally(() => process.exit(3))
+  })
   try {
     await node.start()
   } catch (err) {

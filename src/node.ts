@@ -49,6 +49,12 @@ export class RegistryNode {
   address: { host: string; port: number } | undefined
   replicator: Replicator | undefined
   private mirror: UploadMirror | undefined
+  private removedResolve: (why: string) => void = () => {}
+  /**
+   * Resolves, with the reason, once this node learns it was removed from its cluster (by
+   * `flotilla leave` or `remove`, while it ran or while it was down): the process should stop.
+   */
+  readonly removed: Promise<string> = new Promise((resolve) => { this.removedResolve = resolve })
   /** Sizes of record-less upload sessions at the last sweep (undefined before the first). */
   private orphans: Map<string, number> | undefined
 
@@ -245,7 +251,9 @@ export class RegistryNode {
     this.cluster.setHttpUrl(this.config.advertise ?? `http://${this.address!.host.includes(':') ? `[${this.address!.host}]` : this.address!.host}:${this.address!.port}`)
     let seeds: MemberRecord[] | undefined
     if (this.join !== undefined) seeds = await this.cluster.requestJoin(this.join)
+    this.cluster.onRemoved = (why) => { this.ready = false; this.removedResolve(why) }
     await this.cluster.start(seeds)
+    this.cluster.watchMembership()
     if (this.faults !== undefined) this.cutConnections(this.faults)
     if (this.join !== undefined) await this.cluster.waitUntilReady(120_000)
     this.startReplication()

@@ -2,6 +2,7 @@
  * Node-to-node routes under /internal/v1/, for members only: every request is signed with
  * the sender's libp2p key (net/peer-auth.ts) and the sender must be a member.
  *
+ *   GET      /internal/v1/membership                   {member: true}; a removed peer gets 403 {detail: {removed: true}}
  *   GET|HEAD /internal/v1/blobs/<digest>                a blob's bytes (Range supported), for replication
  *   PUT      /internal/v1/mirrors/<id>/<offset>         a chunk of an upload mirrored here
  *   POST     /internal/v1/mirrors/<id>/commit/<digest>  keep the mirrored bytes as a blob (201)
@@ -20,7 +21,7 @@ import type { MirrorReceiver } from '../../cluster/replication/upload-mirror.js'
 
 const MIRROR_ID = '[A-Za-z0-9_-]{8,120}'
 
-export function internalRoutes (opts: { blobs: BlobStore; admits: (peerId: string) => boolean; mirrors?: MirrorReceiver }) {
+export function internalRoutes (opts: { blobs: BlobStore; admits: (peerId: string) => boolean; removed?: (peerId: string) => boolean; mirrors?: MirrorReceiver }) {
   return async function internal (ctx: Context, next: Next): Promise<void> {
     if (!ctx.path.startsWith('/internal/')) return await next()
     const peer = await verifyRequest(ctx.get('authorization') || undefined, ctx.method, ctx.path)
@@ -29,7 +30,15 @@ export function internalRoutes (opts: { blobs: BlobStore; admits: (peerId: strin
       ctx.set('WWW-Authenticate', 'Flotilla-Peer')
       throw new FlotillaError('UNAUTHORIZED', 'node-to-node routes need a valid, current peer signature')
     }
-    if (!opts.admits(peer)) throw new FlotillaError('DENIED', `peer ${peer} is not a member of this cluster`)
+    if (!opts.admits(peer)) {
+      // A removed node that asks learns that it was removed (it may have missed the entry), and stops.
+      if (opts.removed?.(peer) === true) throw new FlotillaError('DENIED', `peer ${peer} was removed from this cluster`, { removed: true })
+      throw new FlotillaError('DENIED', `peer ${peer} is not a member of this cluster`)
+    }
+    if (ctx.path === '/internal/v1/membership' && ctx.method === 'GET') {
+      ctx.body = { member: true }
+      return
+    }
     if (ctx.path.startsWith('/internal/v1/mirrors/') && opts.mirrors !== undefined) return await mirror(ctx, opts.mirrors)
     const m = /^\/internal\/v1\/blobs\/([^/]+)$/.exec(ctx.path)
     if (m === null) throw new FlotillaError('NOT_FOUND', `no such internal route: ${ctx.path.slice(0, 100)}`)

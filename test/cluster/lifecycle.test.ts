@@ -4,7 +4,7 @@
  */
 import t from 'tap'
 import { join } from 'node:path'
-import { mkdir } from 'node:fs/promises'
+import { mkdir, readFile } from 'node:fs/promises'
 import { loadOrCreateIdentity } from '../../net/identity.js'
 import { freePort } from '../../scripts/lib/procs.js'
 import { runCli, startTestCluster } from '../helpers/cluster.js'
@@ -33,3 +33,55 @@ t.test('joining a node to itself is refused at once, over HTTP and over libp2p',
   const st = await c.status(c.nodes[0]!)
   t.equal(st.members.length, 1, 'the cluster is untouched')
 })
+
+/** Wait for a node's process to exit by itself; its exit code. */
+async function exitOf (node: { proc: import('node:child_process').ChildProcess; alive: () => boolean }, timeoutMs: number): Promise<number | null> {
+  if (!node.alive()) return node.proc.exitCode
+  return await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`still running after ${timeoutMs} ms`)), timeoutMs)
+    node.proc.once('exit', (code) => { clearTimeout(timer); resolve(code) })
+  })
+}
+
+// Issue 10, item 5: a removed node kept running (and `serve` on its identity never became ready).
+t.test('a removed node stops and exits non-zero: after leave, after remove, on restart, and when removed while down', async (t) => {
+  const n1 = c.nodes[0]!
+  // Five voters: after two removals, three remain, so a third can be removed while it is down.
+  const [n2, n3, n4, n5] = [await c.join(), await c.join(), await c.join(), await c.join()]
+  await c.converged({ voters: 5 })
+  const user = `${c.credentials.username}:${c.credentials.password}`
+
+  const left = await runCli(['leave', '--node', n3.url, '--user', user])
+  t.equal(left.code, 0, `flotilla leave answers: ${left.stderr.trim()}`)
+  t.not(await exitOf(n3, 20_000), 0, 'the node that left exits by itself, non-zero')
+
+  const removed = await runCli(['remove', n2.peerId, '--node', n1.url, '--user', user])
+  t.equal(removed.code, 0, `flotilla remove answers: ${removed.stderr.trim()}`)
+  t.not(await exitOf(n2, 20_000), 0, 'the removed node exits by itself, non-zero')
+  t.match(await readFile(n2.logFile, 'utf8'), /this node was removed from the cluster/, 'and its log says why')
+
+  const again = await tryJoinLike(() => c.restart(n2))
+  t.equal(again.ok, false, 'serve on the removed identity does not start')
+  t.match(again.message, /removed/, `it says it was removed: ${again.message.split('\n')[0] ?? ''}`)
+
+  // Removed while it is down: it cannot hear of it from the log, so it asks a member.
+  await n4.stop()
+  const removedDown = await runCli(['remove', n4.peerId, '--node', n1.url, '--user', user])
+  t.equal(removedDown.code, 0, 'a stopped member is removed')
+  const back = await tryJoinLike(() => c.restart(n4), 40_000)
+  t.equal(back.ok, false, 'restarted, it learns from a member that it was removed, and exits')
+  t.match(back.message, /removed/)
+
+  const st = await c.status(n1)
+  t.same(st.members.filter((m) => m.role !== 'none').map((m) => m.peerId).sort(), [n1.peerId, n5.peerId].sort(), 'n1 and n5 are the members left')
+})
+
+async function tryJoinLike (start: () => Promise<unknown>, timeoutMs = 30_000): Promise<{ ok: boolean; message: string }> {
+  try {
+    await Promise.race([start(), new Promise((_resolve, reject) => setTimeout(() => reject(new Error('timed out')), timeoutMs))])
+    return { ok: true, message: '' }
+  } catch (err) {
+    const e = err as Error & { log?: string }
+    return { ok: false, message: `${e.message}\n${e.log ?? ''}` }
+  }
+}
