@@ -241,6 +241,14 @@ export class Cluster {
     for (const s of seeds) this.seeds.set(s.peerId, s)
     this.storage = new LevelLogStorage(`${opts.dataDir}/raft`)
     await this.storage.open()
+    // A restart (not a founding or a join): refuse to be a second process with this identity.
+    if (seeds.length === 0 && !(this.storage.lastIndex() === 0 && this.storage.initialState().hardState.term === 0)) {
+      const holder = await this.identityInUseAt()
+      if (holder !== undefined) {
+        await this.storage.close()
+        throw new Error(`another process is running this node's identity (${this.peerId}) right now: member ${holder} is connected to it. Is this a copy of a live node's data dir? Stop the other process, or start the copy on a fresh data dir and join with a token`)
+      }
+    }
     const host = await this.startHost()
     this.transport = new FrameTransport({
       host,
@@ -474,6 +482,39 @@ export class Cluster {
     this.removedWhy = why
     this.opts.log.error({ peer: this.peerId, why }, `this node was removed from the cluster (${why}): it stops serving; to bring the machine back, start it on a fresh data dir and join again`)
     this.removedHandler?.(why)
+  }
+
+  /**
+   * Ask the members (signed HTTP, before this node's own libp2p host exists) whether a live
+   * process holds this identity: a member connected to it that answers identify. Never a lock
+   * file or a marker, which a kill -9 leaves behind: a killed process's connections close with
+   * it, so a restart after a crash always starts. Unreachable members cannot tell: no answer.
+   */
+  private async identityInUseAt (): Promise<string | undefined> {
+    const path = '/internal/v1/membership'
+    const others = (await this.queries.members()).filter((m) => m.peerId !== this.peerId && m.http !== '').slice(0, 5)
+    const answers = await Promise.all(others.map(async (m) => {
+      try {
+        const res = await fetch(new URL(path, m.http), { headers: { authorization: await signRequest(this.opts.privateKey, this.peerId, 'GET', path) }, signal: AbortSignal.timeout(4000) })
+        const body = await res.json().catch(() => ({})) as { connected?: boolean }
+        return body.connected === true ? m.peerId : undefined
+      } catch { return undefined }
+    }))
+    return answers.find((a) => a !== undefined)
+  }
+
+  /** Whether a process holding `peerId` is connected to this node and alive (it answers identify within 2 s). */
+  async liveConnection (peerId: string): Promise<boolean> {
+    const host = this.host
+    if (host === undefined) return false
+    for (const c of host.getConnections(peerIdFromString(peerId))) {
+      if (c.status !== 'open') continue
+      try {
+        await host.services.identify.identify(c, { signal: AbortSignal.timeout(2000) })
+        return true
+      } catch { /* a dead or paused peer: try the next */ }
+    }
+    return false
   }
 
   /** Whether a peer was removed from the cluster for good. */

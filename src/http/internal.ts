@@ -2,7 +2,9 @@
  * Node-to-node routes under /internal/v1/, for members only: every request is signed with
  * the sender's libp2p key (net/peer-auth.ts) and the sender must be a member.
  *
- *   GET      /internal/v1/membership                   {member: true}; a removed peer gets 403 {detail: {removed: true}}
+ *   GET      /internal/v1/membership                   {member: true, connected}: connected when a live process with
+ *                                                       the caller's identity holds a libp2p connection to us;
+ *                                                       a removed peer gets 403 {detail: {removed: true}}
  *   GET|HEAD /internal/v1/blobs/<digest>                a blob's bytes (Range supported), for replication
  *   PUT      /internal/v1/mirrors/<id>/<offset>         a chunk of an upload mirrored here
  *   POST     /internal/v1/mirrors/<id>/commit/<digest>  keep the mirrored bytes as a blob (201)
@@ -21,7 +23,7 @@ import type { MirrorReceiver } from '../../cluster/replication/upload-mirror.js'
 
 const MIRROR_ID = '[A-Za-z0-9_-]{8,120}'
 
-export function internalRoutes (opts: { blobs: BlobStore; admits: (peerId: string) => boolean; removed?: (peerId: string) => boolean; mirrors?: MirrorReceiver }) {
+export function internalRoutes (opts: { blobs: BlobStore; admits: (peerId: string) => boolean; removed?: (peerId: string) => boolean; liveConnection?: (peerId: string) => Promise<boolean>; mirrors?: MirrorReceiver }) {
   return async function internal (ctx: Context, next: Next): Promise<void> {
     if (!ctx.path.startsWith('/internal/')) return await next()
     const peer = await verifyRequest(ctx.get('authorization') || undefined, ctx.method, ctx.path)
@@ -36,7 +38,9 @@ export function internalRoutes (opts: { blobs: BlobStore; admits: (peerId: strin
       throw new FlotillaError('DENIED', `peer ${peer} is not a member of this cluster`)
     }
     if (ctx.path === '/internal/v1/membership' && ctx.method === 'GET') {
-      ctx.body = { member: true }
+      // connected: a live process with the caller's identity is connected to us over libp2p.
+      // A node about to start asks this before it has a host: yes means it is a copy.
+      ctx.body = { member: true, connected: await opts.liveConnection?.(peer) ?? false }
       return
     }
     if (ctx.path.startsWith('/internal/v1/mirrors/') && opts.mirrors !== undefined) return await mirror(ctx, opts.mirrors)

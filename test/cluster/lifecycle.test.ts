@@ -4,10 +4,10 @@
  */
 import t from 'tap'
 import { join } from 'node:path'
-import { mkdir, readFile } from 'node:fs/promises'
+import { cp, mkdir, readFile } from 'node:fs/promises'
 import { loadOrCreateIdentity } from '../../net/identity.js'
 import { freePort } from '../../scripts/lib/procs.js'
-import { runCli, startTestCluster } from '../helpers/cluster.js'
+import { runCli, startNode, startTestCluster } from '../helpers/cluster.js'
 
 const c = await startTestCluster(t, { size: 1 })
 
@@ -74,6 +74,23 @@ t.test('a removed node stops and exits non-zero: after leave, after remove, on r
 
   const st = await c.status(n1)
   t.same(st.members.filter((m) => m.role !== 'none').map((m) => m.peerId).sort(), [n1.peerId, n5.peerId].sort(), 'n1 and n5 are the members left')
+})
+
+// Issue 10, item 12: a copied data dir, whose identity is a running member, is refused; a
+// restart right after kill -9 always starts (no lock file or marker decides).
+t.test('a copy of a live node\'s data dir is refused; the node itself restarts at once after kill -9', async (t) => {
+  const victim = c.live().find((n) => n !== c.nodes[0])!
+  const copy = join(c.base, 'copy-of-' + victim.name)
+  await cp(victim.dataDir, copy, { recursive: true })
+  const started = await tryJoinLike(async () => await startNode({ name: 'copy', base: c.base, adminPassword: c.credentials.password, dataDir: copy }), 40_000)
+  t.equal(started.ok, false, 'the copy does not start')
+  t.match(started.message, /another process is running this node's identity/, `it says why: ${started.message.split('\n').find((l) => l.includes('identity')) ?? started.message.slice(0, 200)}`)
+  t.ok(victim.alive(), 'the original keeps running')
+
+  await victim.kill('SIGKILL')
+  const again = await c.restart(victim)
+  t.ok(again.alive(), 'restarted at once after kill -9, it starts')
+  await c.converged()
 })
 
 async function tryJoinLike (start: () => Promise<unknown>, timeoutMs = 30_000): Promise<{ ok: boolean; message: string }> {
