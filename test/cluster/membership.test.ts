@@ -202,13 +202,10 @@ t.test('flotilla remove takes a member out; the cluster keeps serving; the ident
     t.same(problems.slice(0, 20), [], `${n.name} serves all ${pushed.length} images`)
   }
 
-  // The removed node itself stops reporting ready (it is in no configuration any more).
-  const notReady = await waitFor('the removed node to report not ready', async () => {
-    const r = await fetch(`${victim.url}/readyz`, { signal: AbortSignal.timeout(2000) })
-    await r.arrayBuffer()
-    return r.status === 503 ? true : undefined
-  }, 15_000).catch((err: Error) => err.message)
-  t.equal(notReady, true, `${victim.name}'s /readyz answers 503 once it is removed`)
+  // The removed node itself stops serving and exits (issue 10, item 5): it is in no configuration any more.
+  const exited = await waitFor('the removed node to exit', async () => victim.alive() ? undefined : victim.proc.exitCode, 20_000).catch((err: Error) => err.message)
+  t.not(exited, 0, `${victim.name} exits by itself, non-zero, once it is removed (${String(exited)})`)
+  t.type(exited, 'number', 'with an exit code')
 
   // The removed node, restarted on its own data dir (same identity), is not let back in.
   await victim.stop()
