@@ -5,7 +5,7 @@
  *   npm run bench:registry -- [--size-mib 1024] [--quick] [--only flotilla|reference]
  *                             [--json FILE] [--reps 3] [--chunk-mib 8] [--image-mib 200]
  *                             [--requests 2000] [--concurrency 200] [--rounds 5]
- *                             [--skip mono,post,chunked,get,skopeo,manifest] [--self-check] [--keep]
+ *                             [--skip mono,post,chunked,get,first,skopeo,manifest] [--self-check] [--keep]
  *                             [--wait-idle SECONDS]   (wait, at most that long, for the 1-min load to drop below 1)
  *                             [--flotilla-entry FILE] (run Flotilla from FILE, e.g. a tsc build's src/cli.js, instead of bin/flotilla.mjs)
  *                             [--auth anonymous|basic] Flotilla requires authentication by default. anonymous (default):
@@ -61,7 +61,7 @@ const { values: argv } = parseArgs({
 })
 
 if (argv.help) {
-  console.log('usage: npm run bench:registry -- [--size-mib N] [--quick] [--only flotilla|reference] [--json FILE] [--reps N] [--chunk-mib N] [--image-mib N] [--requests N] [--concurrency N] [--rounds N] [--skip mono,post,chunked,get,skopeo,manifest] [--self-check] [--keep] [--wait-idle SECONDS] [--flotilla-entry FILE] [--auth anonymous|basic]')
+  console.log('usage: npm run bench:registry -- [--size-mib N] [--quick] [--only flotilla|reference] [--json FILE] [--reps N] [--chunk-mib N] [--image-mib N] [--requests N] [--concurrency N] [--rounds N] [--skip mono,post,chunked,get,first,skopeo,manifest] [--self-check] [--keep] [--wait-idle SECONDS] [--flotilla-entry FILE] [--auth anonymous|basic]')
   process.exit(0)
 }
 
@@ -76,7 +76,7 @@ const CONCURRENCY = intOpt(argv.concurrency, 200, 100, 1, 2000, 'concurrency')
 const ROUNDS = intOpt(argv.rounds, 5, 2, 1, 50, 'rounds')
 const WAIT_IDLE_S = intOpt(argv['wait-idle'], 0, 0, 0, 3600, 'wait-idle')
 const SKIP = new Set(argv.skip.split(',').map((s) => s.trim()).filter(Boolean))
-for (const s of SKIP) if (!['mono', 'post', 'chunked', 'get', 'skopeo', 'manifest'].includes(s)) { console.error(`unknown --skip ${s}`); process.exit(2) }
+for (const s of SKIP) if (!['mono', 'post', 'chunked', 'get', 'first', 'skopeo', 'manifest'].includes(s)) { console.error(`unknown --skip ${s}`); process.exit(2) }
 if (argv.auth !== 'anonymous' && argv.auth !== 'basic') { console.error('--auth takes anonymous or basic'); process.exit(2) }
 if (argv.only !== undefined && argv.only !== 'flotilla' && argv.only !== 'reference') { console.error('--only takes flotilla or reference'); process.exit(2) }
 
@@ -319,7 +319,7 @@ async function throughputPhase (m: Measure, phase: string, bytes: number, op: (w
   if (WHO.some((w) => m.values[w] !== undefined)) {
     const short: Record<string, string> = {
       'mono-put': 'monolithic upload', 'post-digest': 'POST ?digest= upload', chunked: 'chunked upload',
-      'get-node': 'GET (node:http)', 'get-curl': 'GET (curl)', 'skopeo-push': 'skopeo push', 'skopeo-pull': 'skopeo pull',
+      'get-node': 'GET (node:http)', 'get-curl': 'GET (curl)', 'get-first': 'first GET after a push (curl)', 'get-second': 'second GET (curl)', 'skopeo-push': 'skopeo push', 'skopeo-pull': 'skopeo pull',
     }
     const c = measure(`${m.id}-cpu`, `  server CPU per GiB, ${short[m.id] ?? m.id}`, 'CPU-s/GiB', 'lower')
     for (const who of WHO) {
@@ -506,6 +506,27 @@ async function main (): Promise<void> {
       notes.push(`blob GET: the faster client against the reference was ${client} (node ${fmt(rn)} MiB/s, curl ${fmt(rc)} MiB/s); the node:http figure is client-bound when curl is clearly faster.`)
       console.log(`  note: ${notes.at(-1)!}`)
     }
+  }
+
+  // 3b. The first pull after a push: a fresh blob for each rep, all pushed (monolithic) first,
+  // then each GET once with curl, then once more. Nothing is dropped from the page cache in between: whatever a
+  // registry's writes leave there (the reference's buffered writes, Flotilla's direct ones
+  // nothing) is what its users get.
+  if (!SKIP.has('first')) {
+    console.log(`\n[3b] first pull after a push, ${SIZE_LABEL}, client curl (a fresh blob each rep)`)
+    const fresh = await Promise.all(Array.from({ length: REPS }, async (_, rep) => await writeRandomFile(join(work, `fresh-${rep}.bin`), SIZE)))
+    // Pushed first (not timed, nor counted in the phase's server CPU).
+    for (const who of WHO) {
+      const r = alive(who)
+      if (r === undefined) continue
+      try {
+        for (const b of fresh) await ops.pushMonolithic(r.url, 'bench/first', b, agents[who])
+      } catch (err) { recordFailure(who, 'first pull (push)', err) }
+    }
+    const mFirst = measure('get-first', `first GET after the push, ${SIZE_LABEL}, curl`, 'MiB/s', 'higher', { kind: 'ratio', min: 0.9 })
+    const mSecond = measure('get-second', `second GET, ${SIZE_LABEL}, curl`, 'MiB/s', 'higher')
+    await throughputPhase(mFirst, 'get-first', SIZE, async (who, r, rep) => await ops.getBlobCurl(r.url, 'bench/first', fresh[rep]!))
+    await throughputPhase(mSecond, 'get-second', SIZE, async (who, r, rep) => await ops.getBlobCurl(r.url, 'bench/first', fresh[rep]!))
   }
 
   // 4. skopeo push and pull of a single-layer image.

@@ -1,7 +1,8 @@
 /**
- * Direct I/O (O_DIRECT) for blob bytes: writes, and reads nobody will repeat soon (a peer
- * copying a blob), bypass the page cache. Clients' reads keep it: a layer pulled once is
- * often pulled again, and from the cache it is several times faster.
+ * Direct I/O (O_DIRECT) for blob bytes: writes, reads nobody will repeat soon (a peer copying
+ * a blob), and a client's first read of a blob written that way (it is not in the cache),
+ * bypass the page cache. That first read then warms the cache in the background: a layer
+ * pulled once is often pulled again, and from the cache it is several times faster.
  *
  * Why: a registry streams gigabytes it will not read again soon, and on the VMs we run on,
  * taking fresh page-cache pages is what costs. Writing 1 GiB and fsyncing it cost 0.2 s of
@@ -27,20 +28,28 @@ export const DIRECT_CHUNK = 1 << 20
 // Node has it; the project's TypeScript libs (no DOM) do not declare it.
 declare const WebAssembly: { Memory: new (d: { initial: number; maximum?: number }) => { buffer: ArrayBuffer } }
 
+/**
+ * Size of one direct read when serving a blob: the device answers 4 MiB reads about twice as
+ * fast as 1 MiB ones here (dd iflag=direct: 3.5 GB/s against 1.8).
+ */
+export const DIRECT_READ_CHUNK = 4 << 20
+
 const WASM_PAGE = 64 * 1024
 const POOL_MAX = 8
-const pool: Buffer[] = []
+const pools = new Map<number, Buffer[]>()
 
-/** A DIRECT_CHUNK buffer whose address is page aligned. Give it back with `releaseAligned`. */
-export function acquireAligned (): Buffer {
-  const b = pool.pop()
+/** A buffer of `size` bytes (a multiple of 64 KiB) whose address is page aligned. Give it back with `releaseAligned`. */
+export function acquireAligned (size = DIRECT_CHUNK): Buffer {
+  const b = pools.get(size)?.pop()
   if (b !== undefined) return b
-  const mem = new WebAssembly.Memory({ initial: DIRECT_CHUNK / WASM_PAGE, maximum: DIRECT_CHUNK / WASM_PAGE })
-  return Buffer.from(mem.buffer, 0, DIRECT_CHUNK)
+  const mem = new WebAssembly.Memory({ initial: size / WASM_PAGE, maximum: size / WASM_PAGE })
+  return Buffer.from(mem.buffer, 0, size)
 }
 
 /** Only for a buffer no pending I/O still refers to. */
 export function releaseAligned (b: Buffer): void {
+  let pool = pools.get(b.length)
+  if (pool === undefined) { pool = []; pools.set(b.length, pool) }
   if (pool.length < POOL_MAX) pool.push(b)
 }
 
