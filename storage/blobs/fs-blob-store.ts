@@ -69,6 +69,7 @@ export class FsBlobStore implements BlobStore {
    */
   private readonly cold = new Set<string>()
   private warming: Promise<void> = Promise.resolve()
+  private readonly warmQueued = new Set<string>()
 
   constructor (root: string, opts: { directIO?: boolean } = {}) {
     this.directIO = opts.directIO ?? false
@@ -215,13 +216,21 @@ export class FsBlobStore implements BlobStore {
     }
   }
 
-  /** Read a cold blob through the page cache in the background, one at a time, so later pulls are served from it. */
+  /**
+   * Read a cold blob through the page cache in the background, one at a time, so later pulls
+   * are served from it. Until that read is done the blob counts as cold (reads stay direct):
+   * a pull that came meanwhile would otherwise pay for filling the cache itself.
+   */
   private warm (digest: Digest): void {
-    if (!this.cold.delete(digest)) return
+    if (this.warmQueued.has(digest)) return
+    this.warmQueued.add(digest)
     this.warming = this.warming.then(async () => {
       const stream = createReadStream(this.pathOf(digest), { highWaterMark: READ_CHUNK })
       for await (const chunk of stream) void chunk
-    }).catch(() => {})
+    }).catch(() => {}).finally(() => {
+      this.warmQueued.delete(digest)
+      this.cold.delete(digest)
+    })
   }
 
   private markCold (digest: Digest): void {
