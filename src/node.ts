@@ -26,6 +26,7 @@ import { BlobFetcher } from '../cluster/replication/blob-fetcher.js'
 import { Replicator, BLOB_TOPIC, type GossipMsg } from '../cluster/replication/replicator.js'
 import { fetchThrough } from '../cluster/replication/fetch-through.js'
 import { UploadMirror } from '../cluster/replication/upload-mirror.js'
+import { ReplicationMetrics } from '../cluster/replication/metrics.js'
 import type { PrivateKey } from '@libp2p/interface'
 import { TopicValidatorResult } from '@libp2p/gossipsub'
 import { Faults } from '../net/faults.js'
@@ -49,6 +50,8 @@ export class RegistryNode {
   address: { host: string; port: number } | undefined
   replicator: Replicator | undefined
   private mirror: UploadMirror | undefined
+  /** Bytes this node sends to its peers (cluster/replication/metrics.ts). */
+  private readonly replicationMetrics = new ReplicationMetrics()
   /** Sizes of record-less upload sessions at the last sweep (undefined before the first). */
   private orphans: Map<string, number> | undefined
 
@@ -198,6 +201,7 @@ export class RegistryNode {
       targets: (key) => replicator.mirrorTargets(key),
       copies: () => replicator.writeQuorum() - 1,
       log,
+      metrics: this.replicationMetrics,
     })
     deps.replication = {
       fetchThrough: async (digest, range) => await fetchThrough({ peerId: this.nodeId, fetcher, replicator, uploads: deps.uploads, blobs: deps.blobs, sink: deps.sink, log }, digest, range),
@@ -226,7 +230,7 @@ export class RegistryNode {
   }
 
   async start (): Promise<void> {
-    const app = createApp({ deps: this.deps, log: this.log, ready: () => this.ready && this.cluster.ready(), started: () => this.ready, cluster: this.cluster, replicationBacklog: () => this.replicator?.backlog() ?? 0, ...(this.faults !== undefined ? { faults: this.faults } : {}) })
+    const app = createApp({ deps: this.deps, log: this.log, ready: () => this.ready && this.cluster.ready(), started: () => this.ready, cluster: this.cluster, replicationBacklog: () => this.replicator?.backlog() ?? 0, replicationMetrics: this.replicationMetrics, ...(this.faults !== undefined ? { faults: this.faults } : {}) })
     const server = createServer({ requestTimeout: 0, headersTimeout: 60_000, keepAliveTimeout: 65_000 }, app.callback())
     // A client that stops sending mid-body must not pin a socket forever.
     server.setTimeout(120_000, (s: Socket) => s.destroy())

@@ -31,6 +31,7 @@ import { FlotillaError } from '../../storage/errors.js'
 import { parseDigest } from '../../storage/reference.js'
 import { tee } from './tee.js'
 import type { CommandSink } from '../metadata/applier.js'
+import type { ReplicationMetrics } from './metrics.js'
 
 /** Bytes a mirror's connection may buffer before the client is made to wait for it. */
 const MIRROR_BUFFER_BYTES = 4 << 20
@@ -53,6 +54,8 @@ export interface UploadMirrorOptions {
   /** How many mirrors an upload gets: the write quorum less the owner's own copy. */
   copies: () => number
   log: Logger
+  /** Counts the bytes sent to mirrors (flotilla_replication_bytes_sent_total{route="mirrors"}). */
+  metrics?: ReplicationMetrics
 }
 
 interface PeerMirror {
@@ -117,7 +120,7 @@ export class UploadMirror {
     const local = new PassThrough({ highWaterMark: 1 << 20 })
     // The client goes at the pace of the slower of the local store and the mirrors, since the
     // manifest waits for both anyway; a mirror that holds it back for STALL_MS is dropped.
-    tee(source, local, live.map((m) => ({ stream: m.req!, highWater: MIRROR_BUFFER_BYTES, onStall: (why: string) => this.drop(m, why) })), STALL_MS)
+    tee(source, local, live.map((m) => ({ stream: m.req!, highWater: MIRROR_BUFFER_BYTES, onStall: (why: string) => this.drop(m, why), onWrite: (n: number) => this.opts.metrics?.sent('mirrors', n) })), STALL_MS)
     return local
   }
 

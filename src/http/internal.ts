@@ -17,10 +17,11 @@ import type { BlobStore } from '../../storage/blobs/blob-store.js'
 import { serveLocal } from './blobs.js'
 import { safeDecode } from './routes.js'
 import type { MirrorReceiver } from '../../cluster/replication/upload-mirror.js'
+import type { ReplicationMetrics } from '../../cluster/replication/metrics.js'
 
 const MIRROR_ID = '[A-Za-z0-9_-]{8,120}'
 
-export function internalRoutes (opts: { blobs: BlobStore; admits: (peerId: string) => boolean; mirrors?: MirrorReceiver }) {
+export function internalRoutes (opts: { blobs: BlobStore; admits: (peerId: string) => boolean; mirrors?: MirrorReceiver; metrics?: ReplicationMetrics }) {
   return async function internal (ctx: Context, next: Next): Promise<void> {
     if (!ctx.path.startsWith('/internal/')) return await next()
     const peer = await verifyRequest(ctx.get('authorization') || undefined, ctx.method, ctx.path)
@@ -37,9 +38,18 @@ export function internalRoutes (opts: { blobs: BlobStore; admits: (peerId: strin
     const digest = parseDigest(safeDecode(m[1]!))
     const info = await opts.blobs.stat(digest)
     if (info === undefined) throw new FlotillaError('BLOB_UNKNOWN', `blob ${digest} is not on this node`, { digest })
+    countSent(ctx, opts.metrics)
     // A peer copies a blob once: no point filling this node's page cache with it.
     await serveLocal(ctx, opts, digest, info.size, { oneShot: true })
   }
+}
+
+/** Count what the response puts on the wire (headers included), once it is done either way. */
+function countSent (ctx: Context, metrics: ReplicationMetrics | undefined): void {
+  const socket = ctx.req.socket
+  if (metrics === undefined) return
+  const before = socket.bytesWritten
+  ctx.res.once('close', () => metrics.sent('blobs', socket.bytesWritten - before))
 }
 
 async function mirror (ctx: Context, mirrors: MirrorReceiver): Promise<void> {

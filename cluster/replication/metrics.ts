@@ -1,0 +1,38 @@
+/**
+ * What blob replication costs, in Prometheus metrics (served at /metrics with the rest).
+ *
+ *   flotilla_replication_bytes_sent_total{route}   blob bytes this node sent to other nodes over
+ *                                                   node-to-node HTTP: `mirrors` (an upload relayed
+ *                                                   down its chain, upload-mirror.ts), `blobs` (a
+ *                                                   copy or a fetch-through served to a peer)
+ *
+ * The benchmark (scripts/bench/cluster.ts) reads the origin's counter before and after a push:
+ * its egress in copies of the blob.
+ */
+import { Counter } from 'prom-client'
+
+export type ReplicationRoute = 'mirrors' | 'blobs'
+
+export class ReplicationMetrics {
+  readonly bytesSent = new Counter({
+    name: 'flotilla_replication_bytes_sent_total',
+    help: 'Blob bytes sent to other nodes over node-to-node HTTP, by route: mirrors (upload chains), blobs (copies and fetch-through served)',
+    labelNames: ['route'] as const,
+    registers: [],
+  })
+
+  constructor () {
+    // Both series from the start, so that a reader's first sample is 0 rather than absent.
+    this.bytesSent.inc({ route: 'mirrors' }, 0)
+    this.bytesSent.inc({ route: 'blobs' }, 0)
+  }
+
+  sent (route: ReplicationRoute, bytes: number): void {
+    if (bytes > 0) this.bytesSent.inc({ route }, bytes)
+  }
+
+  /** Every metric here, to register with the node's registry. */
+  all (): Counter[] {
+    return [this.bytesSent]
+  }
+}
