@@ -5,6 +5,10 @@
  *                                                   node-to-node HTTP: `mirrors` (an upload relayed
  *                                                   down its chain, upload-mirror.ts), `blobs` (a
  *                                                   copy or a fetch-through served to a peer)
+ *   flotilla_upload_chain_commits_total{outcome}   uploads this node owned, committed down their
+ *                                                   chain: `quorum` (W-1 hops confirmed before the
+ *                                                   blob's 201), `short` (the chain was cut or too
+ *                                                   short: the manifest PUT waits for replication)
  *
  * The benchmark (scripts/bench/cluster.ts) reads the origin's counter before and after a push:
  * its egress in copies of the blob.
@@ -21,10 +25,19 @@ export class ReplicationMetrics {
     registers: [],
   })
 
+  readonly chainCommits = new Counter({
+    name: 'flotilla_upload_chain_commits_total',
+    help: 'Uploads this node owned, committed down their chain: quorum (W-1 hops confirmed before the blob\'s 201), short (the chain was cut or too short; the manifest PUT waits for replication)',
+    labelNames: ['outcome'] as const,
+    registers: [],
+  })
+
   constructor () {
-    // Both series from the start, so that a reader's first sample is 0 rather than absent.
+    // Every series from the start, so that a reader's first sample is 0 rather than absent.
     this.bytesSent.inc({ route: 'mirrors' }, 0)
     this.bytesSent.inc({ route: 'blobs' }, 0)
+    this.chainCommits.inc({ outcome: 'quorum' }, 0)
+    this.chainCommits.inc({ outcome: 'short' }, 0)
   }
 
   sent (route: ReplicationRoute, bytes: number): void {
@@ -33,6 +46,6 @@ export class ReplicationMetrics {
 
   /** Every metric here, to register with the node's registry. */
   all (): Counter[] {
-    return [this.bytesSent]
+    return [this.bytesSent, this.chainCommits]
   }
 }

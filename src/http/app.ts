@@ -16,7 +16,7 @@ import type { RegistryDeps } from './deps.js'
 import type { Cluster } from '../../cluster/cluster.js'
 import { clusterRoutes } from './cluster-api.js'
 import { internalRoutes } from './internal.js'
-import { MirrorReceiver } from '../../cluster/replication/upload-mirror.js'
+import { MirrorReceiver } from '../../cluster/replication/mirror-receiver.js'
 import { debugRoutes } from './debug.js'
 import { openapiRoute } from './openapi.js'
 import type { Faults } from '../../net/faults.js'
@@ -35,6 +35,8 @@ export interface AppOptions {
   faults?: Faults
   /** Blob replication's metrics (cluster/replication/metrics.ts), served with the rest. */
   replicationMetrics?: ReplicationMetrics
+  /** This node as a hop of upload chains (cluster/replication/mirror-receiver.ts); by default one that ends every chain. */
+  mirrors?: MirrorReceiver
 }
 
 export function createMetrics (): { registry: MetricsRegistry; requests: Counter<'method' | 'status'>; duration: Histogram<'method'> } {
@@ -95,7 +97,7 @@ export function createApp (opts: AppOptions): Koa {
   if (opts.cluster !== undefined) {
     const cluster = opts.cluster
     const { deps } = opts
-    const mirrors = new MirrorReceiver({ peerId: deps.nodeId, uploads: deps.uploads, blobs: deps.blobs, sink: deps.sink })
+    const mirrors = opts.mirrors ?? new MirrorReceiver({ peerId: deps.nodeId, uploads: deps.uploads, blobs: deps.blobs, sink: deps.sink })
     app.use(internalRoutes({ blobs: deps.blobs, admits: (p) => cluster.admits(p), mirrors, ...(opts.replicationMetrics !== undefined ? { metrics: opts.replicationMetrics } : {}) }))
     app.use(clusterRoutes(cluster, opts.replicationBacklog).routes())
   }
