@@ -19,7 +19,7 @@ import { UploadMirror, type ChainSpec, type CommitSpec } from './upload-mirror.j
  * A blob announced by a chain whose bytes stopped growing here this long ago is no longer
  * expected from it (its predecessor froze, say): replication may copy it.
  */
-const ARRIVING_IDLE_MS = 5_000
+export const ARRIVING_IDLE_MS = 5_000
 /** Receiver state of uploads nobody touched for this long is forgotten. */
 const IDLE_MS = 3600_000
 

@@ -22,6 +22,8 @@ import type { CommandSink } from '../metadata/applier.js'
 import type { BlobFetcher } from './blob-fetcher.js'
 
 export const BLOB_TOPIC = 'flotilla/blobs/1'
+/** How long a newly known blob waits, by default, for its other holders to be recorded (onBlobKnown). */
+export const SETTLE_MS = 200
 
 export interface ReplicatorOptions {
   peerId: string
@@ -121,7 +123,7 @@ export class Replicator {
         if (arriving) await this.onBlobKnown(digest, size)
         else this.enqueue(digest, size)
       })()
-    }, this.opts.settleMs ?? 200).unref()
+    }, this.opts.settleMs ?? SETTLE_MS).unref()
   }
 
   /**
