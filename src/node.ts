@@ -252,7 +252,15 @@ export class RegistryNode {
     const app = createApp({ deps: this.deps, log: this.log, ready: () => this.ready && this.cluster.ready(), started: () => this.ready, cluster: this.cluster, replicationBacklog: () => this.replicator?.backlog() ?? 0, replicationMetrics: this.replicationMetrics, mirrors, ...(this.faults !== undefined ? { faults: this.faults } : {}) })
     // Headers up to 64 KiB (Node's default is 16): the first chunk of an upload chain names the
     // rest of the chain, 53 bytes a peer (cluster/replication/upload-mirror.ts, MAX_CHAIN).
-    const server = createServer({ requestTimeout: 0, headersTimeout: 60_000, keepAliveTimeout: 65_000, maxHeaderSize: 64 * 1024 }, app.callback())
+    const handler = app.callback()
+    const server = createServer({ requestTimeout: 0, headersTimeout: 60_000, keepAliveTimeout: 65_000, maxHeaderSize: 64 * 1024 }, handler)
+    // Expect: 100-continue. Clients (curl, for a large body) are told to go on at once; a node
+    // relaying an upload chain hears it only once the route has checked its signature (src/http/
+    // internal.ts): a hop that refuses is skipped before any byte is sent, not cut after.
+    server.on('checkContinue', (req, res) => {
+      if (req.url?.startsWith('/internal/') !== true) res.writeContinue()
+      void handler(req, res)
+    })
     // A client that stops sending mid-body must not pin a socket forever.
     server.setTimeout(120_000, (s: Socket) => s.destroy())
     server.on('connection', (s: Socket) => { this.sockets.add(s); s.once('close', () => this.sockets.delete(s)) })

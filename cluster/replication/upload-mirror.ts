@@ -290,10 +290,8 @@ export class UploadMirror {
     const session = this.sessions.get(id)
     if (session === undefined) return
     this.sessions.delete(id)
-    const m = session.next
-    m.req?.destroy()
     session.opened?.destroy()
-    if (m.ok) void this.call(m, 'DELETE', `/internal/v1/mirrors/${id}`, 10_000).catch(() => {})
+    this.release(session.next, undefined)
   }
 
   /** Forget sessions idle for an hour (their uploads expired or were abandoned by clients). */
@@ -352,6 +350,11 @@ export class UploadMirror {
       }
     }
     if (!m.ok) return source
+    // Our own input breaking off (the client hung up, our predecessor died) is not the next
+    // hop's fault: it is let go without being skipped for a while. Heard before tee() hears it.
+    const inputBroke = (): void => { if (!source.readableEnded) this.release(m, undefined) }
+    source.once('error', inputBroke)
+    source.once('close', inputBroke)
     const local = new PassThrough({ highWaterMark: 1 << 20 })
     tee(source, local, [{
       stream: req,
@@ -409,15 +412,24 @@ export class UploadMirror {
     return req
   }
 
+  /** The next hop failed this upload (`why`): let it go, and leave it alone for a while. */
   private drop (m: NextHop, why: string): void {
+    this.release(m, why)
+  }
+
+  /**
+   * Stop sending to the next hop and tell it to let go of its bytes (and to tell its own next
+   * hop; it would otherwise keep them until its next sweep). `blame`: why it failed, when it
+   * did; it is then skipped for PEER_COOLDOWN_MS.
+   */
+  private release (m: NextHop, blame: string | undefined): void {
     if (!m.ok) return
     m.ok = false
     m.req?.destroy()
-    // Tell the next hop to let go of its bytes, and to tell its own next hop (it would
-    // otherwise keep them until its next sweep).
     void this.call(m, 'DELETE', `/internal/v1/mirrors/${m.id}`, 10_000).catch(() => {})
+    if (blame === undefined) return
     this.cooldown.set(m.peer, Date.now() + PEER_COOLDOWN_MS)
-    this.opts.log.info({ peer: m.peer, upload: m.id, why }, 'upload mirror dropped; the chain is cut there, replication will copy the blob later')
+    this.opts.log.info({ peer: m.peer, upload: m.id, why: blame }, 'upload mirror dropped; the chain is cut there, replication will copy the blob later')
   }
 
   private async call (m: NextHop, method: string, path: string, timeoutMs: number, spec?: string): Promise<{ status: number; body: string }> {

@@ -60,7 +60,10 @@ async function mirror (ctx: Context, mirrors: MirrorReceiver): Promise<void> {
   const chunk = new RegExp(`^/internal/v1/mirrors/(${MIRROR_ID})/(\\d{1,15})$`).exec(ctx.path)
   const spec = ctx.get(MIRROR_HEADER)
   if (chunk !== null && ctx.method === 'PUT') {
-    const size = await mirrors.receive(chunk[1]!, Number(chunk[2]), ctx.req, spec === '' ? undefined : parseChainSpec(spec))
+    const chain = spec === '' ? undefined : parseChainSpec(spec)
+    // The sender waits for this before it sends a byte (the first chunk of a chain): signed, a member, well-formed.
+    if (/100-continue/i.test(ctx.get('expect'))) ctx.res.writeContinue()
+    const size = await mirrors.receive(chunk[1]!, Number(chunk[2]), ctx.req, chain)
     ctx.set('Flotilla-Upload-Size', String(size))
     ctx.status = 204
     return
