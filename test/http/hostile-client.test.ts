@@ -737,6 +737,8 @@ function generate (g: Gen, env: Env): Case[] {
     member('unknown blob', 'GET', `/internal/v1/blobs/${unknownDigest()}`, 404, 'BLOB_UNKNOWN')
     member('DELETE a blob', 'DELETE', ip, 405)
     member('unknown internal path', 'GET', '/internal/v1/nothing', 404)
+    member('membership check', 'GET', '/internal/v1/membership', 200)
+    member('membership with another method', 'POST', '/internal/v1/membership', [404, 405])
     const mid = g.word(16)
     member('mirror chunk out of order', 'PUT', `/internal/v1/mirrors/${mid}/5`, [404, 416], undefined, 'abc')
     member('mirror commit of an unknown mirror', 'POST', `/internal/v1/mirrors/${g.word(16)}/commit/${unknownDigest()}`, 404, 'BLOB_UPLOAD_UNKNOWN')
