@@ -99,12 +99,7 @@ export function parseContentRange (header: string): { offset: number; length: nu
   return { offset: start, length: end - start + 1 }
 }
 
-/**
- * Append the request body to upload `id`, down the upload's chain too (upload-mirror.ts).
- * `digest`: the blob's digest when the client gave it with the body (PUT ?digest=), which
- * then picks the chain of a fresh session: the nodes that should hold the blob.
- */
-async function appendBody (ctx: Context, deps: RegistryDeps, id: string, digest?: Digest): Promise<number> {
+async function appendBody (ctx: Context, deps: RegistryDeps, id: string): Promise<number> {
   const cr = ctx.get('content-range')
   const len = contentLength(ctx)
   const opts: { offset?: number; length?: number } = {}
@@ -122,7 +117,7 @@ async function appendBody (ctx: Context, deps: RegistryDeps, id: string, digest?
   let source: Readable = ctx.req
   if (mirror?.wants(id) === true) {
     const start = await deps.uploads.size(id)
-    if (start !== undefined && (opts.offset === undefined || opts.offset === start)) source = await mirror.tee(id, start, ctx.req, digest !== undefined ? { key: digest, digest } : {})
+    if (start !== undefined && (opts.offset === undefined || opts.offset === start)) source = await mirror.tee(id, start, ctx.req)
   }
   try {
     return await deps.uploads.append(id, source, opts)
@@ -158,7 +153,7 @@ export async function start (ctx: Context, deps: RegistryDeps, name: RepositoryN
     if (expectedSize !== undefined) opts.expectedSize = expectedSize
     const mirror = deps.replication?.mirror
     const mirrorId = `post-${randomBytes(18).toString('base64url')}`
-    const source = mirror?.wants(mirrorId) === true ? await mirror.tee(mirrorId, 0, ctx.req, { key: digest, digest }) : ctx.req
+    const source = mirror?.wants(mirrorId) === true ? await mirror.tee(mirrorId, 0, ctx.req, digest) : ctx.req
     let info: BlobInfo
     try {
       info = await deps.blobs.ingest(source, opts)
@@ -166,8 +161,7 @@ export async function start (ctx: Context, deps: RegistryDeps, name: RepositoryN
       mirror?.abandon(mirrorId)
       throw err
     }
-    // The first W-1 nodes of the chain record themselves as holders before the link: the 201
-    // means "on W nodes" (unless the chain was cut: then the manifest PUT waits for the copies).
+    // The mirrors record themselves as holders before the link: the 201 means "on W nodes".
     await mirror?.commit(mirrorId, digest)
     await submit(deps, { type: 'LinkBlob', repo: name, digest, size: info.size, holder: deps.nodeId, at: deps.now() })
     return blobCreated(ctx, name, digest)
@@ -214,7 +208,7 @@ export async function finish (ctx: Context, deps: RegistryDeps, name: Repository
   const digestParam = queryString(ctx, 'digest', 'DIGEST_INVALID')
   if (digestParam === undefined) throw new FlotillaError('DIGEST_INVALID', 'the digest query parameter is required to complete an upload: PUT …?digest=sha256:<hex>')
   const digest = parseDigest(digestParam)
-  if (hasBody(ctx)) await appendBody(ctx, deps, id, digest)
+  if (hasBody(ctx)) await appendBody(ctx, deps, id)
   let info: BlobInfo
   try {
     info = await deps.uploads.commit(id, digest, deps.blobs)
