@@ -26,6 +26,8 @@ import { BlobFetcher } from '../cluster/replication/blob-fetcher.js'
 import { Replicator, BLOB_TOPIC, type GossipMsg } from '../cluster/replication/replicator.js'
 import { fetchThrough } from '../cluster/replication/fetch-through.js'
 import { UploadMirror } from '../cluster/replication/upload-mirror.js'
+import { MirrorReceiver } from '../cluster/replication/mirror-receiver.js'
+import { ReplicationMetrics } from '../cluster/replication/metrics.js'
 import type { PrivateKey } from '@libp2p/interface'
 import { TopicValidatorResult } from '@libp2p/gossipsub'
 import { Faults } from '../net/faults.js'
@@ -48,6 +50,7 @@ export class RegistryNode {
   private ready = false
   address: { host: string; port: number } | undefined
   replicator: Replicator | undefined
+  /** Upload chains: this node's uploads down their chains, and its part in other nodes' (upload-mirror.ts). */
   private mirror: UploadMirror | undefined
   private removedResolve: (why: string) => void = () => {}
   /**
@@ -55,6 +58,9 @@ export class RegistryNode {
    * `flotilla leave` or `remove`, while it ran or while it was down): the process should stop.
    */
   readonly removed: Promise<string> = new Promise((resolve) => { this.removedResolve = resolve })
+  private mirrors: MirrorReceiver | undefined
+  /** Bytes this node sends to its peers (cluster/replication/metrics.ts). */
+  private readonly replicationMetrics = new ReplicationMetrics()
   /** Sizes of record-less upload sessions at the last sweep (undefined before the first). */
   private orphans: Map<string, number> | undefined
 
@@ -159,6 +165,7 @@ export class RegistryNode {
     }
     this.orphans = seen
     this.mirror?.sweep()
+    this.mirrors?.sweep()
   }
 
   /** Blob copies between members: driven by applied commands, gossip hints and anti-entropy. */
@@ -177,6 +184,8 @@ export class RegistryNode {
       voters: () => cluster.voterIds(),
       ...(this.config.cluster.replicas !== undefined ? { replicas: this.config.cluster.replicas } : {}),
       publish: (msg) => { pubsub.publish(BLOB_TOPIC, new TextEncoder().encode(JSON.stringify(msg))).catch(() => {}) },
+      // A blob coming down an upload chain is not copied a second time.
+      arriving: async (digest) => await this.mirrors?.arriving(digest) ?? false,
     })
     // Only members' announcements count: one relayed by any other peer (a stranger connected on
     // probation to join) is rejected, one a member relays for a non-member ignored; neither is forwarded.
@@ -195,16 +204,7 @@ export class RegistryNode {
       if (!result.ok) return
       if (c.type === 'LinkBlob' || c.type === 'AddHolder') void replicator.onBlobKnown(c.digest, c.size)
     }
-    const mirror = new UploadMirror({
-      peerId: this.nodeId,
-      privateKey: this.privateKey,
-      httpOf: (p) => cluster.httpOf(p),
-      // Followers need not hold libp2p connections to each other, so liveness is learnt by
-      // trying: a peer that fails a mirror is skipped for a while (upload-mirror.ts).
-      targets: (key) => replicator.mirrorTargets(key),
-      copies: () => replicator.writeQuorum() - 1,
-      log,
-    })
+    const mirror = this.mirror!
     deps.replication = {
       fetchThrough: async (digest, range) => await fetchThrough({ peerId: this.nodeId, fetcher, replicator, uploads: deps.uploads, blobs: deps.blobs, sink: deps.sink, log }, digest, range),
       waitForCopies: async (digests) => await replicator.waitForCopies(digests, replicator.writeQuorum()),
@@ -214,7 +214,29 @@ export class RegistryNode {
     }
     replicator.start()
     this.replicator = replicator
+  }
+
+  /**
+   * Upload chains (cluster/replication/upload-mirror.ts): made before the HTTP server starts,
+   * since this node relays other nodes' uploads as soon as it serves; it owns chains of its own
+   * once replication is wired (until then its quorum is 0: nothing to mirror).
+   */
+  private startMirrors (): MirrorReceiver {
+    const { cluster, deps, log } = this
+    const mirror = new UploadMirror({
+      peerId: this.nodeId,
+      privateKey: this.privateKey,
+      httpOf: (p) => cluster.httpOf(p),
+      // Followers need not hold libp2p connections to each other, so liveness is learnt by
+      // trying: a peer that fails a mirror is skipped for a while (upload-mirror.ts).
+      chain: (key) => this.replicator?.mirrorChain(key) ?? { peers: [], length: 0 },
+      quorum: () => this.replicator === undefined ? 0 : this.replicator.writeQuorum() - 1,
+      log,
+      metrics: this.replicationMetrics,
+    })
     this.mirror = mirror
+    this.mirrors = new MirrorReceiver({ peerId: this.nodeId, uploads: deps.uploads, blobs: deps.blobs, sink: deps.sink, relay: mirror, log })
+    return this.mirrors
   }
 
   /**
@@ -232,8 +254,19 @@ export class RegistryNode {
   }
 
   async start (): Promise<void> {
-    const app = createApp({ deps: this.deps, log: this.log, ready: () => this.ready && this.cluster.ready(), started: () => this.ready, cluster: this.cluster, replicationBacklog: () => this.replicator?.backlog() ?? 0, ...(this.faults !== undefined ? { faults: this.faults } : {}) })
-    const server = createServer({ requestTimeout: 0, headersTimeout: 60_000, keepAliveTimeout: 65_000 }, app.callback())
+    const mirrors = this.startMirrors()
+    const app = createApp({ deps: this.deps, log: this.log, ready: () => this.ready && this.cluster.ready(), started: () => this.ready, cluster: this.cluster, replicationBacklog: () => this.replicator?.backlog() ?? 0, replicationMetrics: this.replicationMetrics, mirrors, ...(this.faults !== undefined ? { faults: this.faults } : {}) })
+    // Headers up to 64 KiB (Node's default is 16): the first chunk of an upload chain names the
+    // rest of the chain, 53 bytes a peer (cluster/replication/upload-mirror.ts, MAX_CHAIN).
+    const handler = app.callback()
+    const server = createServer({ requestTimeout: 0, headersTimeout: 60_000, keepAliveTimeout: 65_000, maxHeaderSize: 64 * 1024 }, handler)
+    // Expect: 100-continue. Clients (curl, for a large body) are told to go on at once; a node
+    // relaying an upload chain hears it only once the route has checked its signature (src/http/
+    // internal.ts): a hop that refuses is skipped before any byte is sent, not cut after.
+    server.on('checkContinue', (req, res) => {
+      if (req.url?.startsWith('/internal/') !== true) res.writeContinue()
+      void handler(req, res)
+    })
     // A client that stops sending mid-body must not pin a socket forever.
     server.setTimeout(120_000, (s: Socket) => s.destroy())
     server.on('connection', (s: Socket) => { this.sockets.add(s); s.once('close', () => this.sockets.delete(s)) })

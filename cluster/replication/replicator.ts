@@ -22,6 +22,8 @@ import type { CommandSink } from '../metadata/applier.js'
 import type { BlobFetcher } from './blob-fetcher.js'
 
 export const BLOB_TOPIC = 'flotilla/blobs/1'
+/** How long a newly known blob waits, by default, for its other holders to be recorded (onBlobKnown). */
+export const SETTLE_MS = 200
 
 export interface ReplicatorOptions {
   peerId: string
@@ -41,6 +43,11 @@ export interface ReplicatorOptions {
   antiEntropyMs?: number
   /** How long a newly known blob waits for its other holders to be recorded before a copy starts. */
   settleMs?: number
+  /**
+   * Whether a blob is on its way here through an upload chain (mirror-receiver.ts): its copy
+   * waits, so that the blob does not travel to this node twice.
+   */
+  arriving?: (digest: string) => Promise<boolean>
 }
 
 export type GossipMsg = { have: string; peer: string } | { want: string; peer: string }
@@ -98,9 +105,10 @@ export class Replicator {
 
   /**
    * Called for each applied command that makes a blob known or adds a holder. The copy starts
-   * a moment later: the owner of an upload and its mirrors record themselves within a few
+   * a moment later: the owner of an upload and its chain record themselves within a few
    * milliseconds of each other, and waiting for all of them lets the nodes that lack the blob
    * share those holders out (candidates) instead of all copying from the first one recorded.
+   * A blob still arriving here through its upload chain is not copied.
    */
   async onBlobKnown (digest: string, size: number): Promise<void> {
     if (this.stopped || !this.shouldHold(digest)) return
@@ -108,9 +116,14 @@ export class Replicator {
     if (this.queue.has(digest) || this.inFlight.has(digest) || this.settling.has(digest)) return
     this.settling.add(digest)
     setTimeout(() => {
-      this.settling.delete(digest)
-      this.enqueue(digest, size)
-    }, this.opts.settleMs ?? 200).unref()
+      void (async () => {
+        // Still arriving through a chain: look again later (it lands, or the chain fails and we copy).
+        const arriving = await this.opts.arriving?.(digest).catch(() => false) ?? false
+        this.settling.delete(digest)
+        if (arriving) await this.onBlobKnown(digest, size)
+        else this.enqueue(digest, size)
+      })()
+    }, this.opts.settleMs ?? SETTLE_MS).unref()
   }
 
   /**
@@ -244,14 +257,23 @@ export class Replicator {
   }
 
   /**
-   * Where to mirror an upload while it arrives (upload-mirror.ts), best first: the blob's
-   * placement when the digest is known (`key` is then a digest), else every member, ranked by
-   * `key` so that uploads spread over the peers. This node excluded.
+   * The chain an upload's bytes travel while they arrive (upload-mirror.ts): candidates in
+   * order, this node excluded, and how many of them make the chain. When the digest is known
+   * (`key` is then a digest), the blob's placement ranked by it, all of it: no node that should
+   * hold the blob needs a second transfer afterwards. Without the digest (a chunked upload),
+   * every member ranked by `key` (the upload id), so that uploads start on different peers: all
+   * of them when every member keeps every blob, else only the write quorum's W-1 (the
+   * placement is not known yet; replication moves the blob where it belongs).
    */
-  mirrorTargets (key: string): string[] {
+  mirrorChain (key: string): { peers: string[]; length: number } {
     const members = this.opts.members()
-    const pool = key.includes(':') ? placement(key, members, this.opts.replicas) : members
-    return rank(key, pool).filter((p) => p !== this.opts.peerId)
+    if (key.includes(':')) {
+      const peers = rank(key, placement(key, members, this.opts.replicas)).filter((p) => p !== this.opts.peerId)
+      return { peers, length: peers.length }
+    }
+    const peers = rank(key, members).filter((p) => p !== this.opts.peerId)
+    const everyone = this.opts.replicas === undefined || this.opts.replicas >= members.length
+    return { peers, length: everyone ? peers.length : Math.max(this.writeQuorum() - 1, 0) }
   }
 
   /** Copies a manifest PUT waits for: a majority of the voters, or every copy kept if fewer. */

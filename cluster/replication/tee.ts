@@ -23,6 +23,8 @@ export interface TeeCopy {
   pace?: boolean
   /** The copy was dropped for stalling or falling behind (its stream is destroyed already). */
   onStall: (why: string) => void
+  /** Told of every chunk written to this copy (to count the bytes sent). */
+  onWrite?: (bytes: number) => void
 }
 
 export function tee (source: Readable, main: Writable & { readableEnded?: boolean }, copies: TeeCopy[], stallMs: number): void {
@@ -54,6 +56,7 @@ export function tee (source: Readable, main: Writable & { readableEnded?: boolea
     for (const c of live) {
       if (c.stream.destroyed) { live.delete(c); continue }
       c.stream.write(chunk)
+      c.onWrite?.(chunk.length)
       if (c.pace === false && c.stream.writableLength > c.highWater) {
         live.delete(c)
         c.stream.destroy()

@@ -9,8 +9,10 @@
  *                of a 3-node cluster vs to a single node. Throughput ratio, target >= 0.7.
  *  [2] pull:     GET of a SIZE blob from a node that lacks it (3 nodes, FLOTILLA_REPLICAS=1)
  *                vs a local GET on a holder. Throughput ratio, target >= 0.6.
- *  [3] fanout:   push a SIZE blob to node 1, time until its file is on all 5 nodes vs on both
- *                nodes of a 2-node cluster. Time ratio, target <= 1.5.
+ *  [3] fanout:   push a SIZE blob to node 1, time until its file is on all 3 / all 5 nodes vs
+ *                on both nodes of a 2-node cluster (one transfer). Time ratio, target <= 1.5
+ *                for 5 nodes; and node 1's egress (blob bytes it sent to peers, from its
+ *                flotilla_replication_bytes_sent_total) in copies, target <= 1.25 for 5 nodes.
  *  [4] failover: kill -9 of the leader to the next successful small push (blob + manifest PUT,
  *                retried every 50 ms against a survivor); 3 rounds, target <= 2 s.
  *  [5] commits:  64 concurrent tag PUTs for --seconds against a follower and the leader.
@@ -118,7 +120,7 @@ function targetText (m: Measure): string {
   if (m.target.kind === 'ratio-max') return `ratio <= ${m.target.max}`
   return `<= ${m.target.max} ${m.unit}`
 }
-const digits = (m: Measure): number => (m.unit === '/s' ? 0 : m.unit === 's' ? 2 : 1)
+const digits = (m: Measure): number => (m.unit === '/s' ? 0 : m.unit === 's' || m.unit === 'copies' ? 2 : 1)
 function printMeasure (m: Measure): void {
   finish(m)
   const d = digits(m)
@@ -294,26 +296,37 @@ async function pullPhase (): Promise<void> {
   printMeasure(m)
 }
 
-/** [3] Push to node 1, time until the blob file is on every node: 5 nodes vs 2 nodes. */
+/**
+ * [3] Push to node 1, time until the blob file is on every node of 3 and of 5 nodes vs on both
+ * nodes of 2 (one transfer); and node 1's egress: the blob bytes it sent to its peers
+ * (flotilla_replication_bytes_sent_total, read from its /metrics before the push and once
+ * replication has gone quiet), in copies of the blob.
+ */
 async function fanoutPhase (): Promise<void> {
-  console.log(`\n[3] a ${SIZE_LABEL} blob onto every node: push to node 1, time until the file is on all 5 nodes vs on both nodes of a 2-node cluster`)
+  console.log(`\n[3] a ${SIZE_LABEL} blob onto every node: push to node 1, time until the file is on all 3 and all 5 nodes vs on both nodes of a 2-node cluster (one transfer); node 1's egress in copies`)
   const m = measure({ id: 'fanout', name: `${SIZE_LABEL} blob onto 5 nodes, from push start`, unit: 's', better: 'lower', baselineName: '2 nodes (one transfer)', target: { kind: 'ratio-max', max: 1.5 } })
-  const repl = measure({ id: 'fanout-replication', name: '  same, from the blob PUT\'s 201 (replication only)', unit: 's', better: 'lower', baselineName: '2 nodes' })
-  let five: TestCluster | undefined
-  let two: TestCluster | undefined
+  const repl = measure({ id: 'fanout-replication', name: '  same, from the blob PUT\'s 201 (the copies still under way)', unit: 's', better: 'lower' })
+  const egress5 = measure({ id: 'fanout-egress-5', name: '  origin egress, 5 nodes (blob bytes node 1 sent / blob size)', unit: 'copies', better: 'lower', target: { kind: 'abs-max', max: 1.25 } })
+  const m3 = measure({ id: 'fanout-3', name: `${SIZE_LABEL} blob onto 3 nodes, from push start`, unit: 's', better: 'lower', baselineName: '2 nodes (one transfer)' })
+  const egress3 = measure({ id: 'fanout-egress-3', name: '  origin egress, 3 nodes', unit: 'copies', better: 'lower' })
+  const clustersBySize = new Map<number, TestCluster>()
   try {
-    five = await cluster(5)
-    two = await cluster(2)
+    for (const size of [5, 3, 2]) clustersBySize.set(size, await cluster(size))
     const agent = ops.newAgent()
+    const sizes = [2, 3, 5]
     for (let rep = 0; rep < REPS; rep++) {
-      const order = rep % 2 === 0 ? [two, five] : [five, two]
-      for (const c of order) {
+      // Rotate the order from rep to rep, so that no cluster size always runs first (or last).
+      const order = sizes.map((_, i) => sizes[(i + rep) % sizes.length]!)
+      for (const size of order) {
+        const c = clustersBySize.get(size)!
         const blob = blobs[rep]!
         await settle()
+        const origin = c.nodes[0]!
+        const sent0 = await bytesSent(origin.url)
         const watch = watchArrivals(c.nodes, blob.digest, SIZE, BIG_MS * 2)
         const cpu0 = c.live().map((n) => readCpuSeconds(n.proc.pid!))
         const t0 = performance.now()
-        await ops.pushMonolithic(c.nodes[0]!.url, `bench/fanout-${rep}`, blob, agent)
+        await ops.pushMonolithic(origin.url, `bench/fanout-${rep}`, blob, agent)
         const t1 = performance.now()
         await watch.done
         watch.stop()
@@ -325,18 +338,38 @@ async function fanoutPhase (): Promise<void> {
         // How busy the machine's cores were: all nodes' CPU over the time until the last copy landed.
         const cpu = c.live().reduce((sum, n, i) => sum + readCpuSeconds(n.proc.pid!) - cpu0[i]!, 0)
         const after = (last - t1) / 1000
-        ;(c === five ? m.samples : m.baselineSamples).push(total)
-        ;(c === five ? repl.samples : repl.baselineSamples).push(after)
-        console.log(`    ${c === five ? '5 nodes' : '2 nodes'} rep ${rep + 1}/${REPS}: blob PUT ${fmt((t1 - t0) / 1000, 2)} s, on all nodes at ${fmt(total, 2)} s (${fmt(after, 2)} s after the 201); arrivals: ${at.map(([n, t]) => `${n.name} ${fmt((t! - t0) / 1000, 2)}`).join(', ')}; node CPU ${fmt(cpu, 1)} s = ${fmt(cpu / total, 2)} cores of ${cpus().length} on average`)
+        // Egress once nothing moves any more: a late background copy served by the origin counts too.
         await quiesce(c)
+        const sent1 = await bytesSent(origin.url)
+        const copies = (sent1.total - sent0.total) / SIZE
+        const byRoute = Object.keys(sent1.byRoute).map((r) => `${r} ${fmt((sent1.byRoute[r]! - (sent0.byRoute[r] ?? 0)) / SIZE, 2)}`).join(', ')
+        if (size === 5) { m.samples.push(total); repl.samples.push(after); egress5.samples.push(copies) }
+        if (size === 3) { m3.samples.push(total); egress3.samples.push(copies) }
+        if (size === 2) { m.baselineSamples.push(total); m3.baselineSamples.push(total) }
+        console.log(`    ${size} nodes rep ${rep + 1}/${REPS}: blob PUT ${fmt((t1 - t0) / 1000, 2)} s, on all nodes at ${fmt(total, 2)} s (${fmt(after, 2)} s after the 201); arrivals: ${at.map(([n, t]) => `${n.name} ${fmt((t! - t0) / 1000, 2)}`).join(', ')}; origin egress ${fmt(copies, 2)} copies (${byRoute}); node CPU ${fmt(cpu, 1)} s = ${fmt(cpu / total, 2)} cores of ${cpus().length} on average`)
       }
     }
     agent.destroy()
   } catch (err) {
     recordFailure('fanout', err)
-    for (const c of [five, two]) if (c !== undefined) console.log(await logTails(c))
-  } finally { await destroy(five); await destroy(two) }
-  printMeasure(m); printMeasure(repl)
+    for (const c of clustersBySize.values()) console.log(await logTails(c))
+  } finally {
+    for (const c of clustersBySize.values()) await destroy(c)
+  }
+  for (const x of [m, repl, egress5, m3, egress3]) printMeasure(x)
+}
+
+/** A node's flotilla_replication_bytes_sent_total, by route and in all (its /metrics). */
+async function bytesSent (url: string): Promise<{ total: number; byRoute: Record<string, number> }> {
+  const res = await request({ method: 'GET', url: `${url}/metrics`, timeoutMs: 10_000, keepBytes: 1 << 22 })
+  if (res.status !== 200) throw new Error(`GET ${url}/metrics answered ${res.status}`)
+  const byRoute: Record<string, number> = {}
+  for (const line of res.body.toString('utf8').split('\n')) {
+    const mm = /^flotilla_replication_bytes_sent_total\{route="([a-z]+)"\} (\S+)$/.exec(line)
+    if (mm !== null) byRoute[mm[1]!] = Number(mm[2])
+  }
+  if (Object.keys(byRoute).length === 0) throw new Error(`${url}/metrics has no flotilla_replication_bytes_sent_total`)
+  return { total: Object.values(byRoute).reduce((a, b) => a + b, 0), byRoute }
 }
 
 async function leaderOf (c: TestCluster): Promise<ClusterNode> {

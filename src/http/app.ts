@@ -16,10 +16,11 @@ import type { RegistryDeps } from './deps.js'
 import type { Cluster } from '../../cluster/cluster.js'
 import { clusterRoutes } from './cluster-api.js'
 import { internalRoutes } from './internal.js'
-import { MirrorReceiver } from '../../cluster/replication/upload-mirror.js'
+import { MirrorReceiver } from '../../cluster/replication/mirror-receiver.js'
 import { debugRoutes } from './debug.js'
 import { openapiRoute } from './openapi.js'
 import type { Faults } from '../../net/faults.js'
+import type { ReplicationMetrics } from '../../cluster/replication/metrics.js'
 
 export interface AppOptions {
   deps: RegistryDeps
@@ -32,6 +33,10 @@ export interface AppOptions {
   replicationBacklog?: () => number
   /** Test-only fault injection (FLOTILLA_FAULT_INJECTION=1): mounts /api/v1/debug/partition. */
   faults?: Faults
+  /** Blob replication's metrics (cluster/replication/metrics.ts), served with the rest. */
+  replicationMetrics?: ReplicationMetrics
+  /** This node as a hop of upload chains (cluster/replication/mirror-receiver.ts); by default one that ends every chain. */
+  mirrors?: MirrorReceiver
 }
 
 export function createMetrics (): { registry: MetricsRegistry; requests: Counter<'method' | 'status'>; duration: Histogram<'method'> } {
@@ -48,6 +53,7 @@ export function createApp (opts: AppOptions): Koa {
   app.silent = true
   const metrics = createMetrics()
   if (opts.cluster !== undefined) for (const m of Object.values(opts.cluster.metrics)) metrics.registry.registerMetric(m)
+  for (const m of opts.replicationMetrics?.all() ?? []) metrics.registry.registerMetric(m)
   app.use(requestLog(opts.log))
   app.use(async (ctx, next) => {
     const end = metrics.duration.startTimer({ method: ctx.method })
@@ -91,8 +97,8 @@ export function createApp (opts: AppOptions): Koa {
   if (opts.cluster !== undefined) {
     const cluster = opts.cluster
     const { deps } = opts
-    const mirrors = new MirrorReceiver({ peerId: deps.nodeId, uploads: deps.uploads, blobs: deps.blobs, sink: deps.sink })
-    app.use(internalRoutes({ blobs: deps.blobs, admits: (p) => cluster.admits(p), removed: (p) => cluster.wasRemoved(p), liveConnection: async (p) => await cluster.liveConnection(p), mirrors }))
+    const mirrors = opts.mirrors ?? new MirrorReceiver({ peerId: deps.nodeId, uploads: deps.uploads, blobs: deps.blobs, sink: deps.sink })
+    app.use(internalRoutes({ blobs: deps.blobs, admits: (p) => cluster.admits(p), removed: (p) => cluster.wasRemoved(p), liveConnection: async (p) => await cluster.liveConnection(p), mirrors, ...(opts.replicationMetrics !== undefined ? { metrics: opts.replicationMetrics } : {}) }))
     app.use(clusterRoutes(cluster, opts.replicationBacklog).routes())
   }
   // Before the admin API, which answers 404 for every path it does not know.

@@ -6,11 +6,14 @@
  *                                                       the caller's identity holds a libp2p connection to us;
  *                                                       a removed peer gets 403 {detail: {removed: true}}
  *   GET|HEAD /internal/v1/blobs/<digest>                a blob's bytes (Range supported), for replication
- *   PUT      /internal/v1/mirrors/<id>/<offset>         a chunk of an upload mirrored here
- *   POST     /internal/v1/mirrors/<id>/commit/<digest>  keep the mirrored bytes as a blob (201)
- *   DELETE   /internal/v1/mirrors/<id>                  the upload was cancelled
+ *   PUT      /internal/v1/mirrors/<id>/<offset>         a chunk of an upload mirrored here and passed on
+ *                                                       (Flotilla-Mirror on the first: the rest of the chain)
+ *   POST     /internal/v1/mirrors/<id>/commit/<digest>  keep the mirrored bytes as a blob, pass the commit
+ *                                                       on (201 {size, holders}; Flotilla-Mirror: the quorum)
+ *   DELETE   /internal/v1/mirrors/<id>                  the upload was cancelled: here and down the chain
  *
- * (cluster/replication/upload-mirror.ts explains mirroring.)
+ * The Flotilla-Mirror header, when present, is covered by the signature. (cluster/replication/
+ * upload-mirror.ts explains upload chains.)
  */
 import type { Context, Next } from 'koa'
 import { verifyRequest } from '../../net/peer-auth.js'
@@ -19,14 +22,16 @@ import { parseDigest } from '../../storage/reference.js'
 import type { BlobStore } from '../../storage/blobs/blob-store.js'
 import { serveLocal } from './blobs.js'
 import { safeDecode } from './routes.js'
-import type { MirrorReceiver } from '../../cluster/replication/upload-mirror.js'
+import type { MirrorReceiver } from '../../cluster/replication/mirror-receiver.js'
+import { MIRROR_HEADER, parseChainSpec, parseCommitSpec } from '../../cluster/replication/upload-mirror.js'
+import type { ReplicationMetrics } from '../../cluster/replication/metrics.js'
 
 const MIRROR_ID = '[A-Za-z0-9_-]{8,120}'
 
-export function internalRoutes (opts: { blobs: BlobStore; admits: (peerId: string) => boolean; removed?: (peerId: string) => boolean; liveConnection?: (peerId: string) => Promise<boolean>; mirrors?: MirrorReceiver }) {
+export function internalRoutes (opts: { blobs: BlobStore; admits: (peerId: string) => boolean; removed?: (peerId: string) => boolean; liveConnection?: (peerId: string) => Promise<boolean>; mirrors?: MirrorReceiver; metrics?: ReplicationMetrics }) {
   return async function internal (ctx: Context, next: Next): Promise<void> {
     if (!ctx.path.startsWith('/internal/')) return await next()
-    const peer = await verifyRequest(ctx.get('authorization') || undefined, ctx.method, ctx.path)
+    const peer = await verifyRequest(ctx.get('authorization') || undefined, ctx.method, ctx.path, Date.now(), ctx.get(MIRROR_HEADER) || undefined)
     if (peer === undefined) {
       // Not the users' challenge: only a member's key can answer this one (net/peer-auth.ts).
       ctx.set('WWW-Authenticate', 'Flotilla-Peer')
@@ -50,24 +55,37 @@ export function internalRoutes (opts: { blobs: BlobStore; admits: (peerId: strin
     const digest = parseDigest(safeDecode(m[1]!))
     const info = await opts.blobs.stat(digest)
     if (info === undefined) throw new FlotillaError('BLOB_UNKNOWN', `blob ${digest} is not on this node`, { digest })
+    countSent(ctx, opts.metrics)
     // A peer copies a blob once: no point filling this node's page cache with it.
     await serveLocal(ctx, opts, digest, info.size, { oneShot: true })
   }
 }
 
+/** Count what the response puts on the wire (headers included), once it is done either way. */
+function countSent (ctx: Context, metrics: ReplicationMetrics | undefined): void {
+  const socket = ctx.req.socket
+  if (metrics === undefined) return
+  const before = socket.bytesWritten
+  ctx.res.once('close', () => metrics.sent('blobs', socket.bytesWritten - before))
+}
+
 async function mirror (ctx: Context, mirrors: MirrorReceiver): Promise<void> {
   const chunk = new RegExp(`^/internal/v1/mirrors/(${MIRROR_ID})/(\\d{1,15})$`).exec(ctx.path)
+  const spec = ctx.get(MIRROR_HEADER)
   if (chunk !== null && ctx.method === 'PUT') {
-    const size = await mirrors.receive(chunk[1]!, Number(chunk[2]), ctx.req)
+    const chain = spec === '' ? undefined : parseChainSpec(spec)
+    // The sender waits for this before it sends a byte (the first chunk of a chain): signed, a member, well-formed.
+    if (/100-continue/i.test(ctx.get('expect'))) ctx.res.writeContinue()
+    const size = await mirrors.receive(chunk[1]!, Number(chunk[2]), ctx.req, chain)
     ctx.set('Flotilla-Upload-Size', String(size))
     ctx.status = 204
     return
   }
   const commit = new RegExp(`^/internal/v1/mirrors/(${MIRROR_ID})/commit/([^/]+)$`).exec(ctx.path)
   if (commit !== null && ctx.method === 'POST') {
-    const size = await mirrors.commit(commit[1]!, safeDecode(commit[2]!))
+    const done = await mirrors.commit(commit[1]!, safeDecode(commit[2]!), spec === '' ? undefined : parseCommitSpec(spec))
     ctx.status = 201
-    ctx.body = { size }
+    ctx.body = done
     return
   }
   const drop = new RegExp(`^/internal/v1/mirrors/(${MIRROR_ID})$`).exec(ctx.path)

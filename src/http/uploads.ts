@@ -99,7 +99,12 @@ export function parseContentRange (header: string): { offset: number; length: nu
   return { offset: start, length: end - start + 1 }
 }
 
-async function appendBody (ctx: Context, deps: RegistryDeps, id: string): Promise<number> {
+/**
+ * Append the request body to upload `id`, down the upload's chain too (upload-mirror.ts).
+ * `digest`: the blob's digest when the client gave it with the body (PUT ?digest=), which
+ * then picks the chain of a fresh session: the nodes that should hold the blob.
+ */
+async function appendBody (ctx: Context, deps: RegistryDeps, id: string, digest?: Digest): Promise<number> {
   const cr = ctx.get('content-range')
   const len = contentLength(ctx)
   const opts: { offset?: number; length?: number } = {}
@@ -117,7 +122,7 @@ async function appendBody (ctx: Context, deps: RegistryDeps, id: string): Promis
   let source: Readable = ctx.req
   if (mirror?.wants(id) === true) {
     const start = await deps.uploads.size(id)
-    if (start !== undefined && (opts.offset === undefined || opts.offset === start)) source = await mirror.tee(id, start, ctx.req)
+    if (start !== undefined && (opts.offset === undefined || opts.offset === start)) source = await mirror.tee(id, start, ctx.req, digest !== undefined ? { key: digest, digest } : {})
   }
   try {
     return await deps.uploads.append(id, source, opts)
@@ -153,7 +158,7 @@ export async function start (ctx: Context, deps: RegistryDeps, name: RepositoryN
     if (expectedSize !== undefined) opts.expectedSize = expectedSize
     const mirror = deps.replication?.mirror
     const mirrorId = `post-${randomBytes(18).toString('base64url')}`
-    const source = mirror?.wants(mirrorId) === true ? await mirror.tee(mirrorId, 0, ctx.req, digest) : ctx.req
+    const source = mirror?.wants(mirrorId) === true ? await mirror.tee(mirrorId, 0, ctx.req, { key: digest, digest }) : ctx.req
     let info: BlobInfo
     try {
       info = await deps.blobs.ingest(source, opts)
@@ -161,7 +166,8 @@ export async function start (ctx: Context, deps: RegistryDeps, name: RepositoryN
       mirror?.abandon(mirrorId)
       throw err
     }
-    // The mirrors record themselves as holders before the link: the 201 means "on W nodes".
+    // The first W-1 nodes of the chain record themselves as holders before the link: the 201
+    // means "on W nodes" (unless the chain was cut: then the manifest PUT waits for the copies).
     await mirror?.commit(mirrorId, digest)
     await submit(deps, { type: 'LinkBlob', repo: name, digest, size: info.size, holder: deps.nodeId, at: deps.now() })
     return blobCreated(ctx, name, digest)
@@ -208,7 +214,7 @@ export async function finish (ctx: Context, deps: RegistryDeps, name: Repository
   const digestParam = queryString(ctx, 'digest', 'DIGEST_INVALID')
   if (digestParam === undefined) throw new FlotillaError('DIGEST_INVALID', 'the digest query parameter is required to complete an upload: PUT …?digest=sha256:<hex>')
   const digest = parseDigest(digestParam)
-  if (hasBody(ctx)) await appendBody(ctx, deps, id)
+  if (hasBody(ctx)) await appendBody(ctx, deps, id, digest)
   let info: BlobInfo
   try {
     info = await deps.uploads.commit(id, digest, deps.blobs)

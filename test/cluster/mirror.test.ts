@@ -1,11 +1,12 @@
 /**
- * Upload mirroring (cluster/replication/upload-mirror.ts): the owner of an upload tees its
- * bytes to W-1 peers while they arrive, so the blob PUT's 201 already means "durable on the
- * write quorum" and the manifest PUT does not wait for a second transfer.
+ * Upload mirroring (cluster/replication/upload-mirror.ts): the owner of an upload sends its
+ * bytes down a chain of peers while they arrive (each relays them to the next), so the blob
+ * PUT's 201 already means "durable on the write quorum" and the manifest PUT does not wait
+ * for a second transfer (test/cluster/relay.test.ts: the chain on 5 nodes).
  *   - a chunked upload (POST, PATCH with Content-Range, PUT) and a monolithic POST ?digest=
  *     are on two disks the moment they are acknowledged;
  *   - a wrong digest and a cancelled upload leave nothing behind on the mirrors;
- *   - a mirror that freezes (SIGSTOP) mid-upload is dropped: the upload completes, and the
+ *   - a mirror that is frozen (SIGSTOP) is skipped or dropped: the upload completes, and the
  *     blob reaches the quorum through ordinary replication.
  */
 import t from 'tap'
@@ -115,14 +116,14 @@ t.test('a wrong digest or a cancel leaves no mirrored bytes behind', async (t) =
     const all = (await Promise.all(c.nodes.map(mirrorSessions))).flat()
     return all.length > 0 ? all : undefined
   }, 10_000)
-  t.equal(mirrored.length, 1, 'one peer mirrors the open upload')
+  t.ok(mirrored.length >= 1 && mirrored.length <= 2, `the chain's peers mirror the open upload (${mirrored.length} seen)`)
   const del = await authFetch(loc2, creds, { method: 'DELETE' })
   t.equal(del.status, 204, 'the upload is cancelled')
   await waitFor('the mirror session to go', async () => (await Promise.all(c.nodes.map(mirrorSessions))).every((s) => s.length === 0) ? true : undefined, 10_000)
   t.pass('the cancel reached the mirror')
 })
 
-t.test('a frozen mirror is dropped; the upload completes and the quorum comes from replication', async (t) => {
+t.test('a frozen mirror is skipped or dropped; the upload completes and the quorum comes from replication', async (t) => {
   const leader = await c.leader()
   const owner = c.nodes.find((n) => n !== leader)!
   const frozen = c.nodes.find((n) => n !== leader && n !== owner)!
@@ -130,7 +131,7 @@ t.test('a frozen mirror is dropped; the upload completes and the quorum comes fr
   frozen.pause()
   try {
     // Each upload's mirror is picked by its id: upload until one has met the frozen node.
-    for (let i = 0; i < 3 || (!await droppedIn(owner) && i < 10); i++) {
+    for (let i = 0; i < 3 || (!await droppedIn(owner) && !await droppedIn(leader) && i < 10); i++) {
       uploads = i + 1
       const data = randomBytes(16 << 20)
       const digest = sha256(data)
@@ -146,7 +147,7 @@ t.test('a frozen mirror is dropped; the upload completes and the quorum comes fr
   } finally {
     frozen.resume()
   }
-  t.ok(await droppedIn(owner), `${owner.name} dropped the frozen mirror (log: "upload mirror dropped")`)
+  t.ok(await droppedIn(owner) || await droppedIn(leader), `${owner.name} or ${leader.name} (whichever came before it in a chain) dropped the frozen mirror (log: "upload mirror dropped")`)
   await sleep(500)
   await waitFor(`${frozen.name} to get every blob`, async () => {
     for (let i = 0; i < uploads; i++) {

@@ -746,6 +746,40 @@ function generate (g: Gen, env: Env): Case[] {
     member('mirror commit with bad percent-encoding', 'POST', `/internal/v1/mirrors/${g.word(16)}/commit/%ff`, 400, 'DIGEST_INVALID')
     member('mirror id with path tricks', 'PUT', '/internal/v1/mirrors/..%2f..%2fx/0', 404)
     member('drop an unknown mirror', 'DELETE', `/internal/v1/mirrors/${g.word(16)}`, 204)
+    // The Flotilla-Mirror header (an upload chain's next hops, a commit's quorum) is covered by the signature.
+    const chained = (what: string, method: string, path: string, header: string, status: number | number[], code?: string | string[], body?: string, signed = true): void => {
+      cases.push({
+        section: iSection,
+        what: `as a member: ${what}`,
+        method,
+        path,
+        auth: 'none',
+        headers: { 'flotilla-mirror': header },
+        sign: async () => await signRequest(mk.key, mk.peerId, method, path, Date.now(), signed ? header : undefined),
+        status,
+        ...(code !== undefined ? { code } : {}),
+        ...(body !== undefined ? { body } : {}),
+      })
+    }
+    const chunk0 = (): string => `/internal/v1/mirrors/${g.word(16)}/0`
+    const B58 = [...'123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz']
+    const peer = (): string => `12D3KooW${Array.from({ length: 44 }, () => g.pick(B58)).join('')}`
+    chained('chain header not covered by the signature', 'PUT', chunk0(), `hop=1;next=${peer()}`, 401, 'UNAUTHORIZED', 'abc', false)
+    chained('chain header without hop', 'PUT', chunk0(), `next=${peer()}`, 400, 'BAD_REQUEST', 'abc')
+    chained('chain header with an unknown field', 'PUT', chunk0(), 'hop=1;next=;evil=1', 400, 'BAD_REQUEST', 'abc')
+    chained('chain header naming a field twice', 'PUT', chunk0(), 'hop=1;hop=2;next=', 400, 'BAD_REQUEST', 'abc')
+    chained('chain header with a negative hop', 'PUT', chunk0(), 'hop=-1;next=', 400, 'BAD_REQUEST', 'abc')
+    chained('chain header with a huge hop', 'PUT', chunk0(), `hop=${'9'.repeat(30)};next=`, 400, 'BAD_REQUEST', 'abc')
+    chained('chain header naming garbage peers', 'PUT', chunk0(), 'hop=1;next=../../x,%00', 400, 'BAD_REQUEST', 'abc')
+    chained('chain header naming 1,001 peers', 'PUT', chunk0(), `hop=1;next=${Array.from({ length: 1001 }, () => 'a'.repeat(20)).join(',')}`, 400, 'BAD_REQUEST', 'abc')
+    chained('chain header with a malformed digest', 'PUT', chunk0(), 'hop=1;next=;digest=../../etc', 400, 'BAD_REQUEST', 'abc')
+    chained('chain header that is empty fields', 'PUT', chunk0(), ';;;', 400, 'BAD_REQUEST', 'abc')
+    chained('chain naming peers that are not members (skipped)', 'PUT', chunk0(), `hop=1;next=${peer()},${peer()}`, 204, undefined, 'abc')
+    chained('chain header on a later chunk (ignored)', 'PUT', `/internal/v1/mirrors/${g.word(16)}/5`, `hop=1;next=${peer()}`, [404, 416], undefined, 'abc')
+    chained('commit header without need', 'POST', `/internal/v1/mirrors/${g.word(16)}/commit/${unknownDigest()}`, 'within=1000', 400, 'BAD_REQUEST')
+    chained('commit header with a huge budget', 'POST', `/internal/v1/mirrors/${g.word(16)}/commit/${unknownDigest()}`, 'need=2;within=99999999999', 400, 'BAD_REQUEST')
+    chained('commit header of a chunk', 'POST', `/internal/v1/mirrors/${g.word(16)}/commit/${unknownDigest()}`, 'hop=1;next=', 400, 'BAD_REQUEST')
+    chained('commit of an unknown mirror, with a quorum', 'POST', `/internal/v1/mirrors/${g.word(16)}/commit/${unknownDigest()}`, 'need=3;within=2000', 404, 'BLOB_UPLOAD_UNKNOWN')
   }
   return cases
 }

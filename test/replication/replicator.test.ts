@@ -10,7 +10,7 @@ import { MetadataStateMachine } from '../../cluster/metadata/state-machine.js'
 import { MetadataQueries } from '../../cluster/metadata/queries.js'
 import { LocalApplier } from '../../cluster/metadata/applier.js'
 import { MemoryBlobStore } from '../../storage/blobs/memory-blob-store.js'
-import { Replicator, placement } from '../../cluster/replication/replicator.js'
+import { Replicator, placement, rank } from '../../cluster/replication/replicator.js'
 import type { BlobFetcher } from '../../cluster/replication/blob-fetcher.js'
 
 const D = 'sha256:' + 'ab'.repeat(32)
@@ -48,18 +48,25 @@ t.test('the write quorum is a majority of the voters, capped by the copies kept'
   t.equal((await setup('p1', { members: ['p1'] })).r.writeQuorum(), 1)
 })
 
-t.test('mirror targets: never this node; within the placement when the digest is known; spread by upload id', async (t) => {
+t.test('upload chains: never this node; the whole placement when the digest is known; spread by upload id', async (t) => {
   const { r } = await setup('p1', { replicas: 3 })
-  const byDigest = r.mirrorTargets(D)
-  t.notOk(byDigest.includes('p1'))
-  t.ok(byDigest.every((p) => placement(D, PEERS, 3).includes(p)), 'only nodes that should hold the blob')
+  const byDigest = r.mirrorChain(D)
+  t.notOk(byDigest.peers.includes('p1'))
+  t.same([...byDigest.peers].sort(), placement(D, PEERS, 3).filter((p) => p !== 'p1').sort(), 'every other node that should hold the blob, and only those')
+  t.equal(byDigest.length, byDigest.peers.length, 'all of them make the chain')
   const firsts = new Set<string>()
   for (let i = 0; i < 40; i++) {
-    const order = r.mirrorTargets(`upload-${i}`)
-    t.equal(order.length, 4, 'every other member is a candidate')
-    firsts.add(order[0]!)
+    const chain = r.mirrorChain(`upload-${i}`)
+    t.equal(chain.peers.length, 4, 'without the digest, every other member is a candidate')
+    t.equal(chain.length, 2, 'of which the write quorum\'s W-1 make the chain (the placement is not known yet)')
+    firsts.add(chain.peers[0]!)
   }
   t.ok(firsts.size >= 3, `uploads start on different peers (${[...firsts].join(', ')})`)
+  const all = (await setup('p2')).r
+  const everyone = all.mirrorChain('upload-x')
+  t.same([...everyone.peers].sort(), ['p1', 'p3', 'p4', 'p5'], 'when every member keeps every blob, the chain is every other member')
+  t.equal(everyone.length, 4)
+  t.same(all.mirrorChain(D), { peers: rank(D, PEERS).filter((p) => p !== 'p2'), length: 4 }, 'with the digest: in rendezvous order')
 })
 
 t.test('the nodes lacking a blob share its holders out among themselves', async (t) => {
