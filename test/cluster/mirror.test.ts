@@ -13,7 +13,7 @@ import t from 'tap'
 import { createHash, randomBytes } from 'node:crypto'
 import { readdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { authFetch, hasBlobOnDisk, sleep, startTestCluster, waitFor, type ClusterNode } from '../helpers/cluster.js'
+import { authFetch, hasBlobOnDisk, sleep, startTestCluster, putLayerManifest, waitFor, type ClusterNode } from '../helpers/cluster.js'
 
 const c = await startTestCluster(t, { size: 3 })
 const creds = c.credentials
@@ -55,21 +55,7 @@ async function patchChunks (location: string, data: Buffer, chunks: number): Pro
   return loc
 }
 
-async function putManifest (base: string, repo: string, layer: { digest: string; size: number }): Promise<{ status: number; ms: number }> {
-  const config = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: [] } }))
-  const cfg = await authFetch(`${base}/v2/${repo}/blobs/uploads/?digest=${sha256(config)}`, creds, { method: 'POST', body: config })
-  if (cfg.status !== 201) throw new Error(`config upload answered ${cfg.status}`)
-  const manifest = JSON.stringify({
-    schemaVersion: 2,
-    mediaType: 'application/vnd.oci.image.manifest.v1+json',
-    config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha256(config), size: config.length },
-    layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar', digest: layer.digest, size: layer.size }],
-  })
-  const t0 = Date.now()
-  const res = await authFetch(`${base}/v2/${repo}/manifests/v1`, creds, { method: 'PUT', headers: { 'content-type': 'application/vnd.oci.image.manifest.v1+json' }, body: manifest }, 60_000)
-  await res.arrayBuffer()
-  return { status: res.status, ms: Date.now() - t0 }
-}
+const putManifest = async (base: string, repo: string, layer: { digest: string; size: number }): Promise<{ status: number; ms: number; body: string }> => await putLayerManifest(base, creds, repo, layer, 60_000)
 
 t.test('a chunked upload is durable on the write quorum when its PUT answers 201', async (t) => {
   const n1 = c.nodes[0]!

@@ -16,7 +16,7 @@ import http from 'node:http'
 import { createHash, randomBytes } from 'node:crypto'
 import { readdir, readFile, stat } from 'node:fs/promises'
 import { join } from 'node:path'
-import { authFetch, basicAuth, hasBlobOnDisk, sleep, startTestCluster, waitFor, type ClusterNode } from '../helpers/cluster.js'
+import { authFetch, basicAuth, hasBlobOnDisk, sleep, startTestCluster, putLayerManifest, waitFor, type ClusterNode } from '../helpers/cluster.js'
 import { rank } from '../../cluster/replication/replicator.js'
 
 const c = await startTestCluster(t, { size: 5 })
@@ -70,21 +70,7 @@ function chainOf (digest: string, origin: ClusterNode, nodes: ClusterNode[] = c.
   return rank(digest, nodes.map((n) => n.peerId)).filter((p) => p !== origin.peerId).map((p) => byId.get(p)!)
 }
 
-async function putManifest (base: string, repo: string, layer: { digest: string; size: number }): Promise<{ status: number; ms: number; body: string }> {
-  const config = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: [] }, nonce: randomBytes(8).toString('hex') }))
-  const cfg = await authFetch(`${base}/v2/${repo}/blobs/uploads/?digest=${sha256(config)}`, creds, { method: 'POST', body: config }, 30_000)
-  if (cfg.status !== 201) throw new Error(`config upload answered ${cfg.status}`)
-  const manifest = JSON.stringify({
-    schemaVersion: 2,
-    mediaType: 'application/vnd.oci.image.manifest.v1+json',
-    config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha256(config), size: config.length },
-    layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar', digest: layer.digest, size: layer.size }],
-  })
-  const t0 = Date.now()
-  const res = await authFetch(`${base}/v2/${repo}/manifests/v1`, creds, { method: 'PUT', headers: { 'content-type': 'application/vnd.oci.image.manifest.v1+json' }, body: manifest }, 150_000)
-  const body = await res.text()
-  return { status: res.status, ms: Date.now() - t0, body }
-}
+const putManifest = async (base: string, repo: string, layer: { digest: string; size: number }): Promise<{ status: number; ms: number; body: string }> => await putLayerManifest(base, creds, repo, layer, 150_000)
 
 /**
  * POST ?digest= whose body the caller writes piece by piece (`feed`), so that something can

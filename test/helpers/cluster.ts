@@ -162,3 +162,24 @@ export async function cutOff (c: TestCluster, node: ClusterNode): Promise<void> 
 export async function healAll (c: TestCluster): Promise<void> {
   await Promise.all(c.live().map(async (n) => await setPartition(c, n, [])))
 }
+
+/**
+ * PUT an OCI manifest of a fresh config (pushed first) and one already-pushed layer, tagged v1:
+ * its status, how long the PUT took (it waits for the layer's write quorum), and its body.
+ */
+export async function putLayerManifest (base: string, creds: Credentials, repo: string, layer: { digest: string; size: number }, timeoutMs: number): Promise<{ status: number; ms: number; body: string }> {
+  const config = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: [] }, nonce: Math.random().toString(36).slice(2) }))
+  const cfg = await authFetch(`${base}/v2/${repo}/blobs/uploads/?digest=${sha256(config)}`, creds, { method: 'POST', body: config }, 30_000)
+  await cfg.arrayBuffer()
+  if (cfg.status !== 201) throw new Error(`config upload answered ${cfg.status}`)
+  const manifest = JSON.stringify({
+    schemaVersion: 2,
+    mediaType: 'application/vnd.oci.image.manifest.v1+json',
+    config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha256(config), size: config.length },
+    layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar', digest: layer.digest, size: layer.size }],
+  })
+  const t0 = Date.now()
+  const res = await authFetch(`${base}/v2/${repo}/manifests/v1`, creds, { method: 'PUT', headers: { 'content-type': 'application/vnd.oci.image.manifest.v1+json' }, body: manifest }, timeoutMs)
+  const body = await res.text()
+  return { status: res.status, ms: Date.now() - t0, body }
+}
