@@ -353,6 +353,9 @@ export class UploadMirror {
     // Our own input breaking off (the client hung up, our predecessor died) is not the next
     // hop's fault: it is let go without being skipped for a while. Heard before tee() hears it.
     const inputBroke = (): void => { if (!source.readableEnded) this.release(m, undefined) }
+    // It may have broken already, while we waited for the next hop to accept the chunk: then
+    // no 'close' comes, and tee() would destroy the next hop's request with our input's error.
+    if (source.destroyed && !source.readableEnded) { inputBroke(); return source }
     source.once('error', inputBroke)
     source.once('close', inputBroke)
     const local = new PassThrough({ highWaterMark: 1 << 20 })
