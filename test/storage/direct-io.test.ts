@@ -1,5 +1,5 @@
 import t from 'tap'
-import { PassThrough } from 'node:stream'
+import { PassThrough, Writable } from 'node:stream'
 import { readFile, stat } from 'node:fs/promises'
 import { open, type FileHandle } from 'node:fs/promises'
 import { createHash } from 'node:crypto'
@@ -8,7 +8,7 @@ import { batchesOf } from '../../storage/blobs/source.js'
 import { join } from 'node:path'
 import { FsBlobStore } from '../../storage/blobs/fs-blob-store.js'
 import { FsUploadStore } from '../../storage/blobs/fs-upload-store.js'
-import { ALIGN, DIRECT_CHUNK, openDirect } from '../../storage/blobs/direct-io.js'
+import { ALIGN, DIRECT_CHUNK, DIRECT_READ_CHUNK, openDirect } from '../../storage/blobs/direct-io.js'
 import { bytes, chunked, digestFor, readAll } from './helpers.js'
 
 async function pair (root: string): Promise<{ blobs: FsBlobStore; uploads: FsUploadStore }> {
@@ -19,12 +19,22 @@ async function pair (root: string): Promise<{ blobs: FsBlobStore; uploads: FsUpl
   return { blobs, uploads }
 }
 
+/**
+ * A destination that takes each chunk as a socket does: copied before the write's callback.
+ * (writeTo refills a buffer once its write is called back; a PassThrough calls back while it
+ * still queues the chunk itself, so it would read refilled bytes.)
+ */
+function socketLike (): { sink: Writable; bytes: () => Buffer } {
+  const parts: Buffer[] = []
+  const sink = new Writable({ write (chunk: Buffer, _enc, cb) { parts.push(Buffer.from(chunk)); cb() } })
+  return { sink, bytes: () => Buffer.concat(parts) }
+}
+
 /** GET through writeTo into memory. */
-async function served (store: FsBlobStore, digest: ReturnType<typeof digestFor>, range?: { start: number; end: number }): Promise<Buffer> {
-  const sink = new PassThrough()
-  const got = readAll(sink)
-  await store.writeTo(digest, range, sink, { oneShot: true })
-  return await got
+async function served (store: FsBlobStore, digest: ReturnType<typeof digestFor>, range?: { start: number; end: number }, opts: { oneShot?: boolean } = { oneShot: true }): Promise<Buffer> {
+  const { sink, bytes } = socketLike()
+  await store.writeTo(digest, range, sink, opts)
+  return bytes()
 }
 
 t.test('the test directory supports O_DIRECT (else these tests prove nothing)', async (t) => {
@@ -86,6 +96,27 @@ t.test('concurrent transfers share the aligned buffer pool without mixing bytes'
     t.equal(infos[i]!.digest, digestFor(d), `ingest ${i} hashed its own bytes`)
     t.ok(back[i]!.equals(d), `read ${i} got its own bytes`)
   }
+})
+
+t.test('a blob written directly is read directly by clients until it has been idle, then warmed into the cache', async (t) => {
+  const { blobs } = await pair(t.testdir())
+  // Several wide (8 MiB) reads long, with an odd tail; ranges cross the read boundaries.
+  const data = bytes(3 * DIRECT_READ_CHUNK + 12_345, 11)
+  const info = await blobs.ingest(chunked(data, 1 << 20))
+  t.ok(blobs.isCold(info.digest), 'written directly: not in the page cache')
+  const client = async (range?: { start: number; end: number }): Promise<Buffer> => await served(blobs, info.digest, range, {})
+  // More pulls at once than get the wide ring: the rest read narrow, all get their own bytes.
+  const all = await Promise.all([client(), client(), client(), client({ start: DIRECT_READ_CHUNK - 3, end: 2 * DIRECT_READ_CHUNK + 2 })])
+  for (const [i, b] of all.slice(0, 3).entries()) t.ok(b.equals(data), `pull ${i} got every byte`)
+  t.ok(all[3]!.equals(data.subarray(DIRECT_READ_CHUNK - 3, 2 * DIRECT_READ_CHUNK + 3)), 'a range across two reads')
+  t.ok(blobs.isCold(info.digest), 'still cold right after the pulls: a burst of pulls does not race a warming read')
+  await new Promise((resolve) => setTimeout(resolve, 1000))
+  t.ok((await client({ start: 5, end: 100 })).equals(data.subarray(5, 101)), 'another pull within the idle time')
+  t.ok(blobs.isCold(info.digest), 'which puts warming off again')
+  const deadline = Date.now() + 15_000
+  while (blobs.isCold(info.digest) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 100))
+  t.notOk(blobs.isCold(info.digest), 'warmed once idle: later pulls use the page cache')
+  t.ok((await client()).equals(data), 'and get every byte from it')
 })
 
 t.test('a filesystem that turns direct writes down (EINVAL) gets the bytes through the page cache', async (t) => {
