@@ -21,6 +21,9 @@
  *     manifestMaxBytes: 4194304  FLOTILLA_MANIFEST_MAX_BYTES
  *   uploads:
  *     expireAfterHours: 24       FLOTILLA_UPLOAD_EXPIRE_HOURS
+ *   gc:
+ *     grace: 1h                  FLOTILLA_GC_GRACE                             (unreferenced this long before collected)
+ *     interval: 1h               FLOTILLA_GC_INTERVAL                          (the leader collects this often; 0: never on its own)
  *   auth: …                    FLOTILLA_AUTH_*, FLOTILLA_INITIAL_ADMIN_PASSWORD  (src/auth/config.ts)
  *   (env only)                   FLOTILLA_FAULT_INJECTION=1                  (tests only: /api/v1/debug/partition)
  */
@@ -35,6 +38,19 @@ const hostPort = z.string().superRefine((v, ctx) => {
   const m = HOST_PORT.exec(v)
   if (m === null || Number(m[2]) > 65535) ctx.addIssue({ code: 'custom', message: `expected HOST:PORT with a port from 0 to 65535, e.g. 127.0.0.1:5000, not ${JSON.stringify(v)}` })
 })
+
+/** A duration setting: `90s`, `10m`, `1h`, `30d`, or a bare number of seconds. */
+const duration = z.union([z.string(), z.number()]).superRefine((v, ctx) => {
+  if (durationMs(v) === undefined) ctx.addIssue({ code: 'custom', message: `expected a duration such as 90s, 10m, 1h or 30d, not ${JSON.stringify(v)}` })
+})
+
+/** A duration setting in milliseconds (undefined when malformed). */
+export function durationMs (v: string | number): number | undefined {
+  if (typeof v === 'number') return Number.isFinite(v) && v >= 0 ? v * 1000 : undefined
+  const m = /^(\d+(?:\.\d+)?)([smhd])?$/.exec(v.trim())
+  if (m === null) return undefined
+  return Number(m[1]) * { s: 1, m: 60, h: 3600, d: 86400 }[(m[2] ?? 's') as 's' | 'm' | 'h' | 'd'] * 1000
+}
 
 export const ConfigSchema = z.object({
   data: z.string().min(1).default('./data'),
@@ -69,6 +85,13 @@ export const ConfigSchema = z.object({
   uploads: z.object({
     expireAfterHours: z.number().positive().default(24),
   }).strict().default({ expireAfterHours: 24 }),
+  /** Garbage collection (cluster/gc/collector.ts): durations like 90s, 10m, 1h, 30d. */
+  gc: z.object({
+    /** How long a blob must have been unreferenced before it is collected. */
+    grace: duration.default('1h'),
+    /** How often the leader collects on its own; 0 turns the schedule off (`flotilla gc` still runs). */
+    interval: duration.default('1h'),
+  }).strict().default({ grace: '1h', interval: '1h' }),
   /** Authentication and access control: src/auth/config.ts. */
   auth: AuthConfigSchema,
   /** Tests only, from FLOTILLA_FAULT_INJECTION (never from the file): serve /api/v1/debug/* (src/http/debug.ts). */
@@ -117,6 +140,8 @@ const ENV: Array<[string, string[], (s: string) => unknown]> = [
   ['FLOTILLA_DIRECT_IO', ['storage', 'directIO'], (s) => s === 'true' || s === '1' ? true : s === 'false' || s === '0' ? false : s],
   ['FLOTILLA_MANIFEST_MAX_BYTES', ['limits', 'manifestMaxBytes'], (s) => Number(s)],
   ['FLOTILLA_UPLOAD_EXPIRE_HOURS', ['uploads', 'expireAfterHours'], (s) => Number(s)],
+  ['FLOTILLA_GC_GRACE', ['gc', 'grace'], (s) => s],
+  ['FLOTILLA_GC_INTERVAL', ['gc', 'interval'], (s) => s],
   ['FLOTILLA_FAULT_INJECTION', ['faultInjection'], (s) => s === 'true' || s === '1' ? true : s === 'false' || s === '0' ? false : s],
   ...AUTH_ENV,
 ]

@@ -20,6 +20,7 @@ import { LevelKV } from '../storage/kv/level-kv.js'
 import { Cluster } from '../cluster/cluster.js'
 import type { RaftApplier } from '../cluster/metadata/raft-applier.js'
 import { FlotillaError } from '../storage/errors.js'
+import type { Digest } from '../storage/reference.js'
 import type { MemberRecord } from '../cluster/metadata/commands.js'
 import { loadOrCreateIdentity } from '../net/identity.js'
 import { BlobFetcher } from '../cluster/replication/blob-fetcher.js'
@@ -34,7 +35,9 @@ import { Faults } from '../net/faults.js'
 import { createApp } from './http/app.js'
 import { createAuthService } from './auth/setup.js'
 import type { RegistryDeps } from './http/deps.js'
-import { splitHostPort, toMultiaddr, type Config } from './config.js'
+import { durationMs, splitHostPort, toMultiaddr, type Config } from './config.js'
+import { Collector, InUse } from '../cluster/gc/collector.js'
+import { signRequest } from '../net/peer-auth.js'
 import { listenFailure } from './listen-errors.js'
 
 export interface JoinTarget {
@@ -61,6 +64,7 @@ export class RegistryNode {
   private mirrors: MirrorReceiver | undefined
   /** Bytes this node sends to its peers (cluster/replication/metrics.ts). */
   private readonly replicationMetrics = new ReplicationMetrics()
+  private gcTimer: NodeJS.Timeout | undefined
   /** Sizes of record-less upload sessions at the last sweep (undefined before the first). */
   private orphans: Map<string, number> | undefined
 
@@ -129,6 +133,8 @@ export class RegistryNode {
       now: () => Date.now(),
       auth: createAuthService(config.auth, kv, log, { submit: async (c) => await deps.sink.submit(c), barrier: async () => await deps.sink.barrier() }),
     }
+    const inUse = new InUse()
+    deps.gc = { collector: gcCollector(cluster, deps, inUse, identity.privateKey, log), inUse, graceMs: durationMs(config.gc.grace)! }
     return new RegistryNode(config, log, nodeId, kv, deps, cluster, identity.privateKey, joinTarget, faults)
   }
 
@@ -168,6 +174,23 @@ export class RegistryNode {
     this.mirrors?.sweep()
   }
 
+  /**
+   * Garbage collection (cluster/gc/collector.ts): the bytes forgotten while this node was down
+   * go now (in the background: the sweep waits until this node has caught up); the leader
+   * collects every gc.interval.
+   */
+  private startGc (): void {
+    const gc = this.deps.gc!
+    gc.collector.sweep().catch((err: unknown) => this.log.warn({ err: (err as Error).message }, 'gc: the sweep at start failed; the next collection sweeps again'))
+    const every = durationMs(this.config.gc.interval)!
+    if (every <= 0) return
+    this.gcTimer = setInterval(() => {
+      if (!this.ready || !(this.cluster.driver?.isLeader ?? false)) return
+      gc.collector.run({ graceMs: gc.graceMs }).catch((err: unknown) => this.log.warn({ err: (err as Error).message }, 'gc: the scheduled collection failed; it runs again at the next interval'))
+    }, every)
+    this.gcTimer.unref()
+  }
+
   /** Blob copies between members: driven by applied commands, gossip hints and anti-entropy. */
   private startReplication (): void {
     const { cluster, deps, log } = this
@@ -202,7 +225,11 @@ export class RegistryNode {
     cluster.onApplied = (command, result) => {
       const c = command.type === 'Audited' ? command.command : command
       if (!result.ok) return
-      if (c.type === 'LinkBlob' || c.type === 'AddHolder') void replicator.onBlobKnown(c.digest, c.size)
+      if (c.type === 'LinkBlob' || c.type === 'AddHolder') {
+        // The metadata knows the blob now: GC's sweep no longer needs its fresh mark to keep it.
+        deps.blobs.settle(c.digest as Digest)
+        void replicator.onBlobKnown(c.digest, c.size)
+      }
     }
     const mirror = this.mirror!
     deps.replication = {
@@ -295,6 +322,7 @@ export class RegistryNode {
     await this.sweepUploads()
     this.sweeper = setInterval(() => { this.sweepUploads().catch((err: unknown) => this.log.error({ err }, 'upload sweep failed')) }, 3600_000)
     this.sweeper.unref()
+    this.startGc()
     this.ready = true
     this.log.info({ listen: this.config.listen, p2p: this.cluster.p2pAddrs(), data: resolve(this.config.data), nodeId: this.nodeId }, 'flotilla node serving')
   }
@@ -302,6 +330,7 @@ export class RegistryNode {
   async stop (): Promise<void> {
     this.ready = false
     if (this.sweeper !== undefined) clearInterval(this.sweeper)
+    if (this.gcTimer !== undefined) clearInterval(this.gcTimer)
     const server = this.server
     if (server !== undefined) {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()))
@@ -316,6 +345,31 @@ export class RegistryNode {
     await this.kv.close()
     this.log.info('flotilla node stopped')
   }
+}
+
+/** The collector, talking to the other members over signed internal HTTP. */
+function gcCollector (cluster: Cluster, deps: RegistryDeps, inUse: InUse, privateKey: PrivateKey, log: Logger): Collector {
+  return new Collector({
+    peerId: deps.nodeId,
+    blobs: deps.blobs,
+    queries: deps.queries,
+    sink: deps.sink,
+    preview: async (command) => await cluster.sm.preview(command),
+    inUse,
+    members: {
+      others: () => cluster.memberIds().filter((p) => p !== deps.nodeId),
+      call: async (peerId, method, path) => {
+        const base = cluster.httpOf(peerId)
+        if (base === undefined) throw new Error(`no address known for member ${peerId}`)
+        // A sweep waits for the member to catch up and walks its whole store: minutes, not seconds.
+        const res = await fetch(new URL(path, base), { method, headers: { authorization: await signRequest(privateKey, deps.nodeId, method, path) }, signal: AbortSignal.timeout(method === 'POST' ? 600_000 : 10_000) })
+        const text = await res.text()
+        if (!res.ok) throw new Error(`${method} ${path} answered ${res.status}: ${text.slice(0, 200)}`)
+        return JSON.parse(text) as unknown
+      },
+    },
+    log,
+  })
 }
 
 /** The cluster's command sink, once Cluster.start() has made it; until then UNAVAILABLE (503). */

@@ -18,7 +18,8 @@ export class LocalApplier implements CommandSink {
   constructor (private readonly sm: MetadataStateMachine) {}
 
   async submit (command: Command): Promise<CommandResult> {
-    const run = this.tail.then(async () => await this.sm.apply({ command }))
+    // `at` dates what the command makes unreferenced (GC's grace), as Raft envelopes do.
+    const run = this.tail.then(async () => await this.sm.apply({ at: Date.now(), command }))
     this.tail = run.catch(() => undefined)
     return await run
   }

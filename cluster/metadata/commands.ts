@@ -39,7 +39,7 @@ export type Command =
   | { type: 'CreateUpload'; id: string; repo: string; owner: string; algorithm: 'sha256' | 'sha512'; at: number }
   | { type: 'DeleteUpload'; id: string }
   /** Make a durable blob servable from a repository; closes the upload it came from, if any. */
-  | { type: 'LinkBlob'; repo: string; digest: string; size: number; uploadId?: string; holder?: string; at: number }
+  | { type: 'LinkBlob'; repo: string; digest: string; size: number; uploadId?: string; holder?: string; mount?: boolean; at: number }
   /** A node has the blob durable on its disk. */
   | { type: 'AddHolder'; digest: string; size: number; peerId: string }
   | { type: 'UnlinkBlob'; repo: string; digest: string }
@@ -75,6 +75,13 @@ export type Command =
    * that expired by `at` are dropped.
    */
   | { type: 'IssueJoinToken'; id: string; expiresAt: number; at: number }
+  /** Recompute GC's reference counts from scratch (refs.ts); once, on a store that predates them. */
+  | { type: 'RebuildRefs'; at: number }
+  /**
+   * Garbage collection (refs.ts collect): unlink blobs unreferenced since `before` (ms) and
+   * forget blobs no repository links, except the digests in `keep`.
+   */
+  | { type: 'CollectGarbage'; before: number; keep: string[]; at: number }
   /** Forget deduplication records of commands proposed before `before` (ms). */
   | { type: 'ExpireSessions'; before: number }
 

@@ -19,6 +19,11 @@
  *   ├── member␀<peerId>                           → MemberRecord       addresses of each member
  *   ├── removed␀<peerId>                          → {at}               never admitted again
  *   ├── jointoken␀<id>                            → {expiresAt}        join tokens handed out, until they expire
+ *   ├── bref␀<repo>␀<digest>                      → {n}                manifests of the repository that reference the blob
+ *   ├── mref␀<repo>␀<digest>                      → {n}                indexes of the repository that reference the manifest
+ *   ├── unref␀<repo>␀<digest>                     → {since, size}      links no manifest references (GC candidates)
+ *   ├── orphan␀<digest>                           → {since, size}      blobs no repository links (their bytes go at GC)
+ *   ├── refs␀version                              → {version}          the four above are complete (cluster/metadata/refs.ts)
  *   └── session␀<clientId>                        → {seq, result, at}  deduplication of retried commands
  */
 const SEP = '\u0000'
@@ -52,6 +57,18 @@ export const key = {
   removed: (peerId: string): string => `removed${SEP}${peerId}`,
   joinToken: (id: string): string => `jointoken${SEP}${id}`,
   joinTokenPrefix: (): string => `jointoken${SEP}`,
+  blobRefs: (repo: string, digest: string): string => `bref${SEP}${repo}${SEP}${digest}`,
+  manifestRefs: (repo: string, digest: string): string => `mref${SEP}${repo}${SEP}${digest}`,
+  unref: (repo: string, digest: string): string => `unref${SEP}${repo}${SEP}${digest}`,
+  unrefPrefix: (): string => `unref${SEP}`,
+  orphan: (digest: string): string => `orphan${SEP}${digest}`,
+  orphanPrefix: (): string => `orphan${SEP}`,
+  refsVersion: (): string => `refs${SEP}version`,
+}
+
+/** The parts of a key after its first (its kind): `[repo, digest]` for `link␀<repo>␀<digest>`. */
+export function partsOf (k: string): string[] {
+  return k.split(SEP).slice(1)
 }
 
 /** The last part of a key (the name, digest or tag it ends with). */

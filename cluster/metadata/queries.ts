@@ -36,6 +36,16 @@ export class MetadataQueries {
     return b !== undefined && b.links > 0 ? b : undefined
   }
 
+  /** Whether the metadata knows the blob at all (linked or not): GC's sweep keeps its bytes. */
+  async blobRecorded (digest: string): Promise<boolean> {
+    return (await this.kv.get(key.blob(digest))) !== undefined
+  }
+
+  /** Whether GC's reference counts are complete (cluster/metadata/refs.ts). */
+  async refsReady (): Promise<boolean> {
+    return (await this.kv.get(key.refsVersion())) !== undefined
+  }
+
   /** Peers recorded as holding the blob's bytes. */
   async holders (digest: string): Promise<string[]> {
     const out: string[] = []

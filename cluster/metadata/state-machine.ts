@@ -13,6 +13,7 @@ import { FlotillaError } from '../../storage/errors.js'
 import { key } from './keys.js'
 import { isAccessCommand } from '../access/commands.js'
 import { applyAccess, applyAudited, guardImmutable } from '../access/apply.js'
+import { collect, maintainRefs, rebuildRefs } from './refs.js'
 import type { Command, CommandResult, DescriptorRecord, Envelope, ManifestRecord, MemberRecord, UploadRecord } from './commands.js'
 
 const enc = new TextEncoder()
@@ -53,11 +54,23 @@ class Tx {
   del (k: string): void { this.pending.set(k, null) }
   clear (): void { this.pending.clear() }
 
+  /** This transaction's writes in the order they were first made (null: a delete). */
+  writes (): Iterable<[string, Uint8Array | null]> { return this.pending.entries() }
+  /** A key's value before this transaction. */
+  async before (k: string): Promise<Uint8Array | undefined> { return await this.kv.get(k) }
+
   ops (): KVOp[] {
     const ops: KVOp[] = []
     for (const [k, v] of this.pending) ops.push(v === null ? { type: 'del', key: k } : { type: 'put', key: k, value: v })
     return ops
   }
+}
+
+/** When a command was made (ms): its own time, else its envelope's (0 when it has neither). */
+function commandTime (env: Envelope): number {
+  const c = env.command.type === 'Audited' ? env.command.command : env.command
+  const at = (c as { at?: unknown }).at
+  return typeof at === 'number' ? at : env.at ?? 0
 }
 
 interface SessionRecord { seq: number; result: CommandResult; at: number }
@@ -93,6 +106,8 @@ export class MetadataStateMachine {
     if (result === undefined) {
       try {
         result = await this.exec(tx, env.command)
+        // GC's reference counts follow whatever the command wrote (refs.ts).
+        if (result.ok) await maintainRefs(tx, commandTime(env))
       } catch (err) {
         if (!(err instanceof FlotillaError)) throw err
         tx.clear()
@@ -104,6 +119,19 @@ export class MetadataStateMachine {
     const ops = tx.ops()
     if (ops.length > 0) await this.kv.batch(ops, { sync: this.opts.sync })
     return result
+  }
+
+  /**
+   * What `command` would do now, written nowhere: GC's dry run. Callers must not call it
+   * concurrently with apply() (the state may move under it).
+   */
+  async preview (command: Command): Promise<CommandResult> {
+    try {
+      return await this.exec(new Tx(this.kv), command)
+    } catch (err) {
+      if (!(err instanceof FlotillaError)) throw err
+      return { ok: false, code: err.code, message: err.message }
+    }
   }
 
   private async exec (tx: Tx, c: Command): Promise<CommandResult> {
@@ -122,6 +150,11 @@ export class MetadataStateMachine {
         return { ok: true }
       }
       case 'LinkBlob': {
+        // A mount links bytes some node already holds: they must still be known (GC may have
+        // forgotten them since the mount was checked), else the client uploads them again.
+        if (c.mount === true && await tx.get(key.blob(c.digest)) === undefined) {
+          throw new FlotillaError('BLOB_UNKNOWN', `blob ${c.digest} is no longer in the registry: upload it`, { digest: c.digest })
+        }
         if (c.uploadId !== undefined) {
           const up = await tx.getJSON<UploadRecord>(key.upload(c.uploadId))
           if (up === undefined || up.repo !== c.repo) throw new FlotillaError('BLOB_UPLOAD_UNKNOWN', `upload ${c.uploadId} is unknown in ${c.repo}`)
@@ -181,6 +214,12 @@ export class MetadataStateMachine {
           if (rec !== undefined && rec.at < c.before) tx.del(k)
         }
         return { ok: true }
+      }
+      case 'RebuildRefs':
+        return { ok: true, value: await rebuildRefs(tx, c.at) }
+      case 'CollectGarbage': {
+        if (await tx.get(key.refsVersion()) === undefined) throw new FlotillaError('UNAVAILABLE', 'reference counts are not built yet: the collector rebuilds them first (RebuildRefs), retry')
+        return { ok: true, value: await collect(tx, c.before, new Set(c.keep)) }
       }
       case 'DeleteTag': {
         const t = await tx.getJSON<{ digest: string }>(key.tag(c.repo, c.tag))

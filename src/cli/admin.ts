@@ -11,6 +11,7 @@
  *   flotilla token list [--owner USER] | create NAME --scope PATTERN=ACTIONS… [--expires 30d] [--owner USER] | revoke ID
  *   flotilla immutable list | add PATTERN | rm PATTERN
  *   flotilla promote SRC:TAG DST[:TAG] [--move]
+ *   flotilla gc [--dry-run] [--grace DURATION]
  *   flotilla audit [--by USER] [--action A] [--repo PATTERN] [--outcome ok|failed|denied] [--since WHEN] [--until WHEN] [--limit N]
  *
  * Every command takes --node URL (env FLOTILLA_NODE, default http://127.0.0.1:5000; HOST:PORT
@@ -19,10 +20,10 @@
  * line for people, times in ISO 8601; --json prints the API's JSON document instead.
  */
 import { randomBytes } from 'node:crypto'
-import { Option, type Command } from 'commander'
+import { InvalidArgumentError, Option, type Command } from 'commander'
 import { CliError, callApi, credentials } from './client.js'
 import { grantsText, iso, printJson, record, table } from './format.js'
-import { DURATION_FORMS, parseDurationOption, parseTimeOption } from './duration.js'
+import { DURATION_FORMS, durationSeconds, parseDurationOption, parseTimeOption } from './duration.js'
 import { spinner } from './progress.js'
 
 interface Conn { node?: string; user?: string; json?: boolean }
@@ -38,6 +39,31 @@ export async function api (opts: Conn, method: string, path: string, body?: unkn
 function show (o: Conn, doc: unknown, human: () => string): void {
   if (o.json === true) printJson(doc)
   else process.stdout.write(human())
+}
+
+interface GcDoc {
+  dryRun: boolean
+  graceMs: number
+  unlinked: number
+  blobs: Array<{ digest: string; size: number }>
+  bytes: number
+  kept: number
+  nodes: Array<{ peerId: string; ok: boolean; deleted: number; bytes: number; error?: string }>
+  pending: string[]
+}
+
+function mib (bytes: number): string {
+  return bytes >= 1 << 20 ? `${(bytes / (1 << 20)).toFixed(1)} MiB` : `${bytes} bytes`
+}
+
+function gcText (d: GcDoc): string {
+  const head = d.dryRun
+    ? `would collect ${d.blobs.length} blob(s), ${mib(d.bytes)}, and remove ${d.unlinked} repository link(s) (grace ${d.graceMs / 1000}s; ${d.kept} digest(s) in use left alone)\n`
+    : `collected ${d.blobs.length} blob(s), ${mib(d.bytes)}, and removed ${d.unlinked} repository link(s) (grace ${d.graceMs / 1000}s; ${d.kept} digest(s) in use left alone)\n`
+  if (d.dryRun) return head + (d.blobs.length > 0 ? table(['DIGEST', 'SIZE'], d.blobs.map((b) => [b.digest, mib(b.size)])) : '')
+  const nodes = table(['NODE', 'DELETED', 'FREED', 'STATUS'], d.nodes.map((n) => [n.peerId, String(n.deleted), mib(n.bytes), n.ok ? 'ok' : `unreachable: ${n.error ?? ''}`]))
+  const later = d.pending.length > 0 ? `${d.pending.length} node(s) did not answer; they delete their bytes when they come back: ${d.pending.join(', ')}\n` : ''
+  return head + nodes + later
 }
 
 interface UserDoc { name: string; admin: boolean; disabled: boolean; groups?: string[]; createdAt: number; updatedAt: number }
@@ -233,6 +259,21 @@ export function registerAdminCommands (program: Command): void {
       await credentials(o)
       const doc = await spinner(`${o.move === true ? 'moving' : 'promoting'} ${src} to ${dst}`, async () => await api(o, 'POST', '/promote', { from: src, to: dst, move: o.move === true })) as { digest: string; manifests: string[]; blobs: number; referrers: number }
       show(o, doc, () => `${o.move === true ? 'moved' : 'promoted'} ${src} to ${dst} (${doc.digest}): ${doc.manifests.length} manifest(s), ${doc.blobs} blob(s), ${doc.referrers} referrer(s)\n`)
+    })
+
+  withConn(program.command('gc').description('collect garbage: delete blobs no manifest references, on every node (admin)'))
+    .option('--dry-run', 'say what would go; change nothing')
+    .addOption(new Option('--grace <duration>', `unreferenced at least this long (${DURATION_FORMS}; 0s: everything not in use; default: the node's gc.grace)`).argParser((v) => {
+      const s = durationSeconds(v)
+      if (s === undefined) throw new InvalidArgumentError(`expected a duration: ${DURATION_FORMS}.`)
+      return s
+    }))
+    .action(async (o: Conn & { dryRun?: boolean; grace?: number }) => {
+      // One request: the collection commits, then every node deletes its bytes. Nothing to
+      // count from here while it runs, so a spinner on a terminal.
+      await credentials(o)
+      const doc = await spinner(o.dryRun === true ? 'finding garbage' : 'collecting garbage on every node', async () => await api(o, 'POST', '/gc', { dryRun: o.dryRun === true, ...(o.grace !== undefined ? { graceSeconds: o.grace } : {}) })) as GcDoc
+      show(o, doc, () => gcText(doc))
     })
 
   withConn(program.command('audit').description('query the audit log, newest first (admin)'))

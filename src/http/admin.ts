@@ -20,6 +20,7 @@
  *   PUT    /immutable {pattern}             admin          DELETE /immutable?pattern=P  (admin)
  *   POST   /promote {from, to, move?}       read on from, write on to (+ delete on from to move)
  *   GET    /audit?user=&action=&repo=&outcome=&since=&until=&before=&limit=   admin
+ *   POST   /gc {dryRun?, graceSeconds?}     admin          (cluster/gc/collector.ts)
  *
  * Admin means a user with the admin flag who signed in with a password: access tokens and
  * registry JWTs never carry administrator rights.
@@ -315,6 +316,18 @@ export function adminRoutes (deps: RegistryDeps) {
   })
 
   // Audit log
+  router.post('/gc', async (ctx) => {
+    await requireAdmin(ctx)
+    const gc = deps.gc
+    if (gc === undefined) throw new FlotillaError('UNAVAILABLE', 'garbage collection is not running on this node yet: retry')
+    const b = await jsonBody(ctx)
+    for (const k of Object.keys(b)) if (k !== 'dryRun' && k !== 'graceSeconds') throw new FlotillaError('BAD_REQUEST', `unknown field ${JSON.stringify(k.slice(0, 40))}: expected dryRun and graceSeconds`)
+    if (b.dryRun !== undefined && typeof b.dryRun !== 'boolean') throw new FlotillaError('BAD_REQUEST', 'dryRun must be true or false')
+    const g = b.graceSeconds
+    if (g !== undefined && (typeof g !== 'number' || !Number.isFinite(g) || g < 0 || g > 10 * 365 * 86400)) throw new FlotillaError('BAD_REQUEST', 'graceSeconds must be a number of seconds from 0 to ten years')
+    ok(ctx, await gc.collector.run({ graceMs: g === undefined ? gc.graceMs : Math.round(g * 1000), dryRun: b.dryRun === true }))
+  })
+
   router.get('/audit', async (ctx) => {
     await requireAdmin(ctx)
     const q = ctx.query

@@ -54,6 +54,7 @@ export function createApp (opts: AppOptions): Koa {
   const metrics = createMetrics()
   if (opts.cluster !== undefined) for (const m of Object.values(opts.cluster.metrics)) metrics.registry.registerMetric(m)
   for (const m of opts.replicationMetrics?.all() ?? []) metrics.registry.registerMetric(m)
+  for (const m of opts.deps.gc?.collector.all() ?? []) metrics.registry.registerMetric(m)
   app.use(requestLog(opts.log))
   app.use(async (ctx, next) => {
     const end = metrics.duration.startTimer({ method: ctx.method })
@@ -98,7 +99,7 @@ export function createApp (opts: AppOptions): Koa {
     const cluster = opts.cluster
     const { deps } = opts
     const mirrors = opts.mirrors ?? new MirrorReceiver({ peerId: deps.nodeId, uploads: deps.uploads, blobs: deps.blobs, sink: deps.sink })
-    app.use(internalRoutes({ blobs: deps.blobs, admits: (p) => cluster.admits(p), removed: (p) => cluster.wasRemoved(p), liveConnection: async (p) => await cluster.liveConnection(p), mirrors, ...(opts.replicationMetrics !== undefined ? { metrics: opts.replicationMetrics } : {}) }))
+    app.use(internalRoutes({ blobs: deps.blobs, admits: (p) => cluster.admits(p), removed: (p) => cluster.wasRemoved(p), liveConnection: async (p) => await cluster.liveConnection(p), mirrors, ...(opts.replicationMetrics !== undefined ? { metrics: opts.replicationMetrics } : {}), ...(deps.gc !== undefined ? { gc: { inUse: () => deps.gc!.collector.inUse(), sweep: async () => await deps.gc!.collector.sweep() } } : {}) }))
     app.use(clusterRoutes(cluster, opts.replicationBacklog).routes())
   }
   // Before the admin API, which answers 404 for every path it does not know.

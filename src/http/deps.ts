@@ -11,6 +11,7 @@ import type { Digest } from '../../storage/reference.js'
 import { requestActor, shouldAudit } from '../auth/context.js'
 import type { AuthService } from '../auth/service.js'
 import type { UploadMirror } from '../../cluster/replication/upload-mirror.js'
+import type { Collector, InUse } from '../../cluster/gc/collector.js'
 
 /** Blobs across nodes: present in a cluster, absent on a lone node in tests. */
 export interface BlobReplication {
@@ -45,6 +46,8 @@ export interface RegistryDeps {
   now: () => number
   /** Authentication and access control (src/auth/); every route goes through it. */
   auth: AuthService
+  /** Garbage collection: requests hold the digests they are about to reference (cluster/gc/). */
+  gc?: { collector: Collector; inUse: InUse; graceMs: number }
 }
 
 /** Submit a command and turn a refusal into the error it names. */

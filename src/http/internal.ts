@@ -11,6 +11,8 @@
  *   POST     /internal/v1/mirrors/<id>/commit/<digest>  keep the mirrored bytes as a blob, pass the commit
  *                                                       on (201 {size, holders}; Flotilla-Mirror: the quorum)
  *   DELETE   /internal/v1/mirrors/<id>                  the upload was cancelled: here and down the chain
+ *   GET      /internal/v1/gc/in-use                     digests this node is using now {digests} (cluster/gc/)
+ *   POST     /internal/v1/gc/sweep                      delete blobs the metadata forgot {deleted, bytes}
  *
  * The Flotilla-Mirror header, when present, is covered by the signature. (cluster/replication/
  * upload-mirror.ts explains upload chains.)
@@ -28,7 +30,15 @@ import type { ReplicationMetrics } from '../../cluster/replication/metrics.js'
 
 const MIRROR_ID = '[A-Za-z0-9_-]{8,120}'
 
-export function internalRoutes (opts: { blobs: BlobStore; admits: (peerId: string) => boolean; removed?: (peerId: string) => boolean; liveConnection?: (peerId: string) => Promise<boolean>; mirrors?: MirrorReceiver; metrics?: ReplicationMetrics }) {
+/** A member's side of garbage collection (cluster/gc/collector.ts). */
+export interface InternalGc {
+  /** Digests this node is using now (the collection leaves them alone). */
+  inUse (): string[]
+  /** Delete this node's blobs the metadata no longer knows, once caught up. */
+  sweep (): Promise<{ deleted: number; bytes: number }>
+}
+
+export function internalRoutes (opts: { blobs: BlobStore; admits: (peerId: string) => boolean; removed?: (peerId: string) => boolean; liveConnection?: (peerId: string) => Promise<boolean>; mirrors?: MirrorReceiver; metrics?: ReplicationMetrics; gc?: InternalGc }) {
   return async function internal (ctx: Context, next: Next): Promise<void> {
     if (!ctx.path.startsWith('/internal/')) return await next()
     const peer = await verifyRequest(ctx.get('authorization') || undefined, ctx.method, ctx.path, Date.now(), ctx.get(MIRROR_HEADER) || undefined)
@@ -49,6 +59,11 @@ export function internalRoutes (opts: { blobs: BlobStore; admits: (peerId: strin
       return
     }
     if (ctx.path.startsWith('/internal/v1/mirrors/') && opts.mirrors !== undefined) return await mirror(ctx, opts.mirrors)
+    if (ctx.path.startsWith('/internal/v1/gc/') && opts.gc !== undefined) {
+      if (ctx.path === '/internal/v1/gc/in-use' && ctx.method === 'GET') { ctx.body = { digests: opts.gc.inUse() }; return }
+      if (ctx.path === '/internal/v1/gc/sweep' && ctx.method === 'POST') { ctx.body = await opts.gc.sweep(); return }
+      if (ctx.path === '/internal/v1/gc/in-use' || ctx.path === '/internal/v1/gc/sweep') throw new FlotillaError('METHOD_NOT_ALLOWED', `${ctx.method} is not allowed on ${ctx.path}`)
+    }
     const m = /^\/internal\/v1\/blobs\/([^/]+)$/.exec(ctx.path)
     if (m === null) throw new FlotillaError('NOT_FOUND', `no such internal route: ${ctx.path.slice(0, 100)}`)
     if (ctx.method !== 'GET' && ctx.method !== 'HEAD') throw new FlotillaError('METHOD_NOT_ALLOWED', `${ctx.method} is not allowed here`)

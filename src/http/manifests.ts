@@ -104,6 +104,23 @@ export async function put (ctx: Context, deps: RegistryDeps, name: RepositoryNam
   if (parsed.subject !== undefined) cmd.subject = parsed.subject
   if (parsed.artifactType !== undefined) cmd.artifactType = parsed.artifactType
   if (parsed.annotations !== undefined) cmd.annotations = parsed.annotations
+  // GC leaves the referenced blobs alone while this PUT is under way (cluster/gc/collector.ts).
+  const release = deps.gc?.inUse.hold([...parsed.blobs, ...parsed.manifests])
+  try {
+    await commitManifest(deps, name, parsed, cmd)
+  } finally {
+    release?.()
+  }
+  ctx.status = 201
+  ctx.set('Location', `/v2/${name}/manifests/${digest}`)
+  ctx.set('Docker-Content-Digest', digest)
+  if (parsed.subject !== undefined) ctx.set('OCI-Subject', parsed.subject)
+  ctx.set('Content-Length', '0')
+  ctx.body = ''
+}
+
+/** Check what can be checked before the log, wait for the blobs' copies, then commit. */
+async function commitManifest (deps: RegistryDeps, name: RepositoryName, parsed: ReturnType<typeof parseManifest>, cmd: Parameters<typeof submit>[1]): Promise<void> {
   await checkSizes(deps, name, parsed)
   if (deps.replication !== undefined) {
     // Refuse at once what the state machine would refuse, rather than wait for copies of a blob that does not exist.
@@ -118,12 +135,6 @@ export async function put (ctx: Context, deps: RegistryDeps, name: RepositoryNam
     await deps.replication.waitForCopies(parsed.blobs)
   }
   await submit(deps, cmd)
-  ctx.status = 201
-  ctx.set('Location', `/v2/${name}/manifests/${digest}`)
-  ctx.set('Docker-Content-Digest', digest)
-  if (parsed.subject !== undefined) ctx.set('OCI-Subject', parsed.subject)
-  ctx.set('Content-Length', '0')
-  ctx.body = ''
 }
 
 /**

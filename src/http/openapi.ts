@@ -287,6 +287,24 @@ const paths: Record<string, PathItem> = {
     }),
   },
 
+  [`${API_PREFIX}/gc`]: {
+    post: op({
+      operationId: 'collectGarbage',
+      tags: ['maintenance'],
+      summary: 'Collect garbage: blobs no manifest references, on every node',
+      description: ADMIN + ' Links unreferenced for longer than the grace are removed and blobs no repository links are deleted from every node. Answers once every reachable node has deleted its bytes; `pending` names the nodes that will when they come back.',
+      requestBody: body({
+        type: 'object',
+        properties: {
+          dryRun: { type: 'boolean', default: false, description: 'Say what would go; change nothing.' },
+          graceSeconds: { type: 'number', minimum: 0, description: 'Unreferenced for at least this long (default: the gc.grace setting).' },
+        },
+      }),
+      ok: { 200: answer('What was (or would be) collected', schema('GcReport')) },
+      errors: [400, 403, 503],
+    }),
+  },
+
   [`${API_PREFIX}/audit`]: {
     get: op({
       operationId: 'listAudit',
@@ -390,6 +408,7 @@ export const OPENAPI_DOCUMENT: OpenApiDocument = {
     { name: 'tokens', description: 'Access tokens for robots and CI jobs, and the offline tokens `docker login` keeps.' },
     { name: 'immutable tags', description: 'Repositories whose tags, once pushed, never move.' },
     { name: 'promotion', description: 'Copying images between repositories without pulling and pushing.' },
+    { name: 'maintenance', description: 'Garbage collection.' },
     { name: 'audit', description: 'The audit log.' },
     { name: 'cluster', description: 'Cluster membership (/api/v1/cluster).' },
   ],
@@ -515,6 +534,21 @@ export const OPENAPI_DOCUMENT: OpenApiDocument = {
           detail: { type: 'object', description: 'Non-secret details: digest, tag, target name …' },
           outcome: { type: 'string', enum: ['ok', 'failed', 'denied'] },
           code: { type: 'string', description: 'The error code when the outcome is not ok.' },
+        },
+      },
+      GcReport: {
+        type: 'object',
+        required: ['dryRun', 'graceMs', 'before', 'unlinked', 'blobs', 'bytes', 'kept', 'nodes', 'pending'],
+        properties: {
+          dryRun: { type: 'boolean' },
+          graceMs: { type: 'integer' },
+          before: { type: 'integer', description: 'Unreferenced since before this time (epoch ms) counted as garbage.' },
+          unlinked: { type: 'integer', description: 'Repository links removed.' },
+          blobs: { type: 'array', items: { type: 'object', properties: { digest: { type: 'string' }, size: { type: 'integer' } } }, description: 'Blobs forgotten by the metadata.' },
+          bytes: { type: 'integer', description: 'Their total size.' },
+          kept: { type: 'integer', description: 'Digests left alone because an upload or a request was using them.' },
+          nodes: { type: 'array', items: { type: 'object', properties: { peerId: { type: 'string' }, ok: { type: 'boolean' }, deleted: { type: 'integer' }, bytes: { type: 'integer' }, error: { type: 'string' } } }, description: 'What each node deleted from its disk.' },
+          pending: { type: 'array', items: { type: 'string' }, description: 'Nodes that did not answer: they delete their bytes when they come back.' },
         },
       },
       Promotion: {

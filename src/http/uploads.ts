@@ -145,8 +145,16 @@ export async function start (ctx: Context, deps: RegistryDeps, name: RepositoryN
     const from = fromRaw === undefined ? undefined : parseRepositoryName(fromRaw)
     const known = from === undefined ? await deps.queries.knownBlob(digest) : await deps.queries.linkedBlob(from, digest)
     if (known !== undefined && await mayMountFrom(ctx, deps.queries, digest, from, deps.auth, name) && await deps.blobs.stat(digest) !== undefined) {
-      await submit(deps, { type: 'LinkBlob', repo: name, digest, size: known.size, at: deps.now() })
-      return blobCreated(ctx, name, digest)
+      const release = deps.gc?.inUse.hold([digest])
+      try {
+        await submit(deps, { type: 'LinkBlob', repo: name, digest, size: known.size, mount: true, at: deps.now() })
+        return blobCreated(ctx, name, digest)
+      } catch (err) {
+        // Collected since it was checked: the client uploads it instead (a 202, as for any refused mount).
+        if (!(err instanceof FlotillaError) || err.code !== 'BLOB_UNKNOWN') throw err
+      } finally {
+        release?.()
+      }
     }
     // Not mountable: fall back to a fresh upload session, as the spec allows (202).
   }

@@ -39,8 +39,42 @@ export interface BlobStore {
   ingest (source: AsyncIterable<Uint8Array> | Readable, opts?: { expected?: Digest; expectedSize?: number; algorithm?: DigestAlgorithm; signal?: AbortSignal }): Promise<BlobInfo>
   /** Remove a blob. Resolves false when it was absent. */
   delete (digest: Digest): Promise<boolean>
+  /**
+   * Garbage collection's delete: remove the blob unless it is fresh, that is placed (written,
+   * or found already there by an ingest of the same bytes) since the last `settle(digest)`
+   * and less than FRESH_MS ago. A fresh blob is on its way into the metadata (its link or
+   * holder record not applied yet), so metadata that does not know it proves nothing. The
+   * check and the removal are atomic with respect to placements. Resolves true when removed.
+   */
+  collect (digest: Digest): Promise<boolean>
+  /** The metadata now records the blob (or never will): it is no longer fresh. */
+  settle (digest: Digest): void
+  /** Digests fresh now (the collector leaves them alone everywhere). */
+  fresh (): Digest[]
   /** Every committed blob. */
   list (): AsyncIterable<BlobInfo>
+}
+
+/** How long a placed blob stays fresh if nothing settles it (an upload whose link never came). */
+export const FRESH_MS = 10 * 60_000
+
+/** Fresh marks, shared by the implementations: digest → when placed. */
+export class FreshMarks {
+  private readonly marks = new Map<Digest, number>()
+  constructor (private readonly ttlMs = FRESH_MS) {}
+  mark (digest: Digest, now = Date.now()): void { this.marks.set(digest, now) }
+  settle (digest: Digest): void { this.marks.delete(digest) }
+  has (digest: Digest, now = Date.now()): boolean {
+    const at = this.marks.get(digest)
+    if (at === undefined) return false
+    if (now - at < this.ttlMs) return true
+    this.marks.delete(digest)
+    return false
+  }
+
+  list (now = Date.now()): Digest[] {
+    return [...this.marks.keys()].filter((d) => this.has(d, now))
+  }
 }
 
 export interface AppendOptions {

@@ -24,7 +24,7 @@ import { join } from 'node:path'
 import type { Readable } from 'node:stream'
 import { FlotillaError } from '../errors.js'
 import { digestAlgorithm, digestHex, digestOf, isDigest, type Digest, type DigestAlgorithm } from '../reference.js'
-import type { BlobInfo, BlobStore, ByteRange } from './blob-store.js'
+import { FreshMarks, type BlobInfo, type BlobStore, type ByteRange } from './blob-store.js'
 import { checkDigest, checkExpectedSize, ingestAlgorithm, satisfiableRange } from './checks.js'
 import { fsyncDir, READ_CHUNK, isErrno, unlinkIfPresent, writeHashed } from './fs-io.js'
 import type { Writable } from 'node:stream'
@@ -86,6 +86,10 @@ export class FsBlobStore implements BlobStore {
   private readonly warmQueued = new Set<string>()
   /** Cold blobs waiting to be warmed, with their idle timers (reset by every read). */
   private readonly warmTimers = new Map<string, NodeJS.Timeout>()
+  /** Blobs placed and not settled yet (BlobStore.collect). */
+  private readonly marks = new FreshMarks()
+  /** Placements and collections under way, per digest (locked()). */
+  private readonly locks = new Map<string, Promise<void>>()
   /** Direct reads running now with the wide ring. */
   private wideReads = 0
 
@@ -310,6 +314,13 @@ export class FsBlobStore implements BlobStore {
    * If the blob is already there, the file is discarded: a blob is stored once.
    */
   async adopt (path: string, info: BlobInfo): Promise<BlobInfo> {
+    // Marked before anything else, and under the digest's lock: a collect() either ran before
+    // (the bytes are put back below) or sees the mark and leaves them.
+    this.marks.mark(info.digest)
+    return await this.locked(info.digest, async () => await this.place(path, info))
+  }
+
+  private async place (path: string, info: BlobInfo): Promise<BlobInfo> {
     const dest = this.pathOf(info.digest)
     if (await this.stat(info.digest) !== undefined) {
       await rm(path, { force: true })
@@ -332,6 +343,26 @@ export class FsBlobStore implements BlobStore {
    */
   async delete (digest: Digest): Promise<boolean> {
     return await unlinkIfPresent(this.pathOf(digest))
+  }
+
+  async collect (digest: Digest): Promise<boolean> {
+    return await this.locked(digest, async () => this.marks.has(digest) ? false : await unlinkIfPresent(this.pathOf(digest)))
+  }
+
+  settle (digest: Digest): void { this.marks.settle(digest) }
+  fresh (): Digest[] { return this.marks.list() }
+
+  /** Run `fn` alone among placements and collections of `digest`. */
+  private async locked<T> (digest: Digest, fn: () => Promise<T>): Promise<T> {
+    const prev = this.locks.get(digest) ?? Promise.resolve()
+    const run = prev.then(fn, fn)
+    const tail = run.then(() => {}, () => {})
+    this.locks.set(digest, tail)
+    try {
+      return await run
+    } finally {
+      if (this.locks.get(digest) === tail) this.locks.delete(digest)
+    }
   }
 
   async * list (): AsyncIterable<BlobInfo> {

@@ -6,12 +6,13 @@ import { createHash } from 'node:crypto'
 import { Readable } from 'node:stream'
 import { FlotillaError } from '../errors.js'
 import { digestOf, type Digest, type DigestAlgorithm } from '../reference.js'
-import type { BlobInfo, BlobStore, ByteRange } from './blob-store.js'
+import { FreshMarks, type BlobInfo, type BlobStore, type ByteRange } from './blob-store.js'
 import { checkDigest, checkExpectedSize, ingestAlgorithm, satisfiableRange } from './checks.js'
 import { checkNotOver, chunksOf, type Source } from './source.js'
 
 export class MemoryBlobStore implements BlobStore {
   private readonly blobs = new Map<Digest, Buffer>()
+  private readonly marks = new FreshMarks()
 
   async open (): Promise<void> {}
   async close (): Promise<void> {}
@@ -44,12 +45,21 @@ export class MemoryBlobStore implements BlobStore {
     const digest = digestOf(algorithm, hash.digest('hex'))
     checkDigest(opts.expected, digest)
     if (!this.blobs.has(digest)) this.blobs.set(digest, Buffer.concat(chunks, size))
+    this.marks.mark(digest)
     return { digest, size }
   }
 
   async delete (digest: Digest): Promise<boolean> {
     return this.blobs.delete(digest)
   }
+
+  async collect (digest: Digest): Promise<boolean> {
+    if (this.marks.has(digest)) return false
+    return this.blobs.delete(digest)
+  }
+
+  settle (digest: Digest): void { this.marks.settle(digest) }
+  fresh (): Digest[] { return this.marks.list() }
 
   async * list (): AsyncIterable<BlobInfo> {
     for (const [digest, data] of [...this.blobs].sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0)) {

@@ -148,4 +148,34 @@ export function blobStoreSuite (t: Test, factory: BlobStoreFactory): void {
     await t.rejects(store.ingest(failingSource(bytes(2_000_000, 17), new Error('connection reset'))), { message: 'connection reset' })
     t.same(await collect(store.list()), [])
   })
+
+  t.test('collect (GC) leaves a fresh blob alone until it is settled, a re-placed one too', async (t) => {
+    const store = await factory(t)
+    const data = bytes(70_000, 23)
+    const info = await store.ingest(chunked(data))
+    t.same(store.fresh(), [info.digest], 'a placed blob is fresh')
+    t.equal(await store.collect(info.digest), false, 'a fresh blob is not collected')
+    t.same(await store.stat(info.digest), info, 'and is still there')
+    store.settle(info.digest)
+    t.same(store.fresh(), [], 'settled: no longer fresh')
+    // The same bytes uploaded again (a push racing GC) make it fresh again, though already there.
+    await store.ingest(chunked(data))
+    t.equal(await store.collect(info.digest), false, 'an ingest of the same bytes makes it fresh again')
+    store.settle(info.digest)
+    t.equal(await store.collect(info.digest), true, 'settled and unreferenced: collected')
+    t.equal(await store.stat(info.digest), undefined, 'gone')
+    t.equal(await store.collect(info.digest), false, 'collecting it again finds nothing')
+  })
+
+  t.test('an ingest racing a collect of the same bytes ends with the blob there', async (t) => {
+    const store = await factory(t)
+    const data = bytes(300_000, 29)
+    const info = await store.ingest(chunked(data))
+    store.settle(info.digest)
+    for (let i = 0; i < 20; i++) {
+      store.settle(info.digest)
+      const [again] = await Promise.all([store.ingest(chunked(data, 7_000 + i * 101)), store.collect(info.digest)])
+      t.ok(await store.stat(again.digest) !== undefined, `round ${i}: the re-ingested blob is there`)
+    }
+  })
 }

@@ -1,0 +1,214 @@
+/**
+ * Online garbage collection, cluster-wide. The metadata decides, through the log, what is
+ * garbage (cluster/metadata/refs.ts); every node then deletes the bytes the metadata no longer
+ * knows. One run:
+ *
+ *   1. the reference counts exist (RebuildRefs once, on a store that predates them);
+ *   2. every reachable member says what it is using now (keep): blobs placed and not yet
+ *      recorded (an upload, a mirror, a copy: BlobStore.fresh) and blobs held by a request
+ *      under way (a manifest PUT, a mount: InUse);
+ *   3. CollectGarbage commits: links unreferenced for longer than the grace are removed, and
+ *      blobs no repository links are forgotten (holders included);
+ *   4. every member sweeps: once its state has caught up (barrier), each blob in its store that
+ *      the metadata does not know is collected, unless it is fresh (BlobStore.collect).
+ *
+ * A member that is down sweeps when it comes back (at start, after catching up). A manifest PUT
+ * that races the collection either commits first (its blobs are referenced, so kept) or is
+ * refused with MANIFEST_BLOB_UNKNOWN by the state machine; it never points at a lost blob.
+ */
+import type { Logger } from 'pino'
+import { Counter, Gauge, type Registry } from 'prom-client'
+import type { BlobStore } from '../../storage/blobs/blob-store.js'
+import { FlotillaError } from '../../storage/errors.js'
+import type { CommandSink } from '../metadata/applier.js'
+import type { Command, CommandResult } from '../metadata/commands.js'
+import type { MetadataQueries } from '../metadata/queries.js'
+import type { CollectResult } from '../metadata/refs.js'
+
+/** Digests held by requests under way on this node (a manifest PUT's blobs, a mount). */
+export class InUse {
+  private readonly held = new Map<string, number>()
+
+  /** Hold `digests` until the returned function is called. */
+  hold (digests: Iterable<string>): () => void {
+    const ds = [...new Set(digests)]
+    for (const d of ds) this.held.set(d, (this.held.get(d) ?? 0) + 1)
+    let done = false
+    return () => {
+      if (done) return
+      done = true
+      for (const d of ds) {
+        const n = (this.held.get(d) ?? 1) - 1
+        if (n <= 0) this.held.delete(d); else this.held.set(d, n)
+      }
+    }
+  }
+
+  list (): string[] { return [...this.held.keys()] }
+}
+
+export interface SweepResult { deleted: number; bytes: number }
+
+export interface NodeSweep extends SweepResult { peerId: string; ok: boolean; error?: string }
+
+export interface GcReport {
+  dryRun: boolean
+  graceMs: number
+  /** Unreferenced since before this time (ms) counts as garbage. */
+  before: number
+  /** Links removed (or that would be). */
+  unlinked: number
+  /** Blobs forgotten (or that would be), with their bytes: each is freed on every node holding it. */
+  blobs: Array<{ digest: string; size: number }>
+  bytes: number
+  /** Digests left alone because something was using them. */
+  kept: number
+  /** What each member deleted from its disk (not in a dry run). */
+  nodes: NodeSweep[]
+  /** Members that did not answer: they sweep when they come back. */
+  pending: string[]
+}
+
+export interface MemberLink {
+  /** Members other than this node. */
+  others (): string[]
+  /** A member's answer to a signed internal call (JSON), or an error. */
+  call (peerId: string, method: 'GET' | 'POST', path: string): Promise<unknown>
+}
+
+export interface CollectorOptions {
+  peerId: string
+  blobs: BlobStore
+  queries: MetadataQueries
+  sink: CommandSink
+  /** A command's effect on the current state, written nowhere (MetadataStateMachine.preview). */
+  preview: (command: Command) => Promise<CommandResult>
+  inUse: InUse
+  members: MemberLink
+  log: Logger
+  now?: () => number
+}
+
+export class Collector {
+  private readonly now: () => number
+  private running: Promise<GcReport> | undefined
+  private sweeping: Promise<SweepResult> | undefined
+  private readonly metrics
+
+  constructor (private readonly opts: CollectorOptions) {
+    this.now = opts.now ?? Date.now
+    const registers: Registry[] = []
+    this.metrics = {
+      runs: new Counter({ name: 'flotilla_gc_runs_total', help: 'Garbage collections run from this node, by outcome', labelNames: ['outcome'] as const, registers }),
+      blobs: new Counter({ name: 'flotilla_gc_blobs_forgotten_total', help: 'Blobs the metadata forgot in collections run from this node', registers }),
+      deleted: new Counter({ name: 'flotilla_gc_blobs_deleted_total', help: 'Blob files this node deleted in sweeps', registers }),
+      freed: new Counter({ name: 'flotilla_gc_bytes_freed_total', help: 'Bytes this node freed in sweeps', registers }),
+      last: new Gauge({ name: 'flotilla_gc_last_sweep_timestamp_seconds', help: 'When this node last finished a sweep', registers }),
+    }
+  }
+
+  /** Every metric here, to register with the node's registry. */
+  all (): Array<Counter | Gauge> { return Object.values(this.metrics) }
+
+  /** What this node is using now: the collection leaves these digests alone. */
+  inUse (): string[] {
+    return [...new Set([...this.opts.blobs.fresh(), ...this.opts.inUse.list()])]
+  }
+
+  /** One collection (runs one at a time: a second caller shares the run under way). */
+  async run (opts: { graceMs: number; dryRun?: boolean }): Promise<GcReport> {
+    if (this.running !== undefined) return await this.running
+    this.running = this.collect(opts)
+    try {
+      const report = await this.running
+      this.metrics.runs.inc({ outcome: opts.dryRun === true ? 'dry-run' : 'ok' })
+      return report
+    } catch (err) {
+      this.metrics.runs.inc({ outcome: 'failed' })
+      throw err
+    } finally {
+      this.running = undefined
+    }
+  }
+
+  private async collect ({ graceMs, dryRun = false }: { graceMs: number; dryRun?: boolean }): Promise<GcReport> {
+    const { sink, queries, members, log } = this.opts
+    await sink.barrier()
+    if (!await queries.refsReady()) {
+      log.info('building garbage collection reference counts (once)')
+      const r = await sink.submit({ type: 'RebuildRefs', at: this.now() })
+      if (!r.ok) throw new FlotillaError(r.code, r.message)
+    }
+    const keep = new Set(this.inUse())
+    const pending: string[] = []
+    await Promise.all(members.others().map(async (p) => {
+      try {
+        const ans = await members.call(p, 'GET', '/internal/v1/gc/in-use') as { digests?: unknown }
+        if (!Array.isArray(ans.digests)) throw new Error('malformed answer')
+        for (const d of ans.digests) if (typeof d === 'string') keep.add(d)
+      } catch (err) {
+        // Its uploads under way cannot be known: they are protected anyway by the state
+        // machine (a manifest refused, not dangling) and by its own fresh marks at its sweep.
+        log.warn({ peer: p, err: (err as Error).message }, 'gc: a member did not say what it is using')
+        pending.push(p)
+      }
+    }))
+    const at = this.now()
+    const before = at - graceMs
+    const command: Command = { type: 'CollectGarbage', before, keep: [...keep].sort(), at }
+    const res = dryRun ? await this.opts.preview(command) : await sink.submit(command)
+    if (!res.ok) throw new FlotillaError(res.code, res.message)
+    const value = res.value as CollectResult
+    const report: GcReport = { dryRun, graceMs, before, unlinked: value.unlinked.length, blobs: value.blobs, bytes: value.bytes, kept: keep.size, nodes: [], pending }
+    if (dryRun) return report
+    this.metrics.blobs.inc(value.blobs.length)
+    log.info({ unlinked: report.unlinked, blobs: value.blobs.length, bytes: value.bytes, graceMs }, 'gc: collection committed')
+    const sweeps = await Promise.all([
+      this.sweep().then((r): NodeSweep => ({ peerId: this.opts.peerId, ok: true, ...r })),
+      ...members.others().filter((p) => !pending.includes(p)).map(async (p): Promise<NodeSweep> => {
+        try {
+          const ans = await members.call(p, 'POST', '/internal/v1/gc/sweep') as Partial<SweepResult>
+          return { peerId: p, ok: true, deleted: Number(ans.deleted ?? 0), bytes: Number(ans.bytes ?? 0) }
+        } catch (err) {
+          return { peerId: p, ok: false, deleted: 0, bytes: 0, error: (err as Error).message }
+        }
+      }),
+    ])
+    report.nodes = sweeps
+    for (const s of sweeps) if (!s.ok) report.pending.push(s.peerId)
+    return report
+  }
+
+  /**
+   * Delete this node's blob files the metadata no longer knows (unless fresh). Waits until
+   * this node's state reflects every command committed before the call. One at a time.
+   */
+  async sweep (): Promise<SweepResult> {
+    if (this.sweeping !== undefined) return await this.sweeping
+    this.sweeping = (async () => {
+      await this.opts.sink.barrier()
+      // Without the counts no collection has run: nothing was forgotten, nothing to delete.
+      if (!await this.opts.queries.refsReady()) return { deleted: 0, bytes: 0 }
+      let deleted = 0
+      let bytes = 0
+      for await (const info of this.opts.blobs.list()) {
+        if (await this.opts.queries.blobRecorded(info.digest)) continue
+        if (await this.opts.blobs.collect(info.digest)) {
+          deleted++
+          bytes += info.size
+          this.opts.log.debug({ digest: info.digest, size: info.size }, 'gc: blob deleted')
+        }
+      }
+      this.metrics.deleted.inc(deleted)
+      this.metrics.freed.inc(bytes)
+      this.metrics.last.set(this.now() / 1000)
+      if (deleted > 0) this.opts.log.info({ deleted, bytes }, 'gc: swept blobs the metadata no longer knows')
+      return { deleted, bytes }
+    })()
+    try {
+      return await this.sweeping
+    } finally {
+      this.sweeping = undefined
+    }
+  }
+}

@@ -1,0 +1,179 @@
+/**
+ * Reference counts for garbage collection, kept by the state machine in the same batch as the
+ * change that moves them, so they are ordered by the log like everything else:
+ *
+ *   manifest ──references──▶ blob        bref␀<repo>␀<blob>      {n}
+ *   index    ──references──▶ manifest    mref␀<repo>␀<manifest>  {n}
+ *   link (repo may serve blob) with bref = 0          → unref␀<repo>␀<blob>  {since, size}
+ *   blob record whose links (repositories) reach 0    → orphan␀<blob>        {since, size}
+ *
+ * They are derived from a command's writes (maintainRefs), not from each command's code, so
+ * every writer of manifests and links (a push, a delete, a promotion, a change from another
+ * site) keeps them right. `since` is when the entry became unreferenced: GC's grace period
+ * counts from it. A store written before the counts existed has no refs␀version: rebuildRefs
+ * (the RebuildRefs command) recomputes them all, and GC refuses to run until it has.
+ */
+import { key, partsOf } from './keys.js'
+import type { TxLike } from '../access/apply.js'
+import type { ManifestRecord } from './commands.js'
+
+export const REFS_VERSION = 1
+
+export interface RefsTx extends TxLike {
+  /** This transaction's writes so far (null: a delete). */
+  writes (): Iterable<[string, Uint8Array | null]>
+  /** A key's value before this transaction. */
+  before (k: string): Promise<Uint8Array | undefined>
+}
+
+const dec = new TextDecoder()
+const parse = <T>(v: Uint8Array | null | undefined): T | undefined => v == null ? undefined : JSON.parse(dec.decode(v)) as T
+
+const MANIFEST = 'manifest\u0000'
+const LINK = 'link\u0000'
+const BLOB = 'blob\u0000'
+
+/** Adjust a counter key by `delta`; a count of 0 is no key at all. Returns the new count. */
+async function bump (tx: TxLike, k: string, delta: number): Promise<number> {
+  const n = Math.max(0, ((await tx.getJSON<{ n: number }>(k))?.n ?? 0) + delta)
+  if (n === 0) tx.del(k); else tx.putJSON(k, { n })
+  return n
+}
+
+/** Set or clear the `unref` entry of a link from what the transaction holds now. */
+async function settleLink (tx: TxLike, repo: string, digest: string, at: number): Promise<void> {
+  const link = await tx.getJSON<{ size: number }>(key.link(repo, digest))
+  const refs = (await tx.getJSON<{ n: number }>(key.blobRefs(repo, digest)))?.n ?? 0
+  const k = key.unref(repo, digest)
+  if (link === undefined || refs > 0) { tx.del(k); return }
+  if (await tx.get(k) === undefined) tx.putJSON(k, { since: at, size: link.size })
+}
+
+/** Set or clear the `orphan` entry of a blob from what the transaction holds now. */
+async function settleBlob (tx: TxLike, digest: string, at: number): Promise<void> {
+  const b = await tx.getJSON<{ size: number; links: number }>(key.blob(digest))
+  const k = key.orphan(digest)
+  if (b === undefined || b.links > 0) { tx.del(k); return }
+  if (await tx.get(k) === undefined) tx.putJSON(k, { since: at, size: b.size })
+}
+
+/**
+ * Bring the counts in line with the writes a command made. Call once, after the command, with
+ * the command's time (`at`): it is the `since` of whatever became unreferenced.
+ */
+export async function maintainRefs (tx: RefsTx, at: number): Promise<void> {
+  if (await tx.get(key.refsVersion()) === undefined) return
+  const links = new Map<string, [string, string]>()
+  const blobs = new Set<string>()
+  for (const [k, after] of [...tx.writes()]) {
+    if (k.startsWith(MANIFEST)) {
+      const [repo, digest] = partsOf(k) as [string, string]
+      const was = parse<ManifestRecord>(await tx.before(k))
+      const now = parse<ManifestRecord>(after)
+      // Same digest, same bytes, same references: only an appearance or a removal counts.
+      if ((was === undefined) === (now === undefined)) continue
+      const rec = (now ?? was)!
+      const delta = now !== undefined ? 1 : -1
+      for (const b of new Set(rec.blobs)) {
+        await bump(tx, key.blobRefs(repo, b), delta)
+        links.set(`${repo}\u0000${b}`, [repo, b])
+      }
+      for (const m of new Set(rec.manifests)) await bump(tx, key.manifestRefs(repo, m), delta)
+    } else if (k.startsWith(LINK)) {
+      const [repo, digest] = partsOf(k) as [string, string]
+      links.set(`${repo}\u0000${digest}`, [repo, digest])
+    } else if (k.startsWith(BLOB)) {
+      blobs.add(partsOf(k)[0]!)
+    }
+  }
+  for (const [repo, digest] of links.values()) await settleLink(tx, repo, digest, at)
+  for (const digest of blobs) await settleBlob(tx, digest, at)
+}
+
+/**
+ * Recompute every count from the manifests, links and blobs there are (`at` is the `since`
+ * of what is unreferenced now), and mark the counts complete.
+ */
+export async function rebuildRefs (tx: TxLike, at: number): Promise<{ manifests: number; unref: number; orphans: number }> {
+  for (const prefix of ['bref\u0000', 'mref\u0000', key.unrefPrefix(), key.orphanPrefix()]) {
+    for (const k of await tx.keys(prefix)) tx.del(k)
+  }
+  const brefs = new Map<string, number>()
+  const mrefs = new Map<string, number>()
+  let manifests = 0
+  for (const k of await tx.keys(MANIFEST)) {
+    const [repo] = partsOf(k) as [string, string]
+    const rec = await tx.getJSON<ManifestRecord>(k)
+    if (rec === undefined) continue
+    manifests++
+    for (const b of new Set(rec.blobs)) brefs.set(key.blobRefs(repo, b), (brefs.get(key.blobRefs(repo, b)) ?? 0) + 1)
+    for (const m of new Set(rec.manifests)) mrefs.set(key.manifestRefs(repo, m), (mrefs.get(key.manifestRefs(repo, m)) ?? 0) + 1)
+  }
+  for (const [k, n] of [...brefs, ...mrefs]) tx.putJSON(k, { n })
+  let unref = 0
+  for (const k of await tx.keys(LINK)) {
+    const [repo, digest] = partsOf(k) as [string, string]
+    if (brefs.has(key.blobRefs(repo, digest))) continue
+    const link = await tx.getJSON<{ size: number }>(k)
+    tx.putJSON(key.unref(repo, digest), { since: at, size: link?.size ?? 0 })
+    unref++
+  }
+  let orphans = 0
+  for (const k of await tx.keys(BLOB)) {
+    const b = await tx.getJSON<{ size: number; links: number }>(k)
+    if (b === undefined || b.links > 0) continue
+    tx.putJSON(key.orphan(partsOf(k)[0]!), { since: at, size: b.size })
+    orphans++
+  }
+  tx.putJSON(key.refsVersion(), { version: REFS_VERSION })
+  return { manifests, unref, orphans }
+}
+
+export interface CollectResult {
+  /** Links removed (repository, blob). */
+  unlinked: Array<{ repo: string; digest: string }>
+  /** Blobs forgotten: no repository links them; every node deletes their bytes. */
+  blobs: Array<{ digest: string; size: number }>
+  bytes: number
+}
+
+/**
+ * One collection: unlink what has been unreferenced since `before` or earlier, then forget
+ * every blob no repository links any more (those unlinked just now included, whose grace has
+ * passed with their link's; others once orphaned since `before`). Digests in `keep` (in use
+ * by an upload, a mount or a manifest PUT somewhere) are left alone.
+ */
+export async function collect (tx: TxLike, before: number, keep: ReadonlySet<string>): Promise<CollectResult> {
+  const out: CollectResult = { unlinked: [], blobs: [], bytes: 0 }
+  const fresh = new Set<string>()
+  for (const k of await tx.keys(key.unrefPrefix())) {
+    const [repo, digest] = partsOf(k) as [string, string]
+    const u = await tx.getJSON<{ since: number }>(k)
+    if (u === undefined || u.since > before || keep.has(digest)) continue
+    tx.del(k)
+    tx.del(key.link(repo, digest))
+    const b = await tx.getJSON<{ size: number; links: number }>(key.blob(digest))
+    if (b !== undefined) {
+      const links = Math.max(0, b.links - 1)
+      tx.putJSON(key.blob(digest), { size: b.size, links })
+      if (links === 0) fresh.add(digest)
+    }
+    out.unlinked.push({ repo, digest })
+  }
+  const candidates = new Set([...fresh])
+  for (const k of await tx.keys(key.orphanPrefix())) {
+    const o = await tx.getJSON<{ since: number }>(k)
+    if (o !== undefined && o.since <= before) candidates.add(partsOf(k)[0]!)
+  }
+  for (const digest of [...candidates].sort()) {
+    if (keep.has(digest)) continue
+    const b = await tx.getJSON<{ size: number; links: number }>(key.blob(digest))
+    if (b === undefined || b.links > 0) continue
+    tx.del(key.blob(digest))
+    tx.del(key.orphan(digest))
+    for (const h of await tx.keys(key.holderPrefix(digest))) tx.del(h)
+    out.blobs.push({ digest, size: b.size })
+    out.bytes += b.size
+  }
+  return out
+}
