@@ -25,6 +25,9 @@ import type { Command, CommandResult } from '../metadata/commands.js'
 import type { MetadataQueries } from '../metadata/queries.js'
 import type { CollectResult } from '../metadata/refs.js'
 
+/** Links and blobs one CollectGarbage command handles at most. */
+export const COLLECT_BATCH = 2000
+
 /** Digests held by requests under way on this node (a manifest PUT's blobs, a mount). */
 export class InUse {
   private readonly held = new Map<string, number>()
@@ -155,12 +158,24 @@ export class Collector {
     }))
     const at = this.now()
     const before = at - graceMs
-    const command: Command = { type: 'CollectGarbage', before, keep: [...keep].sort(), at }
-    const res = dryRun ? await this.opts.preview(command) : await sink.submit(command)
-    if (!res.ok) throw new FlotillaError(res.code, res.message)
-    const value = res.value as CollectResult
-    const report: GcReport = { dryRun, graceMs, before, unlinked: value.unlinked.length, blobs: value.blobs, bytes: value.bytes, kept: keep.size, nodes: [], pending }
-    if (dryRun) return report
+    const report: GcReport = { dryRun, graceMs, before, unlinked: 0, blobs: [], bytes: 0, kept: keep.size, nodes: [], pending }
+    if (dryRun) {
+      const res = await this.opts.preview({ type: 'CollectGarbage', before, keep: [...keep].sort(), at })
+      if (!res.ok) throw new FlotillaError(res.code, res.message)
+      const value = res.value as CollectResult
+      return { ...report, unlinked: value.unlinked.length, blobs: value.blobs, bytes: value.bytes }
+    }
+    // In batches, so that pushes keep committing between them.
+    for (;;) {
+      const res = await sink.submit({ type: 'CollectGarbage', before, keep: [...keep].sort(), limit: COLLECT_BATCH, at })
+      if (!res.ok) throw new FlotillaError(res.code, res.message)
+      const value = res.value as CollectResult
+      report.unlinked += value.unlinked.length
+      report.blobs.push(...value.blobs)
+      report.bytes += value.bytes
+      if (!value.more) break
+    }
+    const value = report
     this.metrics.blobs.inc(value.blobs.length)
     log.info({ unlinked: report.unlinked, blobs: value.blobs.length, bytes: value.bytes, graceMs }, 'gc: collection committed')
     const sweeps = await Promise.all([

@@ -79,9 +79,9 @@ export type Command =
   | { type: 'RebuildRefs'; at: number }
   /**
    * Garbage collection (refs.ts collect): unlink blobs unreferenced since `before` (ms) and
-   * forget blobs no repository links, except the digests in `keep`.
+   * forget blobs no repository links, except the digests in `keep`; at most `limit` of each.
    */
-  | { type: 'CollectGarbage'; before: number; keep: string[]; at: number }
+  | { type: 'CollectGarbage'; before: number; keep: string[]; limit?: number; at: number }
   /** Forget deduplication records of commands proposed before `before` (ms). */
   | { type: 'ExpireSessions'; before: number }
 

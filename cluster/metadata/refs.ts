@@ -135,18 +135,23 @@ export interface CollectResult {
   /** Blobs forgotten: no repository links them; every node deletes their bytes. */
   blobs: Array<{ digest: string; size: number }>
   bytes: number
+  /** The limit stopped this collection short: run another. */
+  more: boolean
 }
 
 /**
  * One collection: unlink what has been unreferenced since `before` or earlier, then forget
  * every blob no repository links any more (those unlinked just now included, whose grace has
  * passed with their link's; others once orphaned since `before`). Digests in `keep` (in use
- * by an upload, a mount or a manifest PUT somewhere) are left alone.
+ * by an upload, a mount or a manifest PUT somewhere) are left alone. At most `limit` links and
+ * `limit` blobs go in one command (`more` says whether some are left).
  */
-export async function collect (tx: TxLike, before: number, keep: ReadonlySet<string>): Promise<CollectResult> {
-  const out: CollectResult = { unlinked: [], blobs: [], bytes: 0 }
+export async function collect (tx: TxLike, before: number, keep: ReadonlySet<string>, limit = Infinity): Promise<CollectResult> {
+  const out: CollectResult = { unlinked: [], blobs: [], bytes: 0, more: false }
   const fresh = new Set<string>()
   for (const k of await tx.keys(key.unrefPrefix())) {
+    // One command stays small enough not to hold the log up: the collector runs the next.
+    if (out.unlinked.length >= limit) { out.more = true; break }
     const [repo, digest] = partsOf(k) as [string, string]
     const u = await tx.getJSON<{ since: number }>(k)
     if (u === undefined || u.since > before || keep.has(digest)) continue
@@ -167,6 +172,7 @@ export async function collect (tx: TxLike, before: number, keep: ReadonlySet<str
   }
   for (const digest of [...candidates].sort()) {
     if (keep.has(digest)) continue
+    if (out.blobs.length >= limit) { out.more = true; break }
     const b = await tx.getJSON<{ size: number; links: number }>(key.blob(digest))
     if (b === undefined || b.links > 0) continue
     tx.del(key.blob(digest))

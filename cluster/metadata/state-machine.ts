@@ -219,7 +219,7 @@ export class MetadataStateMachine {
         return { ok: true, value: await rebuildRefs(tx, c.at) }
       case 'CollectGarbage': {
         if (await tx.get(key.refsVersion()) === undefined) throw new FlotillaError('UNAVAILABLE', 'reference counts are not built yet: the collector rebuilds them first (RebuildRefs), retry')
-        return { ok: true, value: await collect(tx, c.before, new Set(c.keep)) }
+        return { ok: true, value: await collect(tx, c.before, new Set(c.keep), c.limit ?? Infinity) }
       }
       case 'DeleteTag': {
         const t = await tx.getJSON<{ digest: string }>(key.tag(c.repo, c.tag))

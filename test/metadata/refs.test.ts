@@ -128,3 +128,17 @@ t.test('a store from before the counts: GC refuses until RebuildRefs has run', a
   t.match(await sm.apply({ at: 3, command: { type: 'RebuildRefs', at: 3 } }), { ok: true, value: { manifests: 1, unref: 0, orphans: 0 } })
   t.same(await refsOf(kv), { [`bref/r/${blob(1)}`]: { n: 1 } }, 'the recount finds the manifest\'s reference')
 })
+
+t.test('a collection in batches: each command does at most `limit`, and says when more is left', async (t) => {
+  const { kv, sm } = await fresh()
+  for (let i = 0; i < 5; i++) await sm.apply({ at: 1, command: { type: 'LinkBlob', repo: 'r', digest: blob(i), size: 10, holder: 'n1', at: 1 } })
+  const seen: string[] = []
+  for (let round = 0; round < 10; round++) {
+    const res = await sm.apply({ at: 9, command: { type: 'CollectGarbage', before: 5, keep: [], limit: 2, at: 9 } }) as { value: { unlinked: unknown[]; blobs: Array<{ digest: string }>; more: boolean } }
+    t.ok(res.value.unlinked.length <= 2 && res.value.blobs.length <= 2, `round ${round}: at most 2 of each`)
+    seen.push(...res.value.blobs.map((b) => b.digest))
+    if (!res.value.more) break
+  }
+  t.same(seen.sort(), [0, 1, 2, 3, 4].map(blob).sort(), 'every blob collected once, over several commands')
+  t.same(await refsOf(kv), {}, 'nothing left')
+})
