@@ -9,7 +9,6 @@
  *   ├── uploads/         upload sessions' bytes (storage/blobs/fs-upload-store.ts)
  *   └── meta/            the metadata LevelDB (cluster/metadata/keys.ts)
  */
-import { createServer, type Server } from 'node:http'
 import type { Socket } from 'node:net'
 import { mkdir, readdir } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
@@ -34,6 +33,8 @@ import { createAuthService } from './auth/setup.js'
 import type { RegistryDeps } from './http/deps.js'
 import { splitHostPort, toMultiaddr, type Config } from './config.js'
 import { listenFailure } from './listen-errors.js'
+import { createApiServer, type ApiServer } from './tls/server.js'
+import { certificateUser } from './tls/client-cert.js'
 
 export interface JoinTarget {
   /** Any member's HTTP URL, or its libp2p multiaddr ending in /p2p/<peer id> (cluster/join.ts). */
@@ -42,7 +43,9 @@ export interface JoinTarget {
 }
 
 export class RegistryNode {
-  private server: Server | undefined
+  private server: ApiServer['server'] | undefined
+  /** The client-facing server, HTTP or HTTPS (src/tls/server.ts). */
+  private api: ApiServer | undefined
   private readonly sockets = new Set<Socket>()
   private sweeper: NodeJS.Timeout | undefined
   private ready = false
@@ -121,7 +124,7 @@ export class RegistryNode {
       limits: { manifestMaxBytes: config.limits.manifestMaxBytes },
       deleteEnabled: config.storage.delete,
       now: () => Date.now(),
-      auth: createAuthService(config.auth, kv, log, { submit: async (c) => await deps.sink.submit(c), barrier: async () => await deps.sink.barrier() }),
+      auth: createAuthService(config.auth, kv, log, { submit: async (c) => await deps.sink.submit(c), barrier: async () => await deps.sink.barrier() }, undefined, certificateUser(config.tls)),
     }
     return new RegistryNode(config, log, nodeId, kv, deps, cluster, identity.privateKey, joinTarget, faults)
   }
@@ -232,8 +235,11 @@ export class RegistryNode {
   }
 
   async start (): Promise<void> {
-    const app = createApp({ deps: this.deps, log: this.log, ready: () => this.ready && this.cluster.ready(), started: () => this.ready, cluster: this.cluster, replicationBacklog: () => this.replicator?.backlog() ?? 0, ...(this.faults !== undefined ? { faults: this.faults } : {}) })
-    const server = createServer({ requestTimeout: 0, headersTimeout: 60_000, keepAliveTimeout: 65_000 }, app.callback())
+    // HTTP, or HTTPS with tls.certificate/key (read and checked here: a bad file stops the start).
+    const api = this.api = await createApiServer(this.config.tls, this.log, { requestTimeout: 0, headersTimeout: 60_000, keepAliveTimeout: 65_000 })
+    const app = createApp({ deps: this.deps, log: this.log, ready: () => this.ready && this.cluster.ready(), started: () => this.ready, cluster: this.cluster, replicationBacklog: () => this.replicator?.backlog() ?? 0, ...(this.faults !== undefined ? { faults: this.faults } : {}), metrics: api.metrics })
+    const server = api.server
+    server.on('request', app.callback())
     // A client that stops sending mid-body must not pin a socket forever.
     server.setTimeout(120_000, (s: Socket) => s.destroy())
     server.on('connection', (s: Socket) => { this.sockets.add(s); s.once('close', () => this.sockets.delete(s)) })
@@ -245,10 +251,11 @@ export class RegistryNode {
       server.listen(port, host, () => resolve())
     })
     this.server = server
+    await api.watch()
     const addr = server.address()
     if (addr !== null && typeof addr === 'object') this.address = { host: addr.address, port: addr.port }
     // The HTTP address is known only now (port 0 picks one); peers reach us there.
-    this.cluster.setHttpUrl(this.config.advertise ?? `http://${this.address!.host.includes(':') ? `[${this.address!.host}]` : this.address!.host}:${this.address!.port}`)
+    this.cluster.setHttpUrl(this.config.advertise ?? `${api.scheme}://${this.address!.host.includes(':') ? `[${this.address!.host}]` : this.address!.host}:${this.address!.port}`)
     let seeds: MemberRecord[] | undefined
     if (this.join !== undefined) seeds = await this.cluster.requestJoin(this.join)
     this.cluster.onRemoved = (why) => { this.ready = false; this.removedResolve(why) }
@@ -269,6 +276,7 @@ export class RegistryNode {
   async stop (): Promise<void> {
     this.ready = false
     if (this.sweeper !== undefined) clearInterval(this.sweeper)
+    this.api?.close()
     const server = this.server
     if (server !== undefined) {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()))

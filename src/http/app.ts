@@ -5,7 +5,7 @@ import { FlotillaError } from '../../storage/errors.js'
 import Koa from 'koa'
 import Router from '@koa/router'
 import type { Logger } from 'pino'
-import { Registry as MetricsRegistry, Counter, Histogram, collectDefaultMetrics } from 'prom-client'
+import { Registry as MetricsRegistry, Counter, Histogram, collectDefaultMetrics, type Metric } from 'prom-client'
 import { errors, registryHeaders, requestLog, singleHost } from './middleware.js'
 import { v2Routes } from './routes.js'
 import { tokenRoutes } from './token.js'
@@ -32,6 +32,8 @@ export interface AppOptions {
   replicationBacklog?: () => number
   /** Test-only fault injection (FLOTILLA_FAULT_INJECTION=1): mounts /api/v1/debug/partition. */
   faults?: Faults
+  /** More metrics for /metrics, made with `registers: []` by other parts (the TLS server's). */
+  metrics?: Metric[]
 }
 
 export function createMetrics (): { registry: MetricsRegistry; requests: Counter<'method' | 'status'>; duration: Histogram<'method'> } {
@@ -48,6 +50,7 @@ export function createApp (opts: AppOptions): Koa {
   app.silent = true
   const metrics = createMetrics()
   if (opts.cluster !== undefined) for (const m of Object.values(opts.cluster.metrics)) metrics.registry.registerMetric(m)
+  for (const m of opts.metrics ?? []) metrics.registry.registerMetric(m)
   app.use(requestLog(opts.log))
   app.use(async (ctx, next) => {
     const end = metrics.duration.startTimer({ method: ctx.method })
