@@ -43,14 +43,14 @@ export async function httpsStatus (url: string, ca: string | Buffer, extra: { ce
 }
 
 /** Poll `url` until it answers with a status below 500 (401 counts as up), or time out. `ca`: for https://, the CA to trust. */
-export async function waitForHttp (url: string, timeoutMs = 20_000, proc?: ChildProcess, ca?: string | Buffer): Promise<void> {
+export async function waitForHttp (url: string, timeoutMs = 20_000, proc?: ChildProcess, ca?: string | Buffer, client?: { cert?: Buffer; key?: Buffer }): Promise<void> {
   const deadline = Date.now() + timeoutMs
   let last: unknown
   while (Date.now() < deadline) {
     if (proc !== undefined && proc.exitCode !== null) throw new Error(`process exited with ${proc.exitCode} before ${url} answered`)
     try {
       let status: number
-      if (ca !== undefined && url.startsWith('https:')) status = await httpsStatus(url, ca)
+      if (ca !== undefined && url.startsWith('https:')) status = await httpsStatus(url, ca, client)
       else {
         const res = await fetch(url)
         await res.arrayBuffer()
@@ -112,9 +112,10 @@ export interface FlotillaOptions {
   anonymous?: string
   /**
    * Serve HTTPS with this certificate and key (flags --tls-certificate/--tls-key); `ca` is the CA
-   * that signed it, trusted for the readiness probe. `url` is then https://.
+   * that signed it, trusted for the readiness probe (which shows `client`, a client certificate,
+   * to a node that requires one). `url` is then https://.
    */
-  tls?: { certificate: string; key: string; ca: string }
+  tls?: { certificate: string; key: string; ca: string; client?: { cert: string; key: string } }
   /** The address to listen on (default 127.0.0.1). */
   listenHost?: string
 }
@@ -140,7 +141,8 @@ export async function startFlotilla (opts: FlotillaOptions = {}): Promise<Runnin
   proc.stderr?.pipe(log)
   // /readyz turns 200 once the node serves, its admin user bootstrapped.
   const scheme = opts.tls === undefined ? 'http' : 'https'
-  await waitForHttp(`${scheme}://${host}/readyz`, 30_000, proc, opts.tls === undefined ? undefined : readFileSync(opts.tls.ca))
+  const client = opts.tls?.client === undefined ? undefined : { cert: readFileSync(opts.tls.client.cert), key: readFileSync(opts.tls.client.key) }
+  await waitForHttp(`${scheme}://${host}/readyz`, 30_000, proc, opts.tls === undefined ? undefined : readFileSync(opts.tls.ca), client)
   return { ...wrap(proc, host, dataDir, scheme), credentials: { username: 'admin', password: adminPassword } }
 }
 

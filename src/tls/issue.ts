@@ -33,9 +33,9 @@ async function keyPem (k: CryptoKey): Promise<string> {
   return x509.PemConverter.encode(await webcrypto.subtle.exportKey('pkcs8', k), 'PRIVATE KEY')
 }
 
-/** Validity from 5 minutes ago (clock skew between machines) for `days`. */
-function validity (days: number): { notBefore: Date; notAfter: Date } {
-  const notBefore = new Date(Date.now() - 5 * 60_000)
+/** Validity from 5 minutes ago (clock skew between machines), or from `from`, for `days`. */
+function validity (days: number, from?: Date): { notBefore: Date; notAfter: Date } {
+  const notBefore = from ?? new Date(Date.now() - 5 * 60_000)
   return { notBefore, notAfter: new Date(notBefore.getTime() + days * 86_400_000) }
 }
 
@@ -101,11 +101,11 @@ export function parseHosts (list: string): Hosts {
  * Sign a certificate with the CA: a server certificate (serverAuth; SANs for `hosts`) or a
  * client certificate (clientAuth; subject CN = the user name).
  */
-export async function issueCertificate (ca: Pem, opts: { kind: 'server'; hosts: Hosts; days?: number } | { kind: 'client'; user: string; days?: number }): Promise<Issued> {
+export async function issueCertificate (ca: Pem, opts: ({ kind: 'server'; hosts: Hosts } | { kind: 'client'; user: string }) & { days?: number; notBefore?: Date }): Promise<Issued> {
   const caCert = new x509.X509Certificate(ca.certPem)
   const signer = await importSigningKey(ca.keyPem)
   const keys = await newKeys()
-  const { notBefore, notAfter } = validity(opts.days ?? 365)
+  const { notBefore, notAfter } = validity(opts.days ?? 365, opts.notBefore)
   const cn = opts.kind === 'server' ? (opts.hosts.dns[0] ?? opts.hosts.ips[0]!) : opts.user
   const extensions: x509.Extension[] = [
     new x509.BasicConstraintsExtension(false, undefined, true),

@@ -87,9 +87,11 @@ export interface TlsProbe {
 }
 
 /** One HTTPS request on a new connection (a full handshake each time). */
-export async function httpsGet (url: string, opts: { ca?: string; cert?: string; key?: string; headers?: Record<string, string> } = {}): Promise<TlsProbe> {
+export async function httpsGet (url: string, opts: { ca?: string; cert?: string; key?: string; headers?: Record<string, string>; method?: string; json?: unknown } = {}): Promise<TlsProbe> {
+  const body = opts.json === undefined ? undefined : JSON.stringify(opts.json)
+  const headers = { ...(body !== undefined ? { 'content-type': 'application/json' } : {}), ...opts.headers }
   return await new Promise((resolve) => {
-    const req = request(url, { ...(opts.ca !== undefined ? { ca: opts.ca } : {}), ...(opts.cert !== undefined ? { cert: opts.cert, key: opts.key } : {}), headers: opts.headers ?? {}, agent: false, timeout: 30_000 }, (res) => {
+    const req = request(url, { method: opts.method ?? 'GET', ...(opts.ca !== undefined ? { ca: opts.ca } : {}), ...(opts.cert !== undefined ? { cert: opts.cert, key: opts.key } : {}), headers, agent: false, timeout: 30_000 }, (res) => {
       const parts: Buffer[] = []
       res.on('data', (b: Buffer) => parts.push(b))
       res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(parts).toString('utf8') }))
@@ -97,7 +99,7 @@ export async function httpsGet (url: string, opts: { ca?: string; cert?: string;
     })
     req.on('timeout', () => req.destroy(Object.assign(new Error('timed out'), { code: 'ETIMEDOUT' })))
     req.on('error', (err: NodeJS.ErrnoException) => resolve({ error: err.code ?? err.message }))
-    req.end()
+    req.end(body)
   })
 }
 
