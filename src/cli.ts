@@ -15,6 +15,7 @@ import { startCpuProfile } from './cli/profile.js'
 import { watchCatchUp } from './cli/progress.js'
 import { p2pListenFailure } from './listen-errors.js'
 import { certCommands } from './cli/cert.js'
+import { checkTlsFiles } from './tls/server.js'
 
 /** package.json's version: next to src/ when run from the sources, two levels up from dist/src/. */
 function packageVersion (): string {
@@ -51,6 +52,8 @@ function serveOptions (cmd: Command): Command {
 
 async function serve (opts: ServeFlags, join?: JoinTarget): Promise<void> {
   const config = await loadConfig(opts)
+  // Bad TLS files stop the start here, before the data dir is touched (src/tls/pair.ts says why).
+  await checkTlsFiles(config.tls)
   const log = createLogger(config.log.level)
   const profiled = await startCpuProfile(process.env.FLOTILLA_CPU_PROFILE)
   const node = await RegistryNode.open(config, log, join)

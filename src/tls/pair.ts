@@ -40,12 +40,13 @@ async function readPem (what: keyof TlsFiles, file: string): Promise<Buffer> {
     return await readFile(file)
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code
+    const uid = typeof process.getuid === 'function' ? ` (uid ${process.getuid()})` : ''
     const why = code === 'ENOENT'
-      ? 'no such file'
+      ? 'no such file. Check the path (flotilla cert init writes a test pair)'
       : code === 'EACCES' || code === 'EPERM'
-        ? `permission denied: make it readable by the user running flotilla${typeof process.getuid === 'function' ? ` (uid ${process.getuid()})` : ''}`
-        : code === 'EISDIR' ? 'it is a directory, not a file' : (err as Error).message
-    throw new TlsFileError(`${WHERE[what]}: cannot read ${file}: ${why}. Check the path (flotilla cert init writes a test pair).`)
+        ? `permission denied. Make it readable by the user running flotilla${uid}, e.g. chown or chmod it`
+        : code === 'EISDIR' ? 'it is a directory. Give the PEM file inside it' : `${(err as Error).message}. Check the path`
+    throw new TlsFileError(`${WHERE[what]}: cannot read ${file}: ${why}.`)
   }
 }
 

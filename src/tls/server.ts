@@ -41,6 +41,11 @@ function handshakeReason (err: Error & { code?: string; reason?: string }): stri
   return r.replace(/[^A-Za-z0-9_]/g, '_').slice(0, 64)
 }
 
+/** Read and check the TLS files, if TLS is on: a TlsFileError naming the file and the fix, before anything else starts. */
+export async function checkTlsFiles (tls: TlsConfig): Promise<void> {
+  if (tlsEnabled(tls)) await loadKeyPair({ certificate: tls.certificate, key: tls.key, clientCA: tls.clientCA })
+}
+
 /**
  * Make the API's server. TLS files are read and checked here, so a bad path, an unreadable
  * file or a key that does not match stops the node at start with a TlsFileError.
