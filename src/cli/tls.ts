@@ -80,14 +80,15 @@ const UNTRUSTED = new Set(['UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'UNABLE_TO_GET_ISS
  * The cause and the fix of a failed connection to `base`, when it is about TLS; else undefined.
  * `cause` is what fetch() or httpsFetch() put in the error's cause.
  */
-export function explainTlsFailure (base: string, cause: (Error & { code?: string; reason?: string }) | undefined): string | undefined {
+export function explainTlsFailure (base: string, cause: (Error & { code?: string; reason?: string; cert?: unknown }) | undefined): string | undefined {
   if (cause === undefined) return undefined
   const code = cause.code ?? ''
   const host = (() => { try { return new URL(base).host } catch { return base } })()
   const ca = 'pass --ca-cert FILE (or set FLOTILLA_CA_CERT) with the CA that signed it, e.g. the ca.crt flotilla cert init wrote'
   if (UNTRUSTED.has(code)) return `the node's TLS certificate is not signed by a CA this command trusts (${code}): ${ca}`
   if (code === 'ERR_TLS_CERT_ALTNAME_INVALID') {
-    return `the node's TLS certificate is not for ${host} (${cause.reason ?? cause.message}): use --node with a name or address the certificate lists, or issue one that lists ${host.replace(/:\d+$/, '')} (flotilla cert server --hosts …)`
+    const names = (cause as { cert?: { subjectaltname?: string } }).cert?.subjectaltname
+    return `the node's TLS certificate is not for ${host} (${names !== undefined && names !== '' ? `it lists ${names}` : cause.reason ?? cause.message}): use --node with a name or address the certificate lists, or issue one that lists ${host.replace(/:\d+$/, '')} (flotilla cert server --hosts …)`
   }
   if (code === 'CERT_HAS_EXPIRED') return 'the node\'s TLS certificate has expired (or this machine\'s clock is wrong): renew the node\'s certificate files; the node reloads them without a restart'
   if (code === 'CERT_NOT_YET_VALID') return 'the node\'s TLS certificate is not valid yet: check the clocks of this machine and of the one that issued it'
