@@ -30,9 +30,20 @@ export interface ApiServer {
   close (): void
 }
 
+/**
+ * AEAD suites with forward secrecy only, AES-128-GCM first and chosen by the server (as Go's
+ * crypto/tls, and so the CNCF registry, does on hardware with AES instructions): as strong in
+ * practice as AES-256, and cheaper per byte, which shows on multi-GiB blobs.
+ */
+export const CIPHERS = [
+  'TLS_AES_128_GCM_SHA256', 'TLS_AES_256_GCM_SHA384', 'TLS_CHACHA20_POLY1305_SHA256',
+  'ECDHE-ECDSA-AES128-GCM-SHA256', 'ECDHE-RSA-AES128-GCM-SHA256', 'ECDHE-ECDSA-AES256-GCM-SHA384',
+  'ECDHE-RSA-AES256-GCM-SHA384', 'ECDHE-ECDSA-CHACHA20-POLY1305', 'ECDHE-RSA-CHACHA20-POLY1305',
+].join(':')
+
 /** Protocol versions and the rest of a secure context, for the first pair and every reload. */
 function contextOptions (pair: KeyPair): SecureContextOptions {
-  return { cert: pair.cert, key: pair.key, ...(pair.ca !== undefined ? { ca: pair.ca } : {}), minVersion: 'TLSv1.2' }
+  return { cert: pair.cert, key: pair.key, ...(pair.ca !== undefined ? { ca: pair.ca } : {}), minVersion: 'TLSv1.2', ciphers: CIPHERS, honorCipherOrder: true }
 }
 
 /** One short reason per refused handshake, as a label (a bounded set: OpenSSL's codes). */
