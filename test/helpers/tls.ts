@@ -74,6 +74,9 @@ export async function installCertsD (t: Lifecycle, root: string, hostPort: strin
     await rm(dir, { recursive: true, force: true })
     // Parents we made, innermost first; rmdir leaves any that something else has filled since.
     for (const d of created) await rmdir(d).catch(() => {})
+    // Another test file may have made ROOT while this one ran (tap runs two at once): an empty
+    // certs.d means the same to every client as none, so the last one out removes it.
+    await rmdir(root).catch(() => {})
   })
   for (const [name, content] of Object.entries(files)) await writeFile(join(dir, name), content, { mode: name.endsWith('.key') ? 0o600 : 0o644 })
   return dir
