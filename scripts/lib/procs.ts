@@ -142,7 +142,13 @@ export async function startFlotilla (opts: FlotillaOptions = {}): Promise<Runnin
   // /readyz turns 200 once the node serves, its admin user bootstrapped.
   const scheme = opts.tls === undefined ? 'http' : 'https'
   const client = opts.tls?.client === undefined ? undefined : { cert: readFileSync(opts.tls.client.cert), key: readFileSync(opts.tls.client.key) }
-  await waitForHttp(`${scheme}://${host}/readyz`, 30_000, proc, opts.tls === undefined ? undefined : readFileSync(opts.tls.ca), client)
+  try {
+    await waitForHttp(`${scheme}://${host}/readyz`, 30_000, proc, opts.tls === undefined ? undefined : readFileSync(opts.tls.ca), client)
+  } catch (err) {
+    // Nobody holds a handle to stop it yet: a node that never answered must not outlive the caller.
+    proc.kill('SIGKILL')
+    throw err
+  }
   return { ...wrap(proc, host, dataDir, scheme), credentials: { username: 'admin', password: adminPassword } }
 }
 
