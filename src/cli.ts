@@ -14,6 +14,8 @@ import { joinTokenExpiry } from '../cluster/join-token.js'
 import { startCpuProfile } from './cli/profile.js'
 import { watchCatchUp } from './cli/progress.js'
 import { p2pListenFailure } from './listen-errors.js'
+import { certCommands } from './cli/cert.js'
+import { checkTlsFiles } from './tls/server.js'
 
 /** package.json's version: next to src/ when run from the sources, two levels up from dist/src/. */
 function packageVersion (): string {
@@ -32,20 +34,26 @@ program
   .description('A container registry that runs as a cluster of equal peers.')
   .version(packageVersion(), '-V, --version', 'print the version')
 
-interface ServeFlags { data?: string; listen?: string; p2p?: string; advertise?: string; config?: string; logLevel?: string }
+interface ServeFlags { data?: string; listen?: string; p2p?: string; advertise?: string; config?: string; logLevel?: string; tlsCertificate?: string; tlsKey?: string; tlsClientCa?: string; tlsClientAuth?: string }
 
 function serveOptions (cmd: Command): Command {
   return cmd
     .option('--data <dir>', 'data directory (default ./data, env FLOTILLA_DATA)')
     .option('--listen <host:port>', 'HTTP address (default 127.0.0.1:5000, env FLOTILLA_LISTEN)')
     .option('--p2p <host:port>', 'libp2p address for the cluster (default 127.0.0.1:0, env FLOTILLA_P2P)')
-    .option('--advertise <url>', 'HTTP URL other nodes use to reach this one (default http://<listen>)')
+    .option('--advertise <url>', 'HTTP URL other nodes use to reach this one (default http://<listen>, https://<listen> with TLS)')
+    .option('--tls-certificate <file>', 'serve HTTPS with this PEM certificate (and chain); reloaded when it changes (env FLOTILLA_TLS_CERTIFICATE)')
+    .option('--tls-key <file>', 'the PEM private key of --tls-certificate (env FLOTILLA_TLS_KEY)')
+    .option('--tls-client-ca <file>', 'PEM CA bundle for client certificates (mTLS; env FLOTILLA_TLS_CLIENT_CA)')
+    .addOption(new Option('--tls-client-auth <mode>', 'client certificates: none, optional, or require (default require with --tls-client-ca; env FLOTILLA_TLS_CLIENT_AUTH)').choices(['none', 'optional', 'require']))
     .option('--config <file>', 'YAML configuration file (env FLOTILLA_CONFIG)')
     .addOption(new Option('--log-level <level>', 'log level (env FLOTILLA_LOG_LEVEL)').choices(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']))
 }
 
 async function serve (opts: ServeFlags, join?: JoinTarget): Promise<void> {
   const config = await loadConfig(opts)
+  // Bad TLS files stop the start here, before the data dir is touched (src/tls/pair.ts says why).
+  await checkTlsFiles(config.tls)
   const log = createLogger(config.log.level)
   const profiled = await startCpuProfile(process.env.FLOTILLA_CPU_PROFILE)
   const node = await RegistryNode.open(config, log, join)
@@ -108,6 +116,7 @@ serveOptions(program.command('join'))
 
 registerAdminCommands(program)
 clusterCommands(program)
+certCommands(program)
 
 try {
   await program.parseAsync(process.argv)

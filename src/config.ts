@@ -5,7 +5,13 @@
  *   data: ./data                 FLOTILLA_DATA            --data DIR
  *   listen: 127.0.0.1:5000       FLOTILLA_LISTEN          --listen HOST:PORT
  *   p2p: 127.0.0.1:0             FLOTILLA_P2P             --p2p HOST:PORT      (0: any free port)
- *   advertise: http://<listen>   FLOTILLA_ADVERTISE       --advertise URL      (how peers reach our HTTP)
+ *   advertise: http(s)://<listen> FLOTILLA_ADVERTISE      --advertise URL      (how peers reach our HTTP; https with tls)
+ *   tls:                                                                       (off unless certificate and key are set)
+ *     certificate: FILE          FLOTILLA_TLS_CERTIFICATE --tls-certificate FILE (PEM: the node's certificate, then the chain)
+ *     key: FILE                  FLOTILLA_TLS_KEY         --tls-key FILE       (PEM private key; both reloaded when they change)
+ *     clientCA: FILE             FLOTILLA_TLS_CLIENT_CA   --tls-client-ca FILE (PEM CA bundle that signs client certificates)
+ *     clientAuth: none           FLOTILLA_TLS_CLIENT_AUTH --tls-client-auth M  (none | optional | require: refused at the handshake)
+ *     clientCertUser: cn         FLOTILLA_TLS_CLIENT_CERT_USER                 (cn: a verified certificate's subject CN signs in as that user; none)
  *   cluster:
  *     reads: linearizable        FLOTILLA_READS                                (or local: may be stale)
  *     replicas: (all members)    FLOTILLA_REPLICAS                             (copies of each blob)
@@ -31,6 +37,7 @@ import { readFile } from 'node:fs/promises'
 import { parse as parseYaml } from 'yaml'
 import { z } from 'zod'
 import { AuthConfigSchema, AUTH_ENV } from './auth/config.js'
+import { TlsConfigSchema, TLS_ENV } from './tls/config.js'
 
 /** HOST:PORT: a host name, an IPv4 address or an [IPv6] address, and a port from 0 (any free one) to 65535. */
 const HOST_PORT = /^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/
@@ -92,6 +99,8 @@ export const ConfigSchema = z.object({
     /** How often the leader collects on its own; 0 turns the schedule off (`flotilla gc` still runs). */
     interval: duration.default('1h'),
   }).strict().default({ grace: '1h', interval: '1h' }),
+  /** Client-facing TLS: src/tls/config.ts. */
+  tls: TlsConfigSchema,
   /** Authentication and access control: src/auth/config.ts. */
   auth: AuthConfigSchema,
   /** Tests only, from FLOTILLA_FAULT_INJECTION (never from the file): serve /api/v1/debug/* (src/http/debug.ts). */
@@ -144,6 +153,7 @@ const ENV: Array<[string, string[], (s: string) => unknown]> = [
   ['FLOTILLA_GC_INTERVAL', ['gc', 'interval'], (s) => s],
   ['FLOTILLA_FAULT_INJECTION', ['faultInjection'], (s) => s === 'true' || s === '1' ? true : s === 'false' || s === '0' ? false : s],
   ...AUTH_ENV,
+  ...TLS_ENV,
 ]
 
 export interface FlagValues {
@@ -153,6 +163,10 @@ export interface FlagValues {
   p2p?: string
   advertise?: string
   logLevel?: string
+  tlsCertificate?: string
+  tlsKey?: string
+  tlsClientCa?: string
+  tlsClientAuth?: string
 }
 
 /** Build the effective configuration. Throws ConfigError naming the bad setting and its source. */
@@ -185,6 +199,10 @@ export async function loadConfig (flags: FlagValues, env: NodeJS.ProcessEnv = pr
   if (flags.p2p !== undefined) fromFlags.p2p = flags.p2p
   if (flags.advertise !== undefined) fromFlags.advertise = flags.advertise
   if (flags.logLevel !== undefined) set(fromFlags, ['log', 'level'], flags.logLevel)
+  if (flags.tlsCertificate !== undefined) set(fromFlags, ['tls', 'certificate'], flags.tlsCertificate)
+  if (flags.tlsKey !== undefined) set(fromFlags, ['tls', 'key'], flags.tlsKey)
+  if (flags.tlsClientCa !== undefined) set(fromFlags, ['tls', 'clientCA'], flags.tlsClientCa)
+  if (flags.tlsClientAuth !== undefined) set(fromFlags, ['tls', 'clientAuth'], flags.tlsClientAuth)
   const merged = merge(merge(fromFile, fromEnv), fromFlags)
   const result = ConfigSchema.safeParse(merged)
   if (!result.success) {
@@ -194,7 +212,10 @@ export async function loadConfig (flags: FlagValues, env: NodeJS.ProcessEnv = pr
   return result.data
 }
 
-const FLAGS: Record<string, string> = { data: '--data', listen: '--listen', p2p: '--p2p', advertise: '--advertise', 'log.level': '--log-level' }
+const FLAGS: Record<string, string> = {
+  data: '--data', listen: '--listen', p2p: '--p2p', advertise: '--advertise', 'log.level': '--log-level',
+  'tls.certificate': '--tls-certificate', 'tls.key': '--tls-key', 'tls.clientCA': '--tls-client-ca', 'tls.clientAuth': '--tls-client-auth',
+}
 
 /** ` (--listen, FLOTILLA_LISTEN)`: where a setting can come from besides the file, for its error. */
 function whereSet (path: string): string {

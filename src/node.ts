@@ -9,7 +9,6 @@
  *   ├── uploads/         upload sessions' bytes (storage/blobs/fs-upload-store.ts)
  *   └── meta/            the metadata LevelDB (cluster/metadata/keys.ts)
  */
-import { createServer, type Server } from 'node:http'
 import type { Socket } from 'node:net'
 import { mkdir, readdir } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
@@ -39,6 +38,8 @@ import { durationMs, splitHostPort, toMultiaddr, type Config } from './config.js
 import { Collector, InUse } from '../cluster/gc/collector.js'
 import { signRequest } from '../net/peer-auth.js'
 import { listenFailure } from './listen-errors.js'
+import { createApiServer, type ApiServer } from './tls/server.js'
+import { certificateUser } from './tls/client-cert.js'
 
 export interface JoinTarget {
   /** Any member's HTTP URL, or its libp2p multiaddr ending in /p2p/<peer id> (cluster/join.ts). */
@@ -47,7 +48,9 @@ export interface JoinTarget {
 }
 
 export class RegistryNode {
-  private server: Server | undefined
+  private server: ApiServer['server'] | undefined
+  /** The client-facing server, HTTP or HTTPS (src/tls/server.ts). */
+  private api: ApiServer | undefined
   private readonly sockets = new Set<Socket>()
   private sweeper: NodeJS.Timeout | undefined
   private ready = false
@@ -131,7 +134,7 @@ export class RegistryNode {
       limits: { manifestMaxBytes: config.limits.manifestMaxBytes },
       deleteEnabled: config.storage.delete,
       now: () => Date.now(),
-      auth: createAuthService(config.auth, kv, log, { submit: async (c) => await deps.sink.submit(c), barrier: async () => await deps.sink.barrier() }),
+      auth: createAuthService(config.auth, kv, log, { submit: async (c) => await deps.sink.submit(c), barrier: async () => await deps.sink.barrier() }, undefined, certificateUser(config.tls)),
     }
     const inUse = new InUse()
     deps.gc = { collector: gcCollector(cluster, deps, inUse, identity.privateKey, log), inUse, graceMs: durationMs(config.gc.grace)! }
@@ -282,11 +285,14 @@ export class RegistryNode {
 
   async start (): Promise<void> {
     const mirrors = this.startMirrors()
-    const app = createApp({ deps: this.deps, log: this.log, ready: () => this.ready && this.cluster.ready(), started: () => this.ready, cluster: this.cluster, replicationBacklog: () => this.replicator?.backlog() ?? 0, replicationMetrics: this.replicationMetrics, mirrors, ...(this.faults !== undefined ? { faults: this.faults } : {}) })
+    // HTTP, or HTTPS with tls.certificate/key (read and checked here: a bad file stops the start).
     // Headers up to 64 KiB (Node's default is 16): the first chunk of an upload chain names the
     // rest of the chain, 53 bytes a peer (cluster/replication/upload-mirror.ts, MAX_CHAIN).
+    const api = this.api = await createApiServer(this.config.tls, this.log, { requestTimeout: 0, headersTimeout: 60_000, keepAliveTimeout: 65_000, maxHeaderSize: 64 * 1024 })
+    const app = createApp({ deps: this.deps, log: this.log, ready: () => this.ready && this.cluster.ready(), started: () => this.ready, cluster: this.cluster, replicationBacklog: () => this.replicator?.backlog() ?? 0, replicationMetrics: this.replicationMetrics, mirrors, ...(this.faults !== undefined ? { faults: this.faults } : {}), metrics: api.metrics })
     const handler = app.callback()
-    const server = createServer({ requestTimeout: 0, headersTimeout: 60_000, keepAliveTimeout: 65_000, maxHeaderSize: 64 * 1024 }, handler)
+    const server = api.server
+    server.on('request', handler)
     // Expect: 100-continue. Clients (curl, for a large body) are told to go on at once; a node
     // relaying an upload chain hears it only once the route has checked its signature (src/http/
     // internal.ts): a hop that refuses is skipped before any byte is sent, not cut after.
@@ -305,10 +311,11 @@ export class RegistryNode {
       server.listen(port, host, () => resolve())
     })
     this.server = server
+    await api.watch()
     const addr = server.address()
     if (addr !== null && typeof addr === 'object') this.address = { host: addr.address, port: addr.port }
     // The HTTP address is known only now (port 0 picks one); peers reach us there.
-    this.cluster.setHttpUrl(this.config.advertise ?? `http://${this.address!.host.includes(':') ? `[${this.address!.host}]` : this.address!.host}:${this.address!.port}`)
+    this.cluster.setHttpUrl(this.config.advertise ?? `${api.scheme}://${this.address!.host.includes(':') ? `[${this.address!.host}]` : this.address!.host}:${this.address!.port}`)
     let seeds: MemberRecord[] | undefined
     if (this.join !== undefined) seeds = await this.cluster.requestJoin(this.join)
     this.cluster.onRemoved = (why) => { this.ready = false; this.removedResolve(why) }
@@ -331,6 +338,7 @@ export class RegistryNode {
     this.ready = false
     if (this.sweeper !== undefined) clearInterval(this.sweeper)
     if (this.gcTimer !== undefined) clearInterval(this.gcTimer)
+    this.api?.close()
     const server = this.server
     if (server !== undefined) {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()))

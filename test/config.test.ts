@@ -6,6 +6,7 @@ import { writeFile, mkdtemp } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { loadConfig, ConfigError } from '../src/config.js'
+import { clientAuthOf } from '../src/tls/config.js'
 
 t.test('defaults: ./data and 127.0.0.1:5000', async (t) => {
   const c = await loadConfig({}, {})
@@ -62,4 +63,27 @@ t.test('an invalid HOST:PORT for --listen or --p2p names the setting, its flag a
     }, `${JSON.stringify({ ...flags, ...env })} is refused`)
   }
   t.equal((await loadConfig({ listen: '127.0.0.1:65535', p2p: '[::1]:0' }, {})).listen, '127.0.0.1:65535', 'the ends of the range are fine')
+})
+
+t.test('tls: off by default; file, environment and flags set it; the client-certificate mode follows the CA', async (t) => {
+  const off = await loadConfig({}, {})
+  t.same(off.tls, { clientCertUser: 'cn' }, 'no certificate, no TLS')
+  const dir = await mkdtemp(join(tmpdir(), 'flotilla-cfg-'))
+  const file = join(dir, 'tls.yaml')
+  await writeFile(file, 'tls:\n  certificate: /file/node.crt\n  key: /file/node.key\n  clientCA: /file/ca.crt\n')
+  const fromFile = await loadConfig({ config: file }, {})
+  t.match(fromFile.tls, { certificate: '/file/node.crt', key: '/file/node.key', clientCA: '/file/ca.crt' })
+  t.equal(clientAuthOf(fromFile.tls), 'require', 'a client CA alone means require, as in the CNCF registry')
+  const fromEnv = await loadConfig({ config: file }, { FLOTILLA_TLS_CERTIFICATE: '/env/node.crt', FLOTILLA_TLS_CLIENT_AUTH: 'optional', FLOTILLA_TLS_CLIENT_CERT_USER: 'none' })
+  t.match(fromEnv.tls, { certificate: '/env/node.crt', key: '/file/node.key', clientAuth: 'optional', clientCertUser: 'none' })
+  const fromFlags = await loadConfig({ config: file, tlsCertificate: '/flag/node.crt', tlsKey: '/flag/node.key', tlsClientAuth: 'none' }, { FLOTILLA_TLS_CERTIFICATE: '/env/node.crt' })
+  t.match(fromFlags.tls, { certificate: '/flag/node.crt', key: '/flag/node.key' })
+  t.equal(clientAuthOf(fromFlags.tls), 'none', '--tls-client-auth none keeps the CA unused')
+})
+
+t.test('tls: settings that do not go together name the flags to set', async (t) => {
+  await t.rejects(loadConfig({ tlsKey: '/k' }, {}), { name: 'ConfigError', message: /tls: tls\.certificate and tls\.key go together: set both \(--tls-certificate FILE --tls-key FILE\) or neither; only the key is set/ })
+  await t.rejects(loadConfig({ tlsClientCa: '/ca' }, {}), { message: /tls\.clientCA needs TLS on/ })
+  await t.rejects(loadConfig({ tlsCertificate: '/c', tlsKey: '/k', tlsClientAuth: 'optional' }, {}), { message: /tls\.clientAuth optional needs tls\.clientCA \(--tls-client-ca FILE\)/ })
+  await t.rejects(loadConfig({}, { FLOTILLA_TLS_CLIENT_AUTH: 'sometimes' }), { message: /tls\.clientAuth: .*FLOTILLA_TLS_CLIENT_AUTH/ })
 })

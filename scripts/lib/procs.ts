@@ -8,8 +8,9 @@ import { mkdtemp, mkdir, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join, dirname, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { createWriteStream } from 'node:fs'
+import { createWriteStream, readFileSync } from 'node:fs'
 import { randomBytes } from 'node:crypto'
+import { request as httpsRequest } from 'node:https'
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..')
 
@@ -31,17 +32,32 @@ export async function tempDir (prefix = 'flotilla-'): Promise<string> {
   return await mkdtemp(join(tmpdir(), prefix))
 }
 
-/** Poll `url` until it answers with a status below 500 (401 counts as up), or time out. */
-export async function waitForHttp (url: string, timeoutMs = 20_000, proc?: ChildProcess): Promise<void> {
+/** GET an https:// URL trusting `ca` (Node 20's fetch takes no CA): the status, or the error. */
+export async function httpsStatus (url: string, ca: string | Buffer, extra: { cert?: Buffer; key?: Buffer } = {}): Promise<number> {
+  return await new Promise((resolve, reject) => {
+    const req = httpsRequest(url, { ca, ...extra, agent: false, timeout: 10_000 }, (res) => { res.resume(); res.on('end', () => resolve(res.statusCode ?? 0)) })
+    req.on('timeout', () => req.destroy(new Error('timed out')))
+    req.on('error', reject)
+    req.end()
+  })
+}
+
+/** Poll `url` until it answers with a status below 500 (401 counts as up), or time out. `ca`: for https://, the CA to trust. */
+export async function waitForHttp (url: string, timeoutMs = 20_000, proc?: ChildProcess, ca?: string | Buffer, client?: { cert?: Buffer; key?: Buffer }): Promise<void> {
   const deadline = Date.now() + timeoutMs
   let last: unknown
   while (Date.now() < deadline) {
     if (proc !== undefined && proc.exitCode !== null) throw new Error(`process exited with ${proc.exitCode} before ${url} answered`)
     try {
-      const res = await fetch(url)
-      await res.arrayBuffer()
-      if (res.status < 500) return
-      last = new Error(`status ${res.status}`)
+      let status: number
+      if (ca !== undefined && url.startsWith('https:')) status = await httpsStatus(url, ca, client)
+      else {
+        const res = await fetch(url)
+        await res.arrayBuffer()
+        status = res.status
+      }
+      if (status < 500) return
+      last = new Error(`status ${status}`)
     } catch (err) { last = err }
     await new Promise((r) => setTimeout(r, 100))
   }
@@ -68,10 +84,10 @@ function exited (proc: ChildProcess): Promise<void> {
   return new Promise((resolve) => proc.once('exit', () => resolve()))
 }
 
-function wrap (proc: ChildProcess, host: string, dataDir: string): RunningRegistry {
+function wrap (proc: ChildProcess, host: string, dataDir: string, scheme = 'http'): RunningRegistry {
   return {
     host,
-    url: `http://${host}`,
+    url: `${scheme}://${host}`,
     dataDir,
     proc,
     async stop () { proc.kill('SIGTERM'); await exited(proc) },
@@ -94,6 +110,14 @@ export interface FlotillaOptions {
    * access control as in production. OPEN_ANONYMOUS opens everything, for protocol tests only.
    */
   anonymous?: string
+  /**
+   * Serve HTTPS with this certificate and key (flags --tls-certificate/--tls-key); `ca` is the CA
+   * that signed it, trusted for the readiness probe (which shows `client`, a client certificate,
+   * to a node that requires one). `url` is then https://.
+   */
+  tls?: { certificate: string; key: string; ca: string; client?: { cert: string; key: string } }
+  /** The address to listen on (default 127.0.0.1). */
+  listenHost?: string
 }
 
 /** Anonymous callers may read, write and delete everything (FLOTILLA_AUTH_ANONYMOUS form). */
@@ -103,10 +127,11 @@ export const OPEN_ANONYMOUS = '**=read,write,delete'
 export async function startFlotilla (opts: FlotillaOptions = {}): Promise<RunningRegistry> {
   const dataDir = opts.dataDir ?? join(await tempDir(), 'data')
   const port = opts.port ?? await freePort()
-  const host = `127.0.0.1:${port}`
+  const host = `${opts.listenHost ?? '127.0.0.1'}:${port}`
+  const tlsArgs = opts.tls === undefined ? [] : ['--tls-certificate', opts.tls.certificate, '--tls-key', opts.tls.key]
   const adminPassword = opts.adminPassword ?? `test-${randomBytes(12).toString('hex')}`
   const authEnv: Record<string, string> = { FLOTILLA_INITIAL_ADMIN_PASSWORD: adminPassword, FLOTILLA_AUTH_ANONYMOUS: opts.anonymous ?? '' }
-  const proc = spawn(process.execPath, [join(ROOT, 'bin', 'flotilla.mjs'), 'serve', '--data', dataDir, '--listen', host, ...(opts.args ?? [])], {
+  const proc = spawn(process.execPath, [join(ROOT, 'bin', 'flotilla.mjs'), 'serve', '--data', dataDir, '--listen', host, ...tlsArgs, ...(opts.args ?? [])], {
     cwd: ROOT,
     env: { ...process.env, FLOTILLA_LOG_LEVEL: process.env.FLOTILLA_LOG_LEVEL ?? 'info', ...authEnv, ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -115,15 +140,23 @@ export async function startFlotilla (opts: FlotillaOptions = {}): Promise<Runnin
   proc.stdout?.pipe(log)
   proc.stderr?.pipe(log)
   // /readyz turns 200 once the node serves, its admin user bootstrapped.
-  await waitForHttp(`http://${host}/readyz`, 30_000, proc)
-  return { ...wrap(proc, host, dataDir), credentials: { username: 'admin', password: adminPassword } }
+  const scheme = opts.tls === undefined ? 'http' : 'https'
+  const client = opts.tls?.client === undefined ? undefined : { cert: readFileSync(opts.tls.client.cert), key: readFileSync(opts.tls.client.key) }
+  try {
+    await waitForHttp(`${scheme}://${host}/readyz`, 30_000, proc, opts.tls === undefined ? undefined : readFileSync(opts.tls.ca), client)
+  } catch (err) {
+    // Nobody holds a handle to stop it yet: a node that never answered must not outlive the caller.
+    proc.kill('SIGKILL')
+    throw err
+  }
+  return { ...wrap(proc, host, dataDir, scheme), credentials: { username: 'admin', password: adminPassword } }
 }
 
 /**
  * Start the CNCF reference registry (Debian's docker-registry 2.8.2) on a fresh dir.
  * `baseDir` (for config and log) lets a restart reuse its first run's dir instead of leaking a new one.
  */
-export async function startReference (opts: { dataDir?: string; port?: number; baseDir?: string; htpasswd?: string } = {}): Promise<RunningRegistry> {
+export async function startReference (opts: { dataDir?: string; port?: number; baseDir?: string; htpasswd?: string; tls?: { certificate: string; key: string; ca: string } } = {}): Promise<RunningRegistry> {
   const base = opts.baseDir ?? await tempDir('reference-')
   const dataDir = opts.dataDir ?? join(base, 'data')
   await mkdir(dataDir, { recursive: true })
@@ -136,7 +169,7 @@ export async function startReference (opts: { dataDir?: string; port?: number; b
     'storage:',
     `  filesystem: {rootdirectory: ${dataDir}}`,
     '  delete: {enabled: true}',
-    `http: {addr: ${host}}`,
+    `http: {addr: ${host}${opts.tls !== undefined ? `, tls: {certificate: ${opts.tls.certificate}, key: ${opts.tls.key}}` : ''}}`,
     // Basic auth from an htpasswd file (bcrypt lines from `htpasswd -Bbn USER PASS`).
     ...(opts.htpasswd !== undefined ? [`auth: {htpasswd: {realm: reference, path: ${opts.htpasswd}}}`] : []),
     '',
@@ -144,6 +177,7 @@ export async function startReference (opts: { dataDir?: string; port?: number; b
   const proc = spawn('docker-registry', ['serve', config], { stdio: ['ignore', 'ignore', 'pipe'] })
   const log = createWriteStream(join(base, 'registry.log'), { flags: 'a' })
   proc.stderr?.pipe(log)
-  await waitForHttp(`http://${host}/v2/`, 20_000, proc)
-  return wrap(proc, host, dataDir)
+  const scheme = opts.tls === undefined ? 'http' : 'https'
+  await waitForHttp(`${scheme}://${host}/v2/`, 20_000, proc, opts.tls === undefined ? undefined : readFileSync(opts.tls.ca))
+  return wrap(proc, host, dataDir, scheme)
 }

@@ -8,7 +8,11 @@
  */
 import { ANONYMOUS, grantsAllow, type Action, type Grant } from '../../cluster/access/model.js'
 
-export type Via = 'anonymous' | 'password' | 'token' | 'jwt'
+/**
+ * How the caller signed in. `certificate`: a verified TLS client certificate that names the user
+ * (src/tls/client-cert.ts); like a password, it is the person themself, not a scoped credential.
+ */
+export type Via = 'anonymous' | 'password' | 'token' | 'jwt' | 'certificate'
 
 /** Docker token scope actions ↔ our actions. */
 export function dockerActionFor (a: Action): string {
@@ -50,8 +54,11 @@ export class Identity {
 
   get anonymous (): boolean { return this.user === ANONYMOUS }
 
-  /** May use the admin API's administrator routes: an admin who logged in with a password. */
-  get admin (): boolean { return this.subjectAdmin && this.via === 'password' }
+  /** Signed in as the person (a password or a client certificate), not with a token or JWT. */
+  get personal (): boolean { return this.via === 'password' || this.via === 'certificate' }
+
+  /** May use the admin API's administrator routes: an admin who signed in with a password or a client certificate. */
+  get admin (): boolean { return this.subjectAdmin && this.personal }
 
   /** What the subject may do, ignoring the credential's own limit. */
   subjectCan (repo: string, a: Action): boolean {

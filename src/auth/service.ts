@@ -44,6 +44,11 @@ export interface AuthServiceDeps {
   sink: CommandSink
   log: Logger
   now: () => number
+  /**
+   * The user a verified TLS client certificate names, if the node maps certificates to users
+   * (tls.clientCertUser, src/tls/client-cert.ts); undefined when it does not.
+   */
+  certificateUser?: ((req: Context['req']) => string | undefined) | undefined
 }
 
 export const ADMIN_USER = 'admin'
@@ -62,8 +67,10 @@ export class AuthService {
   /** sha256(name␀password) → the password version it was checked against, and until when. */
   private readonly basicCache = new Map<string, { name: string; pv: number; until: number }>()
   private dummyHash: Promise<string> | undefined
+  private readonly certificateUser: AuthServiceDeps['certificateUser']
 
   constructor (d: AuthServiceDeps) {
+    this.certificateUser = d.certificateUser
     this.settings = d.settings
     this.queries = d.queries
     this.sink = d.sink
@@ -151,7 +158,7 @@ export class AuthService {
   }
 
   /** The identity of a signed-in user, with their live grants (plus anonymous ones). */
-  async identityOf (u: UserRecord, via: 'password' | 'token' | 'jwt', limit?: (repo: string, a: Action) => boolean, tokenId?: string, baseLimit?: (repo: string, a: Action) => boolean): Promise<Identity> {
+  async identityOf (u: UserRecord, via: 'password' | 'token' | 'jwt' | 'certificate', limit?: (repo: string, a: Action) => boolean, tokenId?: string, baseLimit?: (repo: string, a: Action) => boolean): Promise<Identity> {
     const grants = [...await this.queries.grantsFor(u.name, await this.queries.groupsOf(u.name)), ...await this.anonymousGrants()]
     return new Identity(u.name, via, u.admin, grants, limit, tokenId, baseLimit)
   }
@@ -164,7 +171,12 @@ export class AuthService {
    */
   async identify (ctx: Context, scope?: string, opts: { local?: boolean } = {}): Promise<Identity> {
     const header = ctx.get('authorization')
-    if (header === '') return Identity.anonymous(await this.anonymousGrants())
+    if (header === '') {
+      // No credentials in the request: a verified client certificate may name the user (mTLS).
+      const named = this.certificateUser?.(ctx.req)
+      if (named !== undefined) return await this.certificateIdentity(ctx, named, scope, opts)
+      return Identity.anonymous(await this.anonymousGrants())
+    }
     // See every access change committed before this request (a revocation on another node
     // included): in a cluster this is a ReadIndex round, as the registry's own reads do.
     if (opts.local !== true) await this.sink.barrier()
@@ -202,6 +214,22 @@ export class AuthService {
    */
   async fresh (): Promise<void> {
     await this.sink.barrier()
+  }
+
+  /**
+   * The user a verified client certificate names (its subject CN): they must exist and be
+   * enabled, judged like a password login, against every committed change; else 401.
+   */
+  private async certificateIdentity (ctx: Context, name: string, scope: string | undefined, opts: { local?: boolean }): Promise<Identity> {
+    if (opts.local !== true) await this.sink.barrier()
+    const user = await this.queries.user(name)
+    if (user === undefined || user.disabled) {
+      const why = user === undefined ? 'is not a user here' : 'is disabled'
+      await this.auditRefusal({ ...this.actorOf(ctx), user: name }, 'login', 'failed', 'UNAUTHORIZED', undefined, { via: 'certificate', reason: why })
+      this.challenge(ctx, scope)
+      throw unauthorized(`the client certificate names ${JSON.stringify(name)} (its subject CN), who ${why}: create or enable that user, or use a certificate issued for an enabled user`)
+    }
+    return await this.identityOf(user, 'certificate')
   }
 
   /** Check a user's password, rate-limited per user and address, cached briefly on success. */

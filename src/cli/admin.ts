@@ -26,7 +26,7 @@ import { grantsText, iso, printJson, record, table } from './format.js'
 import { DURATION_FORMS, durationSeconds, parseDurationOption, parseTimeOption } from './duration.js'
 import { spinner } from './progress.js'
 
-interface Conn { node?: string; user?: string; json?: boolean }
+interface Conn { node?: string; user?: string; json?: boolean; caCert?: string; clientCert?: string; clientKey?: string }
 
 export { CliError }
 
@@ -115,6 +115,9 @@ function withConn (c: Command): Command {
   return c
     .option('--node <url>', 'node URL (env FLOTILLA_NODE, default http://127.0.0.1:5000)')
     .option('--user <name:password>', 'credentials (env FLOTILLA_USER; NAME alone asks for the password); a token works as the password')
+    .option('--ca-cert <file>', 'trust this CA for an https:// node, besides the system\'s (env FLOTILLA_CA_CERT)')
+    .option('--client-cert <file>', 'TLS client certificate, for a node that asks for one (env FLOTILLA_CLIENT_CERT)')
+    .option('--client-key <file>', 'its key (env FLOTILLA_CLIENT_KEY)')
     .option('--json', 'print the API\'s JSON document instead of a table')
 }
 

@@ -3,8 +3,9 @@
  * errors turned into one clear line.
  */
 import { StringDecoder } from 'node:string_decoder'
+import { clientTls, explainTlsFailure, httpsFetch, type ClientTls, type TlsOptions } from './tls.js'
 
-export interface NodeOptions {
+export interface NodeOptions extends TlsOptions {
   node?: string
   user?: string
 }
@@ -88,13 +89,16 @@ function refused (err: unknown): boolean {
  * node still starting), as its Retry-After asks (at most 2 s apart), and saying so once on
  * stderr. Then the last answer, or the last error, is the caller's. `wait: false` tries once.
  */
-export async function fetchNode (base: string, url: string | URL, init: RequestInit, opts: { wait?: boolean } = {}): Promise<{ res: Response; waited: boolean }> {
+export async function fetchNode (base: string, url: string | URL, init: RequestInit, opts: { wait?: boolean; tls?: ClientTls } = {}): Promise<{ res: Response; waited: boolean }> {
   const deadline = Date.now() + (opts.wait === false ? 0 : START_WAIT_MS)
   let waited = false
   for (;;) {
     let res: Response | undefined
     try {
-      res = await fetch(url, { ...init, signal: AbortSignal.timeout(120_000) })
+      // https:// goes through node:https, which takes our CA and client certificate (src/cli/tls.ts).
+      res = new URL(url).protocol === 'https:'
+        ? await httpsFetch(url, init, opts.tls ?? {})
+        : await fetch(url, { ...init, signal: AbortSignal.timeout(120_000) })
     } catch (err) {
       if (!refused(err) || Date.now() >= deadline) throw Object.assign(err as Error, { waited })
     }
@@ -126,17 +130,24 @@ function failure (res: Response, text: string, doc: unknown): CliError {
  */
 export async function callApi (opts: NodeOptions, method: string, path: string, body?: unknown, how: { wait?: boolean } = {}): Promise<unknown> {
   const base = nodeUrl(opts)
+  const tls = clientTls(opts)
   const headers: Record<string, string> = {}
   const user = await credentials(opts)
   if (user !== undefined) headers.authorization = 'Basic ' + Buffer.from(user).toString('base64')
   if (body !== undefined) headers['content-type'] = 'application/json'
   let res: Response
   try {
-    ({ res } = await fetchNode(base, base + path, { method, headers, ...(body !== undefined ? { body: JSON.stringify(body) } : {}) }, how))
+    ({ res } = await fetchNode(base, base + path, { method, headers, ...(body !== undefined ? { body: JSON.stringify(body) } : {}) }, { ...how, tls }))
   } catch (err) {
     const e = err as Error & { waited?: boolean }
     // undici's "fetch failed" says nothing: its cause does (an AggregateError's only by its code).
     const cause = e.cause as (Error & { code?: string }) | undefined
+    const tlsWhy = explainTlsFailure(base, cause)
+    if (tlsWhy !== undefined) throw new CliError(`cannot reach the node at ${base}: ${tlsWhy}`)
+    // Plain HTTP to a node that serves HTTPS: it hangs up on what is not a TLS handshake.
+    if (base.startsWith('http:') && (cause?.code === 'UND_ERR_SOCKET' || cause?.code === 'ECONNRESET')) {
+      throw new CliError(`cannot reach the node at ${base}: it closed the connection (${cause.message}). If the node serves HTTPS (--tls-certificate), use --node https://${new URL(base).host}`)
+    }
     const why = (cause?.message ?? '') !== '' ? cause!.message : cause?.code ?? e.message
     throw new CliError(`cannot reach the node at ${base}: ${why}${e.waited === true ? ` (waited ${START_WAIT_MS / 1000} s for it to start)` : ''}. Is it running? Pass --node URL or set FLOTILLA_NODE.`)
   }

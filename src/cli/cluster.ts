@@ -11,6 +11,9 @@ function withNode (cmd: Command): Command {
   return cmd
     .option('--node <url>', 'a node of the cluster (default http://127.0.0.1:5000, env FLOTILLA_NODE)')
     .option('--user <name:password>', 'credentials (env FLOTILLA_USER; NAME alone asks for the password)')
+    .option('--ca-cert <file>', 'trust this CA for an https:// node, besides the system\'s (env FLOTILLA_CA_CERT)')
+    .option('--client-cert <file>', 'TLS client certificate, for a node that asks for one (env FLOTILLA_CLIENT_CERT)')
+    .option('--client-key <file>', 'its key (env FLOTILLA_CLIENT_KEY)')
     .option('--json', 'print the API\'s JSON document instead of text')
 }
 

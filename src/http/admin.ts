@@ -14,16 +14,16 @@
  *   GET    /permissions, /permissions/:name admin
  *   PUT    /permissions/:name {repositories, users?, groups?}   admin     DELETE  (admin)
  *   GET    /tokens[?owner=]                 admin: all; others: their own
- *   POST   /tokens {name, scopes, expiresInSeconds?, owner?}   signed in with a password (owner: admin only)
- *   DELETE /tokens/:id                      admin, its owner (password), or the token itself   (revoke)
+ *   POST   /tokens {name, scopes, expiresInSeconds?, owner?}   signed in with a password or client certificate (owner: admin only)
+ *   DELETE /tokens/:id                      admin, its owner (password/certificate), or the token itself   (revoke)
  *   GET    /immutable                       anyone signed in
  *   PUT    /immutable {pattern}             admin          DELETE /immutable?pattern=P  (admin)
  *   POST   /promote {from, to, move?}       read on from, write on to (+ delete on from to move)
  *   GET    /audit?user=&action=&repo=&outcome=&since=&until=&before=&limit=   admin
  *   POST   /gc {dryRun?, graceSeconds?}     admin          (cluster/gc/collector.ts)
  *
- * Admin means a user with the admin flag who signed in with a password: access tokens and
- * registry JWTs never carry administrator rights.
+ * Admin means a user with the admin flag who signed in with a password or a verified TLS client
+ * certificate (src/tls/client-cert.ts): access tokens and registry JWTs never carry administrator rights.
  */
 import type { Context, Next } from 'koa'
 import Router from '@koa/router'
@@ -122,7 +122,7 @@ export function adminRoutes (deps: RegistryDeps) {
     throw new FlotillaError('DENIED', `requested access to the resource is denied: ${why}`)
   }
   async function requireAdmin (ctx: Context): Promise<void> {
-    if (!me(ctx).admin) await deny(ctx, 'administrator rights (signed in with a password)')
+    if (!me(ctx).admin) await deny(ctx, 'administrator rights (signed in with a password or a client certificate)')
   }
   const ok = (ctx: Context, body: unknown = { ok: true }, status = 200): void => { ctx.status = status; ctx.body = body }
 
@@ -250,7 +250,7 @@ export function adminRoutes (deps: RegistryDeps) {
   })
   router.post('/tokens', async (ctx) => {
     const id = me(ctx)
-    if (id.via !== 'password') await deny(ctx, 'signing in with a password (a token cannot mint tokens)')
+    if (!id.personal) await deny(ctx, 'signing in with a password or a client certificate (a token cannot mint tokens)')
     const b = await jsonBody(ctx)
     const name = str(b, 'name')!
     const owner = str(b, 'owner', false) ?? id.user
@@ -272,8 +272,8 @@ export function adminRoutes (deps: RegistryDeps) {
     const t = /^[0-9a-f]{16}$/.test(tid) ? await auth.queries.token(tid) : undefined
     if (t === undefined) throw new FlotillaError('NOT_FOUND', `token ${tid.slice(0, 40)} does not exist`)
     const id = me(ctx)
-    // Its owner signed in with a password, or the token revoking itself; tokens cannot revoke their siblings.
-    const own = id.user === t.owner && (id.via === 'password' || id.tokenId === t.id)
+    // Its owner signed in with a password (or a client certificate), or the token revoking itself; tokens cannot revoke their siblings.
+    const own = id.user === t.owner && (id.personal || id.tokenId === t.id)
     if (!id.admin && !own) await deny(ctx, 'administrator rights or owning the token')
     await auth.submitAudited({ type: 'RevokeToken', id: tid, at: auth.now() })
     ok(ctx)

@@ -5,7 +5,7 @@ import { FlotillaError } from '../../storage/errors.js'
 import Koa from 'koa'
 import Router from '@koa/router'
 import type { Logger } from 'pino'
-import { Registry as MetricsRegistry, Counter, Histogram, collectDefaultMetrics } from 'prom-client'
+import { Registry as MetricsRegistry, Counter, Histogram, collectDefaultMetrics, type Metric } from 'prom-client'
 import { errors, registryHeaders, requestLog, singleHost } from './middleware.js'
 import { v2Routes } from './routes.js'
 import { tokenRoutes } from './token.js'
@@ -37,6 +37,8 @@ export interface AppOptions {
   replicationMetrics?: ReplicationMetrics
   /** This node as a hop of upload chains (cluster/replication/mirror-receiver.ts); by default one that ends every chain. */
   mirrors?: MirrorReceiver
+  /** More metrics for /metrics, made with `registers: []` by other parts (the TLS server's). */
+  metrics?: Metric[]
 }
 
 export function createMetrics (): { registry: MetricsRegistry; requests: Counter<'method' | 'status'>; duration: Histogram<'method'> } {
@@ -55,6 +57,7 @@ export function createApp (opts: AppOptions): Koa {
   if (opts.cluster !== undefined) for (const m of Object.values(opts.cluster.metrics)) metrics.registry.registerMetric(m)
   for (const m of opts.replicationMetrics?.all() ?? []) metrics.registry.registerMetric(m)
   for (const m of opts.deps.gc?.collector.all() ?? []) metrics.registry.registerMetric(m)
+  for (const m of opts.metrics ?? []) metrics.registry.registerMetric(m)
   app.use(requestLog(opts.log))
   app.use(async (ctx, next) => {
     const end = metrics.duration.startTimer({ method: ctx.method })

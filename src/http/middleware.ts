@@ -15,13 +15,15 @@ export function requestLog (log: Logger) {
     const id = ctx.get('x-request-id') !== '' ? ctx.get('x-request-id').slice(0, 128) : randomUUID()
     ctx.state.requestId = id
     ctx.set('X-Request-Id', id)
+    // Read now: a TLS socket forgets its peer's address once it has closed, before the line is written.
+    const remote = ctx.ip
     let logged = false
     const done = (event: string): void => {
       if (logged) return
       logged = true
       const ms = Number(process.hrtime.bigint() - started) / 1e6
       const entry = {
-        req: { id, method: ctx.method, url: ctx.originalUrl, remote: ctx.ip, ua: ctx.get('user-agent') || undefined },
+        req: { id, method: ctx.method, url: ctx.originalUrl, remote, ua: ctx.get('user-agent') || undefined },
         res: { status: ctx.status, bytes: ctx.response.length },
         ms: Math.round(ms * 1000) / 1000,
         err: ctx.state.errorCode as string | undefined,

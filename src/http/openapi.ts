@@ -106,7 +106,7 @@ function op (o: Omit<Operation, 'responses' | 'security'> & { ok: Record<string,
 const pathName = (name: string, what: string): Parameter => ({ name, in: 'path', required: true, description: `The ${what}'s name.`, schema: schema('Name') })
 const query = (name: string, description: string, s: JsonSchema, required = false): Parameter => ({ name, in: 'query', required, description, schema: s })
 
-const ADMIN = 'Needs administrator rights: a user with the admin flag, signed in with a password.'
+const ADMIN = 'Needs administrator rights: a user with the admin flag, signed in with a password or a TLS client certificate.'
 
 const paths: Record<string, PathItem> = {
   [`${API_PREFIX}/me`]: {
@@ -239,7 +239,7 @@ const paths: Record<string, PathItem> = {
       operationId: 'revokeToken',
       tags: ['tokens'],
       summary: 'Revoke an access token',
-      description: 'An administrator, the token\'s owner signed in with a password, or the token itself.',
+      description: 'An administrator, the token\'s owner signed in with a password or a TLS client certificate, or the token itself.',
       ok: { 200: done },
       errors: [403, 404],
     }),
@@ -470,7 +470,7 @@ export const OPENAPI_DOCUMENT: OpenApiDocument = {
         properties: {
           user: { type: 'string' },
           admin: { type: 'boolean', description: 'The user\'s admin flag; administrator rights need a password sign-in too.' },
-          via: { type: 'string', enum: ['password', 'token', 'jwt'] },
+          via: { type: 'string', enum: ['password', 'token', 'jwt', 'certificate'] },
           token: { type: 'string', description: 'The access token\'s id, when signed in with one.' },
           groups: { type: 'array', items: { type: 'string' } },
         },

@@ -3,9 +3,16 @@
  * and response (so a benchmark failure can be reported as a bug).
  */
 import http, { type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http'
+import https from 'node:https'
 import { createReadStream } from 'node:fs'
 import { createHash } from 'node:crypto'
 import type { Readable } from 'node:stream'
+
+/** With --tls: the CA that signed both registries' certificate (PEM and its file, for curl). */
+let trusted: { pem: string; file: string } | undefined
+
+export function setTrustedCA (pem: string, file: string): void { trusted = { pem, file } }
+export function trustedCA (): { pem: string; file: string } | undefined { return trusted }
 
 /** Credentials per origin (http://host:port), sent as Basic auth on every request to it. */
 const credentials = new Map<string, { user: string; pass: string }>()
@@ -98,13 +105,16 @@ export async function request (req: BenchRequest): Promise<BenchResponse> {
       }
     }
     const url = new URL(req.url)
-    const r = http.request({
+    const tls = url.protocol === 'https:'
+    if (tls && trusted === undefined) throw new Error(`${req.url}: https needs setTrustedCA() first`)
+    const r = (tls ? https : http).request({
       hostname: url.hostname,
       port: url.port,
       path: url.pathname + url.search,
       method: req.method,
       headers,
       agent: req.agent,
+      ...(tls ? { ca: trusted!.pem } : {}),
     }, (res) => {
       gotResponse = true
       const parts: Buffer[] = []

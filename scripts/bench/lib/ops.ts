@@ -3,8 +3,9 @@
  * answer throws HttpFailure with the exact request and response.
  */
 import http from 'node:http'
+import https from 'node:https'
 import { performance } from 'node:perf_hooks'
-import { request, expect, location, withDigest, credentialsFor, HttpFailure, type BenchRequest } from './http.js'
+import { request, expect, location, withDigest, credentialsFor, trustedCA, HttpFailure, type BenchRequest } from './http.js'
 import { run } from './exec.js'
 import type { FileBlob } from './content.js'
 import { percentile, median } from './stats.js'
@@ -15,8 +16,10 @@ let BIG_TIMEOUT = 15 * 60_000
 /** The limit for one large transfer (a whole blob upload or GET). */
 export function setBigTimeout (ms: number): void { BIG_TIMEOUT = ms }
 
+/** A keep-alive agent; an https one trusting the bench CA when it is set (--tls): every registry then speaks TLS. */
 export function newAgent (maxSockets = 8): http.Agent {
-  return new http.Agent({ keepAlive: true, maxSockets })
+  const ca = trustedCA()
+  return ca !== undefined ? new https.Agent({ keepAlive: true, maxSockets, ca: ca.pem }) : new http.Agent({ keepAlive: true, maxSockets })
 }
 
 function checkDigestHeader (req: BenchRequest, res: Awaited<ReturnType<typeof request>>, digest: string): void {
@@ -40,6 +43,29 @@ export async function pushMonolithic (base: string, repo: string, blob: FileBlob
   const res = await expect(put, [201])
   checkDigestHeader(put, res, blob.digest)
   return performance.now() - t0
+}
+
+/**
+ * The same monolithic upload with curl sending the PUT (`-T`, streamed from disk): POST with
+ * node:http, then curl. Returns curl's time_total for the PUT plus the POST's. Over TLS, curl
+ * (OpenSSL in C) encrypts faster than a node:https client, so this shows the server's side.
+ */
+export async function pushMonolithicCurl (base: string, repo: string, blob: FileBlob, agent: http.Agent): Promise<number> {
+  const t0 = performance.now()
+  const post: BenchRequest = { method: 'POST', url: `${base}/v2/${repo}/blobs/uploads/`, headers: { 'content-length': 0 }, agent }
+  const opened = await expect(post, [202])
+  const postMs = performance.now() - t0
+  const url = withDigest(location(base, post, opened), blob.digest)
+  const creds = credentialsFor(url)
+  const auth = creds === undefined ? [] : ['-u', `${creds.user}:${creds.pass}`]
+  const ca = trustedCA()
+  const tls = ca !== undefined && url.startsWith('https:') ? ['--cacert', ca.file] : []
+  const r = await run('curl', ['-sS', ...auth, ...tls, '-T', blob.path, '-H', `content-type: ${OCTET}`, '-o', '/dev/null', '-w', '%{http_code} %{time_total}', url], BIG_TIMEOUT)
+  const [code, total] = r.stdout.trim().split(' ')
+  if (r.code !== 0 || code !== '201') {
+    throw new HttpFailure({ method: 'PUT', url, headers: { via: 'curl -T' } }, { status: Number(code ?? 0), headers: {}, body: Buffer.from(r.stderr), bytes: 0 }, `curl exit ${r.code}, status ${code}`)
+  }
+  return postMs + Number(total) * 1000
 }
 
 /**
@@ -121,7 +147,9 @@ export async function getBlobCurl (base: string, repo: string, blob: FileBlob): 
   const url = `${base}/v2/${repo}/blobs/${blob.digest}`
   const creds = credentialsFor(url)
   const auth = creds === undefined ? [] : ['-u', `${creds.user}:${creds.pass}`]
-  const r = await run('curl', ['-sS', '-L', ...auth, '-o', '/dev/null', '-w', '%{http_code} %{size_download} %{time_total}', url], BIG_TIMEOUT)
+  const ca = trustedCA()
+  const tls = ca !== undefined && url.startsWith('https:') ? ['--cacert', ca.file] : []
+  const r = await run('curl', ['-sS', '-L', ...auth, ...tls, '-o', '/dev/null', '-w', '%{http_code} %{size_download} %{time_total}', url], BIG_TIMEOUT)
   const [code, size, total] = r.stdout.trim().split(' ')
   if (r.code !== 0 || code !== '200' || Number(size) !== blob.size) {
     throw new HttpFailure({ method: 'GET', url, headers: { via: 'curl' } }, { status: Number(code ?? 0), headers: {}, body: Buffer.from(r.stderr), bytes: Number(size ?? 0) },
@@ -181,7 +209,7 @@ export async function skopeoCopy (src: string, dst: string, extra: string[]): Pr
   const creds: string[] = []
   for (const [flag, ref] of [['--src-creds', src], ['--dest-creds', dst]] as const) {
     if (!ref.startsWith('docker://')) continue
-    const c = credentialsFor('http://' + ref.slice('docker://'.length).split('/')[0]!)
+    const c = credentialsFor('http://' + ref.slice('docker://'.length).split('/')[0]!) ?? credentialsFor('https://' + ref.slice('docker://'.length).split('/')[0]!)
     if (c !== undefined) creds.push(flag, `${c.user}:${c.pass}`)
   }
   const args = ['copy', '--quiet', ...extra, ...creds, src, dst]
