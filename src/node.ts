@@ -36,6 +36,8 @@ import { createAuthService } from './auth/setup.js'
 import type { RegistryDeps } from './http/deps.js'
 import { durationMs, splitHostPort, toMultiaddr, type Config } from './config.js'
 import { Collector, InUse } from '../cluster/gc/collector.js'
+import { RetentionRunner } from '../cluster/retention/runner.js'
+import { PullRecorder } from '../cluster/retention/pulls.js'
 import { signRequest } from '../net/peer-auth.js'
 import { listenFailure } from './listen-errors.js'
 import { createApiServer, type ApiServer } from './tls/server.js'
@@ -136,6 +138,7 @@ export class RegistryNode {
       now: () => Date.now(),
       auth: createAuthService(config.auth, kv, log, { submit: async (c) => await deps.sink.submit(c), barrier: async () => await deps.sink.barrier() }, undefined, certificateUser(config.tls)),
     }
+    deps.retention = { runner: new RetentionRunner({ queries: cluster.queries, sink: deps.sink, immutable: async (repo) => await deps.auth.queries.isImmutable(repo), log }), pulls: new PullRecorder(deps.sink, log) }
     const inUse = new InUse()
     deps.gc = { collector: gcCollector(cluster, deps, inUse, identity.privateKey, log), inUse, graceMs: durationMs(config.gc.grace)! }
     return new RegistryNode(config, log, nodeId, kv, deps, cluster, identity.privateKey, joinTarget, faults)
@@ -184,12 +187,17 @@ export class RegistryNode {
    */
   private startGc (): void {
     const gc = this.deps.gc!
+    this.deps.retention?.pulls.start()
     gc.collector.sweep().catch((err: unknown) => this.log.warn({ err: (err as Error).message }, 'gc: the sweep at start failed; the next collection sweeps again'))
     const every = durationMs(this.config.gc.interval)!
     if (every <= 0) return
     this.gcTimer = setInterval(() => {
       if (!this.ready || !(this.cluster.driver?.isLeader ?? false)) return
-      gc.collector.run({ graceMs: gc.graceMs }).catch((err: unknown) => this.log.warn({ err: (err as Error).message }, 'gc: the scheduled collection failed; it runs again at the next interval'))
+      // Retention first: what its policies delete is then collected in the same round.
+      void (async () => {
+        await this.deps.retention?.runner.run().catch((err: unknown) => this.log.warn({ err: (err as Error).message }, 'retention: the scheduled run failed; it runs again at the next interval'))
+        await gc.collector.run({ graceMs: gc.graceMs }).catch((err: unknown) => this.log.warn({ err: (err as Error).message }, 'gc: the scheduled collection failed; it runs again at the next interval'))
+      })()
     }, every)
     this.gcTimer.unref()
   }
@@ -338,6 +346,9 @@ export class RegistryNode {
     this.ready = false
     if (this.sweeper !== undefined) clearInterval(this.sweeper)
     if (this.gcTimer !== undefined) clearInterval(this.gcTimer)
+    this.deps.retention?.pulls.stop()
+    // Worth a moment, not a hang: without a quorum the pulls are simply not recorded.
+    await Promise.race([this.deps.retention?.pulls.flush().catch(() => {}), new Promise((resolve) => setTimeout(resolve, 2000).unref())])
     this.api?.close()
     const server = this.server
     if (server !== undefined) {

@@ -5,6 +5,7 @@
  */
 import type { ErrorCode } from '../../storage/errors.js'
 import type { AccessCommand, AuditedCommand } from '../access/commands.js'
+import type { RetentionPolicy } from '../retention/policy.js'
 
 export interface DescriptorRecord {
   mediaType: string
@@ -82,6 +83,11 @@ export type Command =
    * forget blobs no repository links, except the digests in `keep`; at most `limit` of each.
    */
   | { type: 'CollectGarbage'; before: number; keep: string[]; limit?: number; at: number }
+  /** Create or replace a retention policy (cluster/retention/policy.ts). */
+  | { type: 'PutRetention'; policy: RetentionPolicy; at: number }
+  | { type: 'DeleteRetention'; name: string; at: number }
+  /** Last pulls of manifests, batched by each node (cluster/retention/pulls.ts); a later time wins. */
+  | { type: 'RecordPulls'; pulls: Array<{ repo: string; digest: string; at: number }> }
   /** Forget deduplication records of commands proposed before `before` (ms). */
   | { type: 'ExpireSessions'; before: number }
 

@@ -24,6 +24,8 @@
  *   ├── unref␀<repo>␀<digest>                     → {since, size}      links no manifest references (GC candidates)
  *   ├── orphan␀<digest>                           → {since, size}      blobs no repository links (their bytes go at GC)
  *   ├── refs␀version                              → {version}          the four above are complete (cluster/metadata/refs.ts)
+ *   ├── retention␀<name>                          → RetentionPolicy    cluster/retention/policy.ts
+ *   ├── pulled␀<repo>␀<digest>                    → {at}               last pull of a manifest (batched, to the hour)
  *   └── session␀<clientId>                        → {seq, result, at}  deduplication of retried commands
  */
 const SEP = '\u0000'
@@ -64,6 +66,9 @@ export const key = {
   orphan: (digest: string): string => `orphan${SEP}${digest}`,
   orphanPrefix: (): string => `orphan${SEP}`,
   refsVersion: (): string => `refs${SEP}version`,
+  retention: (name: string): string => `retention${SEP}${name}`,
+  retentionPrefix: (): string => `retention${SEP}`,
+  pulled: (repo: string, digest: string): string => `pulled${SEP}${repo}${SEP}${digest}`,
 }
 
 /** The parts of a key after its first (its kind): `[repo, digest]` for `link␀<repo>␀<digest>`. */

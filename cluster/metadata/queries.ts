@@ -6,6 +6,7 @@ import { prefixRange } from '../../storage/kv/kv.js'
 import { key, lastPart } from './keys.js'
 import { decodeJSON } from './state-machine.js'
 import type { DescriptorRecord, ManifestRecord, MemberRecord, UploadRecord } from './commands.js'
+import type { RepoState, RetentionPolicy } from '../retention/policy.js'
 
 export interface Page<T> {
   items: T[]
@@ -39,6 +40,37 @@ export class MetadataQueries {
   /** Whether the metadata knows the blob at all (linked or not): GC's sweep keeps its bytes. */
   async blobRecorded (digest: string): Promise<boolean> {
     return (await this.kv.get(key.blob(digest))) !== undefined
+  }
+
+  async retentionPolicies (): Promise<RetentionPolicy[]> {
+    const out: RetentionPolicy[] = []
+    for await (const [, v] of this.kv.entries(prefixRange(key.retentionPrefix()))) out.push(decodeJSON<RetentionPolicy>(v))
+    return out
+  }
+
+  /** A repository as retention sees it: its tags with push times, its manifests with last pulls. */
+  async repoState (repo: string): Promise<Omit<RepoState, 'immutable'>> {
+    const tags: RepoState['tags'] = []
+    const tp = key.tagPrefix(repo)
+    for await (const [k, v] of this.kv.entries(prefixRange(tp))) {
+      const t = decodeJSON<{ digest: string; at: number }>(v)
+      tags.push({ tag: k.slice(tp.length), digest: t.digest, at: t.at })
+    }
+    const manifests: RepoState['manifests'] = []
+    const mp = key.manifestPrefix(repo)
+    for await (const [k, v] of this.kv.entries(prefixRange(mp))) {
+      const digest = k.slice(mp.length)
+      const rec = decodeJSON<ManifestRecord>(v)
+      const pulled = await this.json<{ at: number }>(key.pulled(repo, digest))
+      const children = (await this.json<{ n: number }>(key.manifestRefs(repo, digest)))?.n ?? 0
+      manifests.push({ digest, at: rec.at, children, ...(pulled !== undefined ? { lastPulled: pulled.at } : {}), ...(rec.subject !== undefined ? { subject: rec.subject } : {}) })
+    }
+    return { repo, tags, manifests }
+  }
+
+  /** Last recorded pull of a manifest (ms), if any. */
+  async lastPulled (repo: string, digest: string): Promise<number | undefined> {
+    return (await this.json<{ at: number }>(key.pulled(repo, digest)))?.at
   }
 
   /** Whether GC's reference counts are complete (cluster/metadata/refs.ts). */

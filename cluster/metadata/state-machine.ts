@@ -14,6 +14,7 @@ import { key } from './keys.js'
 import { isAccessCommand } from '../access/commands.js'
 import { applyAccess, applyAudited, guardImmutable } from '../access/apply.js'
 import { collect, maintainRefs, rebuildRefs } from './refs.js'
+import { checkPolicy } from '../retention/policy.js'
 import type { Command, CommandResult, DescriptorRecord, Envelope, ManifestRecord, MemberRecord, UploadRecord } from './commands.js'
 
 const enc = new TextEncoder()
@@ -221,6 +222,25 @@ export class MetadataStateMachine {
         if (await tx.get(key.refsVersion()) === undefined) throw new FlotillaError('UNAVAILABLE', 'reference counts are not built yet: the collector rebuilds them first (RebuildRefs), retry')
         return { ok: true, value: await collect(tx, c.before, new Set(c.keep), c.limit ?? Infinity) }
       }
+      case 'PutRetention': {
+        checkPolicy(c.policy)
+        tx.putJSON(key.retention(c.policy.name), c.policy)
+        return { ok: true }
+      }
+      case 'DeleteRetention': {
+        if (await tx.get(key.retention(c.name)) === undefined) throw new FlotillaError('NOT_FOUND', `no retention policy named ${c.name}`)
+        tx.del(key.retention(c.name))
+        return { ok: true }
+      }
+      case 'RecordPulls': {
+        for (const p of c.pulls) {
+          // A pull of a manifest deleted since is not worth remembering.
+          if (await tx.get(key.manifest(p.repo, p.digest)) === undefined) continue
+          const was = await tx.getJSON<{ at: number }>(key.pulled(p.repo, p.digest))
+          if (was === undefined || was.at < p.at) tx.putJSON(key.pulled(p.repo, p.digest), { at: p.at })
+        }
+        return { ok: true }
+      }
       case 'DeleteTag': {
         const t = await tx.getJSON<{ digest: string }>(key.tag(c.repo, c.tag))
         if (t === undefined) throw new FlotillaError('MANIFEST_UNKNOWN', `tag ${c.tag} is unknown in ${c.repo}`)
@@ -239,6 +259,7 @@ export class MetadataStateMachine {
           tx.del(key.tag(c.repo, k.slice(prefix.length)))
         }
         if (m.subject !== undefined) tx.del(key.referrer(c.repo, m.subject, c.digest))
+        tx.del(key.pulled(c.repo, c.digest))
         return { ok: true }
       }
     }

@@ -12,6 +12,7 @@
  *   flotilla immutable list | add PATTERN | rm PATTERN
  *   flotilla promote SRC:TAG DST[:TAG] [--move]
  *   flotilla gc [--dry-run] [--grace DURATION]
+ *   flotilla retention set NAME --repos P… [--keep-last N] [--by push|semver] [--older-than D] [--not-pulled D] [--untagged] [--exclude GLOB…] | list | rm NAME | run [--dry-run]
  *   flotilla audit [--by USER] [--action A] [--repo PATTERN] [--outcome ok|failed|denied] [--since WHEN] [--until WHEN] [--limit N]
  *
  * Every command takes --node URL (env FLOTILLA_NODE, default http://127.0.0.1:5000; HOST:PORT
@@ -39,6 +40,35 @@ export async function api (opts: Conn, method: string, path: string, body?: unkn
 function show (o: Conn, doc: unknown, human: () => string): void {
   if (o.json === true) printJson(doc)
   else process.stdout.write(human())
+}
+
+interface RetentionDoc { name: string; repositories: string[]; exclude?: string[]; keepLast?: number; by?: string; olderThanDays?: number; notPulledDays?: number; untagged?: boolean; untaggedAfterHours?: number }
+interface RetentionRunDoc {
+  dryRun: boolean
+  policies: Array<{ name: string; repositories: number; tags: Array<{ repo: string; tag: string; why: string }>; manifests: Array<{ repo: string; digest: string; why: string }> }>
+  deleted: { tags: number; manifests: number }
+  errors: Array<{ repo: string; ref: string; code: string; message: string }>
+}
+
+function policyRules (p: RetentionDoc): string {
+  const r: string[] = []
+  if (p.keepLast !== undefined) r.push(`keep last ${p.keepLast}${p.by === 'semver' ? ' by version' : ''}`)
+  if (p.olderThanDays !== undefined) r.push(`older than ${p.olderThanDays}d`)
+  if (p.notPulledDays !== undefined) r.push(`not pulled in ${p.notPulledDays}d`)
+  if (p.untagged === true) r.push(`untagged after ${p.untaggedAfterHours ?? 24}h`)
+  return r.join(', ')
+}
+
+function retentionText (d: RetentionRunDoc): string {
+  const rows: string[][] = []
+  for (const p of d.policies) {
+    for (const t of p.tags) rows.push([p.name, `${t.repo}:${t.tag}`, t.why])
+    for (const m of p.manifests) rows.push([p.name, `${m.repo}@${m.digest}`, m.why])
+  }
+  const n = rows.length
+  const head = d.dryRun ? `would delete ${n} tag(s) and manifest(s)\n` : `deleted ${d.deleted.tags} tag(s) and ${d.deleted.manifests} untagged manifest(s); run flotilla gc to free their space now\n`
+  const errs = d.errors.map((e) => `not deleted: ${e.repo} ${e.ref}: ${e.message}\n`).join('')
+  return head + (n > 0 ? table(['POLICY', 'DELETE', 'WHY'], rows) : '') + errs
 }
 
 interface GcDoc {
@@ -262,6 +292,53 @@ export function registerAdminCommands (program: Command): void {
       await credentials(o)
       const doc = await spinner(`${o.move === true ? 'moving' : 'promoting'} ${src} to ${dst}`, async () => await api(o, 'POST', '/promote', { from: src, to: dst, move: o.move === true })) as { digest: string; manifests: string[]; blobs: number; referrers: number }
       show(o, doc, () => `${o.move === true ? 'moved' : 'promoted'} ${src} to ${dst} (${doc.digest}): ${doc.manifests.length} manifest(s), ${doc.blobs} blob(s), ${doc.referrers} referrer(s)\n`)
+    })
+
+  const ret = program.command('retention').description('retention policies: which tags and untagged manifests to delete (admin)')
+  const days = (what: string) => (v: string): number => {
+    const sec = durationSeconds(v)
+    if (sec === undefined) throw new InvalidArgumentError(`expected a duration for ${what}: ${DURATION_FORMS}.`)
+    return sec / 86400
+  }
+  const collectList = (v: string, prev: string[] = []): string[] => [...prev, v]
+  withConn(ret.command('set <name>').description('create or replace a policy'))
+    .requiredOption('--repos <pattern>', 'repositories it applies to (repeatable), e.g. ci/**', collectList)
+    .option('--exclude <glob>', 'tags never deleted (repeatable), e.g. release-*', collectList)
+    .option('--keep-last <n>', 'always keep the n newest tags (alone: delete the rest)')
+    .addOption(new Option('--by <order>', 'newest by push time or by semantic version').choices(['push', 'semver']))
+    .addOption(new Option('--older-than <duration>', 'delete tags pushed longer ago (30d)').argParser(days('--older-than')))
+    .addOption(new Option('--not-pulled <duration>', 'delete tags not pulled within (90d)').argParser(days('--not-pulled')))
+    .option('--untagged', 'delete untagged manifests')
+    .addOption(new Option('--untagged-after <duration>', 'only untagged manifests pushed longer ago (default 24h)').argParser((v) => days('--untagged-after')(v) * 24))
+    .action(async (name: string, o: Conn & { repos: string[]; exclude?: string[]; keepLast?: string; by?: string; olderThan?: number; notPulled?: number; untagged?: boolean; untaggedAfter?: number }) => {
+      const keepLast = o.keepLast === undefined ? undefined : Number(o.keepLast)
+      if (keepLast !== undefined && !(Number.isInteger(keepLast) && keepLast >= 0)) throw new CliError(`--keep-last takes a whole number, not ${JSON.stringify(o.keepLast)}`)
+      const body = {
+        repositories: o.repos,
+        ...(o.exclude !== undefined ? { exclude: o.exclude } : {}),
+        ...(keepLast !== undefined ? { keepLast } : {}),
+        ...(o.by !== undefined ? { by: o.by } : {}),
+        ...(o.olderThan !== undefined ? { olderThanDays: o.olderThan } : {}),
+        ...(o.notPulled !== undefined ? { notPulledDays: o.notPulled } : {}),
+        ...(o.untagged === true ? { untagged: true } : {}),
+        ...(o.untaggedAfter !== undefined ? { untaggedAfterHours: o.untaggedAfter } : {}),
+      }
+      show(o, await api(o, 'PUT', `/retention/${encodeURIComponent(name)}`, body), () => `retention policy ${name} set\n`)
+    })
+  withConn(ret.command('list').description('list the policies')).action(async (o: Conn) => {
+    const doc = await api(o, 'GET', '/retention')
+    show(o, doc, () => table(['NAME', 'REPOSITORIES', 'RULES', 'EXCLUDE'], (doc.policies as RetentionDoc[]).map((p) => [p.name, p.repositories.join(' '), policyRules(p), (p.exclude ?? []).join(' ') || '-'])))
+  })
+  withConn(ret.command('rm <name>').description('remove a policy')).action(async (name: string, o: Conn) => {
+    show(o, await api(o, 'DELETE', `/retention/${encodeURIComponent(name)}`), () => `removed retention policy ${name}\n`)
+  })
+  withConn(ret.command('run').description('apply the policies now (garbage collection frees the space afterwards)'))
+    .option('--dry-run', 'say what would be deleted; change nothing')
+    .option('--policy <name>', 'only this policy')
+    .action(async (o: Conn & { dryRun?: boolean; policy?: string }) => {
+      await credentials(o)
+      const doc = await spinner(o.dryRun === true ? 'evaluating retention policies' : 'applying retention policies', async () => await api(o, 'POST', '/retention/run', { dryRun: o.dryRun === true, ...(o.policy !== undefined ? { policy: o.policy } : {}) })) as RetentionRunDoc
+      show(o, doc, () => retentionText(doc))
     })
 
   withConn(program.command('gc').description('collect garbage: delete blobs no manifest references, on every node (admin)'))

@@ -21,6 +21,8 @@
  *   POST   /promote {from, to, move?}       read on from, write on to (+ delete on from to move)
  *   GET    /audit?user=&action=&repo=&outcome=&since=&until=&before=&limit=   admin
  *   POST   /gc {dryRun?, graceSeconds?}     admin          (cluster/gc/collector.ts)
+ *   GET    /retention                       admin          PUT /retention/:name {repositories, …}  DELETE /retention/:name  (admin)
+ *   POST   /retention/run {dryRun?, policy?}  admin        (cluster/retention/)
  *
  * Admin means a user with the admin flag who signed in with a password or a verified TLS client
  * certificate (src/tls/client-cert.ts): access tokens and registry JWTs never carry administrator rights.
@@ -37,6 +39,7 @@ import { hashPassword, MIN_PASSWORD_LENGTH } from '../auth/password.js'
 import { requestActor } from '../auth/context.js'
 import { readLimited } from './manifests.js'
 import type { RegistryDeps } from './deps.js'
+import { checkPolicy, type RetentionPolicy } from '../../cluster/retention/policy.js'
 
 export const API_PREFIX = '/api/v1'
 
@@ -326,6 +329,33 @@ export function adminRoutes (deps: RegistryDeps) {
     const g = b.graceSeconds
     if (g !== undefined && (typeof g !== 'number' || !Number.isFinite(g) || g < 0 || g > 10 * 365 * 86400)) throw new FlotillaError('BAD_REQUEST', 'graceSeconds must be a number of seconds from 0 to ten years')
     ok(ctx, await gc.collector.run({ graceMs: g === undefined ? gc.graceMs : Math.round(g * 1000), dryRun: b.dryRun === true }))
+  })
+
+  router.get('/retention', async (ctx) => {
+    await requireAdmin(ctx)
+    ok(ctx, { policies: await deps.queries.retentionPolicies() })
+  })
+  router.put('/retention/:name', async (ctx) => {
+    await requireAdmin(ctx)
+    const policy = { ...await jsonBody(ctx), name: ctx.params.name } as unknown as RetentionPolicy
+    checkPolicy(policy)
+    await auth.submitAudited({ type: 'PutRetention', policy, at: deps.now() })
+    ok(ctx, { policy })
+  })
+  router.delete('/retention/:name', async (ctx) => {
+    await requireAdmin(ctx)
+    await auth.submitAudited({ type: 'DeleteRetention', name: ctx.params.name!, at: deps.now() })
+    ok(ctx)
+  })
+  router.post('/retention/run', async (ctx) => {
+    await requireAdmin(ctx)
+    const runner = deps.retention?.runner
+    if (runner === undefined) throw new FlotillaError('UNAVAILABLE', 'retention is not running on this node yet: retry')
+    const b = await jsonBody(ctx)
+    for (const k of Object.keys(b)) if (k !== 'dryRun' && k !== 'policy') throw new FlotillaError('BAD_REQUEST', `unknown field ${JSON.stringify(k.slice(0, 40))}: expected dryRun and policy`)
+    if (b.dryRun !== undefined && typeof b.dryRun !== 'boolean') throw new FlotillaError('BAD_REQUEST', 'dryRun must be true or false')
+    const only = str(b, 'policy', false)
+    ok(ctx, await runner.run({ dryRun: b.dryRun === true, ...(only !== undefined ? { only } : {}) }))
   })
 
   router.get('/audit', async (ctx) => {

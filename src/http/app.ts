@@ -57,6 +57,7 @@ export function createApp (opts: AppOptions): Koa {
   if (opts.cluster !== undefined) for (const m of Object.values(opts.cluster.metrics)) metrics.registry.registerMetric(m)
   for (const m of opts.replicationMetrics?.all() ?? []) metrics.registry.registerMetric(m)
   for (const m of opts.deps.gc?.collector.all() ?? []) metrics.registry.registerMetric(m)
+  for (const m of opts.deps.retention?.runner.all() ?? []) metrics.registry.registerMetric(m)
   for (const m of opts.metrics ?? []) metrics.registry.registerMetric(m)
   app.use(requestLog(opts.log))
   app.use(async (ctx, next) => {

@@ -12,6 +12,8 @@ import { requestActor, shouldAudit } from '../auth/context.js'
 import type { AuthService } from '../auth/service.js'
 import type { UploadMirror } from '../../cluster/replication/upload-mirror.js'
 import type { Collector, InUse } from '../../cluster/gc/collector.js'
+import type { RetentionRunner } from '../../cluster/retention/runner.js'
+import type { PullRecorder } from '../../cluster/retention/pulls.js'
 
 /** Blobs across nodes: present in a cluster, absent on a lone node in tests. */
 export interface BlobReplication {
@@ -48,6 +50,8 @@ export interface RegistryDeps {
   auth: AuthService
   /** Garbage collection: requests hold the digests they are about to reference (cluster/gc/). */
   gc?: { collector: Collector; inUse: InUse; graceMs: number }
+  /** Retention policies, and the pull times they may use (cluster/retention/). */
+  retention?: { runner: RetentionRunner; pulls: PullRecorder }
 }
 
 /** Submit a command and turn a refusal into the error it names. */

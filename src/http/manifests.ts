@@ -68,6 +68,8 @@ export async function get (ctx: Context, deps: RegistryDeps, name: RepositoryNam
     return
   }
   ctx.body = Buffer.from(body.buffer, body.byteOffset, body.byteLength)
+  // "Not pulled within D days" (retention): a GET is a pull, a HEAD only a look.
+  deps.retention?.pulls.record(name, digest)
 }
 
 export async function put (ctx: Context, deps: RegistryDeps, name: RepositoryName, param: string): Promise<void> {

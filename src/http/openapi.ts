@@ -305,6 +305,49 @@ const paths: Record<string, PathItem> = {
     }),
   },
 
+  [`${API_PREFIX}/retention`]: {
+    get: op({
+      operationId: 'listRetention',
+      tags: ['maintenance'],
+      summary: 'List the retention policies',
+      description: ADMIN,
+      ok: { 200: answer('The policies', { type: 'object', properties: { policies: { type: 'array', items: schema('RetentionPolicy') } } }) },
+      errors: [403],
+    }),
+  },
+  [`${API_PREFIX}/retention/{name}`]: {
+    put: op({
+      operationId: 'putRetention',
+      tags: ['maintenance'],
+      summary: 'Create or replace a retention policy',
+      description: ADMIN + ' Applied on the schedule (gc.interval, before garbage collection) and by POST /retention/run.',
+      parameters: [pathName('name', 'retention policy')],
+      requestBody: body(schema('RetentionPolicy')),
+      ok: { 200: answer('The policy as stored', { type: 'object', properties: { policy: schema('RetentionPolicy') } }) },
+      errors: [400, 403],
+    }),
+    delete: op({
+      operationId: 'deleteRetention',
+      tags: ['maintenance'],
+      summary: 'Remove a retention policy',
+      description: ADMIN,
+      parameters: [pathName('name', 'retention policy')],
+      ok: { 200: answer('Removed', { type: 'object' }) },
+      errors: [403, 404],
+    }),
+  },
+  [`${API_PREFIX}/retention/run`]: {
+    post: op({
+      operationId: 'runRetention',
+      tags: ['maintenance'],
+      summary: 'Apply the retention policies now (or say what they would delete)',
+      description: ADMIN + ' Deletes tags and untagged manifests through the log; garbage collection frees their blobs.',
+      requestBody: body({ type: 'object', properties: { dryRun: { type: 'boolean', default: false }, policy: { type: 'string', description: 'Only this policy.' } } }),
+      ok: { 200: answer('What was (or would be) deleted, per policy', { type: 'object' }) },
+      errors: [400, 403, 404],
+    }),
+  },
+
   [`${API_PREFIX}/audit`]: {
     get: op({
       operationId: 'listAudit',
@@ -534,6 +577,21 @@ export const OPENAPI_DOCUMENT: OpenApiDocument = {
           detail: { type: 'object', description: 'Non-secret details: digest, tag, target name …' },
           outcome: { type: 'string', enum: ['ok', 'failed', 'denied'] },
           code: { type: 'string', description: 'The error code when the outcome is not ok.' },
+        },
+      },
+      RetentionPolicy: {
+        type: 'object',
+        required: ['repositories'],
+        properties: {
+          name: { type: 'string' },
+          repositories: { type: 'array', items: { type: 'string' }, description: 'Repository patterns, e.g. ci/**.' },
+          exclude: { type: 'array', items: { type: 'string' }, description: 'Tag globs never deleted, e.g. release-*.' },
+          keepLast: { type: 'integer', minimum: 0, description: 'Always keep the N newest tags.' },
+          by: { type: 'string', enum: ['push', 'semver'], default: 'push' },
+          olderThanDays: { type: 'number', description: 'Delete tags pushed more than D days ago.' },
+          notPulledDays: { type: 'number', description: 'Delete tags not pulled within D days.' },
+          untagged: { type: 'boolean', description: 'Delete untagged manifests (not an index child, not a referrer of one that exists).' },
+          untaggedAfterHours: { type: 'number', default: 24 },
         },
       },
       GcReport: {
