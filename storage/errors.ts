@@ -28,6 +28,8 @@ export const ERRORS = {
   UNAUTHORIZED: { status: 401, oci: 'UNAUTHORIZED', message: 'authentication required: log in first (docker login)' },
   DENIED: { status: 403, oci: 'DENIED', message: 'requested access to the resource is denied for this account' },
   TAG_IMMUTABLE: { status: 409, oci: 'DENIED', message: 'tag is immutable' },
+  QUOTA_EXCEEDED: { status: 403, oci: 'DENIED', message: 'storage quota exceeded' },
+  DISK_FULL: { status: 507, oci: 'UNAVAILABLE', message: 'no node has disk space for this upload' },
   UNSUPPORTED: { status: 415, oci: 'UNSUPPORTED', message: 'the operation is unsupported' },
   METHOD_NOT_ALLOWED: { status: 405, oci: 'UNSUPPORTED', message: 'the operation is not allowed' },
   TOOMANYREQUESTS: { status: 429, oci: 'TOOMANYREQUESTS', message: 'too many requests' },

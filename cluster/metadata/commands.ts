@@ -6,6 +6,7 @@
 import type { ErrorCode } from '../../storage/errors.js'
 import type { AccessCommand, AuditedCommand } from '../access/commands.js'
 import type { RetentionPolicy } from '../retention/policy.js'
+import type { Quota } from './quotas.js'
 
 export interface DescriptorRecord {
   mediaType: string
@@ -86,6 +87,9 @@ export type Command =
   /** Create or replace a retention policy (cluster/retention/policy.ts). */
   | { type: 'PutRetention'; policy: RetentionPolicy; at: number }
   | { type: 'DeleteRetention'; name: string; at: number }
+  /** Create or replace a storage quota, counting its namespace's usage now (quotas.ts). */
+  | { type: 'PutQuota'; quota: Quota; at: number }
+  | { type: 'DeleteQuota'; name: string; at: number }
   /** Last pulls of manifests, batched by each node (cluster/retention/pulls.ts); a later time wins. */
   | { type: 'RecordPulls'; pulls: Array<{ repo: string; digest: string; at: number }> }
   /** Forget deduplication records of commands proposed before `before` (ms). */

@@ -7,6 +7,7 @@ import { key, lastPart } from './keys.js'
 import { decodeJSON } from './state-machine.js'
 import type { DescriptorRecord, ManifestRecord, MemberRecord, UploadRecord } from './commands.js'
 import type { RepoState, RetentionPolicy } from '../retention/policy.js'
+import { qkey, type Quota } from './quotas.js'
 
 export interface Page<T> {
   items: T[]
@@ -66,6 +67,16 @@ export class MetadataQueries {
       manifests.push({ digest, at: rec.at, children, ...(pulled !== undefined ? { lastPulled: pulled.at } : {}), ...(rec.subject !== undefined ? { subject: rec.subject } : {}) })
     }
     return { repo, tags, manifests }
+  }
+
+  /** The quotas, with what each namespace uses now. */
+  async quotas (): Promise<Array<Quota & { usedBytes: number }>> {
+    const out: Array<Quota & { usedBytes: number }> = []
+    for await (const [, v] of this.kv.entries(prefixRange(qkey.quotaPrefix()))) {
+      const q = decodeJSON<Quota>(v)
+      out.push({ ...q, usedBytes: (await this.json<{ bytes: number }>(qkey.usage(q.name)))?.bytes ?? 0 })
+    }
+    return out
   }
 
   /** Last recorded pull of a manifest (ms), if any. */

@@ -15,6 +15,7 @@ import { isAccessCommand } from '../access/commands.js'
 import { applyAccess, applyAudited, guardImmutable } from '../access/apply.js'
 import { collect, maintainRefs, rebuildRefs } from './refs.js'
 import { checkPolicy } from '../retention/policy.js'
+import { deleteQuota, maintainQuotas, putQuota } from './quotas.js'
 import type { Command, CommandResult, DescriptorRecord, Envelope, ManifestRecord, MemberRecord, UploadRecord } from './commands.js'
 
 const enc = new TextEncoder()
@@ -107,8 +108,12 @@ export class MetadataStateMachine {
     if (result === undefined) {
       try {
         result = await this.exec(tx, env.command)
-        // GC's reference counts follow whatever the command wrote (refs.ts).
-        if (result.ok) await maintainRefs(tx, commandTime(env))
+        // GC's reference counts and the quotas' usage follow whatever the command wrote (refs.ts,
+        // quotas.ts); a quota breach refuses the whole command.
+        if (result.ok) {
+          await maintainRefs(tx, commandTime(env))
+          await maintainQuotas(tx)
+        }
       } catch (err) {
         if (!(err instanceof FlotillaError)) throw err
         tx.clear()
@@ -232,6 +237,11 @@ export class MetadataStateMachine {
         tx.del(key.retention(c.name))
         return { ok: true }
       }
+      case 'PutQuota':
+        return { ok: true, value: await putQuota(tx, c.quota) }
+      case 'DeleteQuota':
+        await deleteQuota(tx, c.name)
+        return { ok: true }
       case 'RecordPulls': {
         for (const p of c.pulls) {
           // A pull of a manifest deleted since is not worth remembering.

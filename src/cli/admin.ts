@@ -12,6 +12,7 @@
  *   flotilla immutable list | add PATTERN | rm PATTERN
  *   flotilla promote SRC:TAG DST[:TAG] [--move]
  *   flotilla gc [--dry-run] [--grace DURATION]
+ *   flotilla quota set NAME --repos P… --max SIZE | list | rm NAME
  *   flotilla retention set NAME --repos P… [--keep-last N] [--by push|semver] [--older-than D] [--not-pulled D] [--untagged] [--exclude GLOB…] | list | rm NAME | run [--dry-run]
  *   flotilla audit [--by USER] [--action A] [--repo PATTERN] [--outcome ok|failed|denied] [--since WHEN] [--until WHEN] [--limit N]
  *
@@ -40,6 +41,23 @@ export async function api (opts: Conn, method: string, path: string, body?: unkn
 function show (o: Conn, doc: unknown, human: () => string): void {
   if (o.json === true) printJson(doc)
   else process.stdout.write(human())
+}
+
+const UNITS: Record<string, number> = { b: 1, k: 1e3, kb: 1e3, m: 1e6, mb: 1e6, g: 1e9, gb: 1e9, t: 1e12, tb: 1e12, kib: 2 ** 10, mib: 2 ** 20, gib: 2 ** 30, tib: 2 ** 40 }
+
+/** `500MiB`, `10GiB`, `1.5TB`, `1048576` → bytes; undefined when malformed. */
+export function parseSize (text: string): number | undefined {
+  const m = /^(\d+(?:\.\d+)?)\s*([a-zA-Z]*)$/.exec(text.trim())
+  if (m === null) return undefined
+  const unit = UNITS[(m[2] ?? '').toLowerCase() || 'b']
+  if (unit === undefined) return undefined
+  const n = Math.round(Number(m[1]) * unit)
+  return Number.isSafeInteger(n) ? n : undefined
+}
+
+function sizeText (bytes: number): string {
+  for (const [u, f] of [['TiB', 2 ** 40], ['GiB', 2 ** 30], ['MiB', 2 ** 20], ['KiB', 2 ** 10]] as const) if (bytes >= f) return `${(bytes / f).toFixed(1)} ${u}`
+  return `${bytes} B`
 }
 
 interface RetentionDoc { name: string; repositories: string[]; exclude?: string[]; keepLast?: number; by?: string; olderThanDays?: number; notPulledDays?: number; untagged?: boolean; untaggedAfterHours?: number }
@@ -293,6 +311,24 @@ export function registerAdminCommands (program: Command): void {
       const doc = await spinner(`${o.move === true ? 'moving' : 'promoting'} ${src} to ${dst}`, async () => await api(o, 'POST', '/promote', { from: src, to: dst, move: o.move === true })) as { digest: string; manifests: string[]; blobs: number; referrers: number }
       show(o, doc, () => `${o.move === true ? 'moved' : 'promoted'} ${src} to ${dst} (${doc.digest}): ${doc.manifests.length} manifest(s), ${doc.blobs} blob(s), ${doc.referrers} referrer(s)\n`)
     })
+
+  const quota = program.command('quota').description('storage quotas per namespace (admin)')
+  withConn(quota.command('set <name>').description('create or replace a quota'))
+    .requiredOption('--repos <pattern>', 'repositories it covers (repeatable), e.g. team-a/**', (v: string, prev: string[] = []) => [...prev, v])
+    .requiredOption('--max <size>', 'largest usage: 500MiB, 10GiB, 2TiB or bytes')
+    .action(async (name: string, o: Conn & { repos: string[]; max: string }) => {
+      const maxBytes = parseSize(o.max)
+      if (maxBytes === undefined) throw new CliError(`--max takes a size such as 500MiB, 10GiB or a number of bytes, not ${JSON.stringify(o.max)}`)
+      const doc = await api(o, 'PUT', `/quotas/${encodeURIComponent(name)}`, { repositories: o.repos, maxBytes })
+      show(o, doc, () => `quota ${name} set: ${o.repos.join(', ')} may use ${sizeText(maxBytes)} (${sizeText(doc.usedBytes)} used now)\n`)
+    })
+  withConn(quota.command('list').description('the quotas and what each namespace uses')).action(async (o: Conn) => {
+    const doc = await api(o, 'GET', '/quotas')
+    show(o, doc, () => table(['NAME', 'REPOSITORIES', 'USED', 'MAX', 'USE'], (doc.quotas as Array<{ name: string; repositories: string[]; maxBytes: number; usedBytes: number }>).map((q) => [q.name, q.repositories.join(' '), sizeText(q.usedBytes), sizeText(q.maxBytes), q.maxBytes === 0 ? '-' : `${Math.round(100 * q.usedBytes / q.maxBytes)}%`])))
+  })
+  withConn(quota.command('rm <name>').description('remove a quota')).action(async (name: string, o: Conn) => {
+    show(o, await api(o, 'DELETE', `/quotas/${encodeURIComponent(name)}`), () => `removed quota ${name}\n`)
+  })
 
   const ret = program.command('retention').description('retention policies: which tags and untagged manifests to delete (admin)')
   const days = (what: string) => (v: string): number => {

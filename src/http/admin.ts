@@ -21,6 +21,7 @@
  *   POST   /promote {from, to, move?}       read on from, write on to (+ delete on from to move)
  *   GET    /audit?user=&action=&repo=&outcome=&since=&until=&before=&limit=   admin
  *   POST   /gc {dryRun?, graceSeconds?}     admin          (cluster/gc/collector.ts)
+ *   GET    /quotas                          admin          PUT /quotas/:name {repositories, maxBytes}  DELETE /quotas/:name  (admin)
  *   GET    /retention                       admin          PUT /retention/:name {repositories, …}  DELETE /retention/:name  (admin)
  *   POST   /retention/run {dryRun?, policy?}  admin        (cluster/retention/)
  *
@@ -40,6 +41,7 @@ import { requestActor } from '../auth/context.js'
 import { readLimited } from './manifests.js'
 import type { RegistryDeps } from './deps.js'
 import { checkPolicy, type RetentionPolicy } from '../../cluster/retention/policy.js'
+import { checkQuota, type Quota } from '../../cluster/metadata/quotas.js'
 
 export const API_PREFIX = '/api/v1'
 
@@ -331,6 +333,22 @@ export function adminRoutes (deps: RegistryDeps) {
     ok(ctx, await gc.collector.run({ graceMs: g === undefined ? gc.graceMs : Math.round(g * 1000), dryRun: b.dryRun === true }))
   })
 
+  router.get('/quotas', async (ctx) => {
+    await requireAdmin(ctx)
+    ok(ctx, { quotas: await deps.queries.quotas() })
+  })
+  router.put('/quotas/:name', async (ctx) => {
+    await requireAdmin(ctx)
+    const quota = { ...await jsonBody(ctx), name: ctx.params.name } as unknown as Quota
+    checkQuota(quota)
+    const r = await auth.submitAudited({ type: 'PutQuota', quota, at: deps.now() }) as { usedBytes: number }
+    ok(ctx, { ...quota, usedBytes: r.usedBytes })
+  })
+  router.delete('/quotas/:name', async (ctx) => {
+    await requireAdmin(ctx)
+    await auth.submitAudited({ type: 'DeleteQuota', name: ctx.params.name!, at: deps.now() })
+    ok(ctx)
+  })
   router.get('/retention', async (ctx) => {
     await requireAdmin(ctx)
     ok(ctx, { policies: await deps.queries.retentionPolicies() })

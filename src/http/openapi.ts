@@ -305,6 +305,37 @@ const paths: Record<string, PathItem> = {
     }),
   },
 
+  [`${API_PREFIX}/quotas`]: {
+    get: op({
+      operationId: 'listQuotas',
+      tags: ['maintenance'],
+      summary: 'List the storage quotas, with what each namespace uses',
+      description: ADMIN,
+      ok: { 200: answer('The quotas', { type: 'object', properties: { quotas: { type: 'array', items: schema('Quota') } } }) },
+      errors: [403],
+    }),
+  },
+  [`${API_PREFIX}/quotas/{name}`]: {
+    put: op({
+      operationId: 'putQuota',
+      tags: ['maintenance'],
+      summary: 'Create or replace a storage quota',
+      description: ADMIN + ' Usage is the size of the distinct blobs linked into the matching repositories. An upload or a promotion that would pass it, and a new manifest while it is passed, get 403 DENIED naming the quota.',
+      parameters: [pathName('name', 'quota')],
+      requestBody: body({ type: 'object', required: ['repositories', 'maxBytes'], properties: { repositories: { type: 'array', items: { type: 'string' } }, maxBytes: { type: 'integer', minimum: 0 } } }),
+      ok: { 200: answer('The quota, with its usage now', schema('Quota')) },
+      errors: [400, 403],
+    }),
+    delete: op({
+      operationId: 'deleteQuota',
+      tags: ['maintenance'],
+      summary: 'Remove a storage quota',
+      description: ADMIN,
+      parameters: [pathName('name', 'quota')],
+      ok: { 200: answer('Removed', { type: 'object' }) },
+      errors: [403, 404],
+    }),
+  },
   [`${API_PREFIX}/retention`]: {
     get: op({
       operationId: 'listRetention',
@@ -577,6 +608,16 @@ export const OPENAPI_DOCUMENT: OpenApiDocument = {
           detail: { type: 'object', description: 'Non-secret details: digest, tag, target name …' },
           outcome: { type: 'string', enum: ['ok', 'failed', 'denied'] },
           code: { type: 'string', description: 'The error code when the outcome is not ok.' },
+        },
+      },
+      Quota: {
+        type: 'object',
+        required: ['name', 'repositories', 'maxBytes', 'usedBytes'],
+        properties: {
+          name: { type: 'string' },
+          repositories: { type: 'array', items: { type: 'string' } },
+          maxBytes: { type: 'integer' },
+          usedBytes: { type: 'integer', description: 'Distinct blobs linked into the namespace, each counted once.' },
         },
       },
       RetentionPolicy: {

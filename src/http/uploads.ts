@@ -11,6 +11,8 @@ import { randomBytes } from 'node:crypto'
 import type { Readable } from 'node:stream'
 import type { BlobInfo } from '../../storage/blobs/blob-store.js'
 import { FlotillaError, type ErrorCode } from '../../storage/errors.js'
+import { matches } from '../../cluster/access/model.js'
+import { gib } from '../../cluster/metadata/quotas.js'
 import { parseDigest, parseDigestAlgorithm, parseRepositoryName, type Digest, type RepositoryName } from '../../storage/reference.js'
 import type { UploadRecord } from '../../cluster/metadata/commands.js'
 import { submit, type RegistryDeps } from './deps.js'
@@ -158,6 +160,8 @@ export async function start (ctx: Context, deps: RegistryDeps, name: RepositoryN
     }
     // Not mountable: fall back to a fresh upload session, as the spec allows (202).
   }
+  // A namespace at its quota is told so before it sends any byte (the log has the last word).
+  await roomInQuota(deps, name)
   const digestParam = queryString(ctx, 'digest', 'DIGEST_INVALID')
   if (digestParam !== undefined && mount === undefined) {
     const digest = parseDigest(digestParam)
@@ -192,6 +196,13 @@ export async function start (ctx: Context, deps: RegistryDeps, name: RepositoryN
   ctx.set('Docker-Upload-UUID', id)
   ctx.set('Content-Length', '0')
   ctx.body = ''
+}
+
+async function roomInQuota (deps: RegistryDeps, name: RepositoryName): Promise<void> {
+  for (const q of await deps.queries.quotas()) {
+    if (q.usedBytes < q.maxBytes || !q.repositories.some((p) => matches(p, name))) continue
+    throw new FlotillaError('QUOTA_EXCEEDED', `quota ${q.name} (${q.repositories.join(', ')}) is ${gib(q.maxBytes)} and ${gib(q.usedBytes)} are used: delete images there (then run flotilla gc) or raise the quota`)
+  }
 }
 
 export async function status (ctx: Context, deps: RegistryDeps, name: RepositoryName, id: string): Promise<void> {
