@@ -23,6 +23,8 @@
  *   storage:
  *     delete: true               FLOTILLA_DELETE_ENABLED
  *     directIO: true             FLOTILLA_DIRECT_IO                            (big blob I/O bypasses the page cache)
+ *     diskHighWatermark: 90      FLOTILLA_DISK_HIGH_WATERMARK                  (% used: above it, no uploads here)
+ *     diskLowWatermark: 85       FLOTILLA_DISK_LOW_WATERMARK                   (% used: under it, uploads again)
  *   limits:
  *     manifestMaxBytes: 4194304  FLOTILLA_MANIFEST_MAX_BYTES
  *   uploads:
@@ -85,7 +87,11 @@ export const ConfigSchema = z.object({
     delete: z.boolean().default(true),
     /** O_DIRECT for large blob writes and reads (storage/blobs/direct-io.ts); ignored where the filesystem has none. */
     directIO: z.boolean().default(true),
-  }).strict().default({ delete: true, directIO: true }),
+    /** Percent of the data directory's filesystem used above which the node takes no uploads (storage/disk-watch.ts). */
+    diskHighWatermark: z.number().min(0).max(100).default(90),
+    /** … until it is back under this percent. */
+    diskLowWatermark: z.number().min(0).max(100).default(85),
+  }).strict().default({ delete: true, directIO: true, diskHighWatermark: 90, diskLowWatermark: 85 }),
   limits: z.object({
     manifestMaxBytes: z.number().int().positive().max(64 * 1024 * 1024).default(4 * 1024 * 1024),
   }).strict().default({ manifestMaxBytes: 4 * 1024 * 1024 }),
@@ -147,6 +153,8 @@ const ENV: Array<[string, string[], (s: string) => unknown]> = [
   ['FLOTILLA_LOG_LEVEL', ['log', 'level'], (s) => s],
   ['FLOTILLA_DELETE_ENABLED', ['storage', 'delete'], (s) => s === 'true' || s === '1' ? true : s === 'false' || s === '0' ? false : s],
   ['FLOTILLA_DIRECT_IO', ['storage', 'directIO'], (s) => s === 'true' || s === '1' ? true : s === 'false' || s === '0' ? false : s],
+  ['FLOTILLA_DISK_HIGH_WATERMARK', ['storage', 'diskHighWatermark'], (s) => Number(s)],
+  ['FLOTILLA_DISK_LOW_WATERMARK', ['storage', 'diskLowWatermark'], (s) => Number(s)],
   ['FLOTILLA_MANIFEST_MAX_BYTES', ['limits', 'manifestMaxBytes'], (s) => Number(s)],
   ['FLOTILLA_UPLOAD_EXPIRE_HOURS', ['uploads', 'expireAfterHours'], (s) => Number(s)],
   ['FLOTILLA_GC_GRACE', ['gc', 'grace'], (s) => s],

@@ -38,6 +38,7 @@ import { durationMs, splitHostPort, toMultiaddr, type Config } from './config.js
 import { Collector, InUse } from '../cluster/gc/collector.js'
 import { RetentionRunner } from '../cluster/retention/runner.js'
 import { PullRecorder } from '../cluster/retention/pulls.js'
+import { DiskWatch } from '../storage/disk-watch.js'
 import { signRequest } from '../net/peer-auth.js'
 import { listenFailure } from './listen-errors.js'
 import { createApiServer, type ApiServer } from './tls/server.js'
@@ -70,6 +71,8 @@ export class RegistryNode {
   /** Bytes this node sends to its peers (cluster/replication/metrics.ts). */
   private readonly replicationMetrics = new ReplicationMetrics()
   private gcTimer: NodeJS.Timeout | undefined
+  /** The data directory's filesystem against the watermarks (storage/disk-watch.ts). */
+  disk: DiskWatch | undefined
   /** Sizes of record-less upload sessions at the last sweep (undefined before the first). */
   private orphans: Map<string, number> | undefined
 
@@ -140,8 +143,13 @@ export class RegistryNode {
     }
     deps.retention = { runner: new RetentionRunner({ queries: cluster.queries, sink: deps.sink, immutable: async (repo) => await deps.auth.queries.isImmutable(repo), log }), pulls: new PullRecorder(deps.sink, log) }
     const inUse = new InUse()
-    deps.gc = { collector: gcCollector(cluster, deps, inUse, identity.privateKey, log), inUse, graceMs: durationMs(config.gc.grace)! }
-    return new RegistryNode(config, log, nodeId, kv, deps, cluster, identity.privateKey, joinTarget, faults)
+    const call = memberCall(cluster, nodeId, identity.privateKey)
+    deps.gc = { collector: gcCollector(cluster, deps, inUse, call, log), inUse, graceMs: durationMs(config.gc.grace)! }
+    const disk = new DiskWatch(dataDir, { highPercent: config.storage.diskHighWatermark, lowPercent: Math.min(config.storage.diskLowWatermark, config.storage.diskHighWatermark) }, log)
+    deps.disk = { state: () => disk.state(), roomElsewhere: roomElsewhere(cluster, nodeId, call) }
+    const node = new RegistryNode(config, log, nodeId, kv, deps, cluster, identity.privateKey, joinTarget, faults)
+    node.disk = disk
+    return node
   }
 
   /**
@@ -220,6 +228,7 @@ export class RegistryNode {
       publish: (msg) => { pubsub.publish(BLOB_TOPIC, new TextEncoder().encode(JSON.stringify(msg))).catch(() => {}) },
       // A blob coming down an upload chain is not copied a second time.
       arriving: async (digest) => await this.mirrors?.arriving(digest) ?? false,
+      full: () => this.disk?.state().full === true,
     })
     // Only members' announcements count: one relayed by any other peer (a stranger connected on
     // probation to join) is rejected, one a member relays for a non-member ignored; neither is forwarded.
@@ -244,7 +253,7 @@ export class RegistryNode {
     }
     const mirror = this.mirror!
     deps.replication = {
-      fetchThrough: async (digest, range) => await fetchThrough({ peerId: this.nodeId, fetcher, replicator, uploads: deps.uploads, blobs: deps.blobs, sink: deps.sink, log }, digest, range),
+      fetchThrough: async (digest, range) => await fetchThrough({ peerId: this.nodeId, fetcher, replicator, uploads: deps.uploads, blobs: deps.blobs, sink: deps.sink, log, full: () => this.disk?.state().full === true }, digest, range),
       waitForCopies: async (digests) => await replicator.waitForCopies(digests, replicator.writeQuorum()),
       httpOf: (p) => cluster.httpOf(p),
       mirror,
@@ -292,12 +301,13 @@ export class RegistryNode {
   }
 
   async start (): Promise<void> {
+    await this.disk?.start()
     const mirrors = this.startMirrors()
     // HTTP, or HTTPS with tls.certificate/key (read and checked here: a bad file stops the start).
     // Headers up to 64 KiB (Node's default is 16): the first chunk of an upload chain names the
     // rest of the chain, 53 bytes a peer (cluster/replication/upload-mirror.ts, MAX_CHAIN).
     const api = this.api = await createApiServer(this.config.tls, this.log, { requestTimeout: 0, headersTimeout: 60_000, keepAliveTimeout: 65_000, maxHeaderSize: 64 * 1024 })
-    const app = createApp({ deps: this.deps, log: this.log, ready: () => this.ready && this.cluster.ready(), started: () => this.ready, cluster: this.cluster, replicationBacklog: () => this.replicator?.backlog() ?? 0, replicationMetrics: this.replicationMetrics, mirrors, ...(this.faults !== undefined ? { faults: this.faults } : {}), metrics: api.metrics })
+    const app = createApp({ deps: this.deps, log: this.log, ready: () => this.ready && this.cluster.ready(), started: () => this.ready, cluster: this.cluster, replicationBacklog: () => this.replicator?.backlog() ?? 0, replicationMetrics: this.replicationMetrics, mirrors, ...(this.faults !== undefined ? { faults: this.faults } : {}), metrics: [...api.metrics, ...(this.disk?.all() ?? [])] })
     const handler = app.callback()
     const server = api.server
     server.on('request', handler)
@@ -346,6 +356,7 @@ export class RegistryNode {
     this.ready = false
     if (this.sweeper !== undefined) clearInterval(this.sweeper)
     if (this.gcTimer !== undefined) clearInterval(this.gcTimer)
+    this.disk?.stop()
     this.deps.retention?.pulls.stop()
     // Worth a moment, not a hang: without a quorum the pulls are simply not recorded.
     await Promise.race([this.deps.retention?.pulls.flush().catch(() => {}), new Promise((resolve) => setTimeout(resolve, 2000).unref())])
@@ -366,8 +377,40 @@ export class RegistryNode {
   }
 }
 
+type MemberCall = (peerId: string, method: 'GET' | 'POST', path: string, timeoutMs?: number) => Promise<unknown>
+
+/** A signed internal call to another member, answered with its JSON (or an error naming why not). */
+function memberCall (cluster: Cluster, nodeId: string, privateKey: PrivateKey): MemberCall {
+  return async (peerId, method, path, timeoutMs = 10_000) => {
+    const base = cluster.httpOf(peerId)
+    if (base === undefined) throw new Error(`no address known for member ${peerId}`)
+    const res = await fetch(new URL(path, base), { method, headers: { authorization: await signRequest(privateKey, nodeId, method, path) }, signal: AbortSignal.timeout(timeoutMs) })
+    const text = await res.text()
+    if (!res.ok) throw new Error(`${method} ${path} answered ${res.status}: ${text.slice(0, 200)}`)
+    return JSON.parse(text) as unknown
+  }
+}
+
+/**
+ * A member with room for an upload this node is too full to take: the one with the most free
+ * space among those under their high watermark. Asked at most every 5 s.
+ */
+function roomElsewhere (cluster: Cluster, nodeId: string, call: MemberCall): () => Promise<string | undefined> {
+  let cached: { at: number; best: string | undefined } | undefined
+  return async () => {
+    if (cached !== undefined && Date.now() - cached.at < 5_000) return cached.best
+    const answers = await Promise.all(cluster.memberIds().filter((p) => p !== nodeId).map(async (p) => {
+      try { return { p, s: await call(p, 'GET', '/internal/v1/disk', 3_000) as { full?: boolean; freeBytes?: number } } } catch { return undefined }
+    }))
+    const ok = answers.filter((a) => a !== undefined && a.s.full === false).sort((a, b) => (b!.s.freeBytes ?? 0) - (a!.s.freeBytes ?? 0))
+    const best = ok[0] === undefined ? undefined : cluster.httpOf(ok[0].p)
+    cached = { at: Date.now(), best }
+    return best
+  }
+}
+
 /** The collector, talking to the other members over signed internal HTTP. */
-function gcCollector (cluster: Cluster, deps: RegistryDeps, inUse: InUse, privateKey: PrivateKey, log: Logger): Collector {
+function gcCollector (cluster: Cluster, deps: RegistryDeps, inUse: InUse, call: MemberCall, log: Logger): Collector {
   return new Collector({
     peerId: deps.nodeId,
     blobs: deps.blobs,
@@ -377,15 +420,8 @@ function gcCollector (cluster: Cluster, deps: RegistryDeps, inUse: InUse, privat
     inUse,
     members: {
       others: () => cluster.memberIds().filter((p) => p !== deps.nodeId),
-      call: async (peerId, method, path) => {
-        const base = cluster.httpOf(peerId)
-        if (base === undefined) throw new Error(`no address known for member ${peerId}`)
-        // A sweep waits for the member to catch up and walks its whole store: minutes, not seconds.
-        const res = await fetch(new URL(path, base), { method, headers: { authorization: await signRequest(privateKey, deps.nodeId, method, path) }, signal: AbortSignal.timeout(method === 'POST' ? 600_000 : 10_000) })
-        const text = await res.text()
-        if (!res.ok) throw new Error(`${method} ${path} answered ${res.status}: ${text.slice(0, 200)}`)
-        return JSON.parse(text) as unknown
-      },
+      // A sweep waits for the member to catch up and walks its whole store: minutes, not seconds.
+      call: async (peerId, method, path) => await call(peerId, method, path, method === 'POST' ? 600_000 : 10_000),
     },
     log,
   })

@@ -23,6 +23,8 @@ export interface FetchThroughDeps {
   blobs: BlobStore
   sink: CommandSink
   log: Logger
+  /** This node is above its disk high watermark: serve the bytes, keep no copy. */
+  full?: () => boolean
 }
 
 export async function fetchThrough (deps: FetchThroughDeps, digest: Digest, range?: ByteRange): Promise<Readable | undefined> {
@@ -36,7 +38,7 @@ export async function fetchThrough (deps: FetchThroughDeps, digest: Digest, rang
     }
     if (res.statusCode !== (range === undefined ? 200 : 206)) { res.resume(); continue }
     const body: Readable = res
-    if (range !== undefined) return body
+    if (range !== undefined || deps.full?.() === true) return body
     // The client sets the pace. The copy into our store follows while it keeps up; on this
     // kind of machine writing the copy costs the client about half its speed when it must wait
     // for it, so a copy 16 MiB behind is dropped and the blob fetched again once the client has

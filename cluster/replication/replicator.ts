@@ -48,6 +48,8 @@ export interface ReplicatorOptions {
    * waits, so that the blob does not travel to this node twice.
    */
   arriving?: (digest: string) => Promise<boolean>
+  /** This node is above its disk high watermark: it takes no copies. */
+  full?: () => boolean
 }
 
 export type GossipMsg = { have: string; peer: string } | { want: string; peer: string }
@@ -111,7 +113,8 @@ export class Replicator {
    * A blob still arriving here through its upload chain is not copied.
    */
   async onBlobKnown (digest: string, size: number): Promise<void> {
-    if (this.stopped || !this.shouldHold(digest)) return
+    // A full node copies nothing more (anti-entropy brings the copy once it has room again).
+    if (this.stopped || !this.shouldHold(digest) || this.opts.full?.() === true) return
     if (await this.opts.blobs.stat(parseDigest(digest)) !== undefined) return
     if (this.queue.has(digest) || this.inFlight.has(digest) || this.settling.has(digest)) return
     this.settling.add(digest)

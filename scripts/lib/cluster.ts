@@ -262,7 +262,8 @@ export interface TestCluster {
   /** Start a new node that joins through `via` (default: the first live node). */
   join (opts?: { via?: ClusterNode; token?: string; anonymous?: string }): Promise<ClusterNode>
   /** Restart a stopped node on its data dir and ports with `flotilla serve`. */
-  restart (node: ClusterNode): Promise<ClusterNode>
+  /** Stop (if alive) and start again on its data dir and ports; `env` adds to the cluster's. */
+  restart (node: ClusterNode, opts?: { env?: Record<string, string> }): Promise<ClusterNode>
   status (node: ClusterNode): Promise<ClusterStatus>
   /** The node that leads, as every live, unpaused node agrees (waits for agreement). */
   leader (timeoutMs?: number, among?: ClusterNode[]): Promise<ClusterNode>
@@ -312,9 +313,9 @@ export async function startCluster (opts: ClusterOptions): Promise<TestCluster> 
       nodes.push(node)
       return node
     },
-    async restart (node) {
+    async restart (node, o = {}) {
       if (node.alive()) await node.stop()
-      const again = await startNode({ name: node.name, base, adminPassword: credentials.password, anonymous: opts.anonymous, env: nodeEnv, dataDir: node.dataDir, port: Number(node.host.split(':')[1]), p2pPort: node.p2pPort })
+      const again = await startNode({ name: node.name, base, adminPassword: credentials.password, anonymous: opts.anonymous, env: { ...nodeEnv, ...o.env }, dataDir: node.dataDir, port: Number(node.host.split(':')[1]), p2pPort: node.p2pPort })
       nodes[nodes.indexOf(node)] = again
       return again
     },

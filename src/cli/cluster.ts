@@ -46,6 +46,10 @@ export function clusterCommands (program: Command): void {
         m.peerId + (m.leader ? ' *' : ''), m.role, m.reachable ? 'yes' : 'NO', m.lastContact ?? 'never', m.http ?? '-',
         m.lag === null ? '-' : String(m.lag) + (m.stalled !== null ? ' STALLED' : ''), m.p2p.join(' ') || '-'])
       process.stdout.write(table(['PEER', 'ROLE', 'REACHABLE', 'LAST CONTACT', 'HTTP', 'LAG', 'P2P'], rows))
+      if (doc.disk !== undefined) {
+        const gibs = (b: number): string => `${(b / 2 ** 30).toFixed(1)} GiB`
+        process.stdout.write(`disk of ${doc.node}: ${doc.disk.usedPercent.toFixed(1)}% used, ${gibs(doc.disk.freeBytes)} free of ${gibs(doc.disk.totalBytes)}${doc.disk.full ? ' (FULL: above storage.diskHighWatermark, takes no uploads)' : ''}\n`)
+      }
       // A stall names its cause (cluster/stall-watch.ts); print it whole, under the table.
       for (const m of doc.members) {
         if (m.stalled !== null) process.stdout.write(`\n${m.peerId}: replication stalled at index ${m.stalled.match} since ${m.stalled.since}: ${m.stalled.cause}\n`)

@@ -8,6 +8,7 @@ import { FORWARDED } from './forwarded.js'
 import Router from '@koa/router'
 import type { Context, Next } from 'koa'
 import { z } from 'zod'
+import type { DiskState } from '../../storage/disk-watch.js'
 import type { Cluster } from '../../cluster/cluster.js'
 import type { Stall } from '../../cluster/stall-watch.js'
 import { createJoinToken, joinCluster, JoinRequest } from '../../cluster/join.js'
@@ -78,6 +79,8 @@ export interface ClusterStatusDoc {
   applied: number
   role: string
   replicationBacklog: number
+  /** This node's disk (storage/disk-watch.ts). */
+  disk?: DiskState
   members: ClusterMemberDoc[]
 }
 
@@ -93,7 +96,7 @@ function fullAddrs (peerId: string, addrs: string[]): string[] {
 /** POST /api/v1/cluster/tokens; exported for the OpenAPI document (openapi.ts). */
 export const JoinTokenRequest = z.object({ ttlSeconds: z.number().int().min(60).max(7 * 24 * 3600).default(3600) })
 
-export function clusterRoutes (cluster: Cluster, replicationBacklog: () => number = () => 0): Router {
+export function clusterRoutes (cluster: Cluster, replicationBacklog: () => number = () => 0, disk?: () => DiskState): Router {
   const r = new Router({ prefix: '/api/v1/cluster' })
 
   const contact = (id: string): Pick<ClusterMemberDoc, 'reachable' | 'lastContact'> => {
@@ -114,6 +117,8 @@ export function clusterRoutes (cluster: Cluster, replicationBacklog: () => numbe
       role: st.role,
       // Blobs this node should hold and is still copying.
       replicationBacklog: replicationBacklog(),
+      // This node's disk against its watermarks (storage/disk-watch.ts).
+      ...(disk !== undefined ? { disk: disk() } : {}),
       members: [...ids].sort().map((id): ClusterMemberDoc => {
         const m = members.find((x) => x.peerId === id)
         const pr = st.progress?.get(id)

@@ -13,6 +13,7 @@ import type { AuthService } from '../auth/service.js'
 import type { UploadMirror } from '../../cluster/replication/upload-mirror.js'
 import type { Collector, InUse } from '../../cluster/gc/collector.js'
 import type { RetentionRunner } from '../../cluster/retention/runner.js'
+import type { DiskState } from '../../storage/disk-watch.js'
 import type { PullRecorder } from '../../cluster/retention/pulls.js'
 
 /** Blobs across nodes: present in a cluster, absent on a lone node in tests. */
@@ -50,6 +51,11 @@ export interface RegistryDeps {
   auth: AuthService
   /** Garbage collection: requests hold the digests they are about to reference (cluster/gc/). */
   gc?: { collector: Collector; inUse: InUse; graceMs: number }
+  /**
+   * This node's disk against its watermarks (storage/disk-watch.ts), and a member with room
+   * for an upload this node is too full to take (undefined: none).
+   */
+  disk?: { state: () => DiskState; roomElsewhere: () => Promise<string | undefined> }
   /** Retention policies, and the pull times they may use (cluster/retention/). */
   retention?: { runner: RetentionRunner; pulls: PullRecorder }
 }

@@ -11,6 +11,7 @@
  *   POST     /internal/v1/mirrors/<id>/commit/<digest>  keep the mirrored bytes as a blob, pass the commit
  *                                                       on (201 {size, holders}; Flotilla-Mirror: the quorum)
  *   DELETE   /internal/v1/mirrors/<id>                  the upload was cancelled: here and down the chain
+ *   GET      /internal/v1/disk                          this node's disk: {full, freeBytes, totalBytes, usedPercent}
  *   GET      /internal/v1/gc/in-use                     digests this node is using now {digests} (cluster/gc/)
  *   POST     /internal/v1/gc/sweep                      delete blobs the metadata forgot {deleted, bytes}
  *
@@ -31,6 +32,9 @@ import type { ReplicationMetrics } from '../../cluster/replication/metrics.js'
 const MIRROR_ID = '[A-Za-z0-9_-]{8,120}'
 
 /** A member's side of garbage collection (cluster/gc/collector.ts). */
+/** This node's disk as its peers see it. */
+export interface InternalDisk { state: () => { full: boolean; freeBytes: number; totalBytes: number; usedPercent: number } }
+
 export interface InternalGc {
   /** Digests this node is using now (the collection leaves them alone). */
   inUse (): string[]
@@ -38,7 +42,7 @@ export interface InternalGc {
   sweep (): Promise<{ deleted: number; bytes: number }>
 }
 
-export function internalRoutes (opts: { blobs: BlobStore; admits: (peerId: string) => boolean; removed?: (peerId: string) => boolean; liveConnection?: (peerId: string) => Promise<boolean>; mirrors?: MirrorReceiver; metrics?: ReplicationMetrics; gc?: InternalGc }) {
+export function internalRoutes (opts: { blobs: BlobStore; admits: (peerId: string) => boolean; removed?: (peerId: string) => boolean; liveConnection?: (peerId: string) => Promise<boolean>; mirrors?: MirrorReceiver; metrics?: ReplicationMetrics; gc?: InternalGc; disk?: InternalDisk }) {
   return async function internal (ctx: Context, next: Next): Promise<void> {
     if (!ctx.path.startsWith('/internal/')) return await next()
     const peer = await verifyRequest(ctx.get('authorization') || undefined, ctx.method, ctx.path, Date.now(), ctx.get(MIRROR_HEADER) || undefined)
@@ -58,7 +62,12 @@ export function internalRoutes (opts: { blobs: BlobStore; admits: (peerId: strin
       ctx.body = { member: true, connected: await opts.liveConnection?.(peer) ?? false }
       return
     }
-    if (ctx.path.startsWith('/internal/v1/mirrors/') && opts.mirrors !== undefined) return await mirror(ctx, opts.mirrors)
+    if (ctx.path === '/internal/v1/disk' && ctx.method === 'GET' && opts.disk !== undefined) { ctx.body = opts.disk.state(); return }
+    if (ctx.path.startsWith('/internal/v1/mirrors/') && opts.mirrors !== undefined) {
+      // A full node is no hop of a new chain: refused before the first byte, it is skipped.
+      if (ctx.method === 'PUT' && /\/0$/.test(ctx.path) && opts.disk?.state().full === true) throw new FlotillaError('DISK_FULL', 'this node is above its disk high watermark')
+      return await mirror(ctx, opts.mirrors)
+    }
     if (ctx.path.startsWith('/internal/v1/gc/') && opts.gc !== undefined) {
       if (ctx.path === '/internal/v1/gc/in-use' && ctx.method === 'GET') { ctx.body = { digests: opts.gc.inUse() }; return }
       if (ctx.path === '/internal/v1/gc/sweep' && ctx.method === 'POST') { ctx.body = await opts.gc.sweep(); return }

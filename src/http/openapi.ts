@@ -671,6 +671,7 @@ export const OPENAPI_DOCUMENT: OpenApiDocument = {
           applied: { type: 'integer' },
           role: { type: 'string' },
           replicationBacklog: { type: 'integer', description: 'Blobs this node should hold and is still copying.' },
+          disk: { type: 'object', description: 'This node\'s disk against its watermarks; full: it takes no uploads.', properties: { totalBytes: { type: 'integer' }, freeBytes: { type: 'integer' }, usedPercent: { type: 'number' }, full: { type: 'boolean' }, at: { type: 'integer' } } },
           members: { type: 'array', items: schema('ClusterMember') },
         },
       },

@@ -162,6 +162,15 @@ export async function start (ctx: Context, deps: RegistryDeps, name: RepositoryN
   }
   // A namespace at its quota is told so before it sends any byte (the log has the last word).
   await roomInQuota(deps, name)
+  // A full node opens the upload on a member with room; the client's next requests come back
+  // here and are passed to that owner like any session another node holds.
+  if (deps.disk?.state().full === true) {
+    const base = await deps.disk.roomElsewhere()
+    if (base === undefined || deps.replication === undefined) {
+      throw new FlotillaError('DISK_FULL', `this node's disk is ${Math.round(deps.disk.state().usedPercent)}% full (above storage.diskHighWatermark) and no other node has room: free space (delete images, run flotilla gc) or add a node`)
+    }
+    return await proxyTo(ctx, base, deps.replication.forwarding)
+  }
   const digestParam = queryString(ctx, 'digest', 'DIGEST_INVALID')
   if (digestParam !== undefined && mount === undefined) {
     const digest = parseDigest(digestParam)
