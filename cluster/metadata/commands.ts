@@ -5,6 +5,7 @@
  */
 import type { ErrorCode } from '../../storage/errors.js'
 import type { AccessCommand, AuditedCommand } from '../access/commands.js'
+import type { PeeringCommand } from '../peering/commands.js'
 
 export interface DescriptorRecord {
   mediaType: string
@@ -62,6 +63,8 @@ export type Command =
   | { type: 'DeleteManifest'; repo: string; digest: string }
   /** Users, groups, permissions, tokens, immutability, audit, promotion: cluster/access/. */
   | AccessCommand
+  /** Cross-site peerings, and changes received from another site: cluster/peering/. */
+  | PeeringCommand
   /** Any command, applied together with an audit entry naming who asked (cluster/access/apply.ts). */
   | AuditedCommand<Command>
   /** Create the cluster's shared secret (signs join tokens); once, by the founding node. */

@@ -19,7 +19,12 @@
  *   ├── member␀<peerId>                           → MemberRecord       addresses of each member
  *   ├── removed␀<peerId>                          → {at}               never admitted again
  *   ├── jointoken␀<id>                            → {expiresAt}        join tokens handed out, until they expire
- *   └── session␀<clientId>                        → {seq, result, at}  deduplication of retried commands
+ *   ├── session␀<clientId>                        → {seq, result, at}  deduplication of retried commands
+ *   ├── sitepeer␀<name>                           → PeeringRecord      another site peered with this one (cluster/peering/)
+ *   ├── siteseq                                   → {seq}              this site's last change-feed sequence
+ *   ├── feed␀<seq, 16 digits>                     → FeedEntry          this site's replicable changes, in commit order
+ *   ├── sitecursor␀<origin site>                  → SiteCursor         how far this site applied another site's feed
+ *   └── sitefail␀<origin site>␀<seq, 16 digits>   → SiteFailure        a shipped change this site could not apply
  */
 const SEP = '\u0000'
 
@@ -52,6 +57,14 @@ export const key = {
   removed: (peerId: string): string => `removed${SEP}${peerId}`,
   joinToken: (id: string): string => `jointoken${SEP}${id}`,
   joinTokenPrefix: (): string => `jointoken${SEP}`,
+  sitePeer: (name: string): string => `sitepeer${SEP}${name}`,
+  sitePeerPrefix: (): string => `sitepeer${SEP}`,
+  siteSeq: (): string => 'siteseq',
+  feed: (seq: number): string => `feed${SEP}${String(seq).padStart(16, '0')}`,
+  feedPrefix: (): string => `feed${SEP}`,
+  siteCursor: (origin: string): string => `sitecursor${SEP}${origin}`,
+  siteFailure: (origin: string, seq: number): string => `sitefail${SEP}${origin}${SEP}${String(seq).padStart(16, '0')}`,
+  siteFailurePrefix: (origin: string): string => `sitefail${SEP}${origin}${SEP}`,
 }
 
 /** The last part of a key (the name, digest or tag it ends with). */

@@ -13,6 +13,8 @@ import { FlotillaError } from '../../storage/errors.js'
 import { key } from './keys.js'
 import { isAccessCommand } from '../access/commands.js'
 import { applyAccess, applyAudited, guardImmutable } from '../access/apply.js'
+import { isPeeringCommand } from '../peering/commands.js'
+import { appendFeed, applyPeering } from '../peering/apply.js'
 import type { Command, CommandResult, DescriptorRecord, Envelope, ManifestRecord, MemberRecord, UploadRecord } from './commands.js'
 
 const enc = new TextEncoder()
@@ -53,11 +55,21 @@ class Tx {
   del (k: string): void { this.pending.set(k, null) }
   clear (): void { this.pending.clear() }
 
+  /** This transaction's writes in the order they were first made (null: a delete). */
+  writes (): Iterable<[string, Uint8Array | null]> { return this.pending.entries() }
+
   ops (): KVOp[] {
     const ops: KVOp[] = []
     for (const [k, v] of this.pending) ops.push(v === null ? { type: 'del', key: k } : { type: 'put', key: k, value: v })
     return ops
   }
+}
+
+/** When a command was made (ms): its own time, else its envelope's (0 when it has neither). */
+function commandTime (env: Envelope): number {
+  const c = env.command.type === 'Audited' ? env.command.command : env.command
+  const at = (c as { at?: unknown }).at
+  return typeof at === 'number' ? at : env.at ?? 0
 }
 
 interface SessionRecord { seq: number; result: CommandResult; at: number }
@@ -93,6 +105,10 @@ export class MetadataStateMachine {
     if (result === undefined) {
       try {
         result = await this.exec(tx, env.command)
+        // This site's own replicable changes go to its change feed (cluster/peering/apply.ts);
+        // changes received from another site keep their origin and are not shipped again.
+        const inner = env.command.type === 'Audited' ? env.command.command : env.command
+        if (result.ok && !isPeeringCommand(inner)) await appendFeed(tx, commandTime(env))
       } catch (err) {
         if (!(err instanceof FlotillaError)) throw err
         tx.clear()
@@ -109,6 +125,7 @@ export class MetadataStateMachine {
   private async exec (tx: Tx, c: Command): Promise<CommandResult> {
     if (c.type === 'Audited') return await applyAudited(tx, c, async (inner) => await this.exec(tx, inner))
     if (isAccessCommand(c)) return await applyAccess(tx, c)
+    if (isPeeringCommand(c)) return await applyPeering(tx, c, async (inner) => await this.exec(tx, inner))
     await guardImmutable(tx, c)
     switch (c.type) {
       case 'CreateUpload': {
