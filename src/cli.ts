@@ -9,6 +9,7 @@ import { RegistryNode, type JoinTarget } from './node.js'
 import { clusterCommands } from './cli/cluster.js'
 import { CliError } from './cli/client.js'
 import { registerAdminCommands } from './cli/admin.js'
+import { siteCommands } from './cli/sites.js'
 import { parseJoinAddress } from '../cluster/join.js'
 import { joinTokenExpiry } from '../cluster/join-token.js'
 import { startCpuProfile } from './cli/profile.js'
@@ -32,7 +33,7 @@ program
   .description('A container registry that runs as a cluster of equal peers.')
   .version(packageVersion(), '-V, --version', 'print the version')
 
-interface ServeFlags { data?: string; listen?: string; p2p?: string; advertise?: string; config?: string; logLevel?: string }
+interface ServeFlags { data?: string; listen?: string; p2p?: string; advertise?: string; sitesAdvertise?: string; config?: string; logLevel?: string }
 
 function serveOptions (cmd: Command): Command {
   return cmd
@@ -40,6 +41,7 @@ function serveOptions (cmd: Command): Command {
     .option('--listen <host:port>', 'HTTP address (default 127.0.0.1:5000, env FLOTILLA_LISTEN)')
     .option('--p2p <host:port>', 'libp2p address for the cluster (default 127.0.0.1:0, env FLOTILLA_P2P)')
     .option('--advertise <url>', 'HTTP URL other nodes use to reach this one (default http://<listen>)')
+    .option('--sites-advertise <address>', 'HOST:PORT or multiaddr other sites dial to reach this node\'s p2p port (default: its own; env FLOTILLA_SITES_ADVERTISE)')
     .option('--config <file>', 'YAML configuration file (env FLOTILLA_CONFIG)')
     .addOption(new Option('--log-level <level>', 'log level (env FLOTILLA_LOG_LEVEL)').choices(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']))
 }
@@ -108,6 +110,7 @@ serveOptions(program.command('join'))
 
 registerAdminCommands(program)
 clusterCommands(program)
+siteCommands(program)
 
 try {
   await program.parseAsync(process.argv)

@@ -21,6 +21,8 @@
  *     manifestMaxBytes: 4194304  FLOTILLA_MANIFEST_MAX_BYTES
  *   uploads:
  *     expireAfterHours: 24       FLOTILLA_UPLOAD_EXPIRE_HOURS
+ *   sites:
+ *     advertise: (p2p address)   FLOTILLA_SITES_ADVERTISE --sites-advertise ADDR  (HOST:PORT or multiaddr other sites dial; cluster/peering/)
  *   auth: …                    FLOTILLA_AUTH_*, FLOTILLA_INITIAL_ADMIN_PASSWORD  (src/auth/config.ts)
  *   (env only)                   FLOTILLA_FAULT_INJECTION=1                  (tests only: /api/v1/debug/partition)
  */
@@ -69,6 +71,17 @@ export const ConfigSchema = z.object({
   uploads: z.object({
     expireAfterHours: z.number().positive().default(24),
   }).strict().default({ expireAfterHours: 24 }),
+  /** Cross-site peering (cluster/peering/). */
+  sites: z.object({
+    /**
+     * The address other sites dial to reach this node's libp2p port: HOST:PORT or a multiaddr
+     * (/ip4/…/tcp/…, /dns/…/tcp/…), e.g. a proxy or a NAT's public side. Unset: the node's own
+     * p2p addresses. Peering tokens carry every member's.
+     */
+    advertise: z.string().superRefine((v, ctx) => {
+      if (v.startsWith('/') ? !/^\/(ip4|ip6|dns|dns4|dns6)\/[^/]+\/tcp\/\d{1,5}$/.test(v) : !HOST_PORT.test(v)) ctx.addIssue({ code: 'custom', message: `expected HOST:PORT or a multiaddr such as /ip4/10.0.0.1/tcp/7000, not ${JSON.stringify(v)}` })
+    }).optional(),
+  }).strict().default({}),
   /** Authentication and access control: src/auth/config.ts. */
   auth: AuthConfigSchema,
   /** Tests only, from FLOTILLA_FAULT_INJECTION (never from the file): serve /api/v1/debug/* (src/http/debug.ts). */
@@ -117,6 +130,7 @@ const ENV: Array<[string, string[], (s: string) => unknown]> = [
   ['FLOTILLA_DIRECT_IO', ['storage', 'directIO'], (s) => s === 'true' || s === '1' ? true : s === 'false' || s === '0' ? false : s],
   ['FLOTILLA_MANIFEST_MAX_BYTES', ['limits', 'manifestMaxBytes'], (s) => Number(s)],
   ['FLOTILLA_UPLOAD_EXPIRE_HOURS', ['uploads', 'expireAfterHours'], (s) => Number(s)],
+  ['FLOTILLA_SITES_ADVERTISE', ['sites', 'advertise'], (s) => s],
   ['FLOTILLA_FAULT_INJECTION', ['faultInjection'], (s) => s === 'true' || s === '1' ? true : s === 'false' || s === '0' ? false : s],
   ...AUTH_ENV,
 ]
@@ -127,6 +141,7 @@ export interface FlagValues {
   listen?: string
   p2p?: string
   advertise?: string
+  sitesAdvertise?: string
   logLevel?: string
 }
 
@@ -159,6 +174,7 @@ export async function loadConfig (flags: FlagValues, env: NodeJS.ProcessEnv = pr
   if (flags.listen !== undefined) fromFlags.listen = flags.listen
   if (flags.p2p !== undefined) fromFlags.p2p = flags.p2p
   if (flags.advertise !== undefined) fromFlags.advertise = flags.advertise
+  if (flags.sitesAdvertise !== undefined) set(fromFlags, ['sites', 'advertise'], flags.sitesAdvertise)
   if (flags.logLevel !== undefined) set(fromFlags, ['log', 'level'], flags.logLevel)
   const merged = merge(merge(fromFile, fromEnv), fromFlags)
   const result = ConfigSchema.safeParse(merged)
@@ -169,12 +185,19 @@ export async function loadConfig (flags: FlagValues, env: NodeJS.ProcessEnv = pr
   return result.data
 }
 
-const FLAGS: Record<string, string> = { data: '--data', listen: '--listen', p2p: '--p2p', advertise: '--advertise', 'log.level': '--log-level' }
+const FLAGS: Record<string, string> = { data: '--data', listen: '--listen', p2p: '--p2p', advertise: '--advertise', 'sites.advertise': '--sites-advertise', 'log.level': '--log-level' }
 
 /** ` (--listen, FLOTILLA_LISTEN)`: where a setting can come from besides the file, for its error. */
 function whereSet (path: string): string {
   const from = [FLAGS[path], ...ENV.filter(([, p]) => p.join('.') === path).map(([name]) => name)].filter((x) => x !== undefined)
   return from.length === 0 ? '' : ` (${from.join(', ')})`
+}
+
+/** `sites.advertise` as a multiaddr (HOST:PORT converted), or undefined when unset. */
+export function siteAdvertiseAddrs (config: Config): string[] | undefined {
+  const v = config.sites.advertise
+  if (v === undefined) return undefined
+  return [v.startsWith('/') ? v : toMultiaddr(v)]
 }
 
 /** HOST:PORT as a libp2p TCP multiaddr. */

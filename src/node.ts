@@ -29,10 +29,11 @@ import { UploadMirror } from '../cluster/replication/upload-mirror.js'
 import type { PrivateKey } from '@libp2p/interface'
 import { TopicValidatorResult } from '@libp2p/gossipsub'
 import { Faults } from '../net/faults.js'
+import { Sites } from '../cluster/peering/sites.js'
 import { createApp } from './http/app.js'
 import { createAuthService } from './auth/setup.js'
 import type { RegistryDeps } from './http/deps.js'
-import { splitHostPort, toMultiaddr, type Config } from './config.js'
+import { siteAdvertiseAddrs, splitHostPort, toMultiaddr, type Config } from './config.js'
 import { listenFailure } from './listen-errors.js'
 
 export interface JoinTarget {
@@ -69,7 +70,19 @@ export class RegistryNode {
     private readonly join: JoinTarget | undefined,
     /** Test-only fault injection (config.faultInjection); undefined in production. */
     readonly faults: Faults | undefined,
-  ) {}
+  ) {
+    // Cross-site peering (cluster/peering/): blobs go through this site's replication once it runs.
+    this.sites = new Sites({
+      cluster,
+      sink: deps.sink,
+      blobs: deps.blobs,
+      log,
+      fetchThrough: async (digest) => await deps.replication?.fetchThrough(digest),
+      waitForCopies: async (digests) => { await deps.replication?.waitForCopies(digests) },
+    })
+  }
+
+  readonly sites: Sites
 
   static async open (config: Config, log: Logger, joinTarget?: JoinTarget): Promise<RegistryNode> {
     const dataDir = resolve(config.data)
@@ -108,6 +121,7 @@ export class RegistryNode {
       localReads: config.cluster.reads === 'local',
       ...(faults !== undefined ? { faults } : {}),
       probation: config.cluster.probation,
+      ...(siteAdvertiseAddrs(config) !== undefined ? { siteAdvertise: siteAdvertiseAddrs(config)! } : {}),
     })
     const deps: RegistryDeps = {
       nodeId,
@@ -194,6 +208,8 @@ export class RegistryNode {
       const c = command.type === 'Audited' ? command.command : command
       if (!result.ok) return
       if (c.type === 'LinkBlob' || c.type === 'AddHolder') void replicator.onBlobKnown(c.digest, c.size)
+      // Other sites long-polling this site's change feed hear of a new entry at once.
+      this.sites.notify()
     }
     const mirror = new UploadMirror({
       peerId: this.nodeId,
@@ -232,7 +248,7 @@ export class RegistryNode {
   }
 
   async start (): Promise<void> {
-    const app = createApp({ deps: this.deps, log: this.log, ready: () => this.ready && this.cluster.ready(), started: () => this.ready, cluster: this.cluster, replicationBacklog: () => this.replicator?.backlog() ?? 0, ...(this.faults !== undefined ? { faults: this.faults } : {}) })
+    const app = createApp({ deps: this.deps, log: this.log, ready: () => this.ready && this.cluster.ready(), started: () => this.ready, cluster: this.cluster, sites: this.sites, replicationBacklog: () => this.replicator?.backlog() ?? 0, ...(this.faults !== undefined ? { faults: this.faults } : {}) })
     const server = createServer({ requestTimeout: 0, headersTimeout: 60_000, keepAliveTimeout: 65_000 }, app.callback())
     // A client that stops sending mid-body must not pin a socket forever.
     server.setTimeout(120_000, (s: Socket) => s.destroy())
@@ -255,8 +271,13 @@ export class RegistryNode {
     await this.cluster.start(seeds)
     this.cluster.watchMembership()
     if (this.faults !== undefined) this.cutConnections(this.faults)
-    if (this.join !== undefined) await this.cluster.waitUntilReady(120_000)
+    if (this.join !== undefined) {
+      await this.cluster.waitUntilReady(120_000)
+      // The leader recorded our addresses when it admitted us; the ones other sites dial are ours to say.
+      void this.cluster.announceSelfWhenAble()
+    }
     this.startReplication()
+    await this.sites.start()
     // First start: the cluster's JWT signing key and the admin user (src/auth/service.ts).
     await this.deps.auth.bootstrap(resolve(this.config.data))
     await this.sweepUploads()
@@ -279,6 +300,7 @@ export class RegistryNode {
       clearTimeout(timer)
     }
     this.replicator?.stop()
+    await this.sites.stop()
     await this.cluster.stop()
     await this.kv.close()
     this.log.info('flotilla node stopped')

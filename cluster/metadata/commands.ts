@@ -70,7 +70,7 @@ export type Command =
   /** Create the cluster's shared secret (signs join tokens); once, by the founding node. */
   | { type: 'InitCluster'; clusterId: string; secret: string; at: number }
   /** Record a member's addresses; a removed peer id is refused forever. */
-  | { type: 'AddPeer'; peerId: string; p2p: string[]; http: string; at: number }
+  | { type: 'AddPeer'; peerId: string; p2p: string[]; http: string; site?: string[]; at: number }
   | { type: 'RemovePeer'; peerId: string; at: number }
   /**
    * A join token was handed out (its JWT id and expiry, ms). While one is unexpired, members
@@ -85,6 +85,8 @@ export interface MemberRecord {
   peerId: string
   p2p: string[]
   http: string
+  /** The libp2p addresses other sites dial to reach this member (`sites.advertise`); p2p when absent. */
+  site?: string[]
   at: number
 }
 

@@ -20,6 +20,8 @@ import { MirrorReceiver } from '../../cluster/replication/upload-mirror.js'
 import { debugRoutes } from './debug.js'
 import { openapiRoute } from './openapi.js'
 import type { Faults } from '../../net/faults.js'
+import type { Sites } from '../../cluster/peering/sites.js'
+import { sitesRoutes } from './sites.js'
 
 export interface AppOptions {
   deps: RegistryDeps
@@ -29,6 +31,8 @@ export interface AppOptions {
   /** Whether the node finished starting (a joiner: caught up, blob replication wired). */
   started?: () => boolean
   cluster?: Cluster
+  /** Cross-site peering (cluster/peering/): mounts /api/v1/sites and its metrics. */
+  sites?: Sites
   replicationBacklog?: () => number
   /** Test-only fault injection (FLOTILLA_FAULT_INJECTION=1): mounts /api/v1/debug/partition. */
   faults?: Faults
@@ -48,6 +52,7 @@ export function createApp (opts: AppOptions): Koa {
   app.silent = true
   const metrics = createMetrics()
   if (opts.cluster !== undefined) for (const m of Object.values(opts.cluster.metrics)) metrics.registry.registerMetric(m)
+  if (opts.sites !== undefined) for (const m of Object.values(opts.sites.metrics)) metrics.registry.registerMetric(m)
   app.use(requestLog(opts.log))
   app.use(async (ctx, next) => {
     const end = metrics.duration.startTimer({ method: ctx.method })
@@ -81,7 +86,7 @@ export function createApp (opts: AppOptions): Koa {
     const path = ctx.path.replace(/\/+$/, '')
     const own = ctx.method === 'GET' && path === '/api/v1/cluster'
     // A join answers without the node having started: a node asked to join itself says so.
-    const joining = ctx.method === 'POST' && path === '/api/v1/cluster/join'
+    const joining = (ctx.method === 'POST' && path === '/api/v1/cluster/join')
     if (own || joining || ctx.path.startsWith('/internal/') || path === '/api/v1/openapi.json') return await next()
     ctx.set('Retry-After', '1')
     throw new FlotillaError('UNAVAILABLE', 'this node is still starting: retry in a moment')
@@ -95,6 +100,8 @@ export function createApp (opts: AppOptions): Koa {
     app.use(internalRoutes({ blobs: deps.blobs, admits: (p) => cluster.admits(p), removed: (p) => cluster.wasRemoved(p), liveConnection: async (p) => await cluster.liveConnection(p), mirrors }))
     app.use(clusterRoutes(cluster, opts.replicationBacklog).routes())
   }
+  // Before the admin API, which answers 404 for every path it does not know.
+  if (opts.sites !== undefined) app.use(sitesRoutes(opts.sites, opts.deps.auth, opts.cluster).routes())
   // Before the admin API, which answers 404 for every path it does not know.
   if (opts.faults !== undefined && opts.cluster !== undefined) {
     app.use(debugRoutes({ faults: opts.faults, auth: opts.deps.auth, self: opts.cluster.peerId, log: opts.log }))
