@@ -233,6 +233,11 @@ export class Sites {
     return id
   }
 
+  /** The last sequence of this site's change feed. */
+  async head (): Promise<number> {
+    return await this.d.cluster.peeringQueries.head()
+  }
+
   /** This site's members as other sites pin them: identity and the addresses to dial. */
   ownMembers (): SiteMember[] {
     const ids = new Set(this.d.cluster.memberIds())

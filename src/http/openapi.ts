@@ -371,7 +371,7 @@ const paths: Record<string, PathItem> = {
       tags: ['sites'],
       summary: 'This site\'s id and its peerings, with their status',
       description: ADMIN + ' Answered by the leader (which ships for its site) when it can be reached, else from this node\'s own view.',
-      ok: { 200: answer('The peerings', { type: 'object', required: ['site', 'peerings'], properties: { site: schema('SiteId'), peerings: { type: 'array', items: schema('SiteStatus') } } }) },
+      ok: { 200: answer('The peerings', { type: 'object', required: ['site', 'head', 'peerings'], properties: { site: schema('SiteId'), head: { type: 'integer', description: 'The last sequence number of this site\'s change feed.' }, peerings: { type: 'array', items: schema('SiteStatus') } } }) },
       errors: [403],
     }),
     post: op({

@@ -125,7 +125,7 @@ export function sitesRoutes (sites: Sites, auth: AuthService, cluster?: Cluster)
 
   r.get('/', async (ctx) => {
     if (await fromLeader(ctx, cluster, sites)) return
-    ctx.body = { site: await sites.siteId(), peerings: await sites.list() }
+    ctx.body = { site: await sites.siteId(), head: await sites.head(), peerings: await sites.list() }
   })
 
   r.post('/', async (ctx) => {
