@@ -176,8 +176,8 @@ export class SiteReceiver {
   }
 
   /**
-   * Make every blob of the batch durable here before its manifest is proposed: a blob no
-   * member here holds is streamed from the other site (verified against its digest into this
+   * Make every blob of the batch durable here before its manifest is proposed: a blob this
+   * member lacks is streamed from the other site (verified against its digest into this
    * member's store), and recorded held; then wait for this site's write quorum of copies.
    */
   private async fetchBlobs (p: PeeringRecord, from: string, changes: ShippedChange[]): Promise<void> {
@@ -192,7 +192,9 @@ export class SiteReceiver {
         if (!held.includes(this.d.selfId)) await this.recordHolder(digest, local.size)
         continue
       }
-      if (held.length > 0) continue
+      // Not here: fetch it from the other site even when a member here is recorded as holding it
+      // (that may be the previous shipper, dead now), so that this site's copies never wait on
+      // a member that cannot serve. The site's replication then copies it from this member.
       this.state.waitingFor[digest] = size
       try {
         const info = await this.download(p, from, repo, digest)

@@ -16,10 +16,15 @@ import type { PeeringQueries } from './queries.js'
 import { filteredBy, repoAllowed, sends, shippedTags, type PeeringRecord, type ShippedChange, type SiteMember } from './model.js'
 import { dec, enc, type BlobHeader, type BlobRequest, type PullAnswer, type PullRequest } from './protocol.js'
 
-/** Feed entries looked at per answer, changes per answer, and manifest bytes per answer (the receiver applies an answer as one Raft entry). */
+/**
+ * Feed entries looked at per answer, changes per answer, manifest bytes per answer (the
+ * receiver applies an answer as one Raft entry), and the blob bytes an answer references (the
+ * receiver fetches them all before it applies any: a smaller batch shows its first images sooner).
+ */
 const MAX_SCAN = 2000
 const MAX_CHANGES = 256
 const MAX_BODY_BYTES = 4 * 1024 * 1024
+const MAX_BLOB_BYTES = 8 * 1024 * 1024
 const MAX_WAIT_MS = 25_000
 
 export interface SourceDeps {
@@ -69,8 +74,9 @@ export class SiteSource {
     const changes: ShippedChange[] = []
     let through = req.after
     let body = 0
+    let blobBytes = 0
     for (const e of entries) {
-      if (changes.length >= MAX_CHANGES || body >= MAX_BODY_BYTES) break
+      if (changes.length >= MAX_CHANGES || body >= MAX_BODY_BYTES || blobBytes >= MAX_BLOB_BYTES) break
       through = e.seq
       if (filteredBy(p.rules, e) !== undefined) continue
       if (e.op !== 'put') { changes.push(e.op === 'untag' ? { seq: e.seq, at: e.at, op: 'untag', repo: e.repo, tag: e.tag } : { seq: e.seq, at: e.at, op: 'delete', repo: e.repo, digest: e.digest }); continue }
@@ -79,7 +85,10 @@ export class SiteSource {
       // Deleted since: nothing to ship (its delete follows in the feed).
       if (rec === undefined || raw === undefined) continue
       const sizes: Record<string, number> = {}
-      for (const b of rec.blobs) sizes[b] = (await this.d.queries.linkedBlob(e.repo, b))?.size ?? 0
+      for (const b of rec.blobs) {
+        sizes[b] = (await this.d.queries.linkedBlob(e.repo, b))?.size ?? 0
+        blobBytes += sizes[b]
+      }
       const c: ShippedChange = { seq: e.seq, at: e.at, op: 'put', repo: e.repo, digest: e.digest, tags: shippedTags(p.rules, e.tags), body: Buffer.from(raw).toString('base64'), mediaType: rec.mediaType, blobs: rec.blobs, sizes, manifests: rec.manifests }
       if (rec.subject !== undefined) c.subject = rec.subject
       if (rec.artifactType !== undefined) c.artifactType = rec.artifactType
