@@ -63,3 +63,12 @@ t.test('an invalid HOST:PORT for --listen or --p2p names the setting, its flag a
   }
   t.equal((await loadConfig({ listen: '127.0.0.1:65535', p2p: '[::1]:0' }, {})).listen, '127.0.0.1:65535', 'the ends of the range are fine')
 })
+
+t.test('sites.advertise: HOST:PORT or a multiaddr, from the file, FLOTILLA_SITES_ADVERTISE or --sites-advertise', async (t) => {
+  const { siteAdvertiseAddrs } = await import('../src/config.js')
+  t.equal(siteAdvertiseAddrs(await loadConfig({}, {})), undefined, 'unset: the node\'s own p2p addresses')
+  t.same(siteAdvertiseAddrs(await loadConfig({}, { FLOTILLA_SITES_ADVERTISE: '10.0.0.1:7000' })), ['/ip4/10.0.0.1/tcp/7000'])
+  t.same(siteAdvertiseAddrs(await loadConfig({ sitesAdvertise: '/dns/site-a.example/tcp/7000' }, { FLOTILLA_SITES_ADVERTISE: '10.0.0.1:7000' })), ['/dns/site-a.example/tcp/7000'], 'the flag wins')
+  await t.rejects(loadConfig({}, { FLOTILLA_SITES_ADVERTISE: 'http://10.0.0.1:7000' }), { name: 'ConfigError', message: /sites\.advertise: expected HOST:PORT or a multiaddr.*\(--sites-advertise, FLOTILLA_SITES_ADVERTISE\)/ })
+  await t.rejects(loadConfig({}, { FLOTILLA_SITES_ADVERTISE: '/ip4/10.0.0.1/udp/7000' }), ConfigError)
+})
