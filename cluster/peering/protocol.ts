@@ -3,7 +3,7 @@
  * pinned member of the peering, checked on every request):
  *
  *   /flotilla/site/1.0.0       one request, one answer (net/request-response.ts)
- *     request  PullRequest   {site, after, waitMs, members}
+ *     request  PullRequest   {site, after, waitMs, members, probe?}
  *     answer   PullAnswer    {site, changes, through, head, headAt, pendingAt, members} | {error}
  *   /flotilla/site-blob/1.0.0  one request, a streamed answer (net/streamed-response.ts)
  *     request  BlobRequest   {site, repo, digest}
@@ -14,6 +14,9 @@
  * entries included), which the receiver records as its new cursor. When nothing is new the
  * source holds the answer up to `waitMs` for a change (long poll). `members` on both sides
  * are the sender's current members: a site learns of the other's joins and leaves this way.
+ * A `probe` asks for no changes: members that do not ship send one now and then, so that
+ * the other site hears of their site's membership even while its shipper cannot reach it
+ * (a member that joined and became leader before the other site pinned it).
  */
 import type { ShippedChange, SiteMember } from './model.js'
 
@@ -25,6 +28,8 @@ export interface PullRequest {
   after: number
   waitMs: number
   members: SiteMember[]
+  /** Only exchange members: answer no changes. */
+  probe?: boolean
 }
 
 export interface PullError { error: { status: number; message: string } }

@@ -27,11 +27,15 @@ import type { Cluster } from '../cluster.js'
 import type { CommandSink } from '../metadata/applier.js'
 import { checkSiteToken, issueSiteToken, readSiteToken, SiteTokenError } from './token.js'
 import { isValidSiteName, membersProblem, receives, rulesProblem, sends, type PeeringRecord, type PeeringRules, type SiteFailure, type SiteMember } from './model.js'
-import { SITE_BLOB_PROTOCOL, SITE_PROTOCOL } from './protocol.js'
+import { dec, enc, SITE_BLOB_PROTOCOL, SITE_PROTOCOL, type PullAnswer, type PullRequest } from './protocol.js'
+import { sendRequest } from '../../net/request-response.js'
+import { multiaddr } from '@multiformats/multiaddr'
 import { SiteSource } from './source.js'
 import { SiteReceiver, type ReceiverState } from './receiver.js'
 
 export const HANDSHAKE_PATH = '/api/v1/sites/handshake'
+/** How often a member that does not ship sends a probe (members only) to each peered site. */
+const PROBE_EVERY_MS = 30_000
 
 /** What site B presents to site A to peer (POST /api/v1/sites/handshake). */
 export interface HandshakeRequest {
@@ -159,6 +163,25 @@ export class Sites {
     }
   }
 
+  /**
+   * A member that does not ship tells the other site of this site's members now and then (a
+   * probe pull: no changes), so that a member that joined here is pinned there even when it
+   * becomes the shipper before any pull named it. Best effort: the shipper's pulls do it too.
+   */
+  private lastProbe = Date.now()
+  private async probe (p: PeeringRecord): Promise<void> {
+    const req: PullRequest = { site: await this.siteId(), after: 0, waitMs: 0, members: this.ownMembers(), probe: true }
+    for (const m of p.members) {
+      for (const a of m.addrs) {
+        try {
+          const answer = dec<PullAnswer>(await sendRequest(this.d.cluster.host!, multiaddr(`${a}/p2p/${m.peerId}`), SITE_PROTOCOL, enc(req), { timeoutMs: 10_000, maxAnswerBytes: 1024 * 1024 }))
+          if (!('error' in answer) && answer.site === p.site) this.membersSeen(p, answer.members)
+          return
+        } catch { /* the next address */ }
+      }
+    }
+  }
+
   /** Start a receiver per receiving peering while this node leads its site; stop them otherwise. */
   private reconciling = false
   private async reconcile (): Promise<void> {
@@ -169,6 +192,10 @@ export class Sites {
       const want = lead ? (await this.d.cluster.peeringQueries.peerings()).filter(receives).map((p) => p.name) : []
       for (const [name, r] of this.receivers) {
         if (!want.includes(name)) { r.stop(); this.receivers.delete(name) }
+      }
+      if (!lead && Date.now() - this.lastProbe > PROBE_EVERY_MS) {
+        this.lastProbe = Date.now()
+        for (const p of await this.d.cluster.peeringQueries.peerings()) void this.probe(p).catch(() => {})
       }
       for (const name of want) {
         const r = this.receivers.get(name)

@@ -46,12 +46,12 @@ export interface SourceDeps {
 export class SiteSource {
   constructor (private readonly d: SourceDeps) {}
 
-  /** The peering that pins `peer` as a member of `site` and sends to it; else why not. */
-  private async peeringOf (peer: string, site: unknown): Promise<PeeringRecord | { status: number; message: string }> {
+  /** The peering that pins `peer` as a member of `site` (and sends to it, unless `any`); else why not. */
+  private async peeringOf (peer: string, site: unknown, any = false): Promise<PeeringRecord | { status: number; message: string }> {
     if (typeof site !== 'string') return { status: 400, message: 'the request names no site' }
     const p = (await this.d.pq.peerings()).find((x) => x.site === site && x.members.some((m) => m.peerId === peer))
     if (p === undefined) return { status: 403, message: `peer ${peer} is not a pinned member of a site peered with this one` }
-    if (!sends(p)) return { status: 403, message: `the peering ${p.name} does not send this site's changes to yours (direction ${p.rules.direction}, as seen from ${p.initiator ? 'this site' : 'yours'})` }
+    if (!any && !sends(p)) return { status: 403, message: `the peering ${p.name} does not send this site's changes to yours (direction ${p.rules.direction}, as seen from ${p.initiator ? 'this site' : 'yours'})` }
     return p
   }
 
@@ -62,10 +62,17 @@ export class SiteSource {
     } catch {
       return enc({ error: { status: 400, message: 'the request is not JSON' } })
     }
-    const p = await this.peeringOf(peer, req?.site)
+    // Members are exchanged whatever the direction (a probe); changes only where this site sends.
+    const p = await this.peeringOf(peer, req?.site, true)
     if (!('name' in p)) return enc({ error: p })
     if (!Number.isSafeInteger(req.after) || req.after < 0) return enc({ error: { status: 400, message: 'after must be a sequence number (an integer >= 0)' } })
     if (Array.isArray(req.members) && req.members.length > 0) this.d.membersSeen(p, req.members)
+    if (req.probe === true) {
+      const head = await this.d.pq.head()
+      return enc({ site: await this.d.siteId(), changes: [], through: req.after, head, headAt: 0, pendingAt: 0, members: this.d.members() } satisfies PullAnswer)
+    }
+    const sending = await this.peeringOf(peer, req.site)
+    if (!('name' in sending)) return enc({ error: sending })
     let entries = await this.d.pq.feedAfter(req.after, MAX_SCAN)
     if (entries.length === 0 && typeof req.waitMs === 'number' && req.waitMs > 0) {
       await this.d.waitForFeed(req.after, Math.min(req.waitMs, MAX_WAIT_MS))
