@@ -279,7 +279,8 @@ export class Sites {
     if (membersProblem(members) !== undefined) return
     const key = JSON.stringify([...members].sort((a, b) => a.peerId.localeCompare(b.peerId)))
     const now = JSON.stringify([...p.members].sort((a, b) => a.peerId.localeCompare(b.peerId)))
-    if (key === now || this.membersSubmitted.get(p.name) === key) return
+    if (key === now) { this.membersSubmitted.delete(p.name); return }
+    if (this.membersSubmitted.get(p.name) === key) return
     this.membersSubmitted.set(p.name, key)
     void this.d.sink.submit({ type: 'SetSiteMembers', name: p.name, members, at: Date.now() }).then((r) => {
       if (r.ok) this.d.log.info({ site: p.name, members: members.map((m) => m.peerId) }, 'peering: the other site\'s members changed')
