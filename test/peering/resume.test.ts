@@ -10,7 +10,7 @@
  */
 import t from 'tap'
 import { randomBytes } from 'node:crypto'
-import { checkImage, pushHttp, startTestCluster, waitFor, type ClusterNode, type TestCluster } from '../helpers/cluster.js'
+import { checkImage, pushHttp, runCli, startTestCluster, waitFor, type ClusterNode, type TestCluster } from '../helpers/cluster.js'
 import { blob, descriptor, sha256, OCI_CONFIG, OCI_MANIFEST, type Image } from '../helpers/oci.js'
 import { caughtUp, sitePeer, siteList, siteStatus, siteToken, type SiteStatusDoc } from '../helpers/sites.js'
 
@@ -86,5 +86,14 @@ t.test('a 3-node site whose shipping leader is killed with kill -9 mid-stream: a
     for (const [i, img] of imgs.entries()) t.same(await checkImage(node.url, b.credentials, 'crash/leader', img, `t${i}`), [], `${node.name}: crash/leader:t${i}`)
   }
   t.equal(st.cursor!.applied, imgs.length, 'each change applied exactly once, across the takeover')
+  // Any member answers a status with the shipping leader's live view (it asks the leader).
+  const follower = b.live().find((n) => n.peerId !== next.peerId)!
+  const viaFollower = await siteStatus(b, 'site-a', follower)
+  t.same([viaFollower.shipper, viaFollower.connected, viaFollower.lagEntries], [next.peerId, true, 0], 'a follower\'s answer is the leader\'s view')
+  const cli = await runCli(['site', 'status', 'site-a', '--node', follower.url, '--user', `admin:${b.credentials.password}`])
+  t.equal(cli.code, 0, cli.stderr)
+  t.match(cli.stdout, /state\s+connected/)
+  t.match(cli.stdout, new RegExp(`shipper\\s+${next.peerId}`))
+  t.match(cli.stdout, /lag\s+0 entries/)
   t.same(st.failures, [], 'nothing was refused')
 })
