@@ -26,6 +26,8 @@ import { dec, enc, SITE_BLOB_PROTOCOL, SITE_PROTOCOL, type BlobHeader, type Pull
 /** How long the source may hold a pull with nothing new (long poll). */
 const WAIT_MS = 10_000
 const MAX_BACKOFF_MS = 30_000
+/** Blobs fetched at once from the other site. */
+const FETCH_CONCURRENCY = 4
 
 export interface ReceiverDeps {
   host: () => Host
@@ -138,9 +140,13 @@ export class SiteReceiver {
       if (r.ok) this.d.log.info({ site: p.name, members: answer.members.map((m) => m.peerId) }, 'peering: the other site\'s members changed')
     }
     if (answer.through <= cursor.seq) return 'ok'
+    const t0 = Date.now()
+    const bytes0 = this.state.bytesReceived
     await this.fetchBlobs(p, from, answer.changes)
+    const t1 = Date.now()
     const originAt = answer.changes.reduce((m, c) => Math.max(m, c.at), 0)
     const r = await this.d.sink.submit({ type: 'SiteApply', name: p.name, origin: p.site, changes: answer.changes, through: answer.through, originAt, at: Date.now() })
+    this.d.log.debug({ site: p.name, from: cursor.seq, through: answer.through, changes: answer.changes.length, blobBytes: this.state.bytesReceived - bytes0, blobsMs: t1 - t0, applyMs: Date.now() - t1 }, 'peering: batch applied')
     if (!r.ok) throw new Error(`applying changes ${cursor.seq + 1}–${answer.through} failed: ${r.message}`)
     const v = r.value as { applied: number; failed: number }
     this.state.cursor = answer.through
@@ -185,12 +191,12 @@ export class SiteReceiver {
     for (const c of changes) if (c.op === 'put') for (const b of c.blobs) if (!need.has(b)) need.set(b, { repo: c.repo, size: c.sizes[b] ?? 0 })
     if (need.size === 0) return
     const members = new Set(this.d.memberIds())
-    for (const [digest, { repo, size }] of need) {
+    const one = async (digest: string, repo: string, size: number): Promise<void> => {
       const held = (await this.d.queries.holders(digest)).filter((h) => members.has(h))
       const local = await this.d.blobs.stat(parseDigest(digest))
       if (local !== undefined) {
         if (!held.includes(this.d.selfId)) await this.recordHolder(digest, local.size)
-        continue
+        return
       }
       // Not here: fetch it from the other site even when a member here is recorded as holding it
       // (that may be the previous shipper, dead now), so that this site's copies never wait on
@@ -203,6 +209,12 @@ export class SiteReceiver {
         delete this.state.waitingFor[digest] // eslint-disable-line @typescript-eslint/no-dynamic-delete
       }
     }
+    // A few at once: many small blobs are bound by round trips and commits, not bytes.
+    const queue = [...need]
+    const workers = Array.from({ length: Math.min(FETCH_CONCURRENCY, queue.length) }, async () => {
+      for (let next = queue.shift(); next !== undefined; next = queue.shift()) await one(next[0], next[1].repo, next[1].size)
+    })
+    await Promise.all(workers)
     await this.d.waitForCopies([...need.keys()])
   }
 
@@ -218,11 +230,11 @@ export class SiteReceiver {
     for (const m of order) {
       for (const a of m.addrs) {
         try {
-          const frames = requestStreamed(this.d.host(), multiaddr(`${a}/p2p/${m.peerId}`), SITE_BLOB_PROTOCOL, req, { idleTimeoutMs: 60_000, maxFrameBytes: 2 * 1024 * 1024 })
-          const first = await frames.next()
-          if (first.done === true) throw new Error('the answer was empty')
-          const head = dec<BlobHeader>(first.value)
-          if ('error' in head) throw new Error(`${head.error.status}: ${head.error.message}`)
+          const answer = await requestStreamed(this.d.host(), multiaddr(`${a}/p2p/${m.peerId}`), SITE_BLOB_PROTOCOL, req, { idleTimeoutMs: 60_000, maxHeaderBytes: 64 * 1024 })
+          const head = dec<BlobHeader>(answer.header)
+          if ('error' in head) { answer.cancel(); throw new Error(`${head.error.status}: ${head.error.message}`) }
+          // Exactly the announced size: the digest check then catches any difference in content.
+          const frames = answer.body(head.size)
           const self = this
           const body = async function * (): AsyncGenerator<Uint8Array> {
             for await (const chunk of frames) {
