@@ -30,6 +30,7 @@ import type { PrivateKey } from '@libp2p/interface'
 import { TopicValidatorResult } from '@libp2p/gossipsub'
 import { Faults } from '../net/faults.js'
 import { Sites } from '../cluster/peering/sites.js'
+import { requestActor, shouldAudit } from './auth/context.js'
 import { createApp } from './http/app.js'
 import { createAuthService } from './auth/setup.js'
 import type { RegistryDeps } from './http/deps.js'
@@ -74,7 +75,14 @@ export class RegistryNode {
     // Cross-site peering (cluster/peering/): blobs go through this site's replication once it runs.
     this.sites = new Sites({
       cluster,
-      sink: deps.sink,
+      // A peering made or removed through the API is audited like every change a request makes.
+      sink: {
+        submit: async (c) => {
+          const actor = requestActor.getStore()
+          return await deps.sink.submit(actor !== undefined && shouldAudit(c.type) ? { type: 'Audited', actor: { ...actor, at: Date.now() }, command: c } : c)
+        },
+        barrier: async () => await deps.sink.barrier(),
+      },
       blobs: deps.blobs,
       log,
       fetchThrough: async (digest) => await deps.replication?.fetchThrough(digest),

@@ -45,6 +45,8 @@ t.test('site token and site peer: each site pins the other\'s identity, through 
   const again = await sitePeer(b, A.url, await siteToken(a), 'site-a2')
   t.not(again.code, 0, 'the same site cannot be peered twice')
   t.match(again.stderr, /peered already/)
+  const audit = await (await authFetch(`${B.url}/api/v1/audit?action=PutSitePeering`, b.credentials)).json() as { entries: Array<{ user: string; outcome: string }> }
+  t.match(audit.entries, [{ user: 'admin', outcome: 'ok' }], 'the peering is in B\'s audit log, with who made it')
   const json = await runJson(['site', 'list', '--json', '--node', B.url, '--user', `admin:${b.credentials.password}`])
   t.equal(json.peerings[0].name, 'site-a', 'site list --json prints the API document')
 })
