@@ -3,7 +3,7 @@
  * visibility): the token exchange pins each site's identity at the other; wrong, expired and
  * unpinned are refused; an image skopeo pushes at A is pulled with skopeo at B, by tag and by
  * digest; a tag moved twice quickly at A brings every manifest to B by digest; a third site
- * with include/exclude rules gets only what its rules let through.
+ * with include/exclude patterns, a tag glob and deletes gets only what its rules let through.
  */
 import t from 'tap'
 import { mkdir, mkdtemp } from 'node:fs/promises'
@@ -117,10 +117,10 @@ t.test('a tag moved twice quickly at A: every manifest reaches B by digest, the 
   t.equal((await manifestAt(b, B, 'team/moving', 'latest')).digest, imgs[2]!.digest, 'the tag points where it points at A')
 })
 
-t.test('repository include and exclude patterns: a third site gets only what its rules let through', async (t) => {
+t.test('rules: repository include and exclude patterns, a tag glob, deletes; a third site gets only what its rules let through', async (t) => {
   const c = await startTestCluster(t, { size: 1 })
   const C = c.nodes[0]!
-  const res = await sitePeer(c, A.url, await siteToken(a), 'site-a', ['--repos', 'team/**', '--repos', '!team/secret/**', '--as', 'filtered-c'])
+  const res = await sitePeer(c, A.url, await siteToken(a), 'site-a', ['--repos', 'team/**', '--repos', '!team/secret/**', '--tags', 'v*', '--deletes', '--as', 'filtered-c'])
   t.equal(res.code, 0, res.stderr)
   const pushed = { ok: image(), secret: image(), other: image() }
   t.equal((await pushHttp(A.url, a.credentials, 'team/filtered', pushed.ok, 'v1')).outcome, 'ok')
@@ -135,10 +135,20 @@ t.test('repository include and exclude patterns: a third site gets only what its
   t.same(st.rules.repos, ['team/**', '!team/secret/**'])
   const atA = (await siteList(a)).peerings.find((p) => p.name === 'filtered-c')
   t.same(atA?.rules.repos, ['team/**', '!team/secret/**'], 'A holds the same rules, and filters at the source')
-  // Blobs of excluded repositories are not served either, even to a pinned peer that names the digest.
   const r = await authFetch(`${C.url}/v2/team/secret/x/blobs/${pushed.secret.layers[0]!.digest}`, c.credentials)
   await r.arrayBuffer()
-  t.equal(r.status, 404)
+  t.equal(r.status, 404, 'nor did its blobs')
+  t.equal((await manifestAt(c, C, 'team/moving', 'latest')).status, 404, 'a tag the glob v* does not match is left out')
+
+  // Deletes: C has --deletes, B has not.
+  const del = await authFetch(`${A.url}/v2/team/filtered/manifests/v1`, a.credentials, { method: 'DELETE' })
+  await del.arrayBuffer()
+  t.equal(del.status, 202)
+  await caughtUp(c, 'site-a', a)
+  await caughtUp(b, 'site-a', a)
+  t.equal((await manifestAt(c, C, 'team/filtered', 'v1')).status, 404, 'the tag deleted at A is deleted at C (deletes on)')
+  t.equal((await manifestAt(c, C, 'team/filtered', pushed.ok.digest)).status, 200, 'its manifest stays, by digest (only the tag was deleted)')
+  t.equal((await manifestAt(b, B, 'team/filtered', 'v1')).status, 200, 'and kept at B (deletes off)')
 })
 
 t.test('removing a peering stops the flow and unpins the other site', async (t) => {
