@@ -138,9 +138,10 @@ async function applyChanges (tx: TxLike, c: Extract<PeeringCommand, { type: 'Sit
     // Applied already (a resend after the shipper died before it saw the commit): skip.
     if (ch.seq <= cur.seq || ch.seq > c.through) continue
     try {
-      await applyOne(tx, ch, exec, p)
+      const partly = await applyOne(tx, ch, exec, p)
       applied++
       originAt = Math.max(originAt, ch.at)
+      if (partly !== undefined) await recordFailure(tx, c.origin, ch, partly, c.at)
     } catch (err) {
       if (!(err instanceof FlotillaError)) throw err
       failed++
@@ -155,9 +156,10 @@ async function applyChanges (tx: TxLike, c: Extract<PeeringCommand, { type: 'Sit
 /**
  * One change. Every check that can refuse it runs before its first write (the blobs held
  * here, the child manifests, immutable tags in PutManifest), so a refused change writes
- * nothing and the rest of the batch goes on.
+ * nothing and the rest of the batch goes on. Answers the refusal of part of it (tags kept
+ * immutable here: the manifest came without them), to be recorded.
  */
-async function applyOne (tx: TxLike, ch: ShippedChange, exec: Exec, p: PeeringRecord): Promise<void> {
+async function applyOne (tx: TxLike, ch: ShippedChange, exec: Exec, p: PeeringRecord): Promise<FlotillaError | undefined> {
   switch (ch.op) {
     case 'put': {
       for (const d of ch.blobs) {
@@ -176,23 +178,33 @@ async function applyOne (tx: TxLike, ch: ShippedChange, exec: Exec, p: PeeringRe
       if (ch.subject !== undefined) put.subject = ch.subject
       if (ch.artifactType !== undefined) put.artifactType = ch.artifactType
       if (ch.annotations !== undefined) put.annotations = ch.annotations
-      const r = await exec(put)
-      if (!r.ok) throw new FlotillaError(r.code, r.message)
-      return
+      try {
+        const r = await exec(put)
+        if (!r.ok) throw new FlotillaError(r.code, r.message)
+      } catch (err) {
+        // A tag this site keeps immutable: the manifest still comes, by digest, without the tags
+        // (every manifest acknowledged at the source reaches the peer); the refusal is recorded.
+        if (!(err instanceof FlotillaError) || err.code !== 'TAG_IMMUTABLE' || ch.tags.length === 0) throw err
+        const r = await exec({ ...put, tags: [] })
+        if (!r.ok) throw new FlotillaError(r.code, r.message)
+        return err
+      }
+      return undefined
     }
     case 'untag': {
-      if (!p.rules.deletes) return
+      if (!p.rules.deletes) return undefined
       // Gone already (or never here): the delete's effect holds.
-      if (await tx.get(key.tag(ch.repo, ch.tag)) === undefined) return
+      if (await tx.get(key.tag(ch.repo, ch.tag)) === undefined) return undefined
       const r = await exec({ type: 'DeleteTag', repo: ch.repo, tag: ch.tag })
       if (!r.ok) throw new FlotillaError(r.code, r.message)
-      return
+      return undefined
     }
     case 'delete': {
-      if (!p.rules.deletes) return
-      if (await tx.get(key.manifest(ch.repo, ch.digest)) === undefined) return
+      if (!p.rules.deletes) return undefined
+      if (await tx.get(key.manifest(ch.repo, ch.digest)) === undefined) return undefined
       const r = await exec({ type: 'DeleteManifest', repo: ch.repo, digest: ch.digest })
       if (!r.ok) throw new FlotillaError(r.code, r.message)
+      return undefined
     }
   }
 }

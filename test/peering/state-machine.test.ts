@@ -145,3 +145,15 @@ t.test('rules: repository include and exclude patterns, tag glob, deletes; direc
   t.same([receives({ initiator: false, rules: rules() }), sends({ initiator: false, rules: rules() })], [false, true], 'pull: the other site sends')
   t.same([receives({ initiator: false, rules: rules({ direction: 'push' }) }), receives({ initiator: true, rules: rules({ direction: 'both' }) })], [true, true])
 })
+
+t.test('a tag this site keeps immutable: the manifest comes by digest without it, the refusal is recorded', async (t) => {
+  const { sm, q, pq } = await fresh()
+  await ok(sm, { type: 'PutSitePeering', peering: peering() })
+  await ok(sm, { type: 'AddHolder', digest: D1, size: 7, peerId: PEER })
+  await ok(sm, { type: 'SetImmutable', pattern: 'r', immutable: true, at: 1 })
+  await ok(sm, { type: 'SiteApply', name: 'site-a', origin: SITE_A, changes: [shippedPut(1, M1, ['v1'])], through: 1, originAt: 1, at: 1 })
+  t.same(await ok(sm, { type: 'SiteApply', name: 'site-a', origin: SITE_A, changes: [shippedPut(2, M2, ['v1'])], through: 2, originAt: 2, at: 2 }), { applied: 1, failed: 0, cursor: 2 })
+  t.equal(await q.resolveTag('r', 'v1'), M1, 'the immutable tag did not move')
+  t.ok(await q.manifest('r', M2), 'the moved-to manifest is here by digest')
+  t.match(await pq.failures(SITE_A), [{ seq: 2, code: 'TAG_IMMUTABLE' }])
+})

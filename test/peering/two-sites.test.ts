@@ -117,6 +117,25 @@ t.test('a tag moved twice quickly at A: every manifest reaches B by digest, the 
   t.equal((await manifestAt(b, B, 'team/moving', 'latest')).digest, imgs[2]!.digest, 'the tag points where it points at A')
 })
 
+t.test('a tag move B refuses (an immutable tag there): the manifest comes by digest, the refusal is shown with its cause, the rest flows on', async (t) => {
+  const put = await authFetch(`${B.url}/api/v1/immutable`, b.credentials, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ pattern: 'frozen/**' }) })
+  await put.arrayBuffer()
+  t.equal(put.status, 200)
+  const [first, second, after] = [image(), image(), image()]
+  t.equal((await pushHttp(A.url, a.credentials, 'frozen/app', first, 'v1')).outcome, 'ok')
+  await caughtUp(b, 'site-a', a)
+  // A moves the tag; B's rule forbids it there.
+  t.equal((await pushHttp(A.url, a.credentials, 'frozen/app', second, 'v1')).outcome, 'ok')
+  t.equal((await pushHttp(A.url, a.credentials, 'team/after-frozen', after, 'v1')).outcome, 'ok')
+  const st = await caughtUp(b, 'site-a', a)
+  t.equal((await manifestAt(b, B, 'frozen/app', 'v1')).digest, first.digest, 'B kept its immutable tag')
+  t.same(await checkImage(B.url, b.credentials, 'frozen/app', second, second.digest), [], 'the manifest A acknowledged still reached B, by digest')
+  t.same(await checkImage(B.url, b.credentials, 'team/after-frozen', after, 'v1'), [], 'what came after the refused change arrived')
+  t.match(st.failures, [{ op: 'put', repo: 'frozen/app', ref: second.digest, code: 'TAG_IMMUTABLE' }], 'the refusal is in the status, with its cause')
+  const cli = await runCli(['site', 'status', 'site-a', '--node', B.url, '--user', `admin:${b.credentials.password}`])
+  t.match(cli.stdout, /changes that could not be applied here[\s\S]*frozen\/app[\s\S]*TAG_IMMUTABLE/, 'flotilla site status lists it')
+})
+
 t.test('rules: repository include and exclude patterns, a tag glob, deletes; a third site gets only what its rules let through', async (t) => {
   const c = await startTestCluster(t, { size: 1 })
   const C = c.nodes[0]!
