@@ -206,7 +206,7 @@ export class SiteReceiver {
         const info = await this.download(p, from, repo, digest)
         await this.recordHolder(digest, info.size)
       } finally {
-        delete this.state.waitingFor[digest] // eslint-disable-line @typescript-eslint/no-dynamic-delete
+        delete this.state.waitingFor[digest]
       }
     }
     // A few at once: many small blobs are bound by round trips and commits, not bytes.
