@@ -86,7 +86,7 @@ export function createApp (opts: AppOptions): Koa {
     const path = ctx.path.replace(/\/+$/, '')
     const own = ctx.method === 'GET' && path === '/api/v1/cluster'
     // A join answers without the node having started: a node asked to join itself says so.
-    const joining = (ctx.method === 'POST' && path === '/api/v1/cluster/join')
+    const joining = ctx.method === 'POST' && path === '/api/v1/cluster/join'
     if (own || joining || ctx.path.startsWith('/internal/') || path === '/api/v1/openapi.json') return await next()
     ctx.set('Retry-After', '1')
     throw new FlotillaError('UNAVAILABLE', 'this node is still starting: retry in a moment')
