@@ -28,6 +28,7 @@ import { RaftDriver } from './raft/driver.js'
 import type { Status } from './raft/raft.js'
 import { MetadataStateMachine } from './metadata/state-machine.js'
 import { MetadataQueries } from './metadata/queries.js'
+import { PeeringQueries } from './peering/queries.js'
 import { RaftApplier } from './metadata/raft-applier.js'
 import { decodeEnvelope, type Command, type CommandResult, type MemberRecord } from './metadata/commands.js'
 import { dumpState, restoreState } from './metadata/snapshot.js'
@@ -63,6 +64,8 @@ export interface ClusterOptions {
   faults?: Faults
   /** Limits on strangers on probation (cluster/probation.ts); the defaults there otherwise. */
   probation?: { maxPeers?: number; maxPerAddress?: number }
+  /** The libp2p addresses other sites dial to reach this node (`sites.advertise`); its own p2p addresses when absent. */
+  siteAdvertise?: string[]
   tickMs?: number
   electionTicks?: number
 }
@@ -70,6 +73,7 @@ export interface ClusterOptions {
 export class Cluster {
   readonly peerId: string
   readonly queries: MetadataQueries
+  readonly peeringQueries: PeeringQueries
   readonly sm: MetadataStateMachine
   host: Host | undefined
   transport!: FrameTransport
@@ -91,6 +95,8 @@ export class Cluster {
   private removedWhy: string | undefined
   private membershipTimer: NodeJS.Timeout | undefined
   private members = new Map<string, MemberRecord>()
+  /** Members of peered sites (cluster/peering/): let connect, for the site protocols only. */
+  private sitePeers = new Set<string>()
   private removed = new Set<string>()
   private seeds = new Map<string, MemberRecord>()
   /** The member a joiner dials to join through its multiaddr (our gater lets us connect to it). */
@@ -103,6 +109,7 @@ export class Cluster {
     this.peerId = opts.peerId
     this.sm = new MetadataStateMachine(opts.kv, { sync: false })
     this.queries = new MetadataQueries(opts.kv)
+    this.peeringQueries = new PeeringQueries(opts.kv)
     this.probation = new Probation({
       // Only a running member takes joiners; a joiner knows no tokens anyway.
       open: () => this.driver !== undefined && Date.now() < this.joinTokensOpenUntil,
@@ -205,6 +212,9 @@ export class Cluster {
   private gate (peerId: string, direction: 'inbound' | 'outbound', address: string | undefined): boolean {
     if (this.removed.has(peerId) || this.opts.faults?.blocks(peerId) === true) return false
     if (this.admits(peerId)) return true
+    // A pinned member of a peered site: admitted to the connection, but not a member (no Raft,
+    // no gossip, no node-to-node routes); the site protocols check the pin again (cluster/peering/).
+    if (this.sitePeers.has(peerId)) return true
     if (direction === 'outbound') return this.joinVia.has(peerId)
     const ok = this.probation.admit(peerId, address)
     if (ok) this.opts.log.info({ peer: peerId, address, pending: this.probation.pending() }, 'unknown peer connected on probation, to join')
@@ -313,10 +323,10 @@ export class Cluster {
     }
   }
 
-  private async announceSelfWhenAble (): Promise<void> {
+  async announceSelfWhenAble (): Promise<void> {
     const mine = this.members.get(this.peerId)
     const addrs = this.p2pAddrs()
-    if (mine !== undefined && mine.http === this.opts.httpUrl && mine.p2p.join() === addrs.join()) return
+    if (mine !== undefined && mine.http === this.opts.httpUrl && mine.p2p.join() === addrs.join() && (mine.site ?? []).join() === this.siteAddrs().join()) return
     try {
       await this.announceSelf()
     } catch (err) {
@@ -366,7 +376,7 @@ export class Cluster {
 
   /** Record (or refresh) this node's addresses in the membership table. */
   async announceSelf (): Promise<void> {
-    const res = await this.applier.submit({ type: 'AddPeer', peerId: this.peerId, p2p: this.p2pAddrs(), http: this.opts.httpUrl, at: Date.now() })
+    const res = await this.applier.submit({ type: 'AddPeer', peerId: this.peerId, p2p: this.p2pAddrs(), http: this.opts.httpUrl, site: this.siteAddrs(), at: Date.now() })
     if (!res.ok) throw new Error(res.message)
   }
 
@@ -374,12 +384,17 @@ export class Cluster {
     return this.host?.getMultiaddrs().map((m) => m.toString()) ?? []
   }
 
+  /** The addresses other sites dial to reach this node: `sites.advertise`, else its own p2p addresses. */
+  siteAddrs (): string[] {
+    return this.opts.siteAdvertise ?? this.p2pAddrs().map((a) => a.replace(/\/p2p\/[^/]+$/, ''))
+  }
+
   private async applyEntry (data: Uint8Array, index: number): Promise<CommandResult> {
     const env = decodeEnvelope(data)
     const result = await this.sm.apply(env, index)
     const t = env.command.type
     const inner = env.command.type === 'Audited' ? env.command.command.type : t
-    if (t === 'AddPeer' || t === 'RemovePeer' || inner === 'IssueJoinToken') await this.refreshMembers()
+    if (t === 'AddPeer' || t === 'RemovePeer' || inner === 'IssueJoinToken' || inner === 'PutSitePeering' || inner === 'RemoveSitePeering' || inner === 'SetSiteMembers') await this.refreshMembers()
     if (t === 'RemovePeer' && result.ok) {
       this.transport.forget(env.command.peerId)
       for (const c of this.host?.getConnections() ?? []) if (c.remotePeer.toString() === env.command.peerId) void c.close()
@@ -400,6 +415,15 @@ export class Cluster {
     for await (const [k] of this.opts.kv.entries({ gte: 'removed\u0000', lt: 'removed\u0001' })) removed.push(k.slice('removed\u0000'.length))
     this.removed = new Set(removed)
     this.joinTokensOpenUntil = await this.queries.joinTokensOpenUntil()
+    const pinned = new Set((await this.peeringQueries.peerings()).flatMap((p) => p.members.map((m) => m.peerId)))
+    // A member of a site no longer peered loses its connections at once.
+    for (const id of this.sitePeers) if (!pinned.has(id) && !this.admits(id)) this.disconnect(id, 'its site is no longer peered')
+    this.sitePeers = pinned
+  }
+
+  /** Whether a peer is a pinned member of a peered site (it may use the site protocols). */
+  isSitePeer (peerId: string): boolean {
+    return this.sitePeers.has(peerId) && !this.removed.has(peerId) && this.opts.faults?.blocks(peerId) !== true
   }
 
   /** Add a peer as a learner; the leader promotes it to voter in the background once it has caught up. */

@@ -9,6 +9,7 @@ import { RegistryNode, type JoinTarget } from './node.js'
 import { clusterCommands } from './cli/cluster.js'
 import { CliError } from './cli/client.js'
 import { registerAdminCommands } from './cli/admin.js'
+import { siteCommands } from './cli/sites.js'
 import { parseJoinAddress } from '../cluster/join.js'
 import { joinTokenExpiry } from '../cluster/join-token.js'
 import { startCpuProfile } from './cli/profile.js'
@@ -34,7 +35,7 @@ program
   .description('A container registry that runs as a cluster of equal peers.')
   .version(packageVersion(), '-V, --version', 'print the version')
 
-interface ServeFlags { data?: string; listen?: string; p2p?: string; advertise?: string; config?: string; logLevel?: string; tlsCertificate?: string; tlsKey?: string; tlsClientCa?: string; tlsClientAuth?: string }
+interface ServeFlags { data?: string; listen?: string; p2p?: string; advertise?: string; config?: string; logLevel?: string; sitesAdvertise?: string; tlsCertificate?: string; tlsKey?: string; tlsClientCa?: string; tlsClientAuth?: string }
 
 function serveOptions (cmd: Command): Command {
   return cmd
@@ -46,6 +47,7 @@ function serveOptions (cmd: Command): Command {
     .option('--tls-key <file>', 'the PEM private key of --tls-certificate (env FLOTILLA_TLS_KEY)')
     .option('--tls-client-ca <file>', 'PEM CA bundle for client certificates (mTLS; env FLOTILLA_TLS_CLIENT_CA)')
     .addOption(new Option('--tls-client-auth <mode>', 'client certificates: none, optional, or require (default require with --tls-client-ca; env FLOTILLA_TLS_CLIENT_AUTH)').choices(['none', 'optional', 'require']))
+    .option('--sites-advertise <address>', 'HOST:PORT or multiaddr other sites dial to reach this node\'s p2p port (default: its own; env FLOTILLA_SITES_ADVERTISE)')
     .option('--config <file>', 'YAML configuration file (env FLOTILLA_CONFIG)')
     .addOption(new Option('--log-level <level>', 'log level (env FLOTILLA_LOG_LEVEL)').choices(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']))
 }
@@ -117,6 +119,7 @@ serveOptions(program.command('join'))
 registerAdminCommands(program)
 clusterCommands(program)
 certCommands(program)
+siteCommands(program)
 
 try {
   await program.parseAsync(process.argv)

@@ -32,6 +32,8 @@
  *   gc:
  *     grace: 1h                  FLOTILLA_GC_GRACE                             (unreferenced this long before collected)
  *     interval: 1h               FLOTILLA_GC_INTERVAL                          (the leader collects this often; 0: never on its own)
+ *   sites:
+ *     advertise: (p2p address)   FLOTILLA_SITES_ADVERTISE --sites-advertise ADDR  (HOST:PORT or multiaddr other sites dial; cluster/peering/)
  *   auth: …                    FLOTILLA_AUTH_*, FLOTILLA_INITIAL_ADMIN_PASSWORD  (src/auth/config.ts)
  *   (env only)                   FLOTILLA_FAULT_INJECTION=1                  (tests only: /api/v1/debug/partition)
  */
@@ -107,6 +109,17 @@ export const ConfigSchema = z.object({
   }).strict().default({ grace: '1h', interval: '1h' }),
   /** Client-facing TLS: src/tls/config.ts. */
   tls: TlsConfigSchema,
+  /** Cross-site peering (cluster/peering/). */
+  sites: z.object({
+    /**
+     * The address other sites dial to reach this node's libp2p port: HOST:PORT or a multiaddr
+     * (/ip4/…/tcp/…, /dns/…/tcp/…), e.g. a proxy or a NAT's public side. Unset: the node's own
+     * p2p addresses. Peering tokens carry every member's.
+     */
+    advertise: z.string().superRefine((v, ctx) => {
+      if (v.startsWith('/') ? !/^\/(ip4|ip6|dns|dns4|dns6)\/[^/]+\/tcp\/\d{1,5}$/.test(v) : !HOST_PORT.test(v)) ctx.addIssue({ code: 'custom', message: `expected HOST:PORT or a multiaddr such as /ip4/10.0.0.1/tcp/7000, not ${JSON.stringify(v)}` })
+    }).optional(),
+  }).strict().default({}),
   /** Authentication and access control: src/auth/config.ts. */
   auth: AuthConfigSchema,
   /** Tests only, from FLOTILLA_FAULT_INJECTION (never from the file): serve /api/v1/debug/* (src/http/debug.ts). */
@@ -159,6 +172,7 @@ const ENV: Array<[string, string[], (s: string) => unknown]> = [
   ['FLOTILLA_UPLOAD_EXPIRE_HOURS', ['uploads', 'expireAfterHours'], (s) => Number(s)],
   ['FLOTILLA_GC_GRACE', ['gc', 'grace'], (s) => s],
   ['FLOTILLA_GC_INTERVAL', ['gc', 'interval'], (s) => s],
+  ['FLOTILLA_SITES_ADVERTISE', ['sites', 'advertise'], (s) => s],
   ['FLOTILLA_FAULT_INJECTION', ['faultInjection'], (s) => s === 'true' || s === '1' ? true : s === 'false' || s === '0' ? false : s],
   ...AUTH_ENV,
   ...TLS_ENV,
@@ -170,6 +184,7 @@ export interface FlagValues {
   listen?: string
   p2p?: string
   advertise?: string
+  sitesAdvertise?: string
   logLevel?: string
   tlsCertificate?: string
   tlsKey?: string
@@ -206,6 +221,7 @@ export async function loadConfig (flags: FlagValues, env: NodeJS.ProcessEnv = pr
   if (flags.listen !== undefined) fromFlags.listen = flags.listen
   if (flags.p2p !== undefined) fromFlags.p2p = flags.p2p
   if (flags.advertise !== undefined) fromFlags.advertise = flags.advertise
+  if (flags.sitesAdvertise !== undefined) set(fromFlags, ['sites', 'advertise'], flags.sitesAdvertise)
   if (flags.logLevel !== undefined) set(fromFlags, ['log', 'level'], flags.logLevel)
   if (flags.tlsCertificate !== undefined) set(fromFlags, ['tls', 'certificate'], flags.tlsCertificate)
   if (flags.tlsKey !== undefined) set(fromFlags, ['tls', 'key'], flags.tlsKey)
@@ -221,7 +237,7 @@ export async function loadConfig (flags: FlagValues, env: NodeJS.ProcessEnv = pr
 }
 
 const FLAGS: Record<string, string> = {
-  data: '--data', listen: '--listen', p2p: '--p2p', advertise: '--advertise', 'log.level': '--log-level',
+  data: '--data', listen: '--listen', p2p: '--p2p', advertise: '--advertise', 'log.level': '--log-level', 'sites.advertise': '--sites-advertise',
   'tls.certificate': '--tls-certificate', 'tls.key': '--tls-key', 'tls.clientCA': '--tls-client-ca', 'tls.clientAuth': '--tls-client-auth',
 }
 
@@ -229,6 +245,13 @@ const FLAGS: Record<string, string> = {
 function whereSet (path: string): string {
   const from = [FLAGS[path], ...ENV.filter(([, p]) => p.join('.') === path).map(([name]) => name)].filter((x) => x !== undefined)
   return from.length === 0 ? '' : ` (${from.join(', ')})`
+}
+
+/** `sites.advertise` as a multiaddr (HOST:PORT converted), or undefined when unset. */
+export function siteAdvertiseAddrs (config: Config): string[] | undefined {
+  const v = config.sites.advertise
+  if (v === undefined) return undefined
+  return [v.startsWith('/') ? v : toMultiaddr(v)]
 }
 
 /** HOST:PORT as a libp2p TCP multiaddr. */

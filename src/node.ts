@@ -31,10 +31,12 @@ import { ReplicationMetrics } from '../cluster/replication/metrics.js'
 import type { PrivateKey } from '@libp2p/interface'
 import { TopicValidatorResult } from '@libp2p/gossipsub'
 import { Faults } from '../net/faults.js'
+import { Sites } from '../cluster/peering/sites.js'
+import { requestActor, shouldAudit } from './auth/context.js'
 import { createApp } from './http/app.js'
 import { createAuthService } from './auth/setup.js'
 import type { RegistryDeps } from './http/deps.js'
-import { durationMs, splitHostPort, toMultiaddr, type Config } from './config.js'
+import { durationMs, siteAdvertiseAddrs, splitHostPort, toMultiaddr, type Config } from './config.js'
 import { Collector, InUse } from '../cluster/gc/collector.js'
 import { RetentionRunner } from '../cluster/retention/runner.js'
 import { PullRecorder } from '../cluster/retention/pulls.js'
@@ -87,7 +89,26 @@ export class RegistryNode {
     private readonly join: JoinTarget | undefined,
     /** Test-only fault injection (config.faultInjection); undefined in production. */
     readonly faults: Faults | undefined,
-  ) {}
+  ) {
+    // Cross-site peering (cluster/peering/): blobs go through this site's replication once it runs.
+    this.sites = new Sites({
+      cluster,
+      // A peering made or removed through the API is audited like every change a request makes.
+      sink: {
+        submit: async (c) => {
+          const actor = requestActor.getStore()
+          return await deps.sink.submit(actor !== undefined && shouldAudit(c.type) ? { type: 'Audited', actor: { ...actor, at: Date.now() }, command: c } : c)
+        },
+        barrier: async () => await deps.sink.barrier(),
+      },
+      blobs: deps.blobs,
+      log,
+      fetchThrough: async (digest) => await deps.replication?.fetchThrough(digest),
+      waitForCopies: async (digests) => { await deps.replication?.waitForCopies(digests) },
+    })
+  }
+
+  readonly sites: Sites
 
   static async open (config: Config, log: Logger, joinTarget?: JoinTarget): Promise<RegistryNode> {
     const dataDir = resolve(config.data)
@@ -126,6 +147,7 @@ export class RegistryNode {
       localReads: config.cluster.reads === 'local',
       ...(faults !== undefined ? { faults } : {}),
       probation: config.cluster.probation,
+      ...(siteAdvertiseAddrs(config) !== undefined ? { siteAdvertise: siteAdvertiseAddrs(config)! } : {}),
     })
     const deps: RegistryDeps = {
       nodeId,
@@ -250,6 +272,8 @@ export class RegistryNode {
         deps.blobs.settle(c.digest as Digest)
         void replicator.onBlobKnown(c.digest, c.size)
       }
+      // Other sites long-polling this site's change feed hear of a new entry at once.
+      this.sites.notify()
     }
     const mirror = this.mirror!
     deps.replication = {
@@ -307,7 +331,7 @@ export class RegistryNode {
     // Headers up to 64 KiB (Node's default is 16): the first chunk of an upload chain names the
     // rest of the chain, 53 bytes a peer (cluster/replication/upload-mirror.ts, MAX_CHAIN).
     const api = this.api = await createApiServer(this.config.tls, this.log, { requestTimeout: 0, headersTimeout: 60_000, keepAliveTimeout: 65_000, maxHeaderSize: 64 * 1024 })
-    const app = createApp({ deps: this.deps, log: this.log, ready: () => this.ready && this.cluster.ready(), started: () => this.ready, cluster: this.cluster, replicationBacklog: () => this.replicator?.backlog() ?? 0, replicationMetrics: this.replicationMetrics, mirrors, ...(this.faults !== undefined ? { faults: this.faults } : {}), metrics: [...api.metrics, ...(this.disk?.all() ?? [])] })
+    const app = createApp({ deps: this.deps, log: this.log, ready: () => this.ready && this.cluster.ready(), started: () => this.ready, cluster: this.cluster, sites: this.sites, replicationBacklog: () => this.replicator?.backlog() ?? 0, replicationMetrics: this.replicationMetrics, mirrors, ...(this.faults !== undefined ? { faults: this.faults } : {}), metrics: [...api.metrics, ...(this.disk?.all() ?? [])] })
     const handler = app.callback()
     const server = api.server
     server.on('request', handler)
@@ -340,8 +364,13 @@ export class RegistryNode {
     await this.cluster.start(seeds)
     this.cluster.watchMembership()
     if (this.faults !== undefined) this.cutConnections(this.faults)
-    if (this.join !== undefined) await this.cluster.waitUntilReady(120_000)
+    if (this.join !== undefined) {
+      await this.cluster.waitUntilReady(120_000)
+      // The leader recorded our addresses when it admitted us; the ones other sites dial are ours to say.
+      void this.cluster.announceSelfWhenAble()
+    }
     this.startReplication()
+    await this.sites.start()
     // First start: the cluster's JWT signing key and the admin user (src/auth/service.ts).
     await this.deps.auth.bootstrap(resolve(this.config.data))
     await this.sweepUploads()
@@ -371,6 +400,7 @@ export class RegistryNode {
       clearTimeout(timer)
     }
     this.replicator?.stop()
+    await this.sites.stop()
     await this.cluster.stop()
     await this.kv.close()
     this.log.info('flotilla node stopped')

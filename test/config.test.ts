@@ -87,3 +87,12 @@ t.test('tls: settings that do not go together name the flags to set', async (t) 
   await t.rejects(loadConfig({ tlsCertificate: '/c', tlsKey: '/k', tlsClientAuth: 'optional' }, {}), { message: /tls\.clientAuth optional needs tls\.clientCA \(--tls-client-ca FILE\)/ })
   await t.rejects(loadConfig({}, { FLOTILLA_TLS_CLIENT_AUTH: 'sometimes' }), { message: /tls\.clientAuth: .*FLOTILLA_TLS_CLIENT_AUTH/ })
 })
+
+t.test('sites.advertise: HOST:PORT or a multiaddr, from the file, FLOTILLA_SITES_ADVERTISE or --sites-advertise', async (t) => {
+  const { siteAdvertiseAddrs } = await import('../src/config.js')
+  t.equal(siteAdvertiseAddrs(await loadConfig({}, {})), undefined, 'unset: the node\'s own p2p addresses')
+  t.same(siteAdvertiseAddrs(await loadConfig({}, { FLOTILLA_SITES_ADVERTISE: '10.0.0.1:7000' })), ['/ip4/10.0.0.1/tcp/7000'])
+  t.same(siteAdvertiseAddrs(await loadConfig({ sitesAdvertise: '/dns/site-a.example/tcp/7000' }, { FLOTILLA_SITES_ADVERTISE: '10.0.0.1:7000' })), ['/dns/site-a.example/tcp/7000'], 'the flag wins')
+  await t.rejects(loadConfig({}, { FLOTILLA_SITES_ADVERTISE: 'http://10.0.0.1:7000' }), { name: 'ConfigError', message: /sites\.advertise: expected HOST:PORT or a multiaddr.*\(--sites-advertise, FLOTILLA_SITES_ADVERTISE\)/ })
+  await t.rejects(loadConfig({}, { FLOTILLA_SITES_ADVERTISE: '/ip4/10.0.0.1/udp/7000' }), ConfigError)
+})

@@ -7,6 +7,7 @@ import type { ErrorCode } from '../../storage/errors.js'
 import type { AccessCommand, AuditedCommand } from '../access/commands.js'
 import type { RetentionPolicy } from '../retention/policy.js'
 import type { Quota } from './quotas.js'
+import type { PeeringCommand } from '../peering/commands.js'
 
 export interface DescriptorRecord {
   mediaType: string
@@ -64,12 +65,14 @@ export type Command =
   | { type: 'DeleteManifest'; repo: string; digest: string }
   /** Users, groups, permissions, tokens, immutability, audit, promotion: cluster/access/. */
   | AccessCommand
+  /** Cross-site peerings, and changes received from another site: cluster/peering/. */
+  | PeeringCommand
   /** Any command, applied together with an audit entry naming who asked (cluster/access/apply.ts). */
   | AuditedCommand<Command>
   /** Create the cluster's shared secret (signs join tokens); once, by the founding node. */
   | { type: 'InitCluster'; clusterId: string; secret: string; at: number }
   /** Record a member's addresses; a removed peer id is refused forever. */
-  | { type: 'AddPeer'; peerId: string; p2p: string[]; http: string; at: number }
+  | { type: 'AddPeer'; peerId: string; p2p: string[]; http: string; site?: string[]; at: number }
   | { type: 'RemovePeer'; peerId: string; at: number }
   /**
    * A join token was handed out (its JWT id and expiry, ms). While one is unexpired, members
@@ -99,6 +102,8 @@ export interface MemberRecord {
   peerId: string
   p2p: string[]
   http: string
+  /** The libp2p addresses other sites dial to reach this member (`sites.advertise`); p2p when absent. */
+  site?: string[]
   at: number
 }
 

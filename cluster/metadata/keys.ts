@@ -27,7 +27,12 @@
  *   ├── retention␀<name>                          → RetentionPolicy    cluster/retention/policy.ts
  *   ├── pulled␀<repo>␀<digest>                    → {at}               last pull of a manifest (batched, to the hour)
  *   ├── quota␀<name>, qusage␀<name>, qlink␀<name>␀<digest>                storage quotas and their usage (quotas.ts)
- *   └── session␀<clientId>                        → {seq, result, at}  deduplication of retried commands
+ *   ├── session␀<clientId>                        → {seq, result, at}  deduplication of retried commands
+ *   ├── sitepeer␀<name>                           → PeeringRecord      another site peered with this one (cluster/peering/)
+ *   ├── siteseq                                   → {seq}              this site's last change-feed sequence
+ *   ├── feed␀<seq, 16 digits>                     → FeedEntry          this site's replicable changes, in commit order
+ *   ├── sitecursor␀<origin site>                  → SiteCursor         how far this site applied another site's feed
+ *   └── sitefail␀<origin site>␀<seq, 16 digits>   → SiteFailure        a shipped change this site could not apply
  */
 const SEP = '\u0000'
 
@@ -70,6 +75,14 @@ export const key = {
   retention: (name: string): string => `retention${SEP}${name}`,
   retentionPrefix: (): string => `retention${SEP}`,
   pulled: (repo: string, digest: string): string => `pulled${SEP}${repo}${SEP}${digest}`,
+  sitePeer: (name: string): string => `sitepeer${SEP}${name}`,
+  sitePeerPrefix: (): string => `sitepeer${SEP}`,
+  siteSeq: (): string => 'siteseq',
+  feed: (seq: number): string => `feed${SEP}${String(seq).padStart(16, '0')}`,
+  feedPrefix: (): string => `feed${SEP}`,
+  siteCursor: (origin: string): string => `sitecursor${SEP}${origin}`,
+  siteFailure: (origin: string, seq: number): string => `sitefail${SEP}${origin}${SEP}${String(seq).padStart(16, '0')}`,
+  siteFailurePrefix: (origin: string): string => `sitefail${SEP}${origin}${SEP}`,
 }
 
 /** The parts of a key after its first (its kind): `[repo, digest]` for `link␀<repo>␀<digest>`. */

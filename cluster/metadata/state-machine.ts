@@ -16,6 +16,8 @@ import { applyAccess, applyAudited, guardImmutable } from '../access/apply.js'
 import { collect, maintainRefs, rebuildRefs } from './refs.js'
 import { checkPolicy } from '../retention/policy.js'
 import { deleteQuota, maintainQuotas, putQuota } from './quotas.js'
+import { isPeeringCommand } from '../peering/commands.js'
+import { appendFeed, applyPeering } from '../peering/apply.js'
 import type { Command, CommandResult, DescriptorRecord, Envelope, ManifestRecord, MemberRecord, UploadRecord } from './commands.js'
 
 const enc = new TextEncoder()
@@ -109,11 +111,15 @@ export class MetadataStateMachine {
       try {
         result = await this.exec(tx, env.command)
         // GC's reference counts and the quotas' usage follow whatever the command wrote (refs.ts,
-        // quotas.ts); a quota breach refuses the whole command.
+        // quotas.ts); a quota breach refuses the whole command. This site's own replicable
+        // changes then go to its change feed (cluster/peering/apply.ts); changes received from
+        // another site keep their origin and are not shipped again.
         if (result.ok) {
           await maintainRefs(tx, commandTime(env))
           await maintainQuotas(tx)
         }
+        const inner = env.command.type === 'Audited' ? env.command.command : env.command
+        if (result.ok && !isPeeringCommand(inner)) await appendFeed(tx, commandTime(env))
       } catch (err) {
         if (!(err instanceof FlotillaError)) throw err
         tx.clear()
@@ -143,6 +149,7 @@ export class MetadataStateMachine {
   private async exec (tx: Tx, c: Command): Promise<CommandResult> {
     if (c.type === 'Audited') return await applyAudited(tx, c, async (inner) => await this.exec(tx, inner))
     if (isAccessCommand(c)) return await applyAccess(tx, c)
+    if (isPeeringCommand(c)) return await applyPeering(tx, c, async (inner) => await this.exec(tx, inner))
     await guardImmutable(tx, c)
     switch (c.type) {
       case 'CreateUpload': {
@@ -196,6 +203,7 @@ export class MetadataStateMachine {
           throw new FlotillaError('DENIED', `peer ${c.peerId} was removed from this cluster and cannot rejoin: start the node on a fresh data dir to get a new identity`)
         }
         const rec: MemberRecord = { peerId: c.peerId, p2p: c.p2p, http: c.http, at: c.at }
+        if (c.site !== undefined) rec.site = c.site
         tx.putJSON(key.member(c.peerId), rec)
         return { ok: true }
       }

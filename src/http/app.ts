@@ -21,6 +21,8 @@ import { debugRoutes } from './debug.js'
 import { openapiRoute } from './openapi.js'
 import type { Faults } from '../../net/faults.js'
 import type { ReplicationMetrics } from '../../cluster/replication/metrics.js'
+import type { Sites } from '../../cluster/peering/sites.js'
+import { sitesRoutes } from './sites.js'
 
 export interface AppOptions {
   deps: RegistryDeps
@@ -30,6 +32,8 @@ export interface AppOptions {
   /** Whether the node finished starting (a joiner: caught up, blob replication wired). */
   started?: () => boolean
   cluster?: Cluster
+  /** Cross-site peering (cluster/peering/): mounts /api/v1/sites and its metrics. */
+  sites?: Sites
   replicationBacklog?: () => number
   /** Test-only fault injection (FLOTILLA_FAULT_INJECTION=1): mounts /api/v1/debug/partition. */
   faults?: Faults
@@ -59,6 +63,7 @@ export function createApp (opts: AppOptions): Koa {
   for (const m of opts.deps.gc?.collector.all() ?? []) metrics.registry.registerMetric(m)
   for (const m of opts.deps.retention?.runner.all() ?? []) metrics.registry.registerMetric(m)
   for (const m of opts.metrics ?? []) metrics.registry.registerMetric(m)
+  if (opts.sites !== undefined) for (const m of Object.values(opts.sites.metrics)) metrics.registry.registerMetric(m)
   app.use(requestLog(opts.log))
   app.use(async (ctx, next) => {
     const end = metrics.duration.startTimer({ method: ctx.method })
@@ -106,6 +111,8 @@ export function createApp (opts: AppOptions): Koa {
     app.use(internalRoutes({ blobs: deps.blobs, admits: (p) => cluster.admits(p), removed: (p) => cluster.wasRemoved(p), liveConnection: async (p) => await cluster.liveConnection(p), mirrors, ...(opts.replicationMetrics !== undefined ? { metrics: opts.replicationMetrics } : {}), ...(deps.gc !== undefined ? { gc: { inUse: () => deps.gc!.collector.inUse(), sweep: async () => await deps.gc!.collector.sweep() } } : {}), ...(deps.disk !== undefined ? { disk: { state: () => deps.disk!.state() } } : {}) }))
     app.use(clusterRoutes(cluster, opts.replicationBacklog, deps.disk?.state).routes())
   }
+  // Before the admin API, which answers 404 for every path it does not know.
+  if (opts.sites !== undefined) app.use(sitesRoutes(opts.sites, opts.deps.auth, opts.cluster).routes())
   // Before the admin API, which answers 404 for every path it does not know.
   if (opts.faults !== undefined && opts.cluster !== undefined) {
     app.use(debugRoutes({ faults: opts.faults, auth: opts.deps.auth, self: opts.cluster.peerId, log: opts.log }))

@@ -4,6 +4,7 @@
  *   /api/v1/…          users, groups, permission targets, access tokens, immutable tags,
  *                      promotion, the audit log (admin.ts)
  *   /api/v1/cluster/…  status, join tokens, joining, leaving, member removal (cluster-api.ts)
+ *   /api/v1/sites/…    cross-site peering: tokens, peerings, their status (sites.ts)
  *
  * Left out, on purpose:
  *   /api/v1/debug/partition       test-only fault injection (debug.ts), mounted only with
@@ -28,6 +29,7 @@ import { JoinRequest } from '../../cluster/join.js'
 import { MIN_PASSWORD_LENGTH } from '../auth/password.js'
 import { API_PREFIX } from './admin.js'
 import { JoinTokenRequest } from './cluster-api.js'
+import { HandshakeBody, PeerRequest, SiteTokenRequest } from './sites.js'
 
 export const OPENAPI_PATH = `${API_PREFIX}/openapi.json`
 
@@ -454,6 +456,54 @@ const paths: Record<string, PathItem> = {
       errors: [403, 503],
     }),
   },
+
+  [`${API_PREFIX}/sites`]: {
+    get: op({
+      operationId: 'listSites',
+      tags: ['sites'],
+      summary: 'This site\'s id and its peerings, with their status',
+      description: ADMIN + ' Answered by the leader (which ships for its site) when it can be reached, else from this node\'s own view.',
+      ok: { 200: answer('The peerings', { type: 'object', required: ['site', 'head', 'peerings'], properties: { site: schema('SiteId'), head: { type: 'integer', description: 'The last sequence number of this site\'s change feed.' }, peerings: { type: 'array', items: schema('SiteStatus') } } }) },
+      errors: [403],
+    }),
+    post: op({
+      operationId: 'peerSite',
+      tags: ['sites'],
+      summary: 'Peer this site with another (`flotilla site peer`)',
+      description: ADMIN + ' Presents the other site\'s peering token to it at `address`; both sites record the peering through their logs and pin each other\'s members.',
+      requestBody: body(fromZod(PeerRequest)),
+      ok: { 201: answer('The new peering', schema('SiteStatus')) },
+      errors: [400, 403, 409, 503],
+    }),
+  },
+  [`${API_PREFIX}/sites/tokens`]: {
+    post: op({
+      operationId: 'createSiteToken',
+      tags: ['sites'],
+      summary: 'Issue a peering token (`flotilla site token`)',
+      description: ADMIN + ' It names this site and its members, is signed with the cluster secret, and expires.',
+      requestBody: body(fromZod(SiteTokenRequest)),
+      ok: { 201: answer('The token', { type: 'object', required: ['token', 'expiresAt', 'site'], properties: { token: { type: 'string' }, expiresAt: { type: 'string', format: 'date-time' }, site: schema('SiteId') } }) },
+      errors: [400, 403, 503],
+    }),
+  },
+  [`${API_PREFIX}/sites/handshake`]: {
+    post: op({
+      operationId: 'siteHandshake',
+      tags: ['sites'],
+      summary: 'Accept a peering (called by the other site\'s node)',
+      description: 'Open: the peering token this site issued, and the calling node\'s signature (`Authorization: Flotilla-Peer …`) by one of the members it names, prove it.',
+      requestBody: body(fromZod(HandshakeBody)),
+      ok: { 201: answer('This site and its members', { type: 'object', required: ['site', 'members', 'name'], properties: { site: schema('SiteId'), members: { type: 'array', items: schema('SiteMember') }, name: schema('Name') } }) },
+      errors: [400, 403, 409, 503],
+      open: true,
+    }),
+  },
+  [`${API_PREFIX}/sites/{name}`]: {
+    parameters: [pathName('name', 'peering')],
+    get: op({ operationId: 'getSite', tags: ['sites'], summary: 'A peering\'s status (`flotilla site status NAME`)', description: ADMIN, ok: { 200: answer('The peering', schema('SiteStatus')) }, errors: [403, 404] }),
+    delete: op({ operationId: 'removeSite', tags: ['sites'], summary: 'Remove a peering at this site (`flotilla site remove NAME`)', description: ADMIN + ' Its members are no longer admitted here; the other site keeps its record until removed there.', ok: { 200: answer('Removed', schema('Removed')) }, errors: [403, 404] }),
+  },
 }
 
 const millis = (description = 'Epoch milliseconds.'): JsonSchema => ({ type: 'integer', description })
@@ -485,6 +535,7 @@ export const OPENAPI_DOCUMENT: OpenApiDocument = {
     { name: 'maintenance', description: 'Garbage collection.' },
     { name: 'audit', description: 'The audit log.' },
     { name: 'cluster', description: 'Cluster membership (/api/v1/cluster).' },
+    { name: 'sites', description: 'Cross-site peering (/api/v1/sites).' },
   ],
   security: [{ basic: [] }, { bearer: [] }],
   paths,
@@ -699,7 +750,45 @@ export const OPENAPI_DOCUMENT: OpenApiDocument = {
       },
       JoinToken: { type: 'object', required: ['token', 'expiresAt'], properties: { token: { type: 'string' }, expiresAt: { type: 'string', format: 'date-time' } } },
       Member: { type: 'object', required: ['peerId', 'p2p', 'http', 'at'], properties: { peerId: { type: 'string' }, p2p: { type: 'array', items: { type: 'string' } }, http: { type: 'string' }, at: millis() } },
-      Removed: { type: 'object', required: ['removed'], properties: { removed: { type: 'string', description: 'The peer id.' } } },
+      Removed: { type: 'object', required: ['removed'], properties: { removed: { type: 'string', description: 'The peer id (a member), or the peering\'s name (a site).' } } },
+      SiteId: { type: 'string', pattern: '^[0-9a-f]{16}$', description: 'A site\'s id: its cluster id.' },
+      SiteMember: { type: 'object', required: ['peerId', 'addrs'], properties: { peerId: { type: 'string' }, addrs: { type: 'array', items: { type: 'string' }, description: 'Multiaddrs other sites dial (sites.advertise).' } } },
+      SiteStatus: {
+        type: 'object',
+        required: ['name', 'site', 'initiator', 'rules', 'members', 'receiving', 'sending', 'createdAt', 'cursor', 'shipper', 'connected', 'lastContact', 'lagEntries', 'lagSeconds', 'lastError', 'bytesReceived', 'waitingFor', 'lastServed', 'failures'],
+        properties: {
+          name: schema('Name'),
+          site: schema('SiteId'),
+          initiator: { type: 'boolean', description: 'This site ran `site peer`; the direction is as seen from it.' },
+          rules: {
+            type: 'object',
+            required: ['repos', 'direction', 'deletes', 'access'],
+            properties: {
+              repos: { type: 'array', items: { type: 'string' }, description: 'Repository patterns; `!PATTERN` excludes; none: all.' },
+              direction: { type: 'string', enum: ['pull', 'push', 'both'] },
+              tags: { type: 'string', description: 'Tag glob.' },
+              deletes: { type: 'boolean' },
+              access: { type: 'boolean' },
+              bandwidth: { type: 'number', description: 'MiB/s.' },
+            },
+          },
+          members: { type: 'array', items: schema('SiteMember'), description: 'The other site\'s pinned members.' },
+          receiving: { type: 'boolean' },
+          sending: { type: 'boolean' },
+          createdAt: { type: 'string', format: 'date-time' },
+          cursor: { oneOf: [{ type: 'null' }, { type: 'object', required: ['seq', 'originAt', 'at', 'applied'], properties: { seq: { type: 'integer' }, originAt: { type: ['string', 'null'] }, at: { type: ['string', 'null'] }, applied: { type: 'integer' } } }] },
+          shipper: { type: ['string', 'null'], description: 'The member of this site that receives for it (its leader).' },
+          connected: { type: ['boolean', 'null'], description: 'null when this node does not ship.' },
+          lastContact: { type: ['string', 'null'] },
+          lagEntries: { type: ['integer', 'null'] },
+          lagSeconds: { type: ['number', 'null'] },
+          lastError: { oneOf: [{ type: 'null' }, { type: 'object', required: ['message', 'at'], properties: { message: { type: 'string' }, at: { type: 'string', format: 'date-time' } } }] },
+          bytesReceived: { type: ['integer', 'null'] },
+          waitingFor: { type: ['object', 'null'], additionalProperties: { type: 'integer' }, description: 'Blobs being fetched: digest → bytes left.' },
+          lastServed: { type: ['string', 'null'], description: 'When the other site last pulled from this node.' },
+          failures: { type: 'array', items: { type: 'object' }, description: 'Changes received that could not be applied here, most recent first.' },
+        },
+      },
     },
   },
 }

@@ -708,6 +708,16 @@ function generate (g: Gen, env: Env): Case[] {
   api('POST', '/api/v1/cluster/leave', undefined, [401, 429], 'none')
   api('PUT', '/api/v1/cluster', '{}', [404, 405])
   api('GET', '/api/v1/debug/partition', undefined, 404)
+  // Cross-site peering (src/http/sites.ts)
+  api('GET', '/api/v1/sites', undefined, [401, 429], 'none', 'GET /api/v1/sites anonymously')
+  api('POST', '/api/v1/sites', { address: 'x' }, 400)
+  api('POST', '/api/v1/sites', '{', 400)
+  api('POST', '/api/v1/sites', { address: 'http://127.0.0.1:1', token: 'a.b.c', name: '../x' }, 400)
+  api('POST', '/api/v1/sites/tokens', { ttlSeconds: 1 }, 400)
+  api('POST', '/api/v1/sites/handshake', '[', 400, 'none')
+  api('POST', '/api/v1/sites/handshake', { token: 'garbage', site: '0123456789abcdef', members: [{ peerId: '12D3KooW' + 'x'.repeat(44), addrs: [] }], rules: {} }, 403, 'none')
+  api('GET', '/api/v1/sites/%ff', undefined, [400, 404])
+  api('DELETE', '/api/v1/sites/garbage', undefined, 404)
 
   // Node-to-node routes
   const iSection = 'internal routes /internal/v1'

@@ -1,12 +1,14 @@
 /**
  * The admin API's OpenAPI document (src/http/openapi.ts; issue 10, item 13): it holds exactly
- * the routes the admin and cluster routers register, its references and path parameters hold
+ * the routes the admin, cluster and sites routers register, its references and path parameters hold
  * together, and a node serves it, without credentials, at GET /api/v1/openapi.json.
  */
 import t from 'tap'
 import { readFile } from 'node:fs/promises'
 import { adminRoutes } from '../../src/http/admin.js'
 import { clusterRoutes } from '../../src/http/cluster-api.js'
+import { sitesRoutes } from '../../src/http/sites.js'
+import type { Sites } from '../../cluster/peering/sites.js'
 import { HTTP_METHODS, OPENAPI_DOCUMENT, OPENAPI_PATH, type Operation, type Parameter } from '../../src/http/openapi.js'
 import type { RegistryDeps } from '../../src/http/deps.js'
 import type { Cluster } from '../../cluster/cluster.js'
@@ -35,7 +37,8 @@ t.test('every route of the admin and cluster routers, and nothing else', async (
   // Building the routers touches none of their dependencies; handlers are never called here.
   const admin = adminRoutes({ auth: {} } as unknown as RegistryDeps).router
   const cluster = clusterRoutes({} as unknown as Cluster)
-  const registered = [...routesOf(admin), ...routesOf(cluster)].sort()
+  const sites = sitesRoutes({} as unknown as Sites, {} as unknown as RegistryDeps['auth'])
+  const registered = [...routesOf(admin), ...routesOf(cluster), ...routesOf(sites)].sort()
   t.ok(registered.length >= 30, `the routers register their routes (${registered.length})`)
   t.equal(new Set(registered).size, registered.length, 'no route registered twice')
   t.same(documentRoutes().sort(), registered, 'the document lists exactly the registered (method, path) pairs')
@@ -79,7 +82,7 @@ t.test('the document holds together', async (t) => {
     if (op.requestBody !== undefined) t.ok(op.requestBody.content['application/json'] !== undefined, `${route}: a JSON body`)
   }
   const open = operations().filter((o) => o.op.security !== undefined).map((o) => o.route)
-  t.same(open, ['POST /api/v1/cluster/join'], 'only joining is open (the joiner brings a join token)')
+  t.same(open, ['POST /api/v1/cluster/join', 'POST /api/v1/sites/handshake'], 'only joining and the peering handshake are open (the caller brings a join or peering token)')
 })
 
 t.test('a node serves it at GET /api/v1/openapi.json, without credentials', async (t) => {

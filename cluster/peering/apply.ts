@@ -1,0 +1,217 @@
+/**
+ * How peering commands change the state, and the change feed: called by
+ * MetadataStateMachine inside its transaction, so a command's effects land in one batch.
+ *
+ * The change feed. After every command this site's clients made (not one that applies
+ * another site's changes: those keep their origin, and a site ships only its own changes, so
+ * a mesh has no loops), the state machine looks at the transaction's writes and appends one
+ * feed entry per replicable change, numbered by this site's sequence:
+ *
+ *   manifest␀R␀D written   → put R D, with the tags written to it in the same command
+ *   tag␀R␀T written alone  → put R D [T] (a tag moved onto a manifest that was already there)
+ *   tag␀R␀T deleted alone  → untag R T
+ *   manifest␀R␀D deleted   → delete R D
+ *
+ * Reading writes rather than commands catches every command that makes these changes
+ * (PutManifest, DeleteTag, DeleteManifest, Promote) without teaching each one.
+ */
+import { FlotillaError } from '../../storage/errors.js'
+import type { TxLike } from '../access/apply.js'
+import { key } from '../metadata/keys.js'
+import type { Command, CommandResult } from '../metadata/commands.js'
+import type { PeeringCommand } from './commands.js'
+import { isValidSiteName, membersProblem, rulesProblem, type FeedEntry, type FeedOp, type PeeringRecord, type ShippedChange, type SiteCursor, type SiteFailure } from './model.js'
+
+const SEP = '\u0000'
+/** Failures kept per origin site (the oldest go first). */
+const MAX_FAILURES = 1000
+
+/** The transaction's writes, in order: key → value (null: deleted). */
+export interface TxWrites { writes (): Iterable<[string, Uint8Array | null]> }
+
+const dec = new TextDecoder()
+
+/** The feed operations a command's writes amount to, in write order. */
+export function feedOps (tx: TxWrites): FeedOp[] {
+  const ops: FeedOp[] = []
+  const puts = new Map<string, FeedOp & { op: 'put' }>()
+  const deletedManifests = new Set<string>()
+  const writes = [...tx.writes()]
+  for (const [k, v] of writes) {
+    const parts = k.split(SEP)
+    if (parts[0] === 'manifest' && parts.length === 3) {
+      const [, repo, digest] = parts as [string, string, string]
+      if (v === null) {
+        deletedManifests.add(`${repo}${SEP}${digest}`)
+        ops.push({ op: 'delete', repo, digest })
+      } else {
+        const op = { op: 'put' as const, repo, digest, tags: [] as string[] }
+        puts.set(`${repo}${SEP}${digest}`, op)
+        ops.push(op)
+      }
+    }
+  }
+  for (const [k, v] of writes) {
+    const parts = k.split(SEP)
+    if (parts[0] !== 'tag' || parts.length !== 3) continue
+    const [, repo, tag] = parts as [string, string, string]
+    if (v === null) {
+      // A tag removed with its manifest is part of that delete.
+      const gone = [...deletedManifests].some((m) => m.startsWith(`${repo}${SEP}`))
+      if (!gone) ops.push({ op: 'untag', repo, tag })
+      continue
+    }
+    const digest = (JSON.parse(dec.decode(v)) as { digest: string }).digest
+    const put = puts.get(`${repo}${SEP}${digest}`)
+    if (put !== undefined) put.tags.push(tag)
+    else ops.push({ op: 'put', repo, digest, tags: [tag] })
+  }
+  return ops
+}
+
+/** Append the command's replicable changes to this site's feed (time: the command's). */
+export async function appendFeed (tx: TxLike & TxWrites, at: number): Promise<void> {
+  const ops = feedOps(tx)
+  if (ops.length === 0) return
+  let seq = (await tx.getJSON<{ seq: number }>(key.siteSeq()))?.seq ?? 0
+  for (const op of ops) {
+    seq++
+    const e: FeedEntry = { ...op, seq, at }
+    tx.putJSON(key.feed(seq), e)
+  }
+  tx.putJSON(key.siteSeq(), { seq })
+}
+
+/** Runs a plain metadata command inside the same transaction (the state machine's exec). */
+export type Exec = (c: Command) => Promise<CommandResult>
+
+export async function applyPeering (tx: TxLike, c: PeeringCommand, exec: Exec): Promise<CommandResult> {
+  switch (c.type) {
+    case 'PutSitePeering': {
+      const p = c.peering
+      checkPeering(p)
+      if (await tx.get(key.sitePeer(p.name)) !== undefined) throw new FlotillaError('ALREADY_EXISTS', `a peering named ${p.name} exists already: remove it first (flotilla site remove ${p.name}) or choose another --name`)
+      for (const k of await tx.keys(key.sitePeerPrefix())) {
+        const other = await tx.getJSON<PeeringRecord>(k)
+        if (other?.site === p.site) throw new FlotillaError('ALREADY_EXISTS', `site ${p.site} is peered already, as ${other.name}: remove that peering first`)
+      }
+      tx.putJSON(key.sitePeer(p.name), p)
+      return { ok: true, value: p }
+    }
+    case 'RemoveSitePeering': {
+      if (await tx.get(key.sitePeer(c.name)) === undefined) throw new FlotillaError('NOT_FOUND', `no peering named ${c.name}: see flotilla site list`)
+      // The cursor stays: peering the same site again resumes where it stopped, without duplicates.
+      tx.del(key.sitePeer(c.name))
+      return { ok: true }
+    }
+    case 'SetSiteMembers': {
+      const p = await tx.getJSON<PeeringRecord>(key.sitePeer(c.name))
+      if (p === undefined) throw new FlotillaError('NOT_FOUND', `no peering named ${c.name}`)
+      const why = membersProblem(c.members)
+      if (why !== undefined) throw new FlotillaError('BAD_REQUEST', why)
+      tx.putJSON(key.sitePeer(c.name), { ...p, members: c.members, updatedAt: c.at })
+      return { ok: true }
+    }
+    case 'SiteApply':
+      return await applyChanges(tx, c, exec)
+  }
+}
+
+function checkPeering (p: PeeringRecord): void {
+  if (typeof p !== 'object' || p === null) throw new FlotillaError('BAD_REQUEST', 'a peering record is needed')
+  if (!isValidSiteName(p.name)) throw new FlotillaError('BAD_REQUEST', `invalid peering name ${JSON.stringify(String(p.name).slice(0, 80))}: use 1-64 of [a-z0-9._-], starting with a letter or digit`)
+  if (typeof p.site !== 'string' || !/^[0-9a-f]{16}$/.test(p.site)) throw new FlotillaError('BAD_REQUEST', 'the remote site id must be 16 hex digits')
+  const why = rulesProblem(p.rules) ?? membersProblem(p.members)
+  if (why !== undefined) throw new FlotillaError('BAD_REQUEST', why)
+}
+
+async function applyChanges (tx: TxLike, c: Extract<PeeringCommand, { type: 'SiteApply' }>, exec: Exec): Promise<CommandResult> {
+  const p = await tx.getJSON<PeeringRecord>(key.sitePeer(c.name))
+  if (p === undefined) throw new FlotillaError('NOT_FOUND', `no peering named ${c.name}: it was removed`)
+  if (p.site !== c.origin) throw new FlotillaError('BAD_REQUEST', `peering ${c.name} is with site ${p.site}, not ${c.origin}`)
+  const cur = await tx.getJSON<SiteCursor>(key.siteCursor(c.origin)) ?? { seq: 0, originAt: 0, at: 0, applied: 0 }
+  if (c.through <= cur.seq) return { ok: true, value: { applied: 0, failed: 0, cursor: cur.seq } }
+  let applied = 0
+  let failed = 0
+  let originAt = cur.originAt
+  for (const ch of c.changes) {
+    // Applied already (a resend after the shipper died before it saw the commit): skip.
+    if (ch.seq <= cur.seq || ch.seq > c.through) continue
+    try {
+      const partly = await applyOne(tx, ch, exec, p)
+      applied++
+      originAt = Math.max(originAt, ch.at)
+      if (partly !== undefined) await recordFailure(tx, c.origin, ch, partly, c.at)
+    } catch (err) {
+      if (!(err instanceof FlotillaError)) throw err
+      failed++
+      await recordFailure(tx, c.origin, ch, err, c.at)
+    }
+  }
+  const next: SiteCursor = { seq: c.through, originAt: Math.max(originAt, c.originAt), at: c.at, applied: cur.applied + applied }
+  tx.putJSON(key.siteCursor(c.origin), next)
+  return { ok: true, value: { applied, failed, cursor: c.through } }
+}
+
+/**
+ * One change. Every check that can refuse it runs before its first write (the blobs held
+ * here, the child manifests, immutable tags in PutManifest), so a refused change writes
+ * nothing and the rest of the batch goes on. Answers the refusal of part of it (tags kept
+ * immutable here: the manifest came without them), to be recorded.
+ */
+async function applyOne (tx: TxLike, ch: ShippedChange, exec: Exec, p: PeeringRecord): Promise<FlotillaError | undefined> {
+  switch (ch.op) {
+    case 'put': {
+      for (const d of ch.blobs) {
+        // The shipper made the blob durable here before it proposed this command (holders recorded).
+        if ((await tx.keys(key.holderPrefix(d))).length === 0) throw new FlotillaError('MANIFEST_BLOB_UNKNOWN', `blob ${d} is not held by any member of this site yet`, { digest: d })
+      }
+      for (const d of ch.manifests) {
+        if (await tx.get(key.manifest(ch.repo, d)) === undefined) throw new FlotillaError('MANIFEST_BLOB_UNKNOWN', `index references manifest ${d}, which this site does not have in ${ch.repo}`, { digest: d })
+      }
+      for (const d of ch.blobs) {
+        const size = (await tx.getJSON<{ size: number }>(key.blob(d)))?.size ?? ch.sizes[d] ?? 0
+        const r = await exec({ type: 'LinkBlob', repo: ch.repo, digest: d, size, at: ch.at })
+        if (!r.ok) throw new FlotillaError(r.code, r.message)
+      }
+      const put: Extract<Command, { type: 'PutManifest' }> = { type: 'PutManifest', repo: ch.repo, digest: ch.digest, body: ch.body, mediaType: ch.mediaType, tags: ch.tags, blobs: ch.blobs, manifests: ch.manifests, at: ch.at }
+      if (ch.subject !== undefined) put.subject = ch.subject
+      if (ch.artifactType !== undefined) put.artifactType = ch.artifactType
+      if (ch.annotations !== undefined) put.annotations = ch.annotations
+      try {
+        const r = await exec(put)
+        if (!r.ok) throw new FlotillaError(r.code, r.message)
+      } catch (err) {
+        // A tag this site keeps immutable: the manifest still comes, by digest, without the tags
+        // (every manifest acknowledged at the source reaches the peer); the refusal is recorded.
+        if (!(err instanceof FlotillaError) || err.code !== 'TAG_IMMUTABLE' || ch.tags.length === 0) throw err
+        const r = await exec({ ...put, tags: [] })
+        if (!r.ok) throw new FlotillaError(r.code, r.message)
+        return err
+      }
+      return undefined
+    }
+    case 'untag': {
+      if (!p.rules.deletes) return undefined
+      // Gone already (or never here): the delete's effect holds.
+      if (await tx.get(key.tag(ch.repo, ch.tag)) === undefined) return undefined
+      const r = await exec({ type: 'DeleteTag', repo: ch.repo, tag: ch.tag })
+      if (!r.ok) throw new FlotillaError(r.code, r.message)
+      return undefined
+    }
+    case 'delete': {
+      if (!p.rules.deletes) return undefined
+      if (await tx.get(key.manifest(ch.repo, ch.digest)) === undefined) return undefined
+      const r = await exec({ type: 'DeleteManifest', repo: ch.repo, digest: ch.digest })
+      if (!r.ok) throw new FlotillaError(r.code, r.message)
+      return undefined
+    }
+  }
+}
+
+async function recordFailure (tx: TxLike, origin: string, ch: ShippedChange, err: FlotillaError, at: number): Promise<void> {
+  const rec: SiteFailure = { seq: ch.seq, op: ch.op, repo: ch.repo, ref: ch.op === 'untag' ? ch.tag : ch.digest, code: err.code, message: err.message, at }
+  tx.putJSON(key.siteFailure(origin, ch.seq), rec)
+  const all = await tx.keys(key.siteFailurePrefix(origin))
+  for (const k of all.slice(0, Math.max(0, all.length - MAX_FAILURES))) tx.del(k)
+}

@@ -1,0 +1,24 @@
+/**
+ * Peering commands: applied by the metadata state machine like every metadata change
+ * (cluster/peering/apply.ts), so both sites' members agree on their peerings and cursors.
+ */
+import type { PeeringRecord, ShippedChange, SiteMember } from './model.js'
+
+export type PeeringCommand =
+  /** Record a peering with another site (refused when the name or the site is taken). */
+  | { type: 'PutSitePeering'; peering: PeeringRecord }
+  | { type: 'RemoveSitePeering'; name: string; at: number }
+  /** The other site's members changed (learnt over the link, from a pinned member). */
+  | { type: 'SetSiteMembers'; name: string; members: SiteMember[]; at: number }
+  /**
+   * Changes received from the peering's site, applied in order with the cursor moved to
+   * `through` (>= the last change's seq: filtered entries are passed over) in one batch.
+   * A change at or below the cursor was applied already and is skipped: a resend is harmless.
+   */
+  | { type: 'SiteApply'; name: string; origin: string; changes: ShippedChange[]; through: number; originAt: number; at: number }
+
+const TYPES = new Set<string>(['PutSitePeering', 'RemoveSitePeering', 'SetSiteMembers', 'SiteApply'] satisfies Array<PeeringCommand['type']>)
+
+export function isPeeringCommand (c: { type: string }): c is PeeringCommand {
+  return TYPES.has(c.type)
+}

@@ -1,0 +1,61 @@
+/**
+ * Reads over the peering state (peerings, this site's change feed, cursors, failures).
+ * They never write: the state machine is the only writer.
+ */
+import type { KV } from '../../storage/kv/kv.js'
+import { prefixRange } from '../../storage/kv/kv.js'
+import { key } from '../metadata/keys.js'
+import { decodeJSON } from '../metadata/state-machine.js'
+import type { FeedEntry, PeeringRecord, SiteCursor, SiteFailure } from './model.js'
+
+export class PeeringQueries {
+  constructor (private readonly kv: KV) {}
+
+  private async json<T> (k: string): Promise<T | undefined> {
+    const v = await this.kv.get(k)
+    return v === undefined ? undefined : decodeJSON<T>(v)
+  }
+
+  /** This site's id: its cluster id, created once when the cluster was founded. */
+  async siteId (): Promise<string | undefined> {
+    return (await this.json<{ clusterId: string }>(key.clusterInfo()))?.clusterId
+  }
+
+  async peerings (): Promise<PeeringRecord[]> {
+    const out: PeeringRecord[] = []
+    for await (const [, v] of this.kv.entries(prefixRange(key.sitePeerPrefix()))) out.push(decodeJSON<PeeringRecord>(v))
+    return out
+  }
+
+  async peering (name: string): Promise<PeeringRecord | undefined> {
+    return await this.json<PeeringRecord>(key.sitePeer(name))
+  }
+
+  /** The last sequence number of this site's change feed (0: nothing yet). */
+  async head (): Promise<number> {
+    return (await this.json<{ seq: number }>(key.siteSeq()))?.seq ?? 0
+  }
+
+  async feedEntry (seq: number): Promise<FeedEntry | undefined> {
+    return await this.json<FeedEntry>(key.feed(seq))
+  }
+
+  /** Feed entries after `seq`, in order, at most `limit`. */
+  async feedAfter (seq: number, limit: number): Promise<FeedEntry[]> {
+    const out: FeedEntry[] = []
+    const range = prefixRange(key.feedPrefix())
+    for await (const [, v] of this.kv.entries({ gt: key.feed(seq), lt: range.lt, limit })) out.push(decodeJSON<FeedEntry>(v))
+    return out
+  }
+
+  async cursor (origin: string): Promise<SiteCursor> {
+    return await this.json<SiteCursor>(key.siteCursor(origin)) ?? { seq: 0, originAt: 0, at: 0, applied: 0 }
+  }
+
+  /** The most recent changes from `origin` that could not be applied, newest first. */
+  async failures (origin: string, limit = 20): Promise<SiteFailure[]> {
+    const all: SiteFailure[] = []
+    for await (const [, v] of this.kv.entries(prefixRange(key.siteFailurePrefix(origin)))) all.push(decodeJSON<SiteFailure>(v))
+    return all.reverse().slice(0, limit)
+  }
+}

@@ -1,0 +1,264 @@
+/**
+ * The receiving side of one peering, run by one member of the receiving site (its Raft
+ * leader, cluster/peering/sites.ts): ask a member of the other site for the changes after the
+ * recorded cursor, fetch the blobs they reference and make them durable on this site's write
+ * quorum, then apply the changes and the new cursor in one command through this site's log.
+ * A manifest therefore becomes visible here only once its blobs are durable here.
+ *
+ * The cursor lives in the replicated state, so when the shipping member dies another takes
+ * over from it; a batch that was committed but not acknowledged is sent again and skipped
+ * (SiteApply is idempotent on origin sequence). Errors back off exponentially, with jitter,
+ * and are kept (the last one and its time) for `site status`.
+ */
+import { multiaddr } from '@multiformats/multiaddr'
+import type { Logger } from 'pino'
+import type { Host } from '../../net/host.js'
+import { sendRequest } from '../../net/request-response.js'
+import { requestStreamed } from '../../net/streamed-response.js'
+import type { BlobStore } from '../../storage/blobs/blob-store.js'
+import { parseDigest, type Digest } from '../../storage/reference.js'
+import type { CommandSink } from '../metadata/applier.js'
+import type { MetadataQueries } from '../metadata/queries.js'
+import type { PeeringQueries } from './queries.js'
+import { receives, type PeeringRecord, type ShippedChange, type SiteMember } from './model.js'
+import { dec, enc, SITE_BLOB_PROTOCOL, SITE_PROTOCOL, type BlobHeader, type PullAnswer, type PullRequest } from './protocol.js'
+
+/** How long the source may hold a pull with nothing new (long poll). */
+const WAIT_MS = 10_000
+const MAX_BACKOFF_MS = 30_000
+/** Blobs fetched at once from the other site. */
+const FETCH_CONCURRENCY = 4
+
+export interface ReceiverDeps {
+  host: () => Host
+  selfId: string
+  siteId: () => Promise<string>
+  members: () => SiteMember[]
+  /** Members of this site (for holder counts). */
+  memberIds: () => string[]
+  queries: MetadataQueries
+  pq: PeeringQueries
+  sink: CommandSink
+  blobs: BlobStore
+  /** Resolve once every blob is durable on this site's write quorum. */
+  waitForCopies: (digests: string[]) => Promise<void>
+  log: Logger
+  metrics: ReceiverMetrics
+}
+
+export interface ReceiverMetrics {
+  bytes: (site: string, n: number) => void
+  applied: (site: string, n: number) => void
+  error: (site: string) => void
+}
+
+/** What `site status` shows of a receiver (on the member that runs it). */
+export interface ReceiverState {
+  connected: boolean
+  /** The member of the other site last talked to. */
+  source: string | null
+  lastContact: number
+  /** The cursor as this receiver last read or moved it. */
+  cursor: number
+  head: number
+  headAt: number
+  pendingAt: number
+  lastError: { message: string; at: number } | null
+  /** Consecutive failures (the backoff's exponent). */
+  failures: number
+  bytesReceived: number
+  changesApplied: number
+  /** Blobs being fetched for the batch under way: digest → bytes left. */
+  waitingFor: Record<string, number>
+}
+
+export class SiteReceiver {
+  readonly state: ReceiverState = { connected: false, source: null, lastContact: 0, cursor: 0, head: 0, headAt: 0, pendingAt: 0, lastError: null, failures: 0, bytesReceived: 0, changesApplied: 0, waitingFor: {} }
+  private stopped = false
+  private readonly abort = new AbortController()
+  /** Index of the member of the other site to ask first (the last that answered). */
+  private preferred = 0
+  readonly done: Promise<void>
+
+  constructor (readonly name: string, private readonly d: ReceiverDeps) {
+    this.done = this.run()
+  }
+
+  stop (): void {
+    this.stopped = true
+    this.abort.abort()
+  }
+
+  private async run (): Promise<void> {
+    while (!this.stopped) {
+      try {
+        const more = await this.round()
+        if (more === 'gone') return
+        this.state.failures = 0
+      } catch (err) {
+        if (this.stopped) return
+        const message = (err as Error).message ?? String(err)
+        this.state.connected = false
+        this.state.failures++
+        this.state.lastError = { message, at: Date.now() }
+        this.d.metrics.error(this.name)
+        this.d.log.warn({ site: this.name, failures: this.state.failures, err: message }, 'peering: receiving failed; retrying')
+        // Exponential backoff with jitter: half the delay fixed, half random.
+        const delay = Math.min(MAX_BACKOFF_MS, 250 * 2 ** Math.min(this.state.failures, 10))
+        await this.sleep(delay / 2 + Math.random() * delay / 2)
+      }
+    }
+  }
+
+  private async sleep (ms: number): Promise<void> {
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(resolve, ms)
+      this.abort.signal.addEventListener('abort', () => { clearTimeout(t); resolve() }, { once: true })
+    })
+  }
+
+  /** One pull and its application. */
+  private async round (): Promise<'gone' | 'ok'> {
+    const p = await this.d.pq.peering(this.name)
+    if (p === undefined || !receives(p)) return 'gone'
+    // Read the cursor as committed: a new shipper must not start behind what the last applied.
+    await this.d.sink.barrier()
+    const cursor = await this.d.pq.cursor(p.site)
+    this.state.cursor = cursor.seq
+    const req: PullRequest = { site: await this.d.siteId(), after: cursor.seq, waitMs: WAIT_MS, members: this.d.members() }
+    const { answer, from } = await this.ask(p, req)
+    if (this.stopped) return 'ok'
+    this.state.connected = true
+    this.state.source = from
+    this.state.lastContact = Date.now()
+    this.state.head = answer.head
+    this.state.headAt = answer.headAt
+    this.state.pendingAt = answer.pendingAt
+    if (answer.site !== p.site) throw new Error(`member ${from} answered as site ${answer.site}, but the peering is with ${p.site}`)
+    if (membersChanged(p.members, answer.members)) {
+      const r = await this.d.sink.submit({ type: 'SetSiteMembers', name: p.name, members: answer.members, at: Date.now() })
+      if (r.ok) this.d.log.info({ site: p.name, members: answer.members.map((m) => m.peerId) }, 'peering: the other site\'s members changed')
+    }
+    if (answer.through <= cursor.seq) return 'ok'
+    const t0 = Date.now()
+    const bytes0 = this.state.bytesReceived
+    await this.fetchBlobs(p, from, answer.changes)
+    const t1 = Date.now()
+    const originAt = answer.changes.reduce((m, c) => Math.max(m, c.at), 0)
+    const r = await this.d.sink.submit({ type: 'SiteApply', name: p.name, origin: p.site, changes: answer.changes, through: answer.through, originAt, at: Date.now() })
+    this.d.log.debug({ site: p.name, from: cursor.seq, through: answer.through, changes: answer.changes.length, blobBytes: this.state.bytesReceived - bytes0, blobsMs: t1 - t0, applyMs: Date.now() - t1 }, 'peering: batch applied')
+    if (!r.ok) throw new Error(`applying changes ${cursor.seq + 1}–${answer.through} failed: ${r.message}`)
+    const v = r.value as { applied: number; failed: number }
+    this.state.cursor = answer.through
+    this.state.changesApplied += v.applied
+    this.d.metrics.applied(this.name, v.applied)
+    if (v.failed > 0) this.d.log.warn({ site: p.name, failed: v.failed }, 'peering: some changes could not be applied here (see flotilla site status)')
+    return 'ok'
+  }
+
+  /** Ask the other site's members in turn, starting with the last that answered. */
+  private async ask (p: PeeringRecord, req: PullRequest): Promise<{ answer: Extract<PullAnswer, { site: string }>; from: string }> {
+    let last: Error = new Error(`site ${p.name} has no member with an address`)
+    const n = p.members.length
+    for (let i = 0; i < n; i++) {
+      const idx = (this.preferred + i) % n
+      const m = p.members[idx]!
+      for (const a of m.addrs) {
+        if (this.stopped) throw new Error('stopped')
+        let bytes: Uint8Array
+        try {
+          bytes = await sendRequest(this.d.host(), multiaddr(`${a}/p2p/${m.peerId}`), SITE_PROTOCOL, enc(req), { timeoutMs: WAIT_MS + 30_000, maxAnswerBytes: 64 * 1024 * 1024 })
+        } catch (err) {
+          last = new Error(`cannot reach ${m.peerId} at ${a}: ${err instanceof Error ? err.message : 'the connection was refused or closed (is this site still pinned there?)'}`)
+          continue
+        }
+        const answer = dec<PullAnswer>(bytes)
+        if ('error' in answer) throw new Error(`member ${m.peerId} refused (${answer.error.status}): ${answer.error.message}`)
+        this.preferred = idx
+        return { answer, from: m.peerId }
+      }
+    }
+    throw last
+  }
+
+  /**
+   * Make every blob of the batch durable here before its manifest is proposed: a blob this
+   * member lacks is streamed from the other site (verified against its digest into this
+   * member's store), and recorded held; then wait for this site's write quorum of copies.
+   */
+  private async fetchBlobs (p: PeeringRecord, from: string, changes: ShippedChange[]): Promise<void> {
+    const need = new Map<string, { repo: string; size: number }>()
+    for (const c of changes) if (c.op === 'put') for (const b of c.blobs) if (!need.has(b)) need.set(b, { repo: c.repo, size: c.sizes[b] ?? 0 })
+    if (need.size === 0) return
+    const members = new Set(this.d.memberIds())
+    const one = async (digest: string, repo: string, size: number): Promise<void> => {
+      const held = (await this.d.queries.holders(digest)).filter((h) => members.has(h))
+      const local = await this.d.blobs.stat(parseDigest(digest))
+      if (local !== undefined) {
+        if (!held.includes(this.d.selfId)) await this.recordHolder(digest, local.size)
+        return
+      }
+      // Not here: fetch it from the other site even when a member here is recorded as holding it
+      // (that may be the previous shipper, dead now), so that this site's copies never wait on
+      // a member that cannot serve. The site's replication then copies it from this member.
+      this.state.waitingFor[digest] = size
+      try {
+        const info = await this.download(p, from, repo, digest)
+        await this.recordHolder(digest, info.size)
+      } finally {
+        delete this.state.waitingFor[digest]
+      }
+    }
+    // A few at once: many small blobs are bound by round trips and commits, not bytes.
+    const queue = [...need]
+    const workers = Array.from({ length: Math.min(FETCH_CONCURRENCY, queue.length) }, async () => {
+      for (let next = queue.shift(); next !== undefined; next = queue.shift()) await one(next[0], next[1].repo, next[1].size)
+    })
+    await Promise.all(workers)
+    await this.d.waitForCopies([...need.keys()])
+  }
+
+  private async recordHolder (digest: string, size: number): Promise<void> {
+    const r = await this.d.sink.submit({ type: 'AddHolder', digest, size, peerId: this.d.selfId })
+    if (!r.ok) throw new Error(`recording blob ${digest} held here failed: ${r.message}`)
+  }
+
+  private async download (p: PeeringRecord, from: string, repo: string, digest: string): Promise<{ size: number }> {
+    const order = [...p.members].sort((a, b) => (a.peerId === from ? -1 : b.peerId === from ? 1 : 0))
+    let last: Error = new Error(`no member of site ${p.name} could send blob ${digest}`)
+    const req = enc({ site: await this.d.siteId(), repo, digest })
+    for (const m of order) {
+      for (const a of m.addrs) {
+        try {
+          const answer = await requestStreamed(this.d.host(), multiaddr(`${a}/p2p/${m.peerId}`), SITE_BLOB_PROTOCOL, req, { idleTimeoutMs: 60_000, maxHeaderBytes: 64 * 1024 })
+          const head = dec<BlobHeader>(answer.header)
+          if ('error' in head) { answer.cancel(); throw new Error(`${head.error.status}: ${head.error.message}`) }
+          // Exactly the announced size: the digest check then catches any difference in content.
+          const frames = answer.body(head.size)
+          const self = this
+          const body = async function * (): AsyncGenerator<Uint8Array> {
+            for await (const chunk of frames) {
+              self.state.bytesReceived += chunk.byteLength
+              self.d.metrics.bytes(p.name, chunk.byteLength)
+              if (self.state.waitingFor[digest] !== undefined) self.state.waitingFor[digest] = Math.max(0, self.state.waitingFor[digest]! - chunk.byteLength)
+              yield chunk
+            }
+          }
+          const opts: { expected: Digest; expectedSize?: number } = { expected: parseDigest(digest) }
+          if (head.size > 0) opts.expectedSize = head.size
+          const info = await this.d.blobs.ingest(body(), opts)
+          return { size: info.size }
+        } catch (err) {
+          last = new Error(`fetching blob ${digest} from ${m.peerId} at ${a}: ${(err as Error).message}`)
+        }
+      }
+    }
+    throw last
+  }
+}
+
+function membersChanged (a: SiteMember[], b: SiteMember[]): boolean {
+  if (!Array.isArray(b) || b.length === 0) return false
+  const key = (ms: SiteMember[]): string => JSON.stringify([...ms].sort((x, y) => x.peerId.localeCompare(y.peerId)).map((m) => [m.peerId, m.addrs]))
+  return key(a) !== key(b)
+}

@@ -1,0 +1,428 @@
+/**
+ * A node's part in cross-site peering: the site protocols it serves (cluster/peering/source.ts),
+ * the receivers it runs while it leads its site (cluster/peering/receiver.ts), the peering
+ * handshake (both ends), status and metrics.
+ *
+ * Peering, from site B (`flotilla site peer ADDRESS --token T --name a` at B):
+ *   1. B reads A's site id and members from the token (A's secret signed it; B cannot check it).
+ *   2. B presents the token to A (POST ADDRESS/api/v1/sites/handshake), with its own site id,
+ *      members and the rules, signed with B's node key (net/peer-auth.ts).
+ *   3. A checks the token (signature, expiry, its own site), that the signer is among the
+ *      members B names, records the peering through its log (pinning B's members), and answers
+ *      its own members. 4. B records the peering through its log, pinning A's members.
+ *
+ * Who ships: on the receiving site, its Raft leader runs one receiver per peering that
+ * receives; when leadership moves, the new leader starts them from the recorded cursors.
+ */
+import type { Logger } from 'pino'
+import type { Readable } from 'node:stream'
+import { Counter, Gauge } from 'prom-client'
+import { FlotillaError } from '../../storage/errors.js'
+import type { BlobStore } from '../../storage/blobs/blob-store.js'
+import type { Digest } from '../../storage/reference.js'
+import { verifyRequest } from '../../net/peer-auth.js'
+import { serveRequests } from '../../net/request-response.js'
+import { serveStreamed } from '../../net/streamed-response.js'
+import type { Cluster } from '../cluster.js'
+import type { CommandSink } from '../metadata/applier.js'
+import { checkSiteToken, issueSiteToken, readSiteToken, SiteTokenError } from './token.js'
+import { isValidSiteName, membersProblem, receives, rulesProblem, sends, type PeeringRecord, type PeeringRules, type SiteFailure, type SiteMember } from './model.js'
+import { dec, enc, SITE_BLOB_PROTOCOL, SITE_PROTOCOL, type PullAnswer, type PullRequest } from './protocol.js'
+import { sendRequest } from '../../net/request-response.js'
+import { multiaddr } from '@multiformats/multiaddr'
+import { SiteSource } from './source.js'
+import { SiteReceiver, type ReceiverState } from './receiver.js'
+
+export const HANDSHAKE_PATH = '/api/v1/sites/handshake'
+/** How often a member that does not ship sends a probe (members only) to each peered site. */
+const PROBE_EVERY_MS = 30_000
+
+/** What site B presents to site A to peer (POST /api/v1/sites/handshake). */
+export interface HandshakeRequest {
+  token: string
+  /** B's site id and members. */
+  site: string
+  members: SiteMember[]
+  rules: PeeringRules
+  /** The name A gives the peering (default: B's site id). */
+  as?: string
+}
+
+export interface HandshakeAnswer { site: string; members: SiteMember[]; name: string }
+
+/** GET /api/v1/sites/NAME. */
+export interface SiteStatusDoc {
+  name: string
+  site: string
+  initiator: boolean
+  rules: PeeringRules
+  members: SiteMember[]
+  /** Whether this site receives the other's changes, and sends its own. */
+  receiving: boolean
+  sending: boolean
+  createdAt: string
+  /** Receiving: where this site stands (from the replicated state: any member answers it). */
+  cursor: { seq: number; originAt: string | null; at: string | null; applied: number } | null
+  /** Receiving: the member of this site that ships (its leader), and its live view; null elsewhere. */
+  shipper: string | null
+  connected: boolean | null
+  lastContact: string | null
+  lagEntries: number | null
+  lagSeconds: number | null
+  lastError: { message: string; at: string } | null
+  bytesReceived: number | null
+  waitingFor: Record<string, number> | null
+  /** Sending: when a member of the other site last pulled from this node. */
+  lastServed: string | null
+  /** Changes the other site sent that could not be applied here (most recent first). */
+  failures: SiteFailure[]
+}
+
+export interface SitesDeps {
+  cluster: Cluster
+  sink: CommandSink
+  blobs: BlobStore
+  log: Logger
+  fetchThrough?: (digest: Digest) => Promise<Readable | undefined>
+  waitForCopies: (digests: string[]) => Promise<void>
+}
+
+const iso = (ms: number): string | null => ms > 0 ? new Date(ms).toISOString() : null
+
+export class Sites {
+  private readonly receivers = new Map<string, SiteReceiver>()
+  private readonly served = new Map<string, number>()
+  private timer: NodeJS.Timeout | undefined
+  private waiters: Array<() => void> = []
+  private readonly source: SiteSource
+  private membersSubmitted = new Map<string, string>()
+  readonly metrics = {
+    connected: new Gauge({ name: 'flotilla_site_connected', help: 'Whether this node, shipping for its site, reached the peered site on its last try (1) or not (0)', labelNames: ['site'] as const, registers: [], collect: () => this.collectGauges() }),
+    lagEntries: new Gauge({ name: 'flotilla_site_lag_entries', help: 'Feed entries of the peered site not yet applied here (on the shipping node)', labelNames: ['site'] as const, registers: [] }),
+    lagSeconds: new Gauge({ name: 'flotilla_site_lag_seconds', help: 'Age of the oldest change of the peered site not yet applied here (on the shipping node)', labelNames: ['site'] as const, registers: [] }),
+    bytesReceived: new Counter({ name: 'flotilla_site_bytes_received_total', help: 'Blob bytes received from the peered site', labelNames: ['site'] as const, registers: [] }),
+    bytesSent: new Counter({ name: 'flotilla_site_bytes_sent_total', help: 'Blob bytes sent to the peered site', labelNames: ['site'] as const, registers: [] }),
+    changesApplied: new Counter({ name: 'flotilla_site_changes_applied_total', help: 'Changes of the peered site applied here', labelNames: ['site'] as const, registers: [] }),
+    changesSent: new Counter({ name: 'flotilla_site_changes_sent_total', help: 'Changes sent to the peered site', labelNames: ['site'] as const, registers: [] }),
+    errors: new Counter({ name: 'flotilla_site_errors_total', help: 'Failed rounds of receiving from the peered site (each is retried with backoff)', labelNames: ['site'] as const, registers: [] }),
+  }
+
+  constructor (private readonly d: SitesDeps) {
+    const { cluster } = d
+    this.source = new SiteSource({
+      queries: cluster.queries,
+      pq: cluster.peeringQueries,
+      blobs: d.blobs,
+      ...(d.fetchThrough !== undefined ? { fetchThrough: d.fetchThrough } : {}),
+      siteId: async () => await this.siteId(),
+      members: () => this.ownMembers(),
+      waitForFeed: async (seq, ms) => await this.waitForFeed(seq, ms),
+      membersSeen: (p, members) => { this.membersSeen(p, members) },
+      served: (p, _peer, what) => {
+        this.served.set(p.name, Date.now())
+        if (what.bytes !== undefined) this.metrics.bytesSent.inc({ site: p.name }, what.bytes)
+        if (what.changes !== undefined) this.metrics.changesSent.inc({ site: p.name }, what.changes)
+      },
+      log: d.log,
+    })
+  }
+
+  async start (): Promise<void> {
+    const host = this.d.cluster.host!
+    // Both protocols answer pinned members of peered sites only; the source checks the pin per request.
+    const guard = (peer: string): void => { if (!this.d.cluster.isSitePeer(peer)) throw new Error(`peer ${peer} is not a pinned member of a peered site`) }
+    await serveRequests(host, SITE_PROTOCOL, async (peer, req) => { guard(peer); return { bytes: await this.source.pull(peer, req) } }, { maxRequestBytes: 256 * 1024, timeoutMs: 60_000, maxInboundStreams: 8 })
+    await serveStreamed(host, SITE_BLOB_PROTOCOL, (peer, req) => { guard(peer); return this.source.blob(peer, req) }, { maxRequestBytes: 16 * 1024, idleTimeoutMs: 60_000, maxInboundStreams: 16 })
+    this.timer = setInterval(() => { void this.reconcile() }, 500)
+    this.timer.unref()
+  }
+
+  async stop (): Promise<void> {
+    if (this.timer !== undefined) clearInterval(this.timer)
+    const all = [...this.receivers.values()]
+    this.receivers.clear()
+    for (const r of all) r.stop()
+    this.notify()
+    await Promise.all(all.map(async (r) => await r.done.catch(() => {})))
+  }
+
+  /** Call after every applied command: long polls waiting for this site's feed wake up. */
+  notify (): void {
+    const w = this.waiters
+    this.waiters = []
+    for (const f of w) f()
+  }
+
+  private async waitForFeed (seq: number, ms: number): Promise<void> {
+    const end = Date.now() + ms
+    while (Date.now() < end && await this.d.cluster.peeringQueries.head() <= seq) {
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, Math.max(1, end - Date.now()))
+        this.waiters.push(() => { clearTimeout(t); resolve() })
+      })
+    }
+  }
+
+  /**
+   * A member that does not ship tells the other site of this site's members now and then (a
+   * probe pull: no changes), so that a member that joined here is pinned there even when it
+   * becomes the shipper before any pull named it. Best effort: the shipper's pulls do it too.
+   */
+  private lastProbe = Date.now()
+  private async probe (p: PeeringRecord): Promise<void> {
+    const req: PullRequest = { site: await this.siteId(), after: 0, waitMs: 0, members: this.ownMembers(), probe: true }
+    for (const m of p.members) {
+      for (const a of m.addrs) {
+        try {
+          const answer = dec<PullAnswer>(await sendRequest(this.d.cluster.host!, multiaddr(`${a}/p2p/${m.peerId}`), SITE_PROTOCOL, enc(req), { timeoutMs: 10_000, maxAnswerBytes: 1024 * 1024 }))
+          if (!('error' in answer) && answer.site === p.site) this.membersSeen(p, answer.members)
+          return
+        } catch { /* the next address */ }
+      }
+    }
+  }
+
+  /** Start a receiver per receiving peering while this node leads its site; stop them otherwise. */
+  private reconciling = false
+  private async reconcile (): Promise<void> {
+    if (this.reconciling) return
+    this.reconciling = true
+    try {
+      const lead = this.d.cluster.driver?.isLeader === true
+      const want = lead ? (await this.d.cluster.peeringQueries.peerings()).filter(receives).map((p) => p.name) : []
+      for (const [name, r] of this.receivers) {
+        if (!want.includes(name)) { r.stop(); this.receivers.delete(name) }
+      }
+      if (!lead && Date.now() - this.lastProbe > PROBE_EVERY_MS) {
+        this.lastProbe = Date.now()
+        for (const p of await this.d.cluster.peeringQueries.peerings()) void this.probe(p).catch(() => {})
+      }
+      for (const name of want) {
+        const r = this.receivers.get(name)
+        if (r !== undefined) continue
+        this.d.log.info({ site: name }, 'peering: this node ships for its site (it leads): receiving from the recorded cursor')
+        this.receivers.set(name, this.newReceiver(name))
+      }
+    } catch (err) {
+      this.d.log.warn({ err: (err as Error).message }, 'peering: could not reconcile receivers')
+    } finally {
+      this.reconciling = false
+    }
+  }
+
+  private newReceiver (name: string): SiteReceiver {
+    const { cluster } = this.d
+    const r = new SiteReceiver(name, {
+      host: () => cluster.host!,
+      selfId: cluster.peerId,
+      siteId: async () => await this.siteId(),
+      members: () => this.ownMembers(),
+      memberIds: () => cluster.memberIds(),
+      queries: cluster.queries,
+      pq: cluster.peeringQueries,
+      sink: this.d.sink,
+      blobs: this.d.blobs,
+      waitForCopies: this.d.waitForCopies,
+      log: this.d.log,
+      metrics: {
+        bytes: (site, n) => this.metrics.bytesReceived.inc({ site }, n),
+        applied: (site, n) => this.metrics.changesApplied.inc({ site }, n),
+        error: (site) => this.metrics.errors.inc({ site }),
+      },
+    })
+    // A receiver ends by itself when its peering is removed; forget it then.
+    void r.done.finally(() => { if (this.receivers.get(name) === r) this.receivers.delete(name) })
+    return r
+  }
+
+  private collectGauges (): void {
+    this.metrics.connected.reset()
+    this.metrics.lagEntries.reset()
+    this.metrics.lagSeconds.reset()
+    for (const [name, r] of this.receivers) {
+      const lag = this.lagOf(r.state)
+      this.metrics.connected.set({ site: name }, r.state.connected ? 1 : 0)
+      if (lag.entries !== null) this.metrics.lagEntries.set({ site: name }, lag.entries)
+      if (lag.seconds !== null) this.metrics.lagSeconds.set({ site: name }, lag.seconds)
+    }
+  }
+
+  /** Entries of the other site's feed not applied here, and the age of the oldest (from the last answer). */
+  private lagOf (s: ReceiverState): { entries: number | null; seconds: number | null } {
+    if (s.lastContact === 0) return { entries: null, seconds: null }
+    const entries = Math.max(0, s.head - s.cursor)
+    return { entries, seconds: entries > 0 && s.pendingAt > 0 ? Math.max(0, (Date.now() - s.pendingAt) / 1000) : 0 }
+  }
+
+  async siteId (): Promise<string> {
+    const id = await this.d.cluster.peeringQueries.siteId()
+    if (id === undefined) throw new FlotillaError('UNAVAILABLE', 'this site has no id yet (the cluster is still being founded): retry in a moment')
+    return id
+  }
+
+  /** The last sequence of this site's change feed. */
+  async head (): Promise<number> {
+    return await this.d.cluster.peeringQueries.head()
+  }
+
+  /** This site's members as other sites pin them: identity and the addresses to dial. */
+  ownMembers (): SiteMember[] {
+    const ids = new Set(this.d.cluster.memberIds())
+    return this.d.cluster.memberList()
+      .filter((m) => ids.has(m.peerId))
+      .map((m) => ({ peerId: m.peerId, addrs: (m.site ?? m.p2p).map((a) => a.replace(/\/p2p\/[^/]+$/, '')) }))
+      .sort((a, b) => a.peerId.localeCompare(b.peerId))
+  }
+
+  /** The other site told us of its members over the link (a pinned member said so): record them once. */
+  private membersSeen (p: PeeringRecord, members: SiteMember[]): void {
+    if (membersProblem(members) !== undefined) return
+    const key = JSON.stringify([...members].sort((a, b) => a.peerId.localeCompare(b.peerId)))
+    const now = JSON.stringify([...p.members].sort((a, b) => a.peerId.localeCompare(b.peerId)))
+    if (key === now) { this.membersSubmitted.delete(p.name); return }
+    if (this.membersSubmitted.get(p.name) === key) return
+    this.membersSubmitted.set(p.name, key)
+    void this.d.sink.submit({ type: 'SetSiteMembers', name: p.name, members, at: Date.now() }).then((r) => {
+      if (r.ok) this.d.log.info({ site: p.name, members: members.map((m) => m.peerId) }, 'peering: the other site\'s members changed')
+    }, () => { this.membersSubmitted.delete(p.name) })
+  }
+
+  /** `flotilla site token`: a peering token naming this site and its members. */
+  async token (ttlSeconds: number): Promise<{ token: string; expiresAt: string; site: string }> {
+    const info = await this.d.cluster.queries.clusterInfo()
+    if (info === undefined) throw new FlotillaError('UNAVAILABLE', 'this site has no id yet: retry in a moment')
+    const issued = await issueSiteToken(info, this.ownMembers(), ttlSeconds)
+    return { ...issued, site: info.clusterId }
+  }
+
+  /** Site A's side of the handshake: check the token and the signer, record the peering, answer our members. */
+  async accept (req: HandshakeRequest, signature: string | undefined): Promise<HandshakeAnswer> {
+    const info = await this.d.cluster.queries.clusterInfo()
+    if (info === undefined) throw new FlotillaError('UNAVAILABLE', 'this site has no id yet: retry in a moment')
+    try {
+      await checkSiteToken(info, req.token)
+    } catch (err) {
+      if (err instanceof SiteTokenError) throw new FlotillaError('DENIED', `peering refused: ${err.message}. Ask an administrator of this site for a new one (flotilla site token)`)
+      throw err
+    }
+    if (req.site === info.clusterId) throw new FlotillaError('BAD_REQUEST', 'a site cannot peer with itself: give the address of a member of the other site')
+    const why = membersProblem(req.members) ?? rulesProblem(req.rules)
+    if (why !== undefined) throw new FlotillaError('BAD_REQUEST', why)
+    const signer = await verifyRequest(signature, 'POST', HANDSHAKE_PATH)
+    if (signer === undefined || !req.members.some((m) => m.peerId === signer)) {
+      throw new FlotillaError('DENIED', 'peering refused: the request is not signed by a member of the site it names')
+    }
+    const name = req.as ?? req.site
+    if (!isValidSiteName(name)) throw new FlotillaError('BAD_REQUEST', `invalid name ${JSON.stringify(name.slice(0, 80))} for the peering: use 1-64 of [a-z0-9._-]`)
+    const now = Date.now()
+    const rec: PeeringRecord = { name, site: req.site, members: req.members, rules: req.rules, initiator: false, createdAt: now, updatedAt: now }
+    const r = await this.d.sink.submit({ type: 'PutSitePeering', peering: rec })
+    if (!r.ok) throw new FlotillaError(r.code, r.message)
+    this.d.log.info({ site: name, remote: req.site, members: req.members.map((m) => m.peerId) }, 'peering: another site peered with this one')
+    return { site: info.clusterId, members: this.ownMembers(), name }
+  }
+
+  /** Site B's side: `flotilla site peer ADDRESS --token T --name NAME [rules]`. */
+  async peer (opts: { address: string; token: string; name: string; rules: PeeringRules; as?: string }): Promise<PeeringRecord> {
+    if (!isValidSiteName(opts.name)) throw new FlotillaError('BAD_REQUEST', `invalid peering name ${JSON.stringify(opts.name.slice(0, 80))}: use 1-64 of [a-z0-9._-], starting with a letter or digit`)
+    const ruleProblem = rulesProblem(opts.rules)
+    if (ruleProblem !== undefined) throw new FlotillaError('BAD_REQUEST', ruleProblem)
+    let claims
+    try {
+      claims = readSiteToken(opts.token)
+    } catch (err) {
+      throw new FlotillaError('BAD_REQUEST', (err as Error).message)
+    }
+    if (claims.expiresAt <= Date.now()) throw new FlotillaError('BAD_REQUEST', `the peering token expired at ${new Date(claims.expiresAt).toISOString()}: ask the other site for a new one (flotilla site token)`)
+    const mine = await this.siteId()
+    if (claims.site === mine) throw new FlotillaError('BAD_REQUEST', 'this token is this site\'s own: run flotilla site peer at the other site, or use a token from the other site')
+    let url: URL
+    try {
+      if (!/^https?:\/\//i.test(opts.address)) throw new Error('not http')
+      url = new URL(HANDSHAKE_PATH, opts.address)
+    } catch {
+      throw new FlotillaError('BAD_REQUEST', `${JSON.stringify(opts.address.slice(0, 200))} is not a member's HTTP URL: give http://HOST:PORT of any member of the other site`)
+    }
+    // Refuse here what our own log would refuse afterwards, so the other site is not left peered alone.
+    const existing = await this.d.cluster.peeringQueries.peerings()
+    if (existing.some((p) => p.name === opts.name)) throw new FlotillaError('ALREADY_EXISTS', `a peering named ${opts.name} exists already: remove it first (flotilla site remove ${opts.name}) or choose another --name`)
+    const same = existing.find((p) => p.site === claims.site)
+    if (same !== undefined) throw new FlotillaError('ALREADY_EXISTS', `site ${claims.site} is peered already, as ${same.name}`)
+    const req: HandshakeRequest = { token: opts.token, site: mine, members: this.ownMembers(), rules: opts.rules, ...(opts.as !== undefined ? { as: opts.as } : {}) }
+    let res: Response
+    try {
+      res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', authorization: await this.d.cluster.forwarding.mark('POST', HANDSHAKE_PATH) }, body: JSON.stringify(req), signal: AbortSignal.timeout(30_000) })
+    } catch (err) {
+      const cause = (err as { cause?: { message?: string; code?: string } }).cause
+      throw new FlotillaError('BAD_REQUEST', `cannot reach the other site at ${opts.address}: ${cause?.message ?? cause?.code ?? (err as Error).message}. Check the address (any member's HTTP URL)`)
+    }
+    const text = await res.text()
+    let doc: Partial<HandshakeAnswer> & { errors?: Array<{ code?: string; message?: string }> }
+    try { doc = JSON.parse(text) } catch { doc = {} }
+    if (!res.ok) {
+      const e = doc.errors?.[0]
+      throw new FlotillaError(res.status === 403 || res.status === 401 ? 'DENIED' : res.status === 409 ? 'ALREADY_EXISTS' : 'BAD_REQUEST', `the site at ${opts.address} refused the peering (${res.status}): ${e?.message ?? text.slice(0, 200)}`)
+    }
+    if (doc.site !== claims.site) throw new FlotillaError('DENIED', `the site at ${opts.address} is ${String(doc.site)}, but the token is for site ${claims.site}: is the address that of the site that made the token?`)
+    const why = membersProblem(doc.members)
+    if (why !== undefined) throw new FlotillaError('BAD_REQUEST', `the other site answered no valid members: ${why}`)
+    const now = Date.now()
+    const rec: PeeringRecord = { name: opts.name, site: claims.site, members: doc.members!, rules: opts.rules, initiator: true, createdAt: now, updatedAt: now }
+    const r = await this.d.sink.submit({ type: 'PutSitePeering', peering: rec })
+    if (!r.ok) throw new FlotillaError(r.code, r.message)
+    this.d.log.info({ site: opts.name, remote: claims.site, members: rec.members.map((m) => m.peerId) }, 'peering: this site peered with another')
+    return rec
+  }
+
+  async remove (name: string): Promise<void> {
+    const r = await this.d.sink.submit({ type: 'RemoveSitePeering', name, at: Date.now() })
+    if (!r.ok) throw new FlotillaError(r.code, r.message)
+  }
+
+  async list (): Promise<SiteStatusDoc[]> {
+    const out: SiteStatusDoc[] = []
+    for (const p of await this.d.cluster.peeringQueries.peerings()) out.push(await this.statusOf(p))
+    return out
+  }
+
+  async status (name: string): Promise<SiteStatusDoc> {
+    const p = await this.d.cluster.peeringQueries.peering(name)
+    if (p === undefined) throw new FlotillaError('NOT_FOUND', `no peering named ${name}: see flotilla site list`)
+    return await this.statusOf(p)
+  }
+
+  /** Whether this node runs the receivers (it leads its site). */
+  ships (): boolean {
+    return this.d.cluster.driver?.isLeader === true
+  }
+
+  private async statusOf (p: PeeringRecord): Promise<SiteStatusDoc> {
+    const pq = this.d.cluster.peeringQueries
+    const receiving = receives(p)
+    const cursor = receiving ? await pq.cursor(p.site) : undefined
+    const r = this.receivers.get(p.name)
+    const s = r?.state
+    const lag = s === undefined ? { entries: null, seconds: null } : this.lagOf(s)
+    return {
+      name: p.name,
+      site: p.site,
+      initiator: p.initiator,
+      rules: p.rules,
+      members: p.members,
+      receiving,
+      sending: sends(p),
+      createdAt: new Date(p.createdAt).toISOString(),
+      cursor: cursor === undefined ? null : { seq: cursor.seq, originAt: iso(cursor.originAt), at: iso(cursor.at), applied: cursor.applied },
+      shipper: receiving ? this.d.cluster.driver?.leader ?? null : null,
+      connected: s === undefined ? null : s.connected,
+      lastContact: s === undefined ? null : iso(s.lastContact),
+      lagEntries: lag.entries,
+      lagSeconds: lag.seconds,
+      lastError: s?.lastError === null || s?.lastError === undefined ? null : { message: s.lastError.message, at: new Date(s.lastError.at).toISOString() },
+      bytesReceived: s === undefined ? null : s.bytesReceived,
+      waitingFor: s === undefined ? null : { ...s.waitingFor },
+      lastServed: iso(this.served.get(p.name) ?? 0),
+      failures: receiving ? await pq.failures(p.site, 10) : [],
+    }
+  }
+}

@@ -1,0 +1,144 @@
+/**
+ * Cross-site peering commands (cluster/peering/), over the sites API (src/http/sites.ts):
+ *
+ *   flotilla site token [--ttl 1h]                      at site A: a peering token, alone on stdout's last line
+ *   flotilla site peer ADDRESS --token T --name NAME    at site B: peer with A (ADDRESS: any member's HTTP URL)
+ *        [--repos PATTERN]… [--direction pull|push|both] [--tags GLOB] [--deletes] [--access] [--bandwidth MiB/s] [--as NAME]
+ *   flotilla site list
+ *   flotilla site status [NAME]
+ *   flotilla site remove NAME
+ *
+ * Each takes --node URL and --user NAME:PASSWORD (an administrator), and --json for the API's document.
+ */
+import { Option, type Command } from 'commander'
+import { CliError, callApi, type NodeOptions } from './client.js'
+import { DURATION_FORMS, parseDurationOption } from './duration.js'
+import { printJson, record, table } from './format.js'
+import type { SiteStatusDoc } from '../../cluster/peering/sites.js'
+
+function withNode (cmd: Command): Command {
+  return cmd
+    .option('--node <url>', 'a node of this site (default http://127.0.0.1:5000, env FLOTILLA_NODE)')
+    .option('--user <name:password>', 'an administrator\'s credentials (env FLOTILLA_USER; NAME alone asks for the password)')
+    .option('--json', 'print the API\'s JSON document instead of text')
+}
+
+type Opts = NodeOptions & { json?: boolean }
+
+const dash = (v: unknown): string => v === null || v === undefined || v === '' ? '-' : String(v)
+const state = (s: SiteStatusDoc): string => !s.receiving ? (s.sending ? 'sending' : 'idle') : s.connected === null ? 'not shipping here' : s.connected ? 'connected' : 'DISCONNECTED'
+const rulesText = (s: SiteStatusDoc): string => [
+  s.rules.repos.length === 0 ? 'all repositories' : s.rules.repos.join(' '),
+  s.rules.tags !== undefined ? `tags ${s.rules.tags}` : '',
+  s.rules.deletes ? 'deletes' : '',
+  s.rules.access ? 'access' : '',
+  s.rules.bandwidth !== undefined ? `${s.rules.bandwidth} MiB/s` : '',
+].filter((x) => x !== '').join(', ')
+
+function statusText (s: SiteStatusDoc): string {
+  const lines: Array<[string, string]> = [
+    ['name', s.name],
+    ['site', s.site],
+    ['direction', `${s.rules.direction} (as seen from ${s.initiator ? 'this site' : 'the other site'}): ${s.receiving ? 'receives' : 'does not receive'}, ${s.sending ? 'sends' : 'does not send'}`],
+    ['rules', rulesText(s)],
+    ['members', s.members.map((m) => `${m.peerId} ${m.addrs.join(' ')}`).join('; ')],
+    ['state', state(s)],
+    ['shipper', dash(s.shipper)],
+    ['cursor', s.cursor === null ? '-' : `${s.cursor.seq} (applied ${s.cursor.applied} changes, last at ${dash(s.cursor.at)})`],
+    ['lag', s.lagEntries === null ? '-' : `${s.lagEntries} entries, ${(s.lagSeconds ?? 0).toFixed(1)} s`],
+    ['last contact', dash(s.lastContact)],
+    ['last error', s.lastError === null ? '-' : `${s.lastError.at}: ${s.lastError.message}`],
+    ['bytes received', dash(s.bytesReceived)],
+    ['last served', dash(s.lastServed)],
+    ['created', s.createdAt],
+  ]
+  let out = record(lines)
+  if (s.waitingFor !== null && Object.keys(s.waitingFor).length > 0) out += `\nwaiting for blobs: ${Object.entries(s.waitingFor).map(([d, n]) => `${d} (${n} bytes left)`).join(', ')}\n`
+  if (s.failures.length > 0) {
+    out += '\nchanges that could not be applied here (most recent first):\n'
+    out += table(['SEQ', 'OP', 'REPO', 'REF', 'CODE', 'MESSAGE'], s.failures.map((f) => [String(f.seq), f.op, f.repo, f.ref, f.code, f.message]))
+  }
+  return out
+}
+
+function collect (v: string, prev: string[]): string[] { return [...prev, v] }
+
+function bandwidth (v: string): number {
+  const n = Number(v)
+  if (!Number.isFinite(n) || n <= 0) throw new CliError(`--bandwidth ${v}: give a positive number of MiB/s`)
+  return n
+}
+
+export function siteCommands (program: Command): void {
+  const site = program.command('site').description('cross-site peering: tokens, peerings, their status')
+
+  withNode(site.command('token'))
+    .description('print a peering token for another site (secret; it expires), alone on the last line of stdout')
+    .addOption(new Option('--ttl <duration>', `lifetime: ${DURATION_FORMS}; at least 60 s`).argParser(parseDurationOption).default(3600, '1h'))
+    .action(async (opts: Opts & { ttl: number }) => {
+      const doc = await callApi(opts, 'POST', '/api/v1/sites/tokens', { ttlSeconds: opts.ttl }) as { token: string; expiresAt: string; site: string }
+      if (opts.json === true) { printJson(doc); return }
+      process.stdout.write(doc.token + '\n')
+      process.stderr.write(`site ${doc.site}; expires at ${doc.expiresAt}\n`)
+    })
+
+  withNode(site.command('peer'))
+    .argument('<address>', 'any member of the other site: its HTTP URL (http://HOST:PORT)')
+    .requiredOption('--token <token>', 'a peering token from flotilla site token at the other site')
+    .requiredOption('--name <name>', 'this site\'s name for the other site')
+    .option('--repos <pattern>', 'repositories to replicate (repeatable; !PATTERN excludes); default all', collect, [])
+    .addOption(new Option('--direction <direction>', 'pull: the other site\'s images come here; push: ours go there; both').choices(['pull', 'push', 'both']).default('pull'))
+    .option('--tags <glob>', 'only tags matching this glob (* and ?)')
+    .option('--deletes', 'replicate tag and manifest deletions too')
+    .option('--access', 'replicate users, groups and permissions (recorded; not replicated yet)')
+    .option('--bandwidth <MiB/s>', 'bandwidth limit (recorded; not enforced yet)', bandwidth)
+    .option('--as <name>', 'the other site\'s name for this one (default: this site\'s id)')
+    .description('peer this site with another (run at the receiving site for --direction pull)')
+    .action(async (address: string, opts: Opts & { token: string; name: string; repos: string[]; direction: string; tags?: string; deletes?: boolean; access?: boolean; bandwidth?: number; as?: string }) => {
+      const body: Record<string, unknown> = { address, token: opts.token, name: opts.name, repos: opts.repos, direction: opts.direction, deletes: opts.deletes === true, access: opts.access === true }
+      if (opts.tags !== undefined) body.tags = opts.tags
+      if (opts.bandwidth !== undefined) body.bandwidth = opts.bandwidth
+      if (opts.as !== undefined) body.as = opts.as
+      const doc = await callApi(opts, 'POST', '/api/v1/sites', body) as SiteStatusDoc
+      if (opts.json === true) { printJson(doc); return }
+      process.stdout.write(`peered with site ${doc.site} as ${doc.name} (${doc.rules.direction}: ${rulesText(doc)})\n`)
+    })
+
+  withNode(site.command('list'))
+    .description('every peering of this site')
+    .action(async (opts: Opts) => {
+      const doc = await callApi(opts, 'GET', '/api/v1/sites') as { site: string; peerings: SiteStatusDoc[] }
+      if (opts.json === true) { printJson(doc); return }
+      process.stdout.write(`this site: ${doc.site}\n\n`)
+      process.stdout.write(table(['NAME', 'SITE', 'DIRECTION', 'STATE', 'CURSOR', 'LAG', 'LAST ERROR', 'RULES'], doc.peerings.map((s) => [
+        s.name, s.site, s.rules.direction, state(s), s.cursor === null ? '-' : String(s.cursor.seq),
+        s.lagEntries === null ? '-' : `${s.lagEntries} (${(s.lagSeconds ?? 0).toFixed(1)} s)`,
+        s.lastError === null ? '-' : `${s.lastError.at} ${s.lastError.message.slice(0, 60)}`, rulesText(s)])))
+    })
+
+  withNode(site.command('status'))
+    .argument('[name]', 'one peering (default: all)')
+    .description('state, cursor, lag, last error of a peering (from the node that ships: the leader)')
+    .action(async (name: string | undefined, opts: Opts) => {
+      if (name === undefined) {
+        const doc = await callApi(opts, 'GET', '/api/v1/sites') as { site: string; peerings: SiteStatusDoc[] }
+        if (opts.json === true) { printJson(doc); return }
+        process.stdout.write(`this site: ${doc.site}\n`)
+        for (const s of doc.peerings) process.stdout.write('\n' + statusText(s))
+        if (doc.peerings.length === 0) process.stdout.write('no peerings: flotilla site peer ADDRESS --token T --name NAME\n')
+        return
+      }
+      const doc = await callApi(opts, 'GET', `/api/v1/sites/${encodeURIComponent(name)}`) as SiteStatusDoc
+      if (opts.json === true) { printJson(doc); return }
+      process.stdout.write(statusText(doc))
+    })
+
+  withNode(site.command('remove'))
+    .argument('<name>', 'the peering to remove')
+    .description('remove a peering at this site (its members are no longer admitted); the other site keeps its own record until removed there')
+    .action(async (name: string, opts: Opts) => {
+      const doc = await callApi(opts, 'DELETE', `/api/v1/sites/${encodeURIComponent(name)}`) as { removed: string }
+      if (opts.json === true) { printJson(doc); return }
+      process.stdout.write(`removed the peering ${doc.removed}\n`)
+    })
+}
