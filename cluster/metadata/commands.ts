@@ -7,6 +7,7 @@ import type { ErrorCode } from '../../storage/errors.js'
 import type { AccessCommand, AuditedCommand } from '../access/commands.js'
 import type { RetentionPolicy } from '../retention/policy.js'
 import type { Quota } from './quotas.js'
+import type { Hook } from '../hooks/hooks.js'
 import type { PeeringCommand } from '../peering/commands.js'
 
 export interface DescriptorRecord {
@@ -90,6 +91,10 @@ export type Command =
   /** Create or replace a retention policy (cluster/retention/policy.ts). */
   | { type: 'PutRetention'; policy: RetentionPolicy; at: number }
   | { type: 'DeleteRetention'; name: string; at: number }
+  /** Webhooks (cluster/hooks/hooks.ts): a subscription, and the outcome of one delivery attempt. */
+  | { type: 'PutHook'; hook: Hook; at: number }
+  | { type: 'DeleteHook'; name: string; at: number }
+  | { type: 'HookResult'; hook: string; seq: number; ok: boolean; status?: number; error?: string; at: number }
   /** Create or replace a storage quota, counting its namespace's usage now (quotas.ts). */
   | { type: 'PutQuota'; quota: Quota; at: number }
   | { type: 'DeleteQuota'; name: string; at: number }

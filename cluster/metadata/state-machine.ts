@@ -16,6 +16,7 @@ import { applyAccess, applyAudited, guardImmutable } from '../access/apply.js'
 import { collect, maintainRefs, rebuildRefs } from './refs.js'
 import { checkPolicy } from '../retention/policy.js'
 import { deleteQuota, maintainQuotas, putQuota } from './quotas.js'
+import { deleteHook, putHook, queueEvents, recordResult } from '../hooks/hooks.js'
 import { isPeeringCommand } from '../peering/commands.js'
 import { appendFeed, applyPeering } from '../peering/apply.js'
 import type { Command, CommandResult, DescriptorRecord, Envelope, ManifestRecord, MemberRecord, UploadRecord } from './commands.js'
@@ -108,23 +109,22 @@ export class MetadataStateMachine {
       }
     }
     if (result === undefined) {
+      const at = commandTime(env)
       try {
-        result = await this.exec(tx, env.command)
-        // GC's reference counts and the quotas' usage follow whatever the command wrote (refs.ts,
-        // quotas.ts); a quota breach refuses the whole command. This site's own replicable
-        // changes then go to its change feed (cluster/peering/apply.ts); changes received from
-        // another site keep their origin and are not shipped again.
-        if (result.ok) {
-          await maintainRefs(tx, commandTime(env))
-          await maintainQuotas(tx)
-        }
-        const inner = env.command.type === 'Audited' ? env.command.command : env.command
-        if (result.ok && !isPeeringCommand(inner)) await appendFeed(tx, commandTime(env))
+        const c = env.command
+        // An audited command's refusal (a quota breach found below included) keeps its audit entry.
+        result = c.type === 'Audited' ? await applyAudited(tx, c, async (inner) => await this.execDerived(tx, inner, at)) : await this.execDerived(tx, c, at)
+        // This site's own replicable changes go to its change feed (cluster/peering/apply.ts);
+        // changes received from another site keep their origin and are not shipped again.
+        const inner = c.type === 'Audited' ? c.command : c
+        if (result.ok && !isPeeringCommand(inner)) await appendFeed(tx, at)
       } catch (err) {
         if (!(err instanceof FlotillaError)) throw err
         tx.clear()
         result = { ok: false, code: err.code, message: err.message }
       }
+      // Webhooks: the events of what was applied, and of some refusals (cluster/hooks/).
+      await queueEvents(tx, env.command, result, at)
       if (dedup) tx.putJSON(key.session(env.clientId!), { seq: env.seq, result, at: env.at ?? 0 })
     }
     if (index !== undefined) tx.putJSON(key.applied(), { index })
@@ -144,6 +144,19 @@ export class MetadataStateMachine {
       if (!(err instanceof FlotillaError)) throw err
       return { ok: false, code: err.code, message: err.message }
     }
+  }
+
+  /**
+   * A command, then what follows from its writes: GC's reference counts (refs.ts) and the
+   * quotas' usage (quotas.ts; a breach refuses the command). Exactly once per command.
+   */
+  private async execDerived (tx: Tx, c: Command, at: number): Promise<CommandResult> {
+    const result = await this.exec(tx, c)
+    if (result.ok) {
+      await maintainRefs(tx, at)
+      await maintainQuotas(tx)
+    }
+    return result
   }
 
   private async exec (tx: Tx, c: Command): Promise<CommandResult> {
@@ -245,6 +258,15 @@ export class MetadataStateMachine {
         tx.del(key.retention(c.name))
         return { ok: true }
       }
+      case 'PutHook':
+        await putHook(tx, c.hook)
+        return { ok: true }
+      case 'DeleteHook':
+        await deleteHook(tx, c.name)
+        return { ok: true }
+      case 'HookResult':
+        await recordResult(tx, c)
+        return { ok: true }
       case 'PutQuota':
         return { ok: true, value: await putQuota(tx, c.quota) }
       case 'DeleteQuota':
