@@ -32,7 +32,7 @@ program
   .description('A container registry that runs as a cluster of equal peers.')
   .version(packageVersion(), '-V, --version', 'print the version')
 
-interface ServeFlags { data?: string; listen?: string; p2p?: string; advertise?: string; config?: string; logLevel?: string }
+interface ServeFlags { data?: string; listen?: string; p2p?: string; advertise?: string; config?: string; logLevel?: string; peerListen?: string }
 
 function serveOptions (cmd: Command): Command {
   return cmd
@@ -40,6 +40,7 @@ function serveOptions (cmd: Command): Command {
     .option('--listen <host:port>', 'HTTP address (default 127.0.0.1:5000, env FLOTILLA_LISTEN)')
     .option('--p2p <host:port>', 'libp2p address for the cluster (default 127.0.0.1:0, env FLOTILLA_P2P)')
     .option('--advertise <url>', 'HTTP URL other nodes use to reach this one (default http://<listen>)')
+    .option('--peer-listen <host:port>', 'peer port: node-to-node HTTPS, mutual TLS with libp2p certificates (default <listen host>:0, env FLOTILLA_PEER_LISTEN)')
     .option('--config <file>', 'YAML configuration file (env FLOTILLA_CONFIG)')
     .addOption(new Option('--log-level <level>', 'log level (env FLOTILLA_LOG_LEVEL)').choices(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']))
 }

@@ -6,6 +6,8 @@
  *   listen: 127.0.0.1:5000       FLOTILLA_LISTEN          --listen HOST:PORT
  *   p2p: 127.0.0.1:0             FLOTILLA_P2P             --p2p HOST:PORT      (0: any free port)
  *   advertise: http://<listen>   FLOTILLA_ADVERTISE       --advertise URL      (how peers reach our HTTP)
+ *   peerListen: <listen host>:0  FLOTILLA_PEER_LISTEN     --peer-listen HOST:PORT (node-to-node HTTPS, net/peer-https.ts;
+ *                                                         its URL travels in the member record)
  *   cluster:
  *     reads: linearizable        FLOTILLA_READS                                (or local: may be stale)
  *     replicas: (all members)    FLOTILLA_REPLICAS                             (copies of each blob)
@@ -41,6 +43,8 @@ export const ConfigSchema = z.object({
   listen: hostPort.default('127.0.0.1:5000'),
   p2p: hostPort.default('127.0.0.1:0'),
   advertise: z.string().url().optional(),
+  /** The peer port (src/peer-port.ts); unset: the listen host, any free port. */
+  peerListen: hostPort.optional(),
   cluster: z.object({
     reads: z.enum(['linearizable', 'local']).default('linearizable'),
     /** Copies of each blob to keep; unset keeps one on every member. */
@@ -108,6 +112,7 @@ const ENV: Array<[string, string[], (s: string) => unknown]> = [
   ['FLOTILLA_LISTEN', ['listen'], (s) => s],
   ['FLOTILLA_P2P', ['p2p'], (s) => s],
   ['FLOTILLA_ADVERTISE', ['advertise'], (s) => s],
+  ['FLOTILLA_PEER_LISTEN', ['peerListen'], (s) => s],
   ['FLOTILLA_READS', ['cluster', 'reads'], (s) => s],
   ['FLOTILLA_REPLICAS', ['cluster', 'replicas'], (s) => Number(s)],
   ['FLOTILLA_PROBATION_PEERS', ['cluster', 'probation', 'maxPeers'], (s) => Number(s)],
@@ -128,6 +133,7 @@ export interface FlagValues {
   p2p?: string
   advertise?: string
   logLevel?: string
+  peerListen?: string
 }
 
 /** Build the effective configuration. Throws ConfigError naming the bad setting and its source. */
@@ -160,6 +166,7 @@ export async function loadConfig (flags: FlagValues, env: NodeJS.ProcessEnv = pr
   if (flags.p2p !== undefined) fromFlags.p2p = flags.p2p
   if (flags.advertise !== undefined) fromFlags.advertise = flags.advertise
   if (flags.logLevel !== undefined) set(fromFlags, ['log', 'level'], flags.logLevel)
+  if (flags.peerListen !== undefined) fromFlags.peerListen = flags.peerListen
   const merged = merge(merge(fromFile, fromEnv), fromFlags)
   const result = ConfigSchema.safeParse(merged)
   if (!result.success) {
@@ -169,7 +176,7 @@ export async function loadConfig (flags: FlagValues, env: NodeJS.ProcessEnv = pr
   return result.data
 }
 
-const FLAGS: Record<string, string> = { data: '--data', listen: '--listen', p2p: '--p2p', advertise: '--advertise', 'log.level': '--log-level' }
+const FLAGS: Record<string, string> = { data: '--data', listen: '--listen', p2p: '--p2p', advertise: '--advertise', 'log.level': '--log-level', peerListen: '--peer-listen' }
 
 /** ` (--listen, FLOTILLA_LISTEN)`: where a setting can come from besides the file, for its error. */
 function whereSet (path: string): string {

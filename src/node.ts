@@ -34,6 +34,8 @@ import { createAuthService } from './auth/setup.js'
 import type { RegistryDeps } from './http/deps.js'
 import { splitHostPort, toMultiaddr, type Config } from './config.js'
 import { listenFailure } from './listen-errors.js'
+import { createPeerCredentials } from '../net/peer-https.js'
+import { startPeerPort, type PeerPort } from './peer-port.js'
 
 export interface JoinTarget {
   /** Any member's HTTP URL, or its libp2p multiaddr ending in /p2p/<peer id> (cluster/join.ts). */
@@ -43,6 +45,7 @@ export interface JoinTarget {
 
 export class RegistryNode {
   private server: Server | undefined
+  private peerPort: PeerPort | undefined
   private readonly sockets = new Set<Socket>()
   private sweeper: NodeJS.Timeout | undefined
   private ready = false
@@ -102,6 +105,8 @@ export class RegistryNode {
       peerId: nodeId,
       p2pListen: toMultiaddr(config.p2p),
       httpUrl: config.advertise ?? '',
+      // A fresh certificate each start, signed by the identity (the libp2p TLS spec).
+      peerTls: await createPeerCredentials(identity.privateKey),
       kv,
       log,
       found: joinTarget === undefined && !raftUsed,
@@ -164,7 +169,7 @@ export class RegistryNode {
   /** Blob copies between members: driven by applied commands, gossip hints and anti-entropy. */
   private startReplication (): void {
     const { cluster, deps, log } = this
-    const fetcher = new BlobFetcher({ privateKey: this.privateKey, peerId: this.nodeId, blobs: deps.blobs, uploads: deps.uploads, httpOf: (p) => cluster.httpOf(p) })
+    const fetcher = new BlobFetcher({ privateKey: this.privateKey, peerId: this.nodeId, blobs: deps.blobs, uploads: deps.uploads, target: (p) => cluster.peerTarget(p), client: cluster.peerClient })
     const pubsub = cluster.host!.services.pubsub
     const replicator = new Replicator({
       peerId: this.nodeId,
@@ -198,7 +203,8 @@ export class RegistryNode {
     const mirror = new UploadMirror({
       peerId: this.nodeId,
       privateKey: this.privateKey,
-      httpOf: (p) => cluster.httpOf(p),
+      target: (p) => cluster.peerTarget(p),
+      client: cluster.peerClient,
       // Followers need not hold libp2p connections to each other, so liveness is learnt by
       // trying: a peer that fails a mirror is skipped for a while (upload-mirror.ts).
       targets: (key) => replicator.mirrorTargets(key),
@@ -208,7 +214,8 @@ export class RegistryNode {
     deps.replication = {
       fetchThrough: async (digest, range) => await fetchThrough({ peerId: this.nodeId, fetcher, replicator, uploads: deps.uploads, blobs: deps.blobs, sink: deps.sink, log }, digest, range),
       waitForCopies: async (digests) => await replicator.waitForCopies(digests, replicator.writeQuorum()),
-      httpOf: (p) => cluster.httpOf(p),
+      peerTarget: (p) => cluster.peerTarget(p),
+      peers: cluster.peerClient,
       mirror,
       forwarding: cluster.forwarding,
     }
@@ -249,6 +256,9 @@ export class RegistryNode {
     if (addr !== null && typeof addr === 'object') this.address = { host: addr.address, port: addr.port }
     // The HTTP address is known only now (port 0 picks one); peers reach us there.
     this.cluster.setHttpUrl(this.config.advertise ?? `http://${this.address!.host.includes(':') ? `[${this.address!.host}]` : this.address!.host}:${this.address!.port}`)
+    // Node-to-node HTTP has its own port (src/peer-port.ts), up before joining: the join records it.
+    this.peerPort = await startPeerPort(this.config, this.cluster.peerTls, this.cluster, app.callback(), this.log)
+    this.cluster.setPeerUrl(this.peerPort.url)
     let seeds: MemberRecord[] | undefined
     if (this.join !== undefined) seeds = await this.cluster.requestJoin(this.join)
     this.cluster.onRemoved = (why) => { this.ready = false; this.removedResolve(why) }
@@ -263,7 +273,7 @@ export class RegistryNode {
     this.sweeper = setInterval(() => { this.sweepUploads().catch((err: unknown) => this.log.error({ err }, 'upload sweep failed')) }, 3600_000)
     this.sweeper.unref()
     this.ready = true
-    this.log.info({ listen: this.config.listen, p2p: this.cluster.p2pAddrs(), data: resolve(this.config.data), nodeId: this.nodeId }, 'flotilla node serving')
+    this.log.info({ listen: this.config.listen, peer: this.peerPort.url, p2p: this.cluster.p2pAddrs(), data: resolve(this.config.data), nodeId: this.nodeId }, 'flotilla node serving')
   }
 
   async stop (): Promise<void> {
@@ -278,6 +288,7 @@ export class RegistryNode {
       await closed
       clearTimeout(timer)
     }
+    await this.peerPort?.server.close()
     this.replicator?.stop()
     await this.cluster.stop()
     await this.kv.close()

@@ -21,11 +21,12 @@
  * next 30 s), and the blob reaches it later through ordinary replication. A resumed upload (after
  * a restart of the owner) is not mirrored.
  */
-import { request, type ClientRequest } from 'node:http'
+import type { ClientRequest } from 'node:http'
 import { PassThrough, type Readable } from 'node:stream'
 import type { Logger } from 'pino'
 import type { PrivateKey } from '@libp2p/interface'
 import { signRequest } from '../../net/peer-auth.js'
+import type { PeerClient, PeerTarget } from '../../net/peer-https.js'
 import type { BlobStore, UploadStore } from '../../storage/blobs/blob-store.js'
 import { FlotillaError } from '../../storage/errors.js'
 import { parseDigest } from '../../storage/reference.js'
@@ -46,8 +47,9 @@ const IDLE_MS = 3600_000
 export interface UploadMirrorOptions {
   peerId: string
   privateKey: PrivateKey
-  /** HTTP base URL of a peer, or undefined when unknown or unreachable. */
-  httpOf: (peerId: string) => string | undefined
+  /** Where to reach a peer (its peer port), or undefined when unknown or unreachable. */
+  target: (peerId: string) => PeerTarget | undefined
+  client: PeerClient
   /** Peers an upload may be mirrored to, best first (`key`: the digest when known, else the upload id). */
   targets: (key: string) => string[]
   /** How many mirrors an upload gets: the write quorum less the owner's own copy. */
@@ -59,7 +61,7 @@ interface PeerMirror {
   /** The upload's id. */
   id: string
   peer: string
-  base: string
+  target: PeerTarget
   /** Bytes the peer has confirmed. */
   offset: number
   ok: boolean
@@ -172,16 +174,15 @@ export class UploadMirror {
     for (const peer of this.opts.targets(key)) {
       if (peers.length >= wanted) break
       if (peer === this.opts.peerId || (this.cooldown.get(peer) ?? 0) > now) continue
-      const base = this.opts.httpOf(peer)
-      if (base === undefined) continue
-      peers.push({ id, peer, base, offset: 0, ok: true, pending: Promise.resolve(), req: undefined })
+      const target = this.opts.target(peer)
+      if (target === undefined) continue
+      peers.push({ id, peer, target, offset: 0, ok: true, pending: Promise.resolve(), req: undefined })
     }
     return peers
   }
 
   private sendChunk (m: PeerMirror, path: string, authorization: string): void {
-    const url = new URL(path, m.base)
-    const req = request({ host: url.hostname, port: url.port, path, method: 'PUT', headers: { authorization, 'content-type': 'application/octet-stream' } })
+    const req = this.opts.client.request(m.target, { path, method: 'PUT', headers: { authorization, 'content-type': 'application/octet-stream' } })
     m.req = req
     m.pending = new Promise<void>((resolve) => {
       req.on('response', (res) => {
@@ -216,10 +217,9 @@ export class UploadMirror {
   }
 
   private async call (m: PeerMirror, method: string, path: string, timeoutMs: number): Promise<{ status: number; body: string }> {
-    const url = new URL(path, m.base)
     const authorization = await signRequest(this.opts.privateKey, this.opts.peerId, method, path)
     return await new Promise((resolve, reject) => {
-      const req = request({ host: url.hostname, port: url.port, path, method, headers: { authorization, 'content-length': 0 }, timeout: timeoutMs }, (res) => {
+      const req = this.opts.client.request(m.target, { path, method, headers: { authorization, 'content-length': 0 }, timeout: timeoutMs }, (res) => {
         let body = ''
         res.setEncoding('utf8')
         res.on('data', (s: string) => { if (body.length < 1000) body += s })

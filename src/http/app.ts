@@ -92,7 +92,7 @@ export function createApp (opts: AppOptions): Koa {
     const cluster = opts.cluster
     const { deps } = opts
     const mirrors = new MirrorReceiver({ peerId: deps.nodeId, uploads: deps.uploads, blobs: deps.blobs, sink: deps.sink })
-    app.use(internalRoutes({ blobs: deps.blobs, admits: (p) => cluster.admits(p), removed: (p) => cluster.wasRemoved(p), liveConnection: async (p) => await cluster.liveConnection(p), mirrors }))
+    app.use(internalRoutes({ blobs: deps.blobs, admits: (p) => cluster.admits(p), removed: (p) => cluster.wasRemoved(p), liveConnection: async (p) => await cluster.liveConnection(p), mirrors, peerPort: () => cluster.hasPeerPort(), metrics: cluster.peerMetrics }))
     app.use(clusterRoutes(cluster, opts.replicationBacklog).routes())
   }
   // Before the admin API, which answers 404 for every path it does not know.

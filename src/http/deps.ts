@@ -11,6 +11,7 @@ import type { Digest } from '../../storage/reference.js'
 import { requestActor, shouldAudit } from '../auth/context.js'
 import type { AuthService } from '../auth/service.js'
 import type { UploadMirror } from '../../cluster/replication/upload-mirror.js'
+import type { PeerClient, PeerTarget } from '../../net/peer-https.js'
 
 /** Blobs across nodes: present in a cluster, absent on a lone node in tests. */
 export interface BlobReplication {
@@ -21,8 +22,10 @@ export interface BlobReplication {
   fetchThrough (digest: Digest, range?: ByteRange): Promise<Readable | undefined>
   /** Resolve once every blob is durable on the write quorum of nodes. */
   waitForCopies (digests: string[]): Promise<void>
-  /** HTTP base URL of another member (e.g. the owner of an upload session). */
-  httpOf (peerId: string): string | undefined
+  /** Where to reach another member for node-to-node HTTP (e.g. the owner of an upload session). */
+  peerTarget (peerId: string): PeerTarget | undefined
+  /** Node-to-node HTTP over the members' peer ports (net/peer-https.ts). */
+  peers: PeerClient
   /** Copies of uploads made while they arrive (cluster/replication/upload-mirror.ts). */
   mirror?: Pick<UploadMirror, 'wants' | 'tee' | 'commit' | 'abandon'>
   /** Marks on requests passed to another node (forwarded.ts). */

@@ -1,6 +1,12 @@
 /**
  * Node-to-node routes under /internal/v1/, for members only: every request is signed with
- * the sender's libp2p key (net/peer-auth.ts) and the sender must be a member.
+ * the sender's libp2p key (net/peer-auth.ts), single-use (its nonce is remembered for the
+ * skew window: a replay is refused), and the sender must be a member. When the node has a
+ * peer port (net/peer-https.ts) these routes are served there only, and the signer must be
+ * the peer its TLS certificate names; the client port answers them 403.
+ *
+ * This middleware also guards the peer port as a whole: a connection admitted there only to
+ * learn it was removed (GET /internal/v1/membership) may use nothing else.
  *
  *   GET      /internal/v1/membership                   {member: true, connected}: connected when a live process with
  *                                                       the caller's identity holds a libp2p connection to us;
@@ -13,7 +19,9 @@
  * (cluster/replication/upload-mirror.ts explains mirroring.)
  */
 import type { Context, Next } from 'koa'
-import { verifyRequest } from '../../net/peer-auth.js'
+import { checkSignature, ReplayGuard } from '../../net/peer-auth.js'
+import { peerOfRequest, type PeerMetrics } from '../../net/peer-https.js'
+import { FORWARDED } from './forwarded.js'
 import { FlotillaError } from '../../storage/errors.js'
 import { parseDigest } from '../../storage/reference.js'
 import type { BlobStore } from '../../storage/blobs/blob-store.js'
@@ -23,14 +31,46 @@ import type { MirrorReceiver } from '../../cluster/replication/upload-mirror.js'
 
 const MIRROR_ID = '[A-Za-z0-9_-]{8,120}'
 
-export function internalRoutes (opts: { blobs: BlobStore; admits: (peerId: string) => boolean; removed?: (peerId: string) => boolean; liveConnection?: (peerId: string) => Promise<boolean>; mirrors?: MirrorReceiver }) {
+export interface InternalRoutesOptions {
+  blobs: BlobStore
+  admits: (peerId: string) => boolean
+  removed?: (peerId: string) => boolean
+  liveConnection?: (peerId: string) => Promise<boolean>
+  mirrors?: MirrorReceiver
+  /** Whether this node serves a peer port: then these routes answer there only. */
+  peerPort?: () => boolean
+  metrics?: PeerMetrics
+}
+
+export function internalRoutes (opts: InternalRoutesOptions) {
+  const replays = new ReplayGuard()
   return async function internal (ctx: Context, next: Next): Promise<void> {
-    if (!ctx.path.startsWith('/internal/')) return await next()
-    const peer = await verifyRequest(ctx.get('authorization') || undefined, ctx.method, ctx.path)
-    if (peer === undefined) {
+    // The peer id of the TLS certificate, when the request came in on the peer port.
+    const tlsPeer = peerOfRequest(ctx.req)
+    const isInternal = ctx.path.startsWith('/internal/')
+    if (tlsPeer !== undefined) {
+      opts.metrics?.requests.inc({ kind: isInternal ? 'internal' : ctx.get(FORWARDED) !== '' ? 'forwarded' : 'other' })
+      if (!isInternal && !opts.admits(tlsPeer)) throw new FlotillaError('DENIED', `peer ${tlsPeer} is not a member of this cluster`)
+    }
+    if (!isInternal) return await next()
+    const signed = await checkSignature(ctx.get('authorization') || undefined, ctx.method, ctx.path)
+    if (signed === undefined) {
       // Not the users' challenge: only a member's key can answer this one (net/peer-auth.ts).
       ctx.set('WWW-Authenticate', 'Flotilla-Peer')
       throw new FlotillaError('UNAUTHORIZED', 'node-to-node routes need a valid, current peer signature')
+    }
+    const peer = signed.peer
+    if (tlsPeer === undefined && opts.peerPort?.() === true) {
+      opts.metrics?.internalOnClientPort.inc()
+      throw new FlotillaError('DENIED', 'node-to-node routes are served on this node\'s peer port only (mutual TLS with the members\' libp2p certificates), not on its client port: the member records give each node\'s peer port')
+    }
+    if (tlsPeer !== undefined && tlsPeer !== peer) {
+      throw new FlotillaError('DENIED', `the request is signed by ${peer} but its TLS connection is ${tlsPeer}'s`)
+    }
+    if (!replays.accept(signed)) {
+      opts.metrics?.replaysRefused.inc()
+      ctx.set('WWW-Authenticate', 'Flotilla-Peer')
+      throw new FlotillaError('UNAUTHORIZED', 'this signed request was already served once: node-to-node requests are single-use (a replay is refused)')
     }
     if (!opts.admits(peer)) {
       // A removed node that asks learns that it was removed (it may have missed the entry), and stops.

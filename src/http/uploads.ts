@@ -79,9 +79,9 @@ export function ownedUpload (handler: Handler): Handler {
   return async (ctx, deps, name, id) => {
     const rec = await session(deps, name, id)
     if (rec.owner !== deps.nodeId) {
-      const base = deps.replication?.httpOf(rec.owner)
-      if (base === undefined || deps.replication === undefined) throw new FlotillaError('UNAVAILABLE', `upload ${id} belongs to node ${rec.owner}, which is not reachable now: retry, or start a new upload`)
-      return await proxyTo(ctx, base, deps.replication.forwarding)
+      const target = deps.replication?.peerTarget(rec.owner)
+      if (target === undefined || deps.replication === undefined) throw new FlotillaError('UNAVAILABLE', `upload ${id} belongs to node ${rec.owner}, which is not reachable now: retry, or start a new upload`)
+      return await proxyTo(ctx, target, deps.replication.forwarding, deps.replication.peers)
     }
     await handler(ctx, deps, name, id)
   }
