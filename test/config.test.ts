@@ -63,3 +63,13 @@ t.test('an invalid HOST:PORT for --listen or --p2p names the setting, its flag a
   }
   t.equal((await loadConfig({ listen: '127.0.0.1:65535', p2p: '[::1]:0' }, {})).listen, '127.0.0.1:65535', 'the ends of the range are fine')
 })
+
+t.test('peerListen (the peer port): unset by default, from FLOTILLA_PEER_LISTEN or --peer-listen, checked like --listen', async (t) => {
+  t.equal((await loadConfig({}, {})).peerListen, undefined, 'unset: the node takes the listen host and a free port (src/peer-port.ts)')
+  t.equal((await loadConfig({}, { FLOTILLA_PEER_LISTEN: '0.0.0.0:7443' })).peerListen, '0.0.0.0:7443', 'from the environment')
+  t.equal((await loadConfig({ peerListen: '127.0.0.1:7444' }, { FLOTILLA_PEER_LISTEN: '0.0.0.0:7443' })).peerListen, '127.0.0.1:7444', 'the flag wins')
+  await t.rejects(loadConfig({ peerListen: 'localhost' }, {}), {
+    name: 'ConfigError',
+    message: /peerListen: expected HOST:PORT .* \(--peer-listen, FLOTILLA_PEER_LISTEN\)/,
+  }, 'a bad value names the setting, its flag and variable')
+})
