@@ -32,7 +32,7 @@ export const JoinRequest = z.object({
   p2p: z.array(z.string().max(300)).min(1).max(16),
   http: z.string().url(),
   /** The joiner's peer port (net/peer-https.ts); older joiners have none. */
-  peer: z.string().url().startsWith('https://').max(300).optional(),
+  peer: z.string().url().max(300).regex(/^https:\/\//, 'must be an https:// URL').optional(),
 })
 export type JoinRequest = z.infer<typeof JoinRequest>
 

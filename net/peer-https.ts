@@ -189,7 +189,9 @@ export class PeerServer {
  */
 class PinnedAgent extends HttpsAgent {
   constructor (private readonly peerId: string, private readonly creds: PeerCredentials, private readonly metrics: PeerMetrics) {
-    super({ keepAlive: true, keepAliveMsecs: 10_000, maxSockets: 16, maxFreeSockets: 4, maxCachedSessions: 0, timeout: 120_000 })
+    // As many connections as requests in flight (upload mirrors hold one each for a whole
+    // upload: a queued chunk would stall the client), a few kept for the next ones.
+    super({ keepAlive: true, keepAliveMsecs: 10_000, maxFreeSockets: 16, maxCachedSessions: 0 })
   }
 
   // Node's Agent waits for the callback when createConnection returns nothing.
