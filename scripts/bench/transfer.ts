@@ -83,10 +83,12 @@ async function main (): Promise<void> {
   const http: number[] = []
   const nodeHttp: number[] = []
   const peerHttps: number[] = []
-  // node:http and the peer port, read the way BlobFetcher reads (a plain Readable).
+  // node:http and the peer port, read the way a replica is stored: BlobFetcher's answer is a
+  // plain Readable that the upload store drains through 'data' events (storage/blobs/source.ts).
   const drain = async (res: IncomingMessage, what: string): Promise<void> => {
     let n = 0
-    for await (const chunk of res) n += (chunk as Buffer).byteLength
+    res.on('data', (chunk: Buffer) => { n += chunk.byteLength })
+    await new Promise<void>((resolve, reject) => { res.once('end', resolve); res.once('error', reject) })
     if (n !== size) throw new Error(`${what} delivered ${n} of ${size} bytes`)
   }
   for (let r = 0; r < rounds; r++) {
