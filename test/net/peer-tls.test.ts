@@ -11,7 +11,7 @@ import { execFileSync } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { generateKeyPair } from '@libp2p/crypto/keys'
+import { generateKeyPair, privateKeyToProtobuf } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import type { PrivateKey } from '@libp2p/interface'
 import { PeerClient, PeerServer, createPeerCredentials, createPeerMetrics, peerIdOfCertificate, peerOfRequest, type PeerCredentials, type PeerMetrics } from '../../net/peer-https.js'
@@ -86,6 +86,25 @@ t.test('libp2p TLS spec: the certificate carries the node\'s identity, signed by
   await t.rejects(verifyLibp2pCertificate(Buffer.from('not a certificate')), 'garbage is refused')
   // An ordinary self-signed certificate (openssl's, no libp2p extension) names no peer.
   await t.rejects(verifyLibp2pCertificate(new X509Certificate(plainCert.cert).raw), /libp2p/, 'a certificate without the libp2p extension is refused')
+})
+
+t.test('interoperates with @libp2p/tls: each side verifies the other\'s certificates', async (t) => {
+  // @libp2p/tls does not load under the test runner's TypeScript loader: ask a plain Node process.
+  const script = [
+    "import { generateCertificate, verifyPeerCertificate } from '@libp2p/tls/utils'",
+    "import { privateKeyFromProtobuf } from '@libp2p/crypto/keys'",
+    "import { X509Certificate } from 'node:crypto'",
+    "const [keyB64, ours] = JSON.parse(process.argv[1])",
+    "const key = privateKeyFromProtobuf(Buffer.from(keyB64, 'base64'))",
+    "const theirs = await generateCertificate(key)",
+    "const verified = (await verifyPeerCertificate(new X509Certificate(ours).raw)).toString()",
+    "process.stdout.write(JSON.stringify({ cert: theirs.cert, verified }))",
+  ].join('\n')
+  const arg = JSON.stringify([Buffer.from(privateKeyToProtobuf(member.key)).toString('base64'), member.creds.cert])
+  const out = execFileSync(process.execPath, ['--import', './scripts/polyfill.mjs', '--input-type=module', '-e', script, arg], { cwd: new URL('../..', import.meta.url).pathname, encoding: 'utf8' })
+  const { cert, verified } = JSON.parse(out) as { cert: string; verified: string }
+  t.equal(verified, member.id, '@libp2p/tls verifies our certificate as the member\'s')
+  t.equal(await verifyLibp2pCertificate(new X509Certificate(cert).raw), member.id, 'we verify @libp2p/tls\'s certificate for the same key')
 })
 
 t.test('a member gets through; the handler learns its peer id from the certificate', async (t) => {
