@@ -25,7 +25,11 @@ export async function proxyTo (ctx: Context, to: PeerTarget, forwarding: Forward
   })
   ctx.status = res.statusCode ?? 502
   for (const [k, v] of Object.entries(res.headers)) {
-    if (v !== undefined && !SKIP_RESPONSE.has(k)) ctx.set(k, Array.isArray(v) ? v.join(', ') : v)
+    if (v === undefined || SKIP_RESPONSE.has(k)) continue
+    const value = Array.isArray(v) ? v.join(', ') : v
+    // The owner's challenge names its token endpoint at the address we reached it on (its peer
+    // port, members only): point the client at ours instead.
+    ctx.set(k, k === 'www-authenticate' ? value.split(target.origin).join(`${ctx.protocol}://${ctx.host}`) : value)
   }
   ctx.body = res
 }
