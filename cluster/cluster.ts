@@ -11,6 +11,10 @@
  * fault injection (tests). A stranger may connect on probation to join (cluster/probation.ts,
  * cluster/join.ts), and a joiner may dial the member it joins through; neither may use Raft,
  * gossip or the node-to-node routes.
+ *
+ * Node-to-node HTTP (blob copies, upload mirrors, forwarded requests, membership checks) goes
+ * to a member's peer port (net/peer-https.ts) with `peerClient` and `peerTarget()`: mutual
+ * TLS, each side's certificate bound to its libp2p identity.
  */
 import { randomBytes } from 'node:crypto'
 import { FlotillaError } from '../storage/errors.js'
@@ -21,6 +25,7 @@ import { createHost, type Host } from '../net/host.js'
 import { sendRequest } from '../net/request-response.js'
 import { signRequest, verifyRequest } from '../net/peer-auth.js'
 import type { Faults } from '../net/faults.js'
+import { PeerClient, createPeerMetrics, type PeerCredentials, type PeerTarget } from '../net/peer-https.js'
 import { FrameTransport } from '../net/frame-transport.js'
 import { LevelLogStorage } from '../storage/raftlog/level-log-storage.js'
 import type { KV } from '../storage/kv/kv.js'
@@ -55,6 +60,10 @@ export interface ClusterOptions {
   p2pListen: string
   /** This node's HTTP base URL, as other nodes reach it (may be set later, see setHttpUrl). */
   httpUrl: string
+  /** This node's libp2p TLS certificate, for the peer port (net/peer-https.ts). */
+  peerTls: PeerCredentials
+  /** This node's peer port URL (https://HOST:PORT), once it listens (see setPeerUrl). */
+  peerUrl?: string
   kv: KV
   log: Logger
   /** Found a new cluster with this node as its only voter (fresh data dir, no join). */
@@ -104,9 +113,14 @@ export class Cluster {
   /** Latest expiry (ms) of the join tokens handed out: strangers may connect on probation until then. */
   private joinTokensOpenUntil = 0
   readonly probation: Probation
+  /** Node-to-node HTTP, over the members' peer ports. */
+  readonly peerClient: PeerClient
+  /** The peer port's counters (net/peer-https.ts), shared by its server and this client. */
+  readonly peerMetrics = createPeerMetrics()
 
   constructor (private readonly opts: ClusterOptions) {
     this.peerId = opts.peerId
+    this.peerClient = new PeerClient(opts.peerTls, this.peerMetrics)
     this.sm = new MetadataStateMachine(opts.kv, { sync: false })
     this.queries = new MetadataQueries(opts.kv)
     this.peeringQueries = new PeeringQueries(opts.kv)
@@ -119,8 +133,27 @@ export class Cluster {
     })
   }
 
+  /** This node's peer-port certificate (net/peer-https.ts). */
+  get peerTls (): PeerCredentials {
+    return this.opts.peerTls
+  }
+
   setHttpUrl (url: string): void {
     this.opts.httpUrl = url
+  }
+
+  /** This node's peer port, once it listens: recorded in its member record (join, AddPeer at start). */
+  setPeerUrl (url: string): void {
+    this.opts.peerUrl = url
+  }
+
+  /** Whether this node serves a peer port (node-to-node routes are then refused on its client port). */
+  hasPeerPort (): boolean {
+    return this.opts.peerUrl !== undefined
+  }
+
+  private peerField (): { peer?: string } {
+    return this.opts.peerUrl !== undefined ? { peer: this.opts.peerUrl } : {}
   }
 
   /**
@@ -136,7 +169,7 @@ export class Cluster {
     if (where.kind === 'p2p') this.joinVia.add(where.peerId)
     try {
       await this.startHost()
-      const req: JoinRequest = { token: target.token, peerId: this.peerId, p2p: this.p2pAddrs(), http: this.opts.httpUrl }
+      const req: JoinRequest = { token: target.token, peerId: this.peerId, p2p: this.p2pAddrs(), http: this.opts.httpUrl, ...this.peerField() }
       const members = where.kind === 'http' ? await this.joinOverHttp(where.url, req) : await this.joinOverP2p(target.address, where.addr, req)
       for (const m of members) this.seeds.set(m.peerId, m)
       return members
@@ -326,7 +359,7 @@ export class Cluster {
   async announceSelfWhenAble (): Promise<void> {
     const mine = this.members.get(this.peerId)
     const addrs = this.p2pAddrs()
-    if (mine !== undefined && mine.http === this.opts.httpUrl && mine.p2p.join() === addrs.join() && (mine.site ?? []).join() === this.siteAddrs().join()) return
+    if (mine !== undefined && mine.http === this.opts.httpUrl && mine.peer === this.opts.peerUrl && mine.p2p.join() === addrs.join() && (mine.site ?? []).join() === this.siteAddrs().join()) return
     try {
       await this.announceSelf()
     } catch (err) {
@@ -340,6 +373,11 @@ export class Cluster {
   readonly metrics = {
     stalls: new Counter({ name: 'flotilla_raft_replication_stalls_total', help: 'Times a follower\'s match index stopped advancing for 5 s while the leader had entries for it', labelNames: ['peer'] as const, registers: [] }),
     framesLost: new Counter({ name: 'flotilla_raft_frames_lost_total', help: 'Raft frames to a peer lost by the transport (dial failed, stream broke, queue full); Raft resends them', labelNames: ['peer'] as const, registers: [] }),
+    peerTlsHandshakeFailures: this.peerMetrics.handshakeFailures,
+    peerTlsConnections: this.peerMetrics.connections,
+    peerRequests: this.peerMetrics.requests,
+    peerReplaysRefused: this.peerMetrics.replaysRefused,
+    peerInternalOnClientPort: this.peerMetrics.internalOnClientPort,
     stalled: new Gauge({
       name: 'flotilla_raft_followers_stalled',
       help: 'Followers whose replication is stalled right now (leader only)',
@@ -376,7 +414,7 @@ export class Cluster {
 
   /** Record (or refresh) this node's addresses in the membership table. */
   async announceSelf (): Promise<void> {
-    const res = await this.applier.submit({ type: 'AddPeer', peerId: this.peerId, p2p: this.p2pAddrs(), http: this.opts.httpUrl, site: this.siteAddrs(), at: Date.now() })
+    const res = await this.applier.submit({ type: 'AddPeer', peerId: this.peerId, p2p: this.p2pAddrs(), http: this.opts.httpUrl, site: this.siteAddrs(), ...this.peerField(), at: Date.now() })
     if (!res.ok) throw new Error(res.message)
   }
 
@@ -397,6 +435,7 @@ export class Cluster {
     if (t === 'AddPeer' || t === 'RemovePeer' || inner === 'IssueJoinToken' || inner === 'PutSitePeering' || inner === 'RemoveSitePeering' || inner === 'SetSiteMembers') await this.refreshMembers()
     if (t === 'RemovePeer' && result.ok) {
       this.transport.forget(env.command.peerId)
+      this.peerClient.forget(env.command.peerId)
       for (const c of this.host?.getConnections() ?? []) if (c.remotePeer.toString() === env.command.peerId) void c.close()
     }
     if (t === 'RemovePeer' && result.ok && env.command.peerId === this.peerId) this.markRemoved('its removal was applied')
@@ -475,6 +514,17 @@ export class Cluster {
     return http === undefined || http === '' ? undefined : http
   }
 
+  /**
+   * Where node-to-node HTTP reaches a member: its peer port, or its client API when its record
+   * has no peer port (written by an older version); undefined when unknown or cut off.
+   */
+  peerTarget (peerId: string): PeerTarget | undefined {
+    if (this.opts.faults?.blocks(peerId) === true) return undefined
+    const m = this.members.get(peerId) ?? this.seeds.get(peerId)
+    const url = m?.peer ?? m?.http
+    return url === undefined || url === '' ? undefined : { peerId, url }
+  }
+
   /** Voters and learners of the current configuration. */
   memberIds (): string[] {
     if (this.driver === undefined) return [this.peerId]
@@ -516,11 +566,11 @@ export class Cluster {
    */
   private async identityInUseAt (): Promise<string | undefined> {
     const path = '/internal/v1/membership'
-    const others = (await this.queries.members()).filter((m) => m.peerId !== this.peerId && m.http !== '').slice(0, 5)
+    const others = (await this.queries.members()).filter((m) => m.peerId !== this.peerId && (m.peer ?? m.http) !== '').slice(0, 5)
     const answers = await Promise.all(others.map(async (m) => {
       try {
-        const res = await fetch(new URL(path, m.http), { headers: { authorization: await signRequest(this.opts.privateKey, this.peerId, 'GET', path) }, signal: AbortSignal.timeout(4000) })
-        const body = await res.json().catch(() => ({})) as { connected?: boolean }
+        const res = await this.peerClient.call({ peerId: m.peerId, url: m.peer ?? m.http }, { method: 'GET', path, headers: { authorization: await signRequest(this.opts.privateKey, this.peerId, 'GET', path) }, timeoutMs: 4000 })
+        const body = parseJson(res.body) as { connected?: boolean }
         return body.connected === true ? m.peerId : undefined
       } catch { return undefined }
     }))
@@ -565,10 +615,12 @@ export class Cluster {
   private async askMembers (): Promise<void> {
     const path = '/internal/v1/membership'
     for (const m of this.members.values()) {
-      if (m.peerId === this.peerId || m.http === '') continue
+      const url = m.peer ?? m.http
+      if (m.peerId === this.peerId || url === '') continue
+      const target = { peerId: m.peerId, url }
       try {
-        const res = await fetch(new URL(path, m.http), { headers: { authorization: await signRequest(this.opts.privateKey, this.peerId, 'GET', path) }, signal: AbortSignal.timeout(3000) })
-        const body = await res.json().catch(() => ({})) as { errors?: Array<{ detail?: { removed?: boolean } }> }
+        const res = await this.peerClient.call(target, { method: 'GET', path, headers: { authorization: await signRequest(this.opts.privateKey, this.peerId, 'GET', path) }, timeoutMs: 3000 })
+        const body = parseJson(res.body) as { errors?: Array<{ detail?: { removed?: boolean } }> }
         if (res.status === 403 && body.errors?.[0]?.detail?.removed === true) {
           this.markRemoved(`member ${m.peerId} says so`)
           return
@@ -581,9 +633,14 @@ export class Cluster {
     if (this.membershipTimer !== undefined) clearInterval(this.membershipTimer)
     if (this.leadershipTimer !== undefined) clearInterval(this.leadershipTimer)
     this.probation.stop()
+    this.peerClient.close()
     await this.driver?.stop()
     await this.transport?.stop().catch(() => {})
     await this.host?.stop()
     await this.storage?.close()
   }
+}
+
+function parseJson (bytes: Buffer): unknown {
+  try { return JSON.parse(bytes.toString('utf8')) } catch { return {} }
 }

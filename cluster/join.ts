@@ -5,7 +5,7 @@
  * request to the leader's HTTP API. The leader checks the token, refuses removed peers,
  * records the joiner's addresses (AddPeer) and adds it as a learner.
  *
- *   request  {token, peerId, p2p: [multiaddr], http: URL}
+ *   request  {token, peerId, p2p: [multiaddr], http: URL, peer?: https URL of its peer port}
  *   answer   {members: MemberRecord[]}  or  {error: {code, status, message}}
  *
  * Over libp2p the joiner is a stranger to the member's connection gater: it is let in on
@@ -31,6 +31,8 @@ export const JoinRequest = z.object({
   peerId: z.string().min(10).max(200),
   p2p: z.array(z.string().max(300)).min(1).max(16),
   http: z.string().url(),
+  /** The joiner's peer port (net/peer-https.ts); older joiners have none. */
+  peer: z.string().url().max(300).regex(/^https:\/\//, 'must be an https:// URL').optional(),
 })
 export type JoinRequest = z.infer<typeof JoinRequest>
 
@@ -91,7 +93,7 @@ export async function joinCluster (cluster: Cluster, req: JoinRequest, opts: { f
   if (await cluster.queries.isRemoved(req.peerId)) {
     throw new FlotillaError('DENIED', `peer ${req.peerId} was removed from this cluster and cannot rejoin: start the node on a fresh data dir`)
   }
-  const added = await cluster.applier.submit({ type: 'AddPeer', peerId: req.peerId, p2p: req.p2p, http: req.http, at: Date.now() })
+  const added = await cluster.applier.submit({ type: 'AddPeer', peerId: req.peerId, p2p: req.p2p, http: req.http, ...(req.peer !== undefined ? { peer: req.peer } : {}), at: Date.now() })
   if (!added.ok) throw new FlotillaError(added.code, added.message)
   await cluster.addLearner(req.peerId)
   return cluster.memberList()
@@ -99,25 +101,27 @@ export async function joinCluster (cluster: Cluster, req: JoinRequest, opts: { f
 
 const BY_STATUS: Partial<Record<number, ErrorCode>> = { 400: 'BAD_REQUEST', 401: 'UNAUTHORIZED', 403: 'DENIED', 503: 'UNAVAILABLE' }
 
-/** A follower passes the join to the leader's HTTP API, once (a second hop means the leader moved). */
+/** A follower passes the join to the leader's API (over its peer port), once (a second hop means the leader moved). */
 async function forwardToLeader (cluster: Cluster, req: JoinRequest, forwarded: boolean): Promise<MemberRecord[]> {
   const leader = cluster.driver.leader
-  const http = leader === null ? undefined : cluster.httpOf(leader)
-  if (http === undefined) throw new FlotillaError('UNAVAILABLE', 'no leader is known right now: retry in a few seconds')
+  const target = leader === null ? undefined : cluster.peerTarget(leader)
+  if (target === undefined) throw new FlotillaError('UNAVAILABLE', 'no leader is known right now: retry in a few seconds')
   if (forwarded) throw new FlotillaError('UNAVAILABLE', 'the leader moved while forwarding: retry')
-  let res: Response
+  let res
   try {
-    res = await fetch(new URL('/api/v1/cluster/join', http), {
+    res = await cluster.peerClient.call(target, {
       method: 'POST',
+      path: '/api/v1/cluster/join',
       headers: { 'content-type': 'application/json', 'x-flotilla-forwarded': await cluster.forwarding.mark('POST', '/api/v1/cluster/join') },
       body: JSON.stringify(req),
-      signal: AbortSignal.timeout(60_000),
+      timeoutMs: 60_000,
     })
   } catch (err) {
-    throw new FlotillaError('UNAVAILABLE', `cannot reach the leader at ${http} (${(err as Error).message}): retry in a few seconds`)
+    throw new FlotillaError('UNAVAILABLE', `cannot reach the leader at ${target.url} (${(err as Error).message}): retry in a few seconds`)
   }
-  const body = await res.json().catch(() => ({})) as { members?: MemberRecord[]; errors?: Array<{ message?: string }> }
-  if (res.ok && Array.isArray(body.members)) return body.members
+  let body: { members?: MemberRecord[]; errors?: Array<{ message?: string }> } = {}
+  try { body = JSON.parse(res.body.toString('utf8')) as typeof body } catch { /* not JSON: the status says enough */ }
+  if (res.status >= 200 && res.status < 300 && Array.isArray(body.members)) return body.members
   throw new FlotillaError(BY_STATUS[res.status] ?? 'UNAVAILABLE', body.errors?.[0]?.message ?? `the leader answered ${res.status}`)
 }
 

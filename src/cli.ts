@@ -35,7 +35,7 @@ program
   .description('A container registry that runs as a cluster of equal peers.')
   .version(packageVersion(), '-V, --version', 'print the version')
 
-interface ServeFlags { data?: string; listen?: string; p2p?: string; advertise?: string; config?: string; logLevel?: string; sitesAdvertise?: string; tlsCertificate?: string; tlsKey?: string; tlsClientCa?: string; tlsClientAuth?: string }
+interface ServeFlags { data?: string; listen?: string; p2p?: string; advertise?: string; config?: string; logLevel?: string; sitesAdvertise?: string; peerListen?: string; tlsCertificate?: string; tlsKey?: string; tlsClientCa?: string; tlsClientAuth?: string }
 
 function serveOptions (cmd: Command): Command {
   return cmd
@@ -48,6 +48,7 @@ function serveOptions (cmd: Command): Command {
     .option('--tls-client-ca <file>', 'PEM CA bundle for client certificates (mTLS; env FLOTILLA_TLS_CLIENT_CA)')
     .addOption(new Option('--tls-client-auth <mode>', 'client certificates: none, optional, or require (default require with --tls-client-ca; env FLOTILLA_TLS_CLIENT_AUTH)').choices(['none', 'optional', 'require']))
     .option('--sites-advertise <address>', 'HOST:PORT or multiaddr other sites dial to reach this node\'s p2p port (default: its own; env FLOTILLA_SITES_ADVERTISE)')
+    .option('--peer-listen <host:port>', 'peer port: node-to-node HTTPS, mutual TLS with libp2p certificates (default <listen host>:0, env FLOTILLA_PEER_LISTEN)')
     .option('--config <file>', 'YAML configuration file (env FLOTILLA_CONFIG)')
     .addOption(new Option('--log-level <level>', 'log level (env FLOTILLA_LOG_LEVEL)').choices(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']))
 }

@@ -12,6 +12,8 @@
  *     clientCA: FILE             FLOTILLA_TLS_CLIENT_CA   --tls-client-ca FILE (PEM CA bundle that signs client certificates)
  *     clientAuth: none           FLOTILLA_TLS_CLIENT_AUTH --tls-client-auth M  (none | optional | require: refused at the handshake)
  *     clientCertUser: cn         FLOTILLA_TLS_CLIENT_CERT_USER                 (cn: a verified certificate's subject CN signs in as that user; none)
+ *   peerListen: <listen host>:0  FLOTILLA_PEER_LISTEN     --peer-listen HOST:PORT (node-to-node HTTPS, net/peer-https.ts;
+ *                                                         its URL travels in the member record)
  *   cluster:
  *     reads: linearizable        FLOTILLA_READS                                (or local: may be stale)
  *     replicas: (all members)    FLOTILLA_REPLICAS                             (copies of each blob)
@@ -68,6 +70,8 @@ export const ConfigSchema = z.object({
   listen: hostPort.default('127.0.0.1:5000'),
   p2p: hostPort.default('127.0.0.1:0'),
   advertise: z.string().url().optional(),
+  /** The peer port (src/peer-port.ts); unset: the listen host, any free port. */
+  peerListen: hostPort.optional(),
   cluster: z.object({
     reads: z.enum(['linearizable', 'local']).default('linearizable'),
     /** Copies of each blob to keep; unset keeps one on every member. */
@@ -159,6 +163,7 @@ const ENV: Array<[string, string[], (s: string) => unknown]> = [
   ['FLOTILLA_LISTEN', ['listen'], (s) => s],
   ['FLOTILLA_P2P', ['p2p'], (s) => s],
   ['FLOTILLA_ADVERTISE', ['advertise'], (s) => s],
+  ['FLOTILLA_PEER_LISTEN', ['peerListen'], (s) => s],
   ['FLOTILLA_READS', ['cluster', 'reads'], (s) => s],
   ['FLOTILLA_REPLICAS', ['cluster', 'replicas'], (s) => Number(s)],
   ['FLOTILLA_PROBATION_PEERS', ['cluster', 'probation', 'maxPeers'], (s) => Number(s)],
@@ -190,6 +195,7 @@ export interface FlagValues {
   tlsKey?: string
   tlsClientCa?: string
   tlsClientAuth?: string
+  peerListen?: string
 }
 
 /** Build the effective configuration. Throws ConfigError naming the bad setting and its source. */
@@ -227,6 +233,7 @@ export async function loadConfig (flags: FlagValues, env: NodeJS.ProcessEnv = pr
   if (flags.tlsKey !== undefined) set(fromFlags, ['tls', 'key'], flags.tlsKey)
   if (flags.tlsClientCa !== undefined) set(fromFlags, ['tls', 'clientCA'], flags.tlsClientCa)
   if (flags.tlsClientAuth !== undefined) set(fromFlags, ['tls', 'clientAuth'], flags.tlsClientAuth)
+  if (flags.peerListen !== undefined) fromFlags.peerListen = flags.peerListen
   const merged = merge(merge(fromFile, fromEnv), fromFlags)
   const result = ConfigSchema.safeParse(merged)
   if (!result.success) {
@@ -237,7 +244,7 @@ export async function loadConfig (flags: FlagValues, env: NodeJS.ProcessEnv = pr
 }
 
 const FLAGS: Record<string, string> = {
-  data: '--data', listen: '--listen', p2p: '--p2p', advertise: '--advertise', 'log.level': '--log-level', 'sites.advertise': '--sites-advertise',
+  data: '--data', listen: '--listen', p2p: '--p2p', advertise: '--advertise', 'log.level': '--log-level', 'sites.advertise': '--sites-advertise', peerListen: '--peer-listen',
   'tls.certificate': '--tls-certificate', 'tls.key': '--tls-key', 'tls.clientCA': '--tls-client-ca', 'tls.clientAuth': '--tls-client-auth',
 }
 

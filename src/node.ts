@@ -45,6 +45,8 @@ import { signRequest } from '../net/peer-auth.js'
 import { listenFailure } from './listen-errors.js'
 import { createApiServer, type ApiServer } from './tls/server.js'
 import { certificateUser } from './tls/client-cert.js'
+import { createPeerCredentials } from '../net/peer-https.js'
+import { startPeerPort, type PeerPort } from './peer-port.js'
 
 export interface JoinTarget {
   /** Any member's HTTP URL, or its libp2p multiaddr ending in /p2p/<peer id> (cluster/join.ts). */
@@ -56,6 +58,7 @@ export class RegistryNode {
   private server: ApiServer['server'] | undefined
   /** The client-facing server, HTTP or HTTPS (src/tls/server.ts). */
   private api: ApiServer | undefined
+  private peerPort: PeerPort | undefined
   private readonly sockets = new Set<Socket>()
   private sweeper: NodeJS.Timeout | undefined
   private ready = false
@@ -141,6 +144,8 @@ export class RegistryNode {
       peerId: nodeId,
       p2pListen: toMultiaddr(config.p2p),
       httpUrl: config.advertise ?? '',
+      // A fresh certificate each start, signed by the identity (the libp2p TLS spec).
+      peerTls: await createPeerCredentials(identity.privateKey),
       kv,
       log,
       found: joinTarget === undefined && !raftUsed,
@@ -235,7 +240,7 @@ export class RegistryNode {
   /** Blob copies between members: driven by applied commands, gossip hints and anti-entropy. */
   private startReplication (): void {
     const { cluster, deps, log } = this
-    const fetcher = new BlobFetcher({ privateKey: this.privateKey, peerId: this.nodeId, blobs: deps.blobs, uploads: deps.uploads, httpOf: (p) => cluster.httpOf(p) })
+    const fetcher = new BlobFetcher({ privateKey: this.privateKey, peerId: this.nodeId, blobs: deps.blobs, uploads: deps.uploads, target: (p) => cluster.peerTarget(p), client: cluster.peerClient })
     const pubsub = cluster.host!.services.pubsub
     const replicator = new Replicator({
       peerId: this.nodeId,
@@ -279,7 +284,8 @@ export class RegistryNode {
     deps.replication = {
       fetchThrough: async (digest, range) => await fetchThrough({ peerId: this.nodeId, fetcher, replicator, uploads: deps.uploads, blobs: deps.blobs, sink: deps.sink, log, full: () => this.disk?.state().full === true }, digest, range),
       waitForCopies: async (digests) => await replicator.waitForCopies(digests, replicator.writeQuorum()),
-      httpOf: (p) => cluster.httpOf(p),
+      peerTarget: (p) => cluster.peerTarget(p),
+      peers: cluster.peerClient,
       mirror,
       forwarding: cluster.forwarding,
     }
@@ -297,7 +303,8 @@ export class RegistryNode {
     const mirror = new UploadMirror({
       peerId: this.nodeId,
       privateKey: this.privateKey,
-      httpOf: (p) => cluster.httpOf(p),
+      target: (p) => cluster.peerTarget(p),
+      client: cluster.peerClient,
       // Followers need not hold libp2p connections to each other, so liveness is learnt by
       // trying: a peer that fails a mirror is skipped for a while (upload-mirror.ts).
       chain: (key) => this.replicator?.mirrorChain(key) ?? { peers: [], length: 0 },
@@ -358,6 +365,9 @@ export class RegistryNode {
     if (addr !== null && typeof addr === 'object') this.address = { host: addr.address, port: addr.port }
     // The HTTP address is known only now (port 0 picks one); peers reach us there.
     this.cluster.setHttpUrl(this.config.advertise ?? `${api.scheme}://${this.address!.host.includes(':') ? `[${this.address!.host}]` : this.address!.host}:${this.address!.port}`)
+    // Node-to-node HTTP has its own port (src/peer-port.ts), up before joining: the join records it.
+    this.peerPort = await startPeerPort(this.config, this.cluster.peerTls, this.cluster, handler, this.log)
+    this.cluster.setPeerUrl(this.peerPort.url)
     let seeds: MemberRecord[] | undefined
     if (this.join !== undefined) seeds = await this.cluster.requestJoin(this.join)
     this.cluster.onRemoved = (why) => { this.ready = false; this.removedResolve(why) }
@@ -378,7 +388,7 @@ export class RegistryNode {
     this.sweeper.unref()
     this.startGc()
     this.ready = true
-    this.log.info({ listen: this.config.listen, p2p: this.cluster.p2pAddrs(), data: resolve(this.config.data), nodeId: this.nodeId }, 'flotilla node serving')
+    this.log.info({ listen: this.config.listen, peer: this.peerPort.url, p2p: this.cluster.p2pAddrs(), data: resolve(this.config.data), nodeId: this.nodeId }, 'flotilla node serving')
   }
 
   async stop (): Promise<void> {
@@ -399,6 +409,7 @@ export class RegistryNode {
       await closed
       clearTimeout(timer)
     }
+    await this.peerPort?.server.close()
     this.replicator?.stop()
     await this.sites.stop()
     await this.cluster.stop()
@@ -412,18 +423,19 @@ type MemberCall = (peerId: string, method: 'GET' | 'POST', path: string, timeout
 /** A signed internal call to another member, answered with its JSON (or an error naming why not). */
 function memberCall (cluster: Cluster, nodeId: string, privateKey: PrivateKey): MemberCall {
   return async (peerId, method, path, timeoutMs = 10_000) => {
-    const base = cluster.httpOf(peerId)
-    if (base === undefined) throw new Error(`no address known for member ${peerId}`)
-    const res = await fetch(new URL(path, base), { method, headers: { authorization: await signRequest(privateKey, nodeId, method, path) }, signal: AbortSignal.timeout(timeoutMs) })
-    const text = await res.text()
-    if (!res.ok) throw new Error(`${method} ${path} answered ${res.status}: ${text.slice(0, 200)}`)
+    const target = cluster.peerTarget(peerId)
+    if (target === undefined) throw new Error(`no address known for member ${peerId}`)
+    // Over its peer port (net/peer-https.ts): mutual TLS with the members' libp2p certificates.
+    const res = await cluster.peerClient.call(target, { method, path, headers: { authorization: await signRequest(privateKey, nodeId, method, path) }, timeoutMs })
+    const text = res.body.toString('utf8')
+    if (res.status < 200 || res.status >= 300) throw new Error(`${method} ${path} answered ${res.status}: ${text.slice(0, 200)}`)
     return JSON.parse(text) as unknown
   }
 }
 
 /**
- * A member with room for an upload this node is too full to take: the one with the most free
- * space among those under their high watermark. Asked at most every 5 s.
+ * A member with room for an upload this node is too full to take (its peer id): the one with
+ * the most free space among those under their high watermark. Asked at most every 5 s.
  */
 function roomElsewhere (cluster: Cluster, nodeId: string, call: MemberCall): () => Promise<string | undefined> {
   let cached: { at: number; best: string | undefined } | undefined
@@ -433,7 +445,7 @@ function roomElsewhere (cluster: Cluster, nodeId: string, call: MemberCall): () 
       try { return { p, s: await call(p, 'GET', '/internal/v1/disk', 3_000) as { full?: boolean; freeBytes?: number } } } catch { return undefined }
     }))
     const ok = answers.filter((a) => a !== undefined && a.s.full === false).sort((a, b) => (b!.s.freeBytes ?? 0) - (a!.s.freeBytes ?? 0))
-    const best = ok[0] === undefined ? undefined : cluster.httpOf(ok[0].p)
+    const best = ok[0]?.p
     cached = { at: Date.now(), best }
     return best
   }

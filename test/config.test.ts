@@ -96,3 +96,13 @@ t.test('sites.advertise: HOST:PORT or a multiaddr, from the file, FLOTILLA_SITES
   await t.rejects(loadConfig({}, { FLOTILLA_SITES_ADVERTISE: 'http://10.0.0.1:7000' }), { name: 'ConfigError', message: /sites\.advertise: expected HOST:PORT or a multiaddr.*\(--sites-advertise, FLOTILLA_SITES_ADVERTISE\)/ })
   await t.rejects(loadConfig({}, { FLOTILLA_SITES_ADVERTISE: '/ip4/10.0.0.1/udp/7000' }), ConfigError)
 })
+
+t.test('peerListen (the peer port): unset by default, from FLOTILLA_PEER_LISTEN or --peer-listen, checked like --listen', async (t) => {
+  t.equal((await loadConfig({}, {})).peerListen, undefined, 'unset: the node takes the listen host and a free port (src/peer-port.ts)')
+  t.equal((await loadConfig({}, { FLOTILLA_PEER_LISTEN: '0.0.0.0:7443' })).peerListen, '0.0.0.0:7443', 'from the environment')
+  t.equal((await loadConfig({ peerListen: '127.0.0.1:7444' }, { FLOTILLA_PEER_LISTEN: '0.0.0.0:7443' })).peerListen, '127.0.0.1:7444', 'the flag wins')
+  await t.rejects(loadConfig({ peerListen: 'localhost' }, {}), {
+    name: 'ConfigError',
+    message: /peerListen: expected HOST:PORT .* \(--peer-listen, FLOTILLA_PEER_LISTEN\)/,
+  }, 'a bad value names the setting, its flag and variable')
+})

@@ -73,7 +73,7 @@ export type Command =
   /** Create the cluster's shared secret (signs join tokens); once, by the founding node. */
   | { type: 'InitCluster'; clusterId: string; secret: string; at: number }
   /** Record a member's addresses; a removed peer id is refused forever. */
-  | { type: 'AddPeer'; peerId: string; p2p: string[]; http: string; site?: string[]; at: number }
+  | { type: 'AddPeer'; peerId: string; p2p: string[]; http: string; site?: string[]; peer?: string; at: number }
   | { type: 'RemovePeer'; peerId: string; at: number }
   /**
    * A join token was handed out (its JWT id and expiry, ms). While one is unexpired, members
@@ -106,9 +106,15 @@ export type Command =
 export interface MemberRecord {
   peerId: string
   p2p: string[]
+  /** Its client API (HTTP) URL. */
   http: string
   /** The libp2p addresses other sites dial to reach this member (`sites.advertise`); p2p when absent. */
   site?: string[]
+  /**
+   * Its peer port (https://HOST:PORT, net/peer-https.ts), where all node-to-node HTTP goes.
+   * Absent in records written before there was one: then node-to-node HTTP uses `http`.
+   */
+  peer?: string
   at: number
 }
 

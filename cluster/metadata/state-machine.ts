@@ -215,7 +215,7 @@ export class MetadataStateMachine {
         if (await tx.get(key.removed(c.peerId)) !== undefined) {
           throw new FlotillaError('DENIED', `peer ${c.peerId} was removed from this cluster and cannot rejoin: start the node on a fresh data dir to get a new identity`)
         }
-        const rec: MemberRecord = { peerId: c.peerId, p2p: c.p2p, http: c.http, at: c.at }
+        const rec: MemberRecord = { peerId: c.peerId, p2p: c.p2p, http: c.http, ...(c.peer !== undefined ? { peer: c.peer } : {}), at: c.at }
         if (c.site !== undefined) rec.site = c.site
         tx.putJSON(key.member(c.peerId), rec)
         return { ok: true }

@@ -1,14 +1,16 @@
 /**
- * Moving blob bytes between nodes, over peer-authenticated HTTP (net/peer-auth.ts): several
- * times faster than a libp2p stream on this hardware (see scripts/bench/cluster.ts).
+ * Moving blob bytes between nodes, over peer-authenticated HTTP (net/peer-auth.ts) on the
+ * members' peer ports (net/peer-https.ts, mutual TLS): several times faster than a libp2p
+ * stream on this hardware (see scripts/bench/transfer.ts).
  *
  * A replication download lands in an upload session named after the digest, so a broken
  * connection resumes where it stopped (Range: bytes=N-) instead of starting over, and the
  * digest is verified when the session is committed into the blob store.
  */
-import { request, type IncomingMessage } from 'node:http'
+import type { IncomingMessage } from 'node:http'
 import type { PrivateKey } from '@libp2p/interface'
 import { signRequest } from '../../net/peer-auth.js'
+import type { PeerClient, PeerTarget } from '../../net/peer-https.js'
 import type { BlobInfo, BlobStore, UploadStore } from '../../storage/blobs/blob-store.js'
 import { parseDigest, digestHex } from '../../storage/reference.js'
 
@@ -17,8 +19,9 @@ export interface BlobFetcherOptions {
   peerId: string
   blobs: BlobStore
   uploads: UploadStore
-  /** The HTTP base URL of a peer, or undefined when unknown. */
-  httpOf: (peerId: string) => string | undefined
+  /** Where to reach a peer, or undefined when unknown. */
+  target: (peerId: string) => PeerTarget | undefined
+  client: PeerClient
 }
 
 export class BlobFetcher {
@@ -30,14 +33,13 @@ export class BlobFetcher {
    * web stream fetch hands back.
    */
   async get (peer: string, digest: string, range?: { start: number; end?: number }, method: 'GET' | 'HEAD' = 'GET'): Promise<IncomingMessage> {
-    const base = this.opts.httpOf(peer)
-    if (base === undefined) throw new Error(`no HTTP address known for peer ${peer}`)
+    const target = this.opts.target(peer)
+    if (target === undefined) throw new Error(`no address known for peer ${peer}`)
     const path = `/internal/v1/blobs/${digest}`
     const headers: Record<string, string> = { authorization: await signRequest(this.opts.privateKey, this.opts.peerId, method, path) }
     if (range !== undefined) headers.range = `bytes=${range.start}-${range.end ?? ''}`
-    const url = new URL(path, base)
     return await new Promise<IncomingMessage>((resolve, reject) => {
-      const req = request({ host: url.hostname, port: url.port, path: url.pathname, method, headers, timeout: 60_000 }, resolve)
+      const req = this.opts.client.request(target, { path, method, headers, timeout: 60_000 }, resolve)
       req.on('timeout', () => req.destroy(new Error(`peer ${peer} stopped answering`)))
       req.on('error', reject)
       req.end()

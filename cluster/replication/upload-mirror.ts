@@ -38,11 +38,12 @@
  * the node after it. Peers that failed are skipped for 30 s. A resumed upload (after a
  * restart of the owner) is not mirrored.
  */
-import { request, type ClientRequest } from 'node:http'
+import type { ClientRequest } from 'node:http'
 import { PassThrough, type Readable } from 'node:stream'
 import type { Logger } from 'pino'
 import type { PrivateKey } from '@libp2p/interface'
 import { signRequest } from '../../net/peer-auth.js'
+import type { PeerClient, PeerTarget } from '../../net/peer-https.js'
 import { FlotillaError } from '../../storage/errors.js'
 import { tee } from './tee.js'
 import type { ReplicationMetrics } from './metrics.js'
@@ -146,8 +147,9 @@ export function stallAllowance (hop: number): number {
 export interface UploadMirrorOptions {
   peerId: string
   privateKey: PrivateKey
-  /** HTTP base URL of a peer, or undefined when unknown or unreachable. */
-  httpOf: (peerId: string) => string | undefined
+  /** Where to reach a peer (its peer port), or undefined when unknown or unreachable. */
+  target: (peerId: string) => PeerTarget | undefined
+  client: PeerClient
   /**
    * The chain of an upload this node owns (`key`: the digest when known, else the upload id):
    * candidates in order, this node excluded, of which the first `length` that answer make the
@@ -166,7 +168,7 @@ interface NextHop {
   /** The upload's id. */
   id: string
   peer: string
-  base: string
+  target: PeerTarget
   /** Bytes the next hop has confirmed. */
   offset: number
   ok: boolean
@@ -306,12 +308,12 @@ export class UploadMirror {
    */
   private async open (id: string, hop: number, chain: string[], length: number, digest: string | undefined): Promise<Session | undefined> {
     const now = Date.now()
-    const candidates = chain.filter((p) => p !== this.opts.peerId && (this.cooldown.get(p) ?? 0) <= now && this.opts.httpOf(p) !== undefined)
+    const candidates = chain.filter((p) => p !== this.opts.peerId && (this.cooldown.get(p) ?? 0) <= now && this.opts.target(p) !== undefined)
     for (let i = 0; i < candidates.length && length > 0; i++) {
       const peer = candidates[i]!
-      const base = this.opts.httpOf(peer)
-      if (base === undefined) continue
-      const m: NextHop = { id, peer, base, offset: 0, ok: true, pending: Promise.resolve(), req: undefined }
+      const target = this.opts.target(peer)
+      if (target === undefined) continue
+      const m: NextHop = { id, peer, target, offset: 0, ok: true, pending: Promise.resolve(), req: undefined }
       // A peer skipped above leaves its place to the next candidate: the chain keeps its length when it can.
       const spec = formatChainSpec({ hop: hop + 1, next: candidates.slice(i + 1, i + length), ...(digest !== undefined ? { digest } : {}) })
       try {
@@ -378,8 +380,7 @@ export class UploadMirror {
     const authorization = await signRequest(this.opts.privateKey, this.opts.peerId, 'PUT', path, Date.now(), spec)
     const headers: Record<string, string> = { authorization, 'content-type': 'application/octet-stream' }
     if (spec !== undefined) { headers[MIRROR_HEADER] = spec; headers.expect = '100-continue' }
-    const url = new URL(path, m.base)
-    const req = request({ host: url.hostname, port: url.port, path, method: 'PUT', headers })
+    const req = this.opts.client.request(m.target, { path, method: 'PUT', headers })
     let accepted = spec === undefined
     m.req = req
     m.pending = new Promise<void>((resolve) => {
@@ -436,12 +437,11 @@ export class UploadMirror {
   }
 
   private async call (m: NextHop, method: string, path: string, timeoutMs: number, spec?: string): Promise<{ status: number; body: string }> {
-    const url = new URL(path, m.base)
     const authorization = await signRequest(this.opts.privateKey, this.opts.peerId, method, path, Date.now(), spec)
     const headers: Record<string, string | number> = { authorization, 'content-length': 0 }
     if (spec !== undefined) headers[MIRROR_HEADER] = spec
     return await new Promise((resolve, reject) => {
-      const req = request({ host: url.hostname, port: url.port, path, method, headers, timeout: timeoutMs }, (res) => {
+      const req = this.opts.client.request(m.target, { path, method, headers, timeout: timeoutMs }, (res) => {
         let body = ''
         res.setEncoding('utf8')
         res.on('data', (s: string) => { if (body.length < 64_000) body += s })

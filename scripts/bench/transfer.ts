@@ -1,12 +1,14 @@
 /**
  * Blob transfer between two processes: a libp2p stream (TCP + noise + yamux, what Raft and
- * gossip use) against peer-authenticated HTTP (what replication uses). Prints MiB/s of each
- * and the ratio. The server side is this script run again with --serve.
+ * gossip use) against peer-authenticated HTTP: plain (fetch, and node:http as replication
+ * used it before the peer port) and over the peer port (net/peer-https.ts: mutual TLS with
+ * libp2p certificates, what replication uses now). Prints MiB/s of each and the ratios. The
+ * server side is this script run again with --serve.
  *
  *   npm run bench:transfer -- [--size-mib 1024] [--rounds 3]
  */
 import { spawn } from 'node:child_process'
-import { createServer } from 'node:http'
+import { createServer, request, type IncomingMessage } from 'node:http'
 import { createReadStream } from 'node:fs'
 import { writeFile, rm } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -16,6 +18,7 @@ import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createHost } from '../../net/host.js'
 import { signRequest, verifyRequest } from '../../net/peer-auth.js'
+import { PeerClient, PeerServer, createPeerCredentials, createPeerMetrics, type PeerTarget } from '../../net/peer-https.js'
 import { tempDir, ROOT } from '../lib/procs.js'
 import { median, MiB, fmt } from './lib/stats.js'
 
@@ -42,7 +45,20 @@ async function serve (file: string): Promise<void> {
   })
   await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', resolve))
   const port = (http.address() as { port: number }).port
-  process.stdout.write(JSON.stringify({ ma: host.getMultiaddrs()[0]!.toString(), http: `http://127.0.0.1:${port}` }) + '\n')
+  // The peer port: every client admitted here (the bench has no cluster), the signature still checked.
+  const peerServer = new PeerServer({
+    credentials: await createPeerCredentials(key),
+    admits: () => true,
+    metrics: createPeerMetrics(),
+    handler: (req, res) => {
+      void verifyRequest(req.headers.authorization, req.method ?? 'GET', req.url ?? '/').then((peer) => {
+        if (peer === undefined) { res.statusCode = 401; res.end(); return }
+        createReadStream(file, { highWaterMark: 1 << 20 }).pipe(res)
+      })
+    },
+  })
+  const pp = await peerServer.listen('127.0.0.1', 0)
+  process.stdout.write(JSON.stringify({ ma: host.getMultiaddrs()[0]!.toString(), http: `http://127.0.0.1:${port}`, peer: { peerId: peerIdFromPrivateKey(key).toString(), url: `https://127.0.0.1:${pp.port}` } }) + '\n')
   process.stdin.resume()
   process.stdin.on('end', () => process.exit(0))
 }
@@ -58,12 +74,23 @@ async function main (): Promise<void> {
   const { appendFile } = await import('node:fs/promises')
   for (let done = 0; done < size; done += 64 * MiB) await appendFile(file, randomBytes(Math.min(64 * MiB, size - done)))
   const child = spawn(process.execPath, ['--import', join(ROOT, 'scripts/polyfill.mjs'), '--import', 'tsx', join(ROOT, 'scripts/bench/transfer.ts'), '--serve', '--file', file], { stdio: ['pipe', 'pipe', 'inherit'], cwd: ROOT })
-  const info = await new Promise<{ ma: string; http: string }>((resolve) => child.stdout.once('data', (d: Buffer) => resolve(JSON.parse(d.toString()) as { ma: string; http: string })))
+  const info = await new Promise<{ ma: string; http: string; peer: PeerTarget }>((resolve) => child.stdout.once('data', (d: Buffer) => resolve(JSON.parse(d.toString()) as { ma: string; http: string; peer: PeerTarget })))
   const key = await generateKeyPair('Ed25519')
   const peer = peerIdFromPrivateKey(key).toString()
   const host = await createHost({ privateKey: key, listen: ['/ip4/127.0.0.1/tcp/0'], admit: () => true })
+  const client = new PeerClient(await createPeerCredentials(key), createPeerMetrics())
   const libp2p: number[] = []
   const http: number[] = []
+  const nodeHttp: number[] = []
+  const peerHttps: number[] = []
+  // node:http and the peer port, read the way a replica is stored: BlobFetcher's answer is a
+  // plain Readable that the upload store drains through 'data' events (storage/blobs/source.ts).
+  const drain = async (res: IncomingMessage, what: string): Promise<void> => {
+    let n = 0
+    res.on('data', (chunk: Buffer) => { n += chunk.byteLength })
+    await new Promise<void>((resolve, reject) => { res.once('end', resolve); res.once('error', reject) })
+    if (n !== size) throw new Error(`${what} delivered ${n} of ${size} bytes`)
+  }
   for (let r = 0; r < rounds; r++) {
     let t0 = performance.now()
     const stream = await host.dialProtocol(multiaddr(info.ma), PROTO)
@@ -77,16 +104,32 @@ async function main (): Promise<void> {
     for await (const chunk of res.body!) got += (chunk as Uint8Array).byteLength
     if (got !== size) throw new Error(`HTTP delivered ${got} of ${size} bytes`)
     http.push(size / MiB / ((performance.now() - t0) / 1000))
+    t0 = performance.now()
+    const url = new URL('/blob', info.http)
+    const authorization = await signRequest(key, peer, 'GET', '/blob')
+    await drain(await new Promise<IncomingMessage>((resolve, reject) => request({ host: url.hostname, port: url.port, path: '/blob', headers: { authorization } }, resolve).on('error', reject).end()), 'node:http')
+    nodeHttp.push(size / MiB / ((performance.now() - t0) / 1000))
+    t0 = performance.now()
+    const auth2 = await signRequest(key, peer, 'GET', '/blob')
+    await drain(await new Promise<IncomingMessage>((resolve, reject) => client.request(info.peer, { path: '/blob', headers: { authorization: auth2 } }, resolve).on('error', reject).end()), 'peer HTTPS')
+    peerHttps.push(size / MiB / ((performance.now() - t0) / 1000))
   }
+  client.close()
   await host.stop()
   child.stdin.end()
   await rm(dir, { recursive: true, force: true })
   const l = median(libp2p)
   const h = median(http)
+  const nh = median(nodeHttp)
+  const ph = median(peerHttps)
   process.stdout.write(`blob transfer between two processes, ${size / MiB} MiB, median of ${rounds}\n`)
-  process.stdout.write(`  libp2p (tcp+noise+yamux)   ${fmt(l)} MiB/s\n`)
-  process.stdout.write(`  peer-authenticated HTTP    ${fmt(h)} MiB/s\n`)
-  process.stdout.write(`  HTTP / libp2p              ${fmt(h / l, 2)}x\n`)
+  process.stdout.write(`  libp2p (tcp+noise+yamux)          ${fmt(l)} MiB/s\n`)
+  process.stdout.write(`  plain HTTP, fetch                 ${fmt(h)} MiB/s\n`)
+  process.stdout.write(`  plain HTTP, node:http             ${fmt(nh)} MiB/s\n`)
+  process.stdout.write(`  peer port (mutual TLS), node:http ${fmt(ph)} MiB/s\n`)
+  process.stdout.write(`  plain fetch / libp2p              ${fmt(h / l, 2)}x\n`)
+  process.stdout.write(`  peer port / plain node:http       ${fmt(ph / nh, 2)}x\n`)
+  process.stdout.write(`  peer port / plain fetch           ${fmt(ph / h, 2)}x\n`)
 }
 
 await main()

@@ -43,9 +43,10 @@ export function clusterCommands (program: Command): void {
       process.stdout.write(`node ${doc.node}\nleader ${doc.leader ?? '(none)'}  term ${doc.term}  commit ${doc.commit}  applied ${doc.applied}  blob copies pending ${doc.replicationBacklog}\n\n`)
       // P2P: full multiaddrs (…/p2p/<peer id>), what `flotilla join` takes besides an HTTP URL.
       const rows = doc.members.map((m) => [
-        m.peerId + (m.leader ? ' *' : ''), m.role, m.reachable ? 'yes' : 'NO', m.lastContact ?? 'never', m.http ?? '-',
+        m.peerId + (m.leader ? ' *' : ''), m.role, m.reachable ? 'yes' : 'NO', m.lastContact ?? 'never', m.http ?? '-', m.peer ?? '-',
         m.lag === null ? '-' : String(m.lag) + (m.stalled !== null ? ' STALLED' : ''), m.p2p.join(' ') || '-'])
-      process.stdout.write(table(['PEER', 'ROLE', 'REACHABLE', 'LAST CONTACT', 'HTTP', 'LAG', 'P2P'], rows))
+      // PEER PORT: node-to-node HTTPS (net/peer-https.ts).
+      process.stdout.write(table(['PEER', 'ROLE', 'REACHABLE', 'LAST CONTACT', 'HTTP', 'PEER PORT', 'LAG', 'P2P'], rows))
       if (doc.disk !== undefined) {
         const gibs = (b: number): string => `${(b / 2 ** 30).toFixed(1)} GiB`
         process.stdout.write(`disk of ${doc.node}: ${doc.disk.usedPercent.toFixed(1)}% used, ${gibs(doc.disk.freeBytes)} free of ${gibs(doc.disk.totalBytes)}${doc.disk.full ? ' (FULL: above storage.diskHighWatermark, takes no uploads)' : ''}\n`)

@@ -33,18 +33,23 @@ function onLeader (cluster: Cluster) {
   return async function leaderRouting (ctx: Context, next: Next): Promise<void> {
     if (cluster.driver.isLeader) return await next()
     const leader = cluster.driver.leader
-    // httpOf: undefined too for a leader that fault injection cut this node off from.
-    const http = leader === null ? undefined : cluster.httpOf(leader)
-    if (http === undefined) throw new FlotillaError('UNAVAILABLE', 'no leader is known right now: retry in a few seconds')
+    // peerTarget: undefined too for a leader that fault injection cut this node off from.
+    const target = leader === null ? undefined : cluster.peerTarget(leader)
+    if (target === undefined) throw new FlotillaError('UNAVAILABLE', 'no leader is known right now: retry in a few seconds')
     if (await cluster.forwarding.marked(ctx.get(FORWARDED), ctx.method, ctx.path)) throw new FlotillaError('UNAVAILABLE', 'the leader moved while forwarding: retry')
     const body = ctx.method === 'GET' || ctx.method === 'DELETE' ? undefined : await readLimited(ctx.req, 64 * 1024)
     const headers: Record<string, string> = { [FORWARDED]: await cluster.forwarding.mark(ctx.method, ctx.path) }
     for (const h of ['content-type', 'authorization']) if (ctx.get(h) !== '') headers[h] = ctx.get(h)
-    const res = await fetch(new URL(ctx.originalUrl, http), { method: ctx.method, headers, ...(body !== undefined ? { body } : {}), signal: AbortSignal.timeout(120_000) })
+    let res
+    try {
+      res = await cluster.peerClient.call(target, { method: ctx.method, path: ctx.originalUrl, headers, ...(body !== undefined ? { body } : {}), timeoutMs: 120_000 })
+    } catch (err) {
+      throw new FlotillaError('UNAVAILABLE', `cannot reach the leader ${target.peerId} at ${target.url} (${(err as Error).message}): retry in a few seconds`)
+    }
     ctx.status = res.status
-    const type = res.headers.get('content-type')
-    if (type !== null) ctx.type = type
-    ctx.body = Buffer.from(await res.arrayBuffer())
+    const type = res.headers['content-type']
+    if (type !== undefined) ctx.type = type
+    ctx.body = res.body
   }
 }
 
@@ -53,6 +58,8 @@ export interface ClusterMemberDoc {
   peerId: string
   role: 'voter' | 'learner' | 'none'
   http: string | null
+  /** Its peer port (https://HOST:PORT, net/peer-https.ts); null for a member recorded without one. */
+  peer: string | null
   p2p: string[]
   leader: boolean
   /** Known to the leader only; null elsewhere. */
@@ -126,6 +133,7 @@ export function clusterRoutes (cluster: Cluster, replicationBacklog: () => numbe
           peerId: id,
           role: st.conf.voters.includes(id) ? 'voter' : st.conf.learners.includes(id) ? 'learner' : 'none',
           http: m?.http ?? null,
+          peer: m?.peer ?? null,
           p2p: fullAddrs(id, m?.p2p ?? []),
           leader: id === st.leader,
           // The leader knows how far each member is; others report null.
@@ -173,12 +181,17 @@ export function clusterRoutes (cluster: Cluster, replicationBacklog: () => numbe
     if (cluster.driver.isLeader && !await cluster.stepDown()) throw new FlotillaError('DENIED', 'cannot leave: this node is the only voter of the cluster')
     const leader = cluster.driver.leader
     {
-      const http = leader === null ? undefined : cluster.httpOf(leader)
-      if (http === undefined) throw new FlotillaError('UNAVAILABLE', 'no leader is known right now: retry in a few seconds')
+      const target = leader === null ? undefined : cluster.peerTarget(leader)
+      if (target === undefined) throw new FlotillaError('UNAVAILABLE', 'no leader is known right now: retry in a few seconds')
       const headers: Record<string, string> = {}
       if (ctx.get('authorization') !== '') headers.authorization = ctx.get('authorization')
-      const res = await fetch(new URL(`/api/v1/cluster/members/${cluster.peerId}`, http), { method: 'DELETE', headers, signal: AbortSignal.timeout(60_000) })
-      if (!res.ok) throw new FlotillaError('UNAVAILABLE', `the leader refused the removal (${res.status}): ${await res.text()}`)
+      let res
+      try {
+        res = await cluster.peerClient.call(target, { method: 'DELETE', path: `/api/v1/cluster/members/${cluster.peerId}`, headers, timeoutMs: 60_000 })
+      } catch (err) {
+        throw new FlotillaError('UNAVAILABLE', `cannot reach the leader ${target.peerId} at ${target.url} (${(err as Error).message}): retry in a few seconds`)
+      }
+      if (res.status < 200 || res.status >= 300) throw new FlotillaError('UNAVAILABLE', `the leader refused the removal (${res.status}): ${res.body.toString('utf8').slice(0, 500)}`)
     }
     ctx.status = 202
     ctx.body = { removed: cluster.peerId }

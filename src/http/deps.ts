@@ -15,6 +15,7 @@ import type { Collector, InUse } from '../../cluster/gc/collector.js'
 import type { RetentionRunner } from '../../cluster/retention/runner.js'
 import type { DiskState } from '../../storage/disk-watch.js'
 import type { PullRecorder } from '../../cluster/retention/pulls.js'
+import type { PeerClient, PeerTarget } from '../../net/peer-https.js'
 
 /** Blobs across nodes: present in a cluster, absent on a lone node in tests. */
 export interface BlobReplication {
@@ -25,8 +26,10 @@ export interface BlobReplication {
   fetchThrough (digest: Digest, range?: ByteRange): Promise<Readable | undefined>
   /** Resolve once every blob is durable on the write quorum of nodes. */
   waitForCopies (digests: string[]): Promise<void>
-  /** HTTP base URL of another member (e.g. the owner of an upload session). */
-  httpOf (peerId: string): string | undefined
+  /** Where to reach another member for node-to-node HTTP (e.g. the owner of an upload session). */
+  peerTarget (peerId: string): PeerTarget | undefined
+  /** Node-to-node HTTP over the members' peer ports (net/peer-https.ts). */
+  peers: PeerClient
   /** Copies of uploads made while they arrive (cluster/replication/upload-mirror.ts). */
   mirror?: Pick<UploadMirror, 'wants' | 'tee' | 'commit' | 'abandon'>
   /** Marks on requests passed to another node (forwarded.ts). */
@@ -52,8 +55,8 @@ export interface RegistryDeps {
   /** Garbage collection: requests hold the digests they are about to reference (cluster/gc/). */
   gc?: { collector: Collector; inUse: InUse; graceMs: number }
   /**
-   * This node's disk against its watermarks (storage/disk-watch.ts), and a member with room
-   * for an upload this node is too full to take (undefined: none).
+   * This node's disk against its watermarks (storage/disk-watch.ts), and a member (peer id)
+   * with room for an upload this node is too full to take (undefined: none).
    */
   disk?: { state: () => DiskState; roomElsewhere: () => Promise<string | undefined> }
   /** Retention policies, and the pull times they may use (cluster/retention/). */

@@ -1,6 +1,12 @@
 /**
  * Node-to-node routes under /internal/v1/, for members only: every request is signed with
- * the sender's libp2p key (net/peer-auth.ts) and the sender must be a member.
+ * the sender's libp2p key (net/peer-auth.ts), single-use (its nonce is remembered for the
+ * skew window: a replay is refused), and the sender must be a member. When the node has a
+ * peer port (net/peer-https.ts) these routes are served there only, and the signer must be
+ * the peer its TLS certificate names; the client port answers them 403.
+ *
+ * This middleware also guards the peer port as a whole: a connection admitted there only to
+ * learn it was removed (GET /internal/v1/membership) may use nothing else.
  *
  *   GET      /internal/v1/membership                   {member: true, connected}: connected when a live process with
  *                                                       the caller's identity holds a libp2p connection to us;
@@ -19,7 +25,9 @@
  * upload-mirror.ts explains upload chains.)
  */
 import type { Context, Next } from 'koa'
-import { verifyRequest } from '../../net/peer-auth.js'
+import { checkSignature, ReplayGuard } from '../../net/peer-auth.js'
+import { peerOfRequest, type PeerMetrics } from '../../net/peer-https.js'
+import { FORWARDED } from './forwarded.js'
 import { FlotillaError } from '../../storage/errors.js'
 import { parseDigest } from '../../storage/reference.js'
 import type { BlobStore } from '../../storage/blobs/blob-store.js'
@@ -31,10 +39,10 @@ import type { ReplicationMetrics } from '../../cluster/replication/metrics.js'
 
 const MIRROR_ID = '[A-Za-z0-9_-]{8,120}'
 
-/** A member's side of garbage collection (cluster/gc/collector.ts). */
 /** This node's disk as its peers see it. */
 export interface InternalDisk { state: () => { full: boolean; freeBytes: number; totalBytes: number; usedPercent: number } }
 
+/** A member's side of garbage collection (cluster/gc/collector.ts). */
 export interface InternalGc {
   /** Digests this node is using now (the collection leaves them alone). */
   inUse (): string[]
@@ -42,14 +50,50 @@ export interface InternalGc {
   sweep (): Promise<{ deleted: number; bytes: number }>
 }
 
-export function internalRoutes (opts: { blobs: BlobStore; admits: (peerId: string) => boolean; removed?: (peerId: string) => boolean; liveConnection?: (peerId: string) => Promise<boolean>; mirrors?: MirrorReceiver; metrics?: ReplicationMetrics; gc?: InternalGc; disk?: InternalDisk }) {
+export interface InternalRoutesOptions {
+  blobs: BlobStore
+  admits: (peerId: string) => boolean
+  removed?: (peerId: string) => boolean
+  liveConnection?: (peerId: string) => Promise<boolean>
+  mirrors?: MirrorReceiver
+  /** Whether this node serves a peer port: then these routes answer there only. */
+  peerPort?: () => boolean
+  metrics?: PeerMetrics
+  /** Bytes sent to peers (cluster/replication/metrics.ts). */
+  replicationMetrics?: ReplicationMetrics
+  gc?: InternalGc
+  disk?: InternalDisk
+}
+
+export function internalRoutes (opts: InternalRoutesOptions) {
+  const replays = new ReplayGuard()
   return async function internal (ctx: Context, next: Next): Promise<void> {
-    if (!ctx.path.startsWith('/internal/')) return await next()
-    const peer = await verifyRequest(ctx.get('authorization') || undefined, ctx.method, ctx.path, Date.now(), ctx.get(MIRROR_HEADER) || undefined)
-    if (peer === undefined) {
+    // The peer id of the TLS certificate, when the request came in on the peer port.
+    const tlsPeer = peerOfRequest(ctx.req)
+    const isInternal = ctx.path.startsWith('/internal/')
+    if (tlsPeer !== undefined) {
+      opts.metrics?.requests.inc({ kind: isInternal ? 'internal' : ctx.get(FORWARDED) !== '' ? 'forwarded' : 'other' })
+      if (!isInternal && !opts.admits(tlsPeer)) throw new FlotillaError('DENIED', `peer ${tlsPeer} is not a member of this cluster`)
+    }
+    if (!isInternal) return await next()
+    const signed = await checkSignature(ctx.get('authorization') || undefined, ctx.method, ctx.path, Date.now(), ctx.get(MIRROR_HEADER) || undefined)
+    if (signed === undefined) {
       // Not the users' challenge: only a member's key can answer this one (net/peer-auth.ts).
       ctx.set('WWW-Authenticate', 'Flotilla-Peer')
       throw new FlotillaError('UNAUTHORIZED', 'node-to-node routes need a valid, current peer signature')
+    }
+    const peer = signed.peer
+    if (tlsPeer === undefined && opts.peerPort?.() === true) {
+      opts.metrics?.internalOnClientPort.inc()
+      throw new FlotillaError('DENIED', 'node-to-node routes are served on this node\'s peer port only (mutual TLS with the members\' libp2p certificates), not on its client port: the member records give each node\'s peer port')
+    }
+    if (tlsPeer !== undefined && tlsPeer !== peer) {
+      throw new FlotillaError('DENIED', `the request is signed by ${peer} but its TLS connection is ${tlsPeer}'s`)
+    }
+    if (!replays.accept(signed)) {
+      opts.metrics?.replaysRefused.inc()
+      ctx.set('WWW-Authenticate', 'Flotilla-Peer')
+      throw new FlotillaError('UNAUTHORIZED', 'this signed request was already served once: node-to-node requests are single-use (a replay is refused)')
     }
     if (!opts.admits(peer)) {
       // A removed node that asks learns that it was removed (it may have missed the entry), and stops.
@@ -79,7 +123,7 @@ export function internalRoutes (opts: { blobs: BlobStore; admits: (peerId: strin
     const digest = parseDigest(safeDecode(m[1]!))
     const info = await opts.blobs.stat(digest)
     if (info === undefined) throw new FlotillaError('BLOB_UNKNOWN', `blob ${digest} is not on this node`, { digest })
-    countSent(ctx, opts.metrics)
+    countSent(ctx, opts.replicationMetrics)
     // A peer copies a blob once: no point filling this node's page cache with it.
     await serveLocal(ctx, opts, digest, info.size, { oneShot: true })
   }

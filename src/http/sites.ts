@@ -103,16 +103,18 @@ async function fromLeader (ctx: Context, cluster: Cluster | undefined, sites: Si
   if (cluster === undefined || sites.ships()) return false
   if (await cluster.forwarding.marked(ctx.get(FORWARDED), ctx.method, ctx.path)) return false
   const leader = cluster.driver?.leader ?? null
-  const http = leader === null ? undefined : cluster.httpOf(leader)
-  if (http === undefined) return false
+  const target = leader === null ? undefined : cluster.peerTarget(leader)
+  if (target === undefined) return false
   try {
     const headers: Record<string, string> = { [FORWARDED]: await cluster.forwarding.mark(ctx.method, ctx.path) }
     if (ctx.get('authorization') !== '') headers.authorization = ctx.get('authorization')
-    const res = await fetch(new URL(ctx.originalUrl, http), { headers, signal: AbortSignal.timeout(5000) })
+    // Over the leader's peer port (net/peer-https.ts), like every node-to-node request.
+    const res = await cluster.peerClient.call(target, { method: 'GET', path: ctx.originalUrl, headers, timeoutMs: 5000 })
     if (res.status >= 500) return false
     ctx.status = res.status
-    ctx.type = res.headers.get('content-type') ?? 'application/json'
-    ctx.body = Buffer.from(await res.arrayBuffer())
+    const type = res.headers['content-type']
+    ctx.type = typeof type === 'string' ? type : 'application/json'
+    ctx.body = res.body
     return true
   } catch {
     return false

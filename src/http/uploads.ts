@@ -81,9 +81,9 @@ export function ownedUpload (handler: Handler): Handler {
   return async (ctx, deps, name, id) => {
     const rec = await session(deps, name, id)
     if (rec.owner !== deps.nodeId) {
-      const base = deps.replication?.httpOf(rec.owner)
-      if (base === undefined || deps.replication === undefined) throw new FlotillaError('UNAVAILABLE', `upload ${id} belongs to node ${rec.owner}, which is not reachable now: retry, or start a new upload`)
-      return await proxyTo(ctx, base, deps.replication.forwarding)
+      const target = deps.replication?.peerTarget(rec.owner)
+      if (target === undefined || deps.replication === undefined) throw new FlotillaError('UNAVAILABLE', `upload ${id} belongs to node ${rec.owner}, which is not reachable now: retry, or start a new upload`)
+      return await proxyTo(ctx, target, deps.replication.forwarding, deps.replication.peers)
     }
     await handler(ctx, deps, name, id)
   }
@@ -165,11 +165,12 @@ export async function start (ctx: Context, deps: RegistryDeps, name: RepositoryN
   // A full node opens the upload on a member with room; the client's next requests come back
   // here and are passed to that owner like any session another node holds.
   if (deps.disk?.state().full === true) {
-    const base = await deps.disk.roomElsewhere()
-    if (base === undefined || deps.replication === undefined) {
+    const peer = await deps.disk.roomElsewhere()
+    const target = peer === undefined ? undefined : deps.replication?.peerTarget(peer)
+    if (target === undefined || deps.replication === undefined) {
       throw new FlotillaError('DISK_FULL', `this node's disk is ${Math.round(deps.disk.state().usedPercent)}% full (above storage.diskHighWatermark) and no other node has room: free space (delete images, run flotilla gc) or add a node`)
     }
-    return await proxyTo(ctx, base, deps.replication.forwarding)
+    return await proxyTo(ctx, target, deps.replication.forwarding, deps.replication.peers)
   }
   const digestParam = queryString(ctx, 'digest', 'DIGEST_INVALID')
   if (digestParam !== undefined && mount === undefined) {

@@ -95,7 +95,8 @@ t.test('every listing prints a table with ISO times; --json prints the API docum
     t.same(JSON.parse(json.stdout), await (await api(l.path)).json(), `${name} --json: the API's document`)
   }
   const st = await cli(['status'])
-  t.match(st.stdout, /^PEER\s+ROLE\s+REACHABLE\s+LAST CONTACT\s+HTTP\s+LAG\s+P2P$/m, 'flotilla status: a table')
+  t.match(st.stdout, /^PEER\s+ROLE\s+REACHABLE\s+LAST CONTACT\s+HTTP\s+PEER PORT\s+LAG\s+P2P$/m, 'flotilla status: a table')
+  t.match(st.stdout, /\shttps:\/\/127\.0\.0\.1:\d+\s/, 'with the node\'s peer port')
   t.match(st.stdout, ISO, 'with ISO times')
   const stj = JSON.parse((await cli(['status', '--json'])).stdout) as { node: string; members: unknown[] }
   t.equal(stj.node, n1.peerId, 'flotilla status --json: the API document')

@@ -76,7 +76,8 @@ t.test('the README\'s three-node block works as written', async (t) => {
     if (!out.includes('BLOCK-DONE')) t.comment(`stdout:\n${out}\nstderr:\n${err}`)
   }
   t.notMatch(err, /failed with 401|failed with 503|Error|error:/i, `no command failed: ${err.slice(0, 1500)}`)
-  const statuses = out.split('PEER').length - 1
+  // Table heads (PEER  ROLE …); the PEER PORT column says PEER too.
+  const statuses = (out.match(/^PEER\s+ROLE\s/gm) ?? []).length
   t.equal(statuses, 2, 'both status commands printed their table')
   t.match(out, new RegExp(`/ip4/127\\.0\\.0\\.1/tcp/7001/p2p/${n1.peerId}`), 'the first status shows node 1\'s full multiaddr, as the README says')
 

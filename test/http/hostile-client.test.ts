@@ -19,6 +19,7 @@ import { generateKeyPair, privateKeyFromProtobuf } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import type { PrivateKey } from '@libp2p/interface'
 import { signRequest } from '../../net/peer-auth.js'
+import { PeerClient, createPeerCredentials, createPeerMetrics, type PeerTarget } from '../../net/peer-https.js'
 import { ERRORS } from '../../storage/errors.js'
 import { startTarget, type Target } from '../helpers/registry.js'
 import { startTestCluster, checkImage, basicAuth, waitFor, type ClusterNode, type TestCluster } from '../helpers/cluster.js'
@@ -145,6 +146,8 @@ interface Case extends Omit<Req, 'path'> {
   todo?: string
   /** The Authorization header made when the case runs (peer signatures expire); undefined: none. */
   sign?: () => Promise<string | undefined>
+  /** Sent to the target's peer port (net/peer-https.ts) as the member `memberKey`, not to its client port. */
+  viaPeer?: boolean
 }
 
 interface Env {
@@ -160,6 +163,8 @@ interface Env {
   newUpload: (repo: string, via?: string) => Promise<string>
   /** A member's key, to sign internal requests as it. */
   memberKey?: { key: PrivateKey; peerId: string }
+  /** The target's peer port, and a client holding memberKey's certificate: node-to-node routes answer there only. */
+  peer?: { client: PeerClient; target: PeerTarget }
   strangerKey: { key: PrivateKey; peerId: string }
 }
 
@@ -741,7 +746,10 @@ function generate (g: Gen, env: Env): Case[] {
     const mk = env.memberKey
     const member = (what: string, method: string, path: string, status: number | number[], code?: string | string[], body?: string): void => {
       internal(`as a member: ${what}`, method, path, async () => await signRequest(mk.key, mk.peerId, method, path, Date.now()), status, code, body)
+      cases[cases.length - 1]!.viaPeer = true
     }
+    // The client port answers node-to-node routes with 403 even to a member: they live on the peer port.
+    internal('as a member, on the client port', 'GET', ip, async () => await signRequest(mk.key, mk.peerId, 'GET', ip, Date.now()), 403, 'DENIED')
     member('blob with a malformed digest', 'GET', '/internal/v1/blobs/sha256:zz', 400, 'DIGEST_INVALID')
     member('blob with bad percent-encoding', 'GET', '/internal/v1/blobs/%ff', 400, 'DIGEST_INVALID')
     member('unknown blob', 'GET', `/internal/v1/blobs/${unknownDigest()}`, 404, 'BLOB_UNKNOWN')
@@ -811,7 +819,9 @@ async function runCase (env: Env, c: Case, g: Gen): Promise<Outcome> {
     }
     const want = expectation({ ...c, path }, env)
     const from = c.from ?? a.from
-    const ans = await send(env.base, { method: c.method, path, headers, ...(c.body !== undefined ? { body: c.body } : {}), ...(c.chunked === true ? { chunked: true } : {}), ...(from !== undefined ? { from } : {}) })
+    const ans = c.viaPeer === true && env.peer !== undefined
+      ? await env.peer.client.call(env.peer.target, { method: c.method, path, headers: headers as Record<string, string>, ...(c.body !== undefined ? { body: c.body } : {}), timeoutMs: TIMEOUT_MS })
+      : await send(env.base, { method: c.method, path, headers, ...(c.body !== undefined ? { body: c.body } : {}), ...(c.chunked === true ? { chunked: true } : {}), ...(from !== undefined ? { from } : {}) })
     let problem = judge(c, path, ans, want)
     if (problem === undefined && c.after !== undefined && ans.status === asList(c.status)?.[0]) problem = await c.after(ans)
     return { c, path, problem, status: ans.status }
@@ -997,8 +1007,20 @@ async function makeEnv (base: string, creds: { username: string; password: strin
     // This node's own identity: a member of its cluster, to reach past the signature check.
     const key = privateKeyFromProtobuf(await readFile(join(dataDir, 'p2p-key')))
     env.memberKey = { key, peerId: peerIdFromPrivateKey(key).toString() }
+    env.peer = await peerPortOf(base, admin, key)
   }
   return env
+}
+
+/** The peer port of the node at `base` (from its member list), and a client holding `key`'s certificate. */
+async function peerPortOf (base: string, admin: string, key: PrivateKey): Promise<{ client: PeerClient; target: PeerTarget }> {
+  const st = await send(base, { method: 'GET', path: '/api/v1/cluster', headers: { authorization: admin } })
+  const doc = JSON.parse(st.body.toString()) as { node: string; members: Array<{ peerId: string; peer: string | null }> }
+  const url = doc.members.find((m) => m.peerId === doc.node)?.peer
+  if (typeof url !== 'string') throw new Error(`${base} lists no peer port for itself: ${st.body.toString().slice(0, 300)}`)
+  const client = new PeerClient(await createPeerCredentials(key), createPeerMetrics())
+  t.teardown(() => client.close())
+  return { client, target: { peerId: doc.node, url } }
 }
 
 /** The image pushed first, byte for byte, and the target's tags untouched. */
@@ -1057,6 +1079,7 @@ async function againstClusterNode (t: Test, c: TestCluster, target: ClusterNode,
   const env: Env = { ...base, base: target.url, jwt: new Map([[base.target, await jwtFor(target.url, base.admin, base.target)], [base.scratch, await jwtFor(target.url, base.admin, base.scratch)]]) }
   const viaKey = privateKeyFromProtobuf(await readFile(join(via.dataDir, 'p2p-key')))
   env.memberKey = { key: viaKey, peerId: peerIdFromPrivateKey(viaKey).toString() }
+  env.peer = await peerPortOf(target.url, base.admin, viaKey)
   const g = new Gen(seed)
   const all = generate(g, env)
   // Upload sessions opened on `via` and driven through the target: the owner answers, through the proxy.

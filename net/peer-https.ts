@@ -1,0 +1,310 @@
+/**
+ * The peer port: HTTPS between members, bound to their libp2p identities. Each node presents
+ * the self-signed certificate of the libp2p TLS spec (an ECDSA key signed into the
+ * certificate's libp2p extension by the node's Ed25519 identity; net/libp2p-cert.ts makes and
+ * checks them), and each side checks the other's:
+ *
+ *   client (PeerClient)                                 server (PeerServer)
+ *   dial https://HOST:PORT of member X  ──TLS 1.3──►    plain bytes (not a TLS hello)? answer 400, close
+ *   present our certificate                             no certificate, a bad one, or not a member's? close
+ *   X's certificate must name X, else close             the request goes to the HTTP handler with
+ *   send the request (signed, net/peer-auth.ts)         peerOfRequest(req) = the certificate's peer id
+ *
+ * The client verifies the server before a byte of the request leaves (its agent hands the
+ * socket to HTTP only then), and never resumes a TLS session, so every connection is checked.
+ * Connections are kept alive per peer. AES-GCM first (hardware accelerated); TLS 1.3 only.
+ *
+ * Knows nothing of the cluster: whom to admit is a callback.
+ */
+import { createServer as createHttpServer, request as httpRequest, type ClientRequest, type IncomingHttpHeaders, type IncomingMessage, type RequestOptions, type Server as HttpServer, type ServerResponse } from 'node:http'
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https'
+import { createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net'
+import { connect as tlsConnect, createServer as createTlsServer, type ConnectionOptions, type Server as TlsServer, type TLSSocket } from 'node:tls'
+import { createHash } from 'node:crypto'
+import type { Duplex } from 'node:stream'
+import type { PrivateKey } from '@libp2p/interface'
+import { createLibp2pCertificate, verifyLibp2pCertificate } from './libp2p-cert.js'
+import { Counter } from 'prom-client'
+
+/** This node's certificate and its key (PEM), per the libp2p TLS spec. */
+export interface PeerCredentials { cert: string; key: string }
+
+/** Where to reach a member for node-to-node HTTP: its peer port (https:) or, for a member that has none recorded, its client API (http:). */
+export interface PeerTarget { peerId: string; url: string }
+
+/** TLS 1.3 suites, AES-GCM first: hardware accelerated here, and the fastest of the three. */
+const CIPHERS = 'TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256'
+const TLS_OPTIONS = { minVersion: 'TLSv1.3', ciphers: CIPHERS } as const
+/** How long a connection may take to say hello and finish the handshake. */
+const HANDSHAKE_MS = 10_000
+
+export async function createPeerCredentials (privateKey: PrivateKey): Promise<PeerCredentials> {
+  return await createLibp2pCertificate(privateKey)
+}
+
+/** Metrics of the peer port (registered by whoever owns the node's registry). */
+export function createPeerMetrics (): {
+  handshakeFailures: Counter<'direction' | 'reason'>
+  connections: Counter<'direction'>
+  requests: Counter<'kind'>
+  replaysRefused: Counter
+  internalOnClientPort: Counter
+} {
+  return {
+    handshakeFailures: new Counter({ name: 'flotilla_peer_tls_handshake_failures_total', help: 'Peer-port connections refused or failed before any HTTP, by direction and reason (plain-http, no-certificate, bad-certificate, not-member, wrong-peer, tls-error, timeout)', labelNames: ['direction', 'reason'] as const, registers: [] }),
+    connections: new Counter({ name: 'flotilla_peer_tls_connections_total', help: 'Peer-port connections whose peer was verified, by direction (inbound: accepted; outbound: dialed)', labelNames: ['direction'] as const, registers: [] }),
+    requests: new Counter({ name: 'flotilla_peer_requests_total', help: 'Requests served on the peer port, by kind (internal: /internal/v1 routes; forwarded: a request a member passed on; other)', labelNames: ['kind'] as const, registers: [] }),
+    replaysRefused: new Counter({ name: 'flotilla_peer_replays_refused_total', help: 'Node-to-node requests refused because their signed nonce was already used (a replay)', registers: [] }),
+    internalOnClientPort: new Counter({ name: 'flotilla_peer_internal_on_client_port_total', help: 'Node-to-node (/internal/v1) requests refused on the client port because this node has a peer port', registers: [] }),
+  }
+}
+export type PeerMetrics = ReturnType<typeof createPeerMetrics>
+
+/** Verified certificates by their hash: a certificate's check does not change, and costs a few ms. */
+const verified = new Map<string, string>()
+
+/** The peer id a libp2p TLS certificate (DER) carries, once its signatures check; throws otherwise. */
+export async function peerIdOfCertificate (raw: Uint8Array): Promise<string> {
+  const h = createHash('sha256').update(raw).digest('base64')
+  const hit = verified.get(h)
+  if (hit !== undefined) return hit
+  const id = await verifyLibp2pCertificate(raw)
+  if (verified.size >= 4096) verified.clear()
+  verified.set(h, id)
+  return id
+}
+
+const peers = new WeakMap<Socket, string>()
+
+/** The verified peer id of a request that came in on the peer port; undefined for any other request. */
+export function peerOfRequest (req: IncomingMessage): string | undefined {
+  return peers.get(req.socket)
+}
+
+export interface PeerServerOptions {
+  credentials: PeerCredentials
+  /** Whether a verified peer may use the port (the cluster's members); others are cut off after the handshake. */
+  admits: (peerId: string) => boolean
+  /** The HTTP handler (the node's app); peerOfRequest(req) names the caller. */
+  handler: (req: IncomingMessage, res: ServerResponse) => void
+  metrics: PeerMetrics
+  onRefused?: (reason: string, detail: string) => void
+}
+
+const PLAIN_ANSWER = 'this is a Flotilla peer port: members only, over TLS with their libp2p certificates. Clients use the node\'s --listen address.\n'
+
+/**
+ * The peer-port server: a TCP listener that sniffs the first byte (a TLS handshake starts
+ * with 0x16; anything else is answered in plain text and closed), a TLS server that asks for
+ * the client's certificate, and an HTTP server that gets only verified connections.
+ */
+export class PeerServer {
+  private readonly net: NetServer
+  private readonly tls: TlsServer
+  readonly http: HttpServer
+  private readonly sockets = new Set<Socket>()
+
+  constructor (private readonly opts: PeerServerOptions) {
+    // Headers up to 64 KiB: the first chunk of an upload chain names the rest of the chain
+    // (cluster/replication/upload-mirror.ts).
+    this.http = createHttpServer({ requestTimeout: 0, headersTimeout: 60_000, keepAliveTimeout: 65_000, highWaterMark: 1 << 20, maxHeaderSize: 64 * 1024 }, opts.handler)
+    // Expect: 100-continue. A hop of an upload chain is told to go on only once its route has
+    // checked the request (src/http/internal.ts): a hop that refuses is skipped before any byte.
+    this.http.on('checkContinue', (req, res) => {
+      if (req.url?.startsWith('/internal/') !== true) res.writeContinue()
+      opts.handler(req, res)
+    })
+    this.http.setTimeout(120_000, (s: Socket) => s.destroy())
+    this.tls = createTlsServer({ ...TLS_OPTIONS, cert: opts.credentials.cert, key: opts.credentials.key, requestCert: true, rejectUnauthorized: false, handshakeTimeout: HANDSHAKE_MS })
+    this.tls.on('secureConnection', (s: TLSSocket) => { this.accept(s) })
+    this.tls.on('tlsClientError', (err: NodeJS.ErrnoException, s: TLSSocket) => {
+      this.refuse(/timed out/i.test(err.message) ? 'timeout' : 'tls-error', err.message)
+      s.destroy()
+    })
+    this.net = createNetServer((s) => { this.sniff(s) })
+  }
+
+  /** Listen; resolves with the address bound (port 0 picks a free one). */
+  async listen (host: string, port: number): Promise<{ host: string; port: number }> {
+    await new Promise<void>((resolve, reject) => {
+      this.net.once('error', reject)
+      this.net.listen(port, host, () => { this.net.off('error', reject); resolve() })
+    })
+    const a = this.net.address() as { address: string; port: number }
+    return { host: a.address, port: a.port }
+  }
+
+  async close (): Promise<void> {
+    const closed = new Promise<void>((resolve) => this.net.close(() => resolve()))
+    this.http.closeIdleConnections()
+    const timer = setTimeout(() => { for (const s of this.sockets) s.destroy() }, 2000)
+    for (const s of this.sockets) if (!peers.has(s)) s.destroy()
+    await closed
+    clearTimeout(timer)
+  }
+
+  private refuse (reason: string, detail: string): void {
+    this.opts.metrics.handshakeFailures.inc({ direction: 'inbound', reason })
+    this.opts.onRefused?.(reason, detail)
+  }
+
+  private track (s: Socket): void {
+    this.sockets.add(s)
+    s.once('close', () => this.sockets.delete(s))
+  }
+
+  private sniff (s: Socket): void {
+    this.track(s)
+    s.on('error', () => s.destroy())
+    s.setTimeout(HANDSHAKE_MS, () => { this.refuse('timeout', 'no hello'); s.destroy() })
+    s.once('data', (chunk: Buffer) => {
+      s.pause()
+      s.setTimeout(0)
+      s.unshift(chunk)
+      if (chunk[0] !== 0x16) {
+        this.refuse('plain-http', `first byte 0x${chunk[0]!.toString(16)}`)
+        s.end(`HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(PLAIN_ANSWER)}\r\nConnection: close\r\n\r\n${PLAIN_ANSWER}`)
+        s.destroySoon()
+        return
+      }
+      this.tls.emit('connection', s)
+    })
+  }
+
+  private accept (s: TLSSocket): void {
+    this.track(s)
+    const raw = s.getPeerCertificate(false)?.raw as Buffer | undefined
+    if (raw === undefined || raw.length === 0) { this.refuse('no-certificate', 'the client sent no certificate'); s.destroy(); return }
+    // Bytes that arrive meanwhile wait in the socket: HTTP sees the connection only once it is verified.
+    s.pause()
+    peerIdOfCertificate(raw).then((peer) => {
+      if (s.destroyed) return
+      if (!this.opts.admits(peer)) { this.refuse('not-member', peer); s.destroy(); return }
+      peers.set(s, peer)
+      this.opts.metrics.connections.inc({ direction: 'inbound' })
+      this.http.emit('connection', s)
+      s.resume()
+    }, (err: unknown) => {
+      this.refuse('bad-certificate', (err as Error).message)
+      s.destroy()
+    })
+  }
+}
+
+/**
+ * An HTTPS agent pinned to one member: it dials, checks that the server's certificate carries
+ * the expected peer id, and only then hands the socket to HTTP. Keeps connections alive.
+ */
+class PinnedAgent extends HttpsAgent {
+  constructor (private readonly peerId: string, private readonly creds: PeerCredentials, private readonly metrics: PeerMetrics) {
+    // As many connections as requests in flight (upload mirrors hold one each for a whole
+    // upload: a queued chunk would stall the client), a few kept for the next ones.
+    super({ keepAlive: true, keepAliveMsecs: 10_000, maxFreeSockets: 16, maxCachedSessions: 0 })
+  }
+
+  // Node's Agent waits for the callback when createConnection returns nothing.
+  override createConnection (options: RequestOptions, cb?: (err: Error | null, s: Duplex) => void): undefined {
+    let done = false
+    const finish = (err: Error | null, sock?: Socket): void => { if (!done) { done = true; cb!(err, sock!) } }
+    const fail = (reason: string, err: Error): void => {
+      this.metrics.handshakeFailures.inc({ direction: 'outbound', reason })
+      s.destroy()
+      finish(err)
+    }
+    let connected = false
+    const s = tlsConnect({
+      host: options.host ?? undefined,
+      port: Number(options.port),
+      ...TLS_OPTIONS,
+      cert: this.creds.cert,
+      key: this.creds.key,
+      // The certificate is self-signed: it is checked below, against the member we meant to reach.
+      rejectUnauthorized: false,
+      highWaterMark: 1 << 20,
+    } as ConnectionOptions)
+    s.once('connect', () => { connected = true })
+    s.setTimeout(HANDSHAKE_MS, () => fail('timeout', new Error(`the peer port of ${this.peerId} at ${String(options.host)}:${String(options.port)} did not finish the TLS handshake in ${HANDSHAKE_MS} ms`)))
+    s.once('error', (err) => {
+      if (done) return
+      if (connected) this.metrics.handshakeFailures.inc({ direction: 'outbound', reason: 'tls-error' })
+      finish(err)
+    })
+    s.once('secureConnect', () => {
+      s.setTimeout(0)
+      const raw = s.getPeerCertificate(false)?.raw as Buffer | undefined
+      if (raw === undefined || raw.length === 0) { fail('no-certificate', new Error(`the peer port at ${String(options.host)}:${String(options.port)} presented no certificate`)); return }
+      peerIdOfCertificate(raw).then((peer) => {
+        if (peer !== this.peerId) {
+          fail('wrong-peer', new Error(`the peer port at ${String(options.host)}:${String(options.port)} is ${peer}, not the member ${this.peerId} it is recorded for: refused (a stale address, or someone in the way)`))
+          return
+        }
+        this.metrics.connections.inc({ direction: 'outbound' })
+        finish(null, s)
+      }, (err: unknown) => fail('bad-certificate', new Error(`the peer port at ${String(options.host)}:${String(options.port)} presented an invalid libp2p certificate: ${(err as Error).message}`)))
+    })
+    return undefined
+  }
+}
+
+export interface PeerCallOptions {
+  method: string
+  path: string
+  headers?: Record<string, string>
+  body?: Buffer | string
+  timeoutMs: number
+}
+
+export interface PeerAnswer { status: number; headers: IncomingHttpHeaders; body: Buffer }
+
+/** The client side: one pinned, keep-alive agent per member. */
+export class PeerClient {
+  private readonly agents = new Map<string, PinnedAgent>()
+
+  constructor (private readonly creds: PeerCredentials, private readonly metrics: PeerMetrics) {}
+
+  /** Like http.request, to `target`: over its peer port when its URL is https:, else plain HTTP (a member with no peer port recorded). */
+  request (target: PeerTarget, options: Omit<RequestOptions, 'host' | 'hostname' | 'port' | 'agent' | 'protocol'>, cb?: (res: IncomingMessage) => void): ClientRequest {
+    const url = new URL(target.url)
+    const base = { ...options, host: url.hostname.replace(/^\[|\]$/g, ''), port: url.port }
+    if (url.protocol !== 'https:') return httpRequest(base, cb)
+    return httpsRequest({ ...base, agent: this.agentFor(target.peerId) }, cb)
+  }
+
+  /** One request with a small answer, read whole. */
+  async call (target: PeerTarget, o: PeerCallOptions): Promise<PeerAnswer> {
+    return await new Promise<PeerAnswer>((resolve, reject) => {
+      const headers = { ...o.headers, ...(o.body === undefined && o.method !== 'GET' && o.method !== 'HEAD' ? { 'content-length': '0' } : {}) }
+      const req = this.request(target, { method: o.method, path: o.path, headers, timeout: o.timeoutMs }, (res) => {
+        const chunks: Buffer[] = []
+        res.on('data', (c: Buffer) => chunks.push(c))
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }))
+        res.on('error', reject)
+      })
+      const timer = setTimeout(() => req.destroy(new Error(`no answer from ${target.peerId} within ${o.timeoutMs} ms`)), o.timeoutMs)
+      req.on('close', () => clearTimeout(timer))
+      req.on('timeout', () => req.destroy(new Error(`${target.peerId} stopped answering`)))
+      req.on('error', reject)
+      req.end(o.body)
+    })
+  }
+
+  /** Drop a member's connections (it was removed, or its address changed). */
+  forget (peerId: string): void {
+    this.agents.get(peerId)?.destroy()
+    this.agents.delete(peerId)
+  }
+
+  close (): void {
+    for (const a of this.agents.values()) a.destroy()
+    this.agents.clear()
+  }
+
+  private agentFor (peerId: string): PinnedAgent {
+    let a = this.agents.get(peerId)
+    if (a === undefined) {
+      a = new PinnedAgent(peerId, this.creds, this.metrics)
+      this.agents.set(peerId, a)
+    }
+    return a
+  }
+}
