@@ -41,6 +41,7 @@ import { Collector, InUse } from '../cluster/gc/collector.js'
 import { RetentionRunner } from '../cluster/retention/runner.js'
 import { PullRecorder } from '../cluster/retention/pulls.js'
 import { DiskWatch } from '../storage/disk-watch.js'
+import { HookDeliverer } from '../cluster/hooks/deliverer.js'
 import { signRequest } from '../net/peer-auth.js'
 import { listenFailure } from './listen-errors.js'
 import { createApiServer, type ApiServer } from './tls/server.js'
@@ -169,6 +170,7 @@ export class RegistryNode {
       auth: createAuthService(config.auth, kv, log, { submit: async (c) => await deps.sink.submit(c), barrier: async () => await deps.sink.barrier() }, undefined, certificateUser(config.tls)),
     }
     deps.retention = { runner: new RetentionRunner({ queries: cluster.queries, sink: deps.sink, immutable: async (repo) => await deps.auth.queries.isImmutable(repo), log }), pulls: new PullRecorder(deps.sink, log) }
+    deps.hooks = new HookDeliverer({ queries: cluster.queries, sink: deps.sink, isLeader: () => cluster.driver?.isLeader ?? false, log })
     const inUse = new InUse()
     const call = memberCall(cluster, nodeId, identity.privateKey)
     deps.gc = { collector: gcCollector(cluster, deps, inUse, call, log), inUse, graceMs: durationMs(config.gc.grace)! }
@@ -223,6 +225,7 @@ export class RegistryNode {
   private startGc (): void {
     const gc = this.deps.gc!
     this.deps.retention?.pulls.start()
+    this.deps.hooks?.start()
     gc.collector.sweep().catch((err: unknown) => this.log.warn({ err: (err as Error).message }, 'gc: the sweep at start failed; the next collection sweeps again'))
     const every = durationMs(this.config.gc.interval)!
     if (every <= 0) return
@@ -279,6 +282,8 @@ export class RegistryNode {
       }
       // Other sites long-polling this site's change feed hear of a new entry at once.
       this.sites.notify()
+      // A webhook delivery may have been queued: the leader sends it now rather than at its next tick.
+      deps.hooks?.kick()
     }
     const mirror = this.mirror!
     deps.replication = {
@@ -397,6 +402,7 @@ export class RegistryNode {
     if (this.gcTimer !== undefined) clearInterval(this.gcTimer)
     this.disk?.stop()
     this.deps.retention?.pulls.stop()
+    this.deps.hooks?.stop()
     // Worth a moment, not a hang: without a quorum the pulls are simply not recorded.
     await Promise.race([this.deps.retention?.pulls.flush().catch(() => {}), new Promise((resolve) => setTimeout(resolve, 2000).unref())])
     this.api?.close()

@@ -8,6 +8,7 @@ import { decodeJSON } from './state-machine.js'
 import type { DescriptorRecord, ManifestRecord, MemberRecord, UploadRecord } from './commands.js'
 import type { RepoState, RetentionPolicy } from '../retention/policy.js'
 import { qkey, type Quota } from './quotas.js'
+import { hkey, type Delivery, type DeliveryLog, type Hook } from '../hooks/hooks.js'
 
 export interface Page<T> {
   items: T[]
@@ -77,6 +78,35 @@ export class MetadataQueries {
       out.push({ ...q, usedBytes: (await this.json<{ bytes: number }>(qkey.usage(q.name)))?.bytes ?? 0 })
     }
     return out
+  }
+
+  /** The webhooks, secrets included (callers showing them to people mask them). */
+  async hooks (): Promise<Hook[]> {
+    const out: Hook[] = []
+    for await (const [, v] of this.kv.entries(prefixRange(hkey.hookPrefix()))) out.push(decodeJSON<Hook>(v))
+    return out
+  }
+
+  /** A hook's queued deliveries due by `now`, oldest first, at most `limit`. */
+  async dueDeliveries (hook: string, now: number, limit: number): Promise<Delivery[]> {
+    const out: Delivery[] = []
+    for await (const [, v] of this.kv.entries(prefixRange(hkey.queuedPrefix(hook)))) {
+      const d = decodeJSON<Delivery>(v)
+      // Oldest first, and in order: a delivery not due yet holds the ones behind it.
+      if (d.nextAt > now) break
+      out.push(d)
+      if (out.length >= limit) break
+    }
+    return out
+  }
+
+  /** A hook's deliveries: queued (with their attempts) and the log, newest first. */
+  async deliveries (hook: string, limit = 100): Promise<{ queued: Delivery[]; log: DeliveryLog[] }> {
+    const queued: Delivery[] = []
+    for await (const [, v] of this.kv.entries(prefixRange(hkey.queuedPrefix(hook)))) { queued.push(decodeJSON<Delivery>(v)); if (queued.length >= limit) break }
+    const log: DeliveryLog[] = []
+    for await (const [, v] of this.kv.entries({ ...prefixRange(hkey.logPrefix(hook)), reverse: true, limit })) log.push(decodeJSON<DeliveryLog>(v))
+    return { queued, log }
   }
 
   /** Last recorded pull of a manifest (ms), if any. */

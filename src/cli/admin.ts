@@ -13,6 +13,7 @@
  *   flotilla promote SRC:TAG DST[:TAG] [--move]
  *   flotilla gc [--dry-run] [--grace DURATION]
  *   flotilla quota set NAME --repos P… --max SIZE | list | rm NAME
+ *   flotilla hook set NAME --url URL --events E,… [--repos P…] [--secret-stdin] | list | rm NAME | deliveries NAME
  *   flotilla retention set NAME --repos P… [--keep-last N] [--by push|semver] [--older-than D] [--not-pulled D] [--untagged] [--exclude GLOB…] | list | rm NAME | run [--dry-run]
  *   flotilla audit [--by USER] [--action A] [--repo PATTERN] [--outcome ok|failed|denied] [--since WHEN] [--until WHEN] [--limit N]
  *
@@ -311,6 +312,33 @@ export function registerAdminCommands (program: Command): void {
       const doc = await spinner(`${o.move === true ? 'moving' : 'promoting'} ${src} to ${dst}`, async () => await api(o, 'POST', '/promote', { from: src, to: dst, move: o.move === true })) as { digest: string; manifests: string[]; blobs: number; referrers: number }
       show(o, doc, () => `${o.move === true ? 'moved' : 'promoted'} ${src} to ${dst} (${doc.digest}): ${doc.manifests.length} manifest(s), ${doc.blobs} blob(s), ${doc.referrers} referrer(s)\n`)
     })
+
+  const hook = program.command('hook').description('webhooks: registry events POSTed to a URL, signed and retried (admin)')
+  withConn(hook.command('set <name>').description('create or replace a webhook'))
+    .requiredOption('--url <url>', 'where deliveries are POSTed')
+    .requiredOption('--events <list>', `events, comma-separated: ${['push', 'delete', 'promote', 'pull', 'immutable', 'quota', 'gc'].join(', ')}`)
+    .option('--repos <pattern>', 'repositories (repeatable; default all: **)', (v: string, prev: string[] = []) => [...prev, v])
+    .option('--secret-stdin', 'read the signing secret from standard input (else one is made and printed once)')
+    .action(async (name: string, o: Conn & { url: string; events: string; repos?: string[]; secretStdin?: boolean }) => {
+      const secret = o.secretStdin === true ? (await readStdin()).trim() : randomBytes(24).toString('base64url')
+      const body = { url: o.url, secret, events: o.events.split(',').map((e) => e.trim()).filter((e) => e !== ''), repositories: o.repos ?? ['**'] }
+      const doc = await api(o, 'PUT', `/hooks/${encodeURIComponent(name)}`, body)
+      show(o, o.secretStdin === true ? doc : { ...doc, secret }, () => `webhook ${name} set: ${body.events.join(', ')} in ${body.repositories.join(' ')} to ${o.url}\n${o.secretStdin === true ? '' : `signing secret (shown once; verify Flotilla-Signature with it):\n${secret}\n`}`)
+    })
+  withConn(hook.command('list').description('the webhooks')).action(async (o: Conn) => {
+    const doc = await api(o, 'GET', '/hooks')
+    show(o, doc, () => table(['NAME', 'URL', 'EVENTS', 'REPOSITORIES'], (doc.hooks as Array<{ name: string; url: string; events: string[]; repositories: string[] }>).map((h) => [h.name, h.url, h.events.join(','), h.repositories.join(' ')])))
+  })
+  withConn(hook.command('rm <name>').description('remove a webhook and its queued deliveries')).action(async (name: string, o: Conn) => {
+    show(o, await api(o, 'DELETE', `/hooks/${encodeURIComponent(name)}`), () => `removed webhook ${name}\n`)
+  })
+  withConn(hook.command('deliveries <name>').description('queued deliveries and the delivery log, newest first')).action(async (name: string, o: Conn) => {
+    const doc = await api(o, 'GET', `/hooks/${encodeURIComponent(name)}/deliveries`) as { queued: Array<{ event: { id: string; type: string; repo?: string }; attempts: number; nextAt: number; lastError?: string }>; log: Array<{ id: string; type: string; repo?: string; outcome: string; attempts: number; at: number; lastError?: string }> }
+    show(o, doc, () => table(['DELIVERY', 'EVENT', 'REPO', 'STATE', 'ATTEMPTS', 'WHEN', 'LAST ERROR'], [
+      ...doc.queued.map((d) => [d.event.id, d.event.type, d.event.repo ?? '-', 'queued', String(d.attempts), `next ${iso(d.nextAt)}`, d.lastError ?? '-']),
+      ...doc.log.map((l) => [l.id, l.type, l.repo ?? '-', l.outcome, String(l.attempts), iso(l.at), l.lastError ?? '-']),
+    ]))
+  })
 
   const quota = program.command('quota').description('storage quotas per namespace (admin)')
   withConn(quota.command('set <name>').description('create or replace a quota'))

@@ -21,6 +21,8 @@
  *   POST   /promote {from, to, move?}       read on from, write on to (+ delete on from to move)
  *   GET    /audit?user=&action=&repo=&outcome=&since=&until=&before=&limit=   admin
  *   POST   /gc {dryRun?, graceSeconds?}     admin          (cluster/gc/collector.ts)
+ *   GET    /hooks                           admin          PUT /hooks/:name {url, secret, events, repositories}  DELETE /hooks/:name  (admin)
+ *   GET    /hooks/:name/deliveries          admin          queued deliveries and the delivery log (cluster/hooks/)
  *   GET    /quotas                          admin          PUT /quotas/:name {repositories, maxBytes}  DELETE /quotas/:name  (admin)
  *   GET    /retention                       admin          PUT /retention/:name {repositories, …}  DELETE /retention/:name  (admin)
  *   POST   /retention/run {dryRun?, policy?}  admin        (cluster/retention/)
@@ -42,6 +44,7 @@ import { readLimited } from './manifests.js'
 import type { RegistryDeps } from './deps.js'
 import { checkPolicy, type RetentionPolicy } from '../../cluster/retention/policy.js'
 import { checkQuota, type Quota } from '../../cluster/metadata/quotas.js'
+import { checkHook, type Hook } from '../../cluster/hooks/hooks.js'
 
 export const API_PREFIX = '/api/v1'
 
@@ -333,6 +336,29 @@ export function adminRoutes (deps: RegistryDeps) {
     ok(ctx, await gc.collector.run({ graceMs: g === undefined ? gc.graceMs : Math.round(g * 1000), dryRun: b.dryRun === true }))
   })
 
+  const masked = (h: Hook): Omit<Hook, 'secret'> & { secret: string } => ({ ...h, secret: '********' })
+  router.get('/hooks', async (ctx) => {
+    await requireAdmin(ctx)
+    ok(ctx, { hooks: (await deps.queries.hooks()).map(masked) })
+  })
+  router.put('/hooks/:name', async (ctx) => {
+    await requireAdmin(ctx)
+    const hook = { ...await jsonBody(ctx), name: ctx.params.name } as unknown as Hook
+    checkHook(hook)
+    await auth.submitAudited({ type: 'PutHook', hook, at: deps.now() })
+    ok(ctx, { hook: masked(hook) })
+  })
+  router.delete('/hooks/:name', async (ctx) => {
+    await requireAdmin(ctx)
+    await auth.submitAudited({ type: 'DeleteHook', name: ctx.params.name!, at: deps.now() })
+    ok(ctx)
+  })
+  router.get('/hooks/:name/deliveries', async (ctx) => {
+    await requireAdmin(ctx)
+    await deps.sink.barrier()
+    if (!(await deps.queries.hooks()).some((h) => h.name === ctx.params.name)) throw new FlotillaError('NOT_FOUND', `no webhook named ${ctx.params.name!.slice(0, 100)}`)
+    ok(ctx, await deps.queries.deliveries(ctx.params.name!))
+  })
   router.get('/quotas', async (ctx) => {
     await requireAdmin(ctx)
     ok(ctx, { quotas: await deps.queries.quotas() })

@@ -14,6 +14,7 @@ import type { UploadMirror } from '../../cluster/replication/upload-mirror.js'
 import type { Collector, InUse } from '../../cluster/gc/collector.js'
 import type { RetentionRunner } from '../../cluster/retention/runner.js'
 import type { DiskState } from '../../storage/disk-watch.js'
+import type { HookDeliverer } from '../../cluster/hooks/deliverer.js'
 import type { PullRecorder } from '../../cluster/retention/pulls.js'
 import type { PeerClient, PeerTarget } from '../../net/peer-https.js'
 
@@ -59,6 +60,8 @@ export interface RegistryDeps {
    * with room for an upload this node is too full to take (undefined: none).
    */
   disk?: { state: () => DiskState; roomElsewhere: () => Promise<string | undefined> }
+  /** Webhook deliveries, sent by the leader (cluster/hooks/). */
+  hooks?: HookDeliverer
   /** Retention policies, and the pull times they may use (cluster/retention/). */
   retention?: { runner: RetentionRunner; pulls: PullRecorder }
 }

@@ -307,6 +307,48 @@ const paths: Record<string, PathItem> = {
     }),
   },
 
+  [`${API_PREFIX}/hooks`]: {
+    get: op({
+      operationId: 'listHooks',
+      tags: ['maintenance'],
+      summary: 'List the webhooks (secrets masked)',
+      description: ADMIN,
+      ok: { 200: answer('The webhooks', { type: 'object', properties: { hooks: { type: 'array', items: schema('Hook') } } }) },
+      errors: [403],
+    }),
+  },
+  [`${API_PREFIX}/hooks/{name}`]: {
+    put: op({
+      operationId: 'putHook',
+      tags: ['maintenance'],
+      summary: 'Create or replace a webhook',
+      description: ADMIN + ' Events: push, delete, promote, pull (one per manifest and node an hour at most), immutable (a refused tag move or delete), quota (a refused push), gc. Each delivery is a POST with Flotilla-Event, Flotilla-Delivery (a unique id: drop duplicates) and Flotilla-Signature (sha256=HMAC-SHA256 of the body with the secret), retried with backoff until a 2xx.',
+      parameters: [pathName('name', 'webhook')],
+      requestBody: body(schema('Hook')),
+      ok: { 200: answer('The webhook, its secret masked', { type: 'object', properties: { hook: schema('Hook') } }) },
+      errors: [400, 403],
+    }),
+    delete: op({
+      operationId: 'deleteHook',
+      tags: ['maintenance'],
+      summary: 'Remove a webhook and its queued deliveries',
+      description: ADMIN,
+      parameters: [pathName('name', 'webhook')],
+      ok: { 200: answer('Removed', { type: 'object' }) },
+      errors: [403, 404],
+    }),
+  },
+  [`${API_PREFIX}/hooks/{name}/deliveries`]: {
+    get: op({
+      operationId: 'listDeliveries',
+      tags: ['maintenance'],
+      summary: 'A webhook\'s queued deliveries and its delivery log',
+      description: ADMIN,
+      parameters: [pathName('name', 'webhook')],
+      ok: { 200: answer('Queued (with attempts and the next one) and done or given up, newest first', { type: 'object', properties: { queued: { type: 'array', items: { type: 'object' } }, log: { type: 'array', items: { type: 'object' } } } }) },
+      errors: [403, 404],
+    }),
+  },
   [`${API_PREFIX}/quotas`]: {
     get: op({
       operationId: 'listQuotas',
@@ -659,6 +701,17 @@ export const OPENAPI_DOCUMENT: OpenApiDocument = {
           detail: { type: 'object', description: 'Non-secret details: digest, tag, target name …' },
           outcome: { type: 'string', enum: ['ok', 'failed', 'denied'] },
           code: { type: 'string', description: 'The error code when the outcome is not ok.' },
+        },
+      },
+      Hook: {
+        type: 'object',
+        required: ['url', 'secret', 'events', 'repositories'],
+        properties: {
+          name: { type: 'string' },
+          url: { type: 'string', format: 'uri' },
+          secret: { type: 'string', minLength: 16, description: 'Signs every delivery; masked when read back.' },
+          events: { type: 'array', items: { type: 'string', enum: ['push', 'delete', 'promote', 'pull', 'immutable', 'quota', 'gc'] } },
+          repositories: { type: 'array', items: { type: 'string' }, description: 'Repository patterns.' },
         },
       },
       Quota: {

@@ -764,6 +764,12 @@ function generate (g: Gen, env: Env): Case[] {
     member('mirror commit with bad percent-encoding', 'POST', `/internal/v1/mirrors/${g.word(16)}/commit/%ff`, 400, 'DIGEST_INVALID')
     member('mirror id with path tricks', 'PUT', '/internal/v1/mirrors/..%2f..%2fx/0', 404)
     member('drop an unknown mirror', 'DELETE', `/internal/v1/mirrors/${g.word(16)}`, 204)
+    member('GC: what it is using', 'GET', '/internal/v1/gc/in-use', 200)
+    member('GC: in-use with another method', 'DELETE', '/internal/v1/gc/in-use', 405)
+    member('GC: sweep with GET', 'GET', '/internal/v1/gc/sweep', 405)
+    member('GC: a path under gc/ that is none', 'GET', '/internal/v1/gc/../../x', 404)
+    member('its disk', 'GET', '/internal/v1/disk', 200)
+    member('its disk with another method', 'PUT', '/internal/v1/disk', [404, 405])
     // The Flotilla-Mirror header (an upload chain's next hops, a commit's quorum) is covered by the signature.
     const chained = (what: string, method: string, path: string, header: string, status: number | number[], code?: string | string[], body?: string, signed = true): void => {
       cases.push({
@@ -774,6 +780,7 @@ function generate (g: Gen, env: Env): Case[] {
         auth: 'none',
         headers: { 'flotilla-mirror': header },
         sign: async () => await signRequest(mk.key, mk.peerId, method, path, Date.now(), signed ? header : undefined),
+        viaPeer: true,
         status,
         ...(code !== undefined ? { code } : {}),
         ...(body !== undefined ? { body } : {}),
