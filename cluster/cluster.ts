@@ -378,6 +378,13 @@ export class Cluster {
     peerRequests: this.peerMetrics.requests,
     peerReplaysRefused: this.peerMetrics.replaysRefused,
     peerInternalOnClientPort: this.peerMetrics.internalOnClientPort,
+    // Where this node's Raft stands, read at each scrape.
+    term: new Gauge({ name: 'flotilla_raft_term', help: 'Current Raft term', registers: [], collect: () => { this.metrics.term.set(this.driver?.status().term ?? 0) } }),
+    commit: new Gauge({ name: 'flotilla_raft_commit_index', help: 'Highest log index known committed', registers: [], collect: () => { this.metrics.commit.set(this.driver?.status().commit ?? 0) } }),
+    applied: new Gauge({ name: 'flotilla_raft_applied_index', help: 'Highest log index applied to this node\'s state machine', registers: [], collect: () => { this.metrics.applied.set(this.driver?.status().applied ?? 0) } }),
+    applyLag: new Gauge({ name: 'flotilla_raft_apply_lag', help: 'Entries committed and not yet applied here', registers: [], collect: () => { const st = this.driver?.status(); this.metrics.applyLag.set(st === undefined ? 0 : Math.max(0, st.commit - st.applied)) } }),
+    leader: new Gauge({ name: 'flotilla_raft_is_leader', help: '1 on the leader', registers: [], collect: () => { this.metrics.leader.set(this.driver?.isLeader === true ? 1 : 0) } }),
+    members: new Gauge({ name: 'flotilla_cluster_members', help: 'Voters and learners of the current configuration', registers: [], collect: () => { this.metrics.members.set(this.memberIds().length) } }),
     stalled: new Gauge({
       name: 'flotilla_raft_followers_stalled',
       help: 'Followers whose replication is stalled right now (leader only)',

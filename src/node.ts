@@ -42,6 +42,7 @@ import { RetentionRunner } from '../cluster/retention/runner.js'
 import { PullRecorder } from '../cluster/retention/pulls.js'
 import { DiskWatch } from '../storage/disk-watch.js'
 import { HookDeliverer } from '../cluster/hooks/deliverer.js'
+import { Gauge } from 'prom-client'
 import { signRequest } from '../net/peer-auth.js'
 import { listenFailure } from './listen-errors.js'
 import { createApiServer, type ApiServer } from './tls/server.js'
@@ -77,6 +78,8 @@ export class RegistryNode {
   /** Bytes this node sends to its peers (cluster/replication/metrics.ts). */
   private readonly replicationMetrics = new ReplicationMetrics()
   private gcTimer: NodeJS.Timeout | undefined
+  /** Blobs this node should hold and is still copying. */
+  private readonly backlogGauge = new Gauge({ name: 'flotilla_replication_backlog', help: 'Blobs this node should hold and is still copying', registers: [], collect: () => { this.backlogGauge.set(this.replicator?.backlog() ?? 0) } })
   /** The data directory's filesystem against the watermarks (storage/disk-watch.ts). */
   disk: DiskWatch | undefined
   /** Sizes of record-less upload sessions at the last sweep (undefined before the first). */
@@ -343,7 +346,7 @@ export class RegistryNode {
     // Headers up to 64 KiB (Node's default is 16): the first chunk of an upload chain names the
     // rest of the chain, 53 bytes a peer (cluster/replication/upload-mirror.ts, MAX_CHAIN).
     const api = this.api = await createApiServer(this.config.tls, this.log, { requestTimeout: 0, headersTimeout: 60_000, keepAliveTimeout: 65_000, maxHeaderSize: 64 * 1024 })
-    const app = createApp({ deps: this.deps, log: this.log, ready: () => this.ready && this.cluster.ready(), started: () => this.ready, cluster: this.cluster, sites: this.sites, replicationBacklog: () => this.replicator?.backlog() ?? 0, replicationMetrics: this.replicationMetrics, mirrors, ...(this.faults !== undefined ? { faults: this.faults } : {}), metrics: [...api.metrics, ...(this.disk?.all() ?? [])] })
+    const app = createApp({ deps: this.deps, log: this.log, ready: () => this.ready && this.cluster.ready(), started: () => this.ready, cluster: this.cluster, sites: this.sites, replicationBacklog: () => this.replicator?.backlog() ?? 0, replicationMetrics: this.replicationMetrics, mirrors, ...(this.faults !== undefined ? { faults: this.faults } : {}), metrics: [...api.metrics, ...(this.disk?.all() ?? []), this.backlogGauge] })
     const handler = app.callback()
     const server = api.server
     server.on('request', handler)

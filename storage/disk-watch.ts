@@ -26,6 +26,7 @@ export class DiskWatch {
   private timer: NodeJS.Timeout | undefined
   private readonly metrics = {
     total: new Gauge({ name: 'flotilla_disk_total_bytes', help: 'Size of the filesystem holding the data directory', registers: [] }),
+    used: new Gauge({ name: 'flotilla_disk_used_bytes', help: 'Bytes used on the filesystem holding the data directory', registers: [] }),
     free: new Gauge({ name: 'flotilla_disk_free_bytes', help: 'Bytes free (to unprivileged users) on the filesystem holding the data directory', registers: [] }),
     full: new Gauge({ name: 'flotilla_disk_full', help: '1 while this node is above its high watermark and takes no uploads', registers: [] }),
   }
@@ -54,6 +55,7 @@ export class DiskWatch {
     this.current = { totalBytes: total, freeBytes: free, usedPercent, full, at: Date.now() }
     this.metrics.total.set(total)
     this.metrics.free.set(free)
+    this.metrics.used.set(total - free)
     this.metrics.full.set(full ? 1 : 0)
     if (full && !was) this.log.error({ usedPercent: Math.round(usedPercent * 10) / 10, freeBytes: free, highWatermark: this.marks.highPercent }, `disk above the high watermark (${this.marks.highPercent}% used): this node takes no new uploads until it is under ${this.marks.lowPercent}%; free space or raise storage.diskHighWatermark`)
     if (!full && was) this.log.info({ usedPercent: Math.round(usedPercent * 10) / 10 }, 'disk back under the low watermark: this node takes uploads again')

@@ -45,12 +45,37 @@ export interface AppOptions {
   metrics?: Metric[]
 }
 
-export function createMetrics (): { registry: MetricsRegistry; requests: Counter<'method' | 'status'>; duration: Histogram<'method'> } {
+export function createMetrics (): {
+  registry: MetricsRegistry
+  requests: Counter<'method' | 'route' | 'status'>
+  duration: Histogram<'method' | 'route'>
+  received: Counter<'route'>
+  sent: Counter<'route'>
+} {
   const registry = new MetricsRegistry()
   collectDefaultMetrics({ register: registry, prefix: 'flotilla_' })
-  const requests = new Counter({ name: 'flotilla_http_requests_total', help: 'HTTP requests by method and status', labelNames: ['method', 'status'] as const, registers: [registry] })
-  const duration = new Histogram({ name: 'flotilla_http_request_duration_seconds', help: 'HTTP request duration', labelNames: ['method'] as const, buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30], registers: [registry] })
-  return { registry, requests, duration }
+  const requests = new Counter({ name: 'flotilla_http_requests_total', help: 'HTTP requests by method, route and status', labelNames: ['method', 'route', 'status'] as const, registers: [registry] })
+  const duration = new Histogram({ name: 'flotilla_http_request_duration_seconds', help: 'HTTP request duration by method and route', labelNames: ['method', 'route'] as const, buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120], registers: [registry] })
+  const received = new Counter({ name: 'flotilla_http_received_bytes_total', help: 'Bytes received from clients, by route (measured on the connection while the request runs: mostly its body)', labelNames: ['route'] as const, registers: [registry] })
+  const sent = new Counter({ name: 'flotilla_http_sent_bytes_total', help: 'Bytes sent to clients (headers and bodies), by route', labelNames: ['route'] as const, registers: [registry] })
+  return { registry, requests, duration, received, sent }
+}
+
+/**
+ * A request's route, for metric labels: the route's shape with names, digests and ids left out
+ * (a label per repository would grow without bound).
+ */
+export function routeOf (path: string): string {
+  if (path.startsWith('/v2/')) {
+    if (path === '/v2/' || path === '/v2') return '/v2/'
+    if (path === '/v2/_catalog') return '/v2/_catalog'
+    const m = /\/(manifests|blobs\/uploads|blobs|tags\/list|referrers)(\/|$)/.exec(path)
+    return m === null ? '/v2/other' : `/v2/<name>/${m[1]!}`
+  }
+  if (path.startsWith('/api/v1/')) return `/api/v1/${path.slice(8).split('/')[0] ?? ''}`
+  if (path.startsWith('/internal/v1/')) return `/internal/v1/${path.slice(13).split('/')[0] ?? ''}`
+  if (['/token', '/metrics', '/healthz', '/readyz'].includes(path)) return path
+  return 'other'
 }
 
 export function createApp (opts: AppOptions): Koa {
@@ -67,10 +92,19 @@ export function createApp (opts: AppOptions): Koa {
   if (opts.sites !== undefined) for (const m of Object.values(opts.sites.metrics)) metrics.registry.registerMetric(m)
   app.use(requestLog(opts.log))
   app.use(async (ctx, next) => {
-    const end = metrics.duration.startTimer({ method: ctx.method })
+    const route = routeOf(ctx.path)
+    const end = metrics.duration.startTimer({ method: ctx.method, route })
+    // Bytes on this request's connection while it runs (HTTP/1.1: one request at a time on it).
+    const socket = ctx.req.socket
+    const read0 = socket.bytesRead
+    const written0 = socket.bytesWritten
+    ctx.res.once('close', () => {
+      metrics.received.inc({ route }, Math.max(0, socket.bytesRead - read0))
+      metrics.sent.inc({ route }, Math.max(0, socket.bytesWritten - written0))
+    })
     try { await next() } finally {
       end()
-      metrics.requests.inc({ method: ctx.method, status: String(ctx.status) })
+      metrics.requests.inc({ method: ctx.method, route, status: String(ctx.status) })
     }
   })
   app.use(errors(opts.log, (ctx) => { opts.deps.auth.challenge(ctx) }))
