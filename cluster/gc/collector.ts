@@ -26,7 +26,13 @@ import type { MetadataQueries } from '../metadata/queries.js'
 import type { CollectResult } from '../metadata/refs.js'
 
 /** Links and blobs one CollectGarbage command handles at most. */
-export const COLLECT_BATCH = 2000
+export const COLLECT_BATCH = 500
+/**
+ * After each batch the collector rests as long as the batch took, and the sweep after each
+ * SWEEP_SLICE files: GC takes at most about half of the state machine's time (and of a core),
+ * so pushes keep going at most of their speed while it runs.
+ */
+const SWEEP_SLICE = 200
 
 /** Digests held by requests under way on this node (a manifest PUT's blobs, a mount). */
 export class InUse {
@@ -64,8 +70,10 @@ export interface GcReport {
   /** Blobs forgotten (or that would be), with their bytes: each is freed on every node holding it. */
   blobs: Array<{ digest: string; size: number }>
   bytes: number
-  /** Digests left alone because something was using them. */
+  /** Digests left alone because something was using them (an upload, a mirror, a request)… */
   kept: number
+  /** … the first 1,000 of them. */
+  keptDigests: string[]
   /** What each member deleted from its disk (not in a dry run). */
   nodes: NodeSweep[]
   /** Members that did not answer: they sweep when they come back. */
@@ -90,6 +98,11 @@ export interface CollectorOptions {
   members: MemberLink
   log: Logger
   now?: () => number
+}
+
+/** Yield for `ms` (at most a second): the time the work just done took. */
+async function rest (ms: number): Promise<void> {
+  await new Promise((resolve) => setTimeout(resolve, Math.min(Math.max(ms, 1), 1000)))
 }
 
 export class Collector {
@@ -158,7 +171,7 @@ export class Collector {
     }))
     const at = this.now()
     const before = at - graceMs
-    const report: GcReport = { dryRun, graceMs, before, unlinked: 0, blobs: [], bytes: 0, kept: keep.size, nodes: [], pending }
+    const report: GcReport = { dryRun, graceMs, before, unlinked: 0, blobs: [], bytes: 0, kept: keep.size, keptDigests: [...keep].sort().slice(0, 1000), nodes: [], pending }
     if (dryRun) {
       const res = await this.opts.preview({ type: 'CollectGarbage', before, keep: [...keep].sort(), at })
       if (!res.ok) throw new FlotillaError(res.code, res.message)
@@ -167,6 +180,7 @@ export class Collector {
     }
     // In batches, so that pushes keep committing between them.
     for (;;) {
+      const t0 = Date.now()
       const res = await sink.submit({ type: 'CollectGarbage', before, keep: [...keep].sort(), limit: COLLECT_BATCH, at })
       if (!res.ok) throw new FlotillaError(res.code, res.message)
       const value = res.value as CollectResult
@@ -174,6 +188,7 @@ export class Collector {
       report.blobs.push(...value.blobs)
       report.bytes += value.bytes
       if (!value.more) break
+      await rest(Date.now() - t0)
     }
     const value = report
     this.metrics.blobs.inc(value.blobs.length)
@@ -206,7 +221,10 @@ export class Collector {
       if (!await this.opts.queries.refsReady()) return { deleted: 0, bytes: 0 }
       let deleted = 0
       let bytes = 0
+      let seen = 0
+      let sliceStart = Date.now()
       for await (const info of this.opts.blobs.list()) {
+        if (++seen % SWEEP_SLICE === 0) { await rest(Date.now() - sliceStart); sliceStart = Date.now() }
         if (await this.opts.queries.blobRecorded(info.digest)) continue
         if (await this.opts.blobs.collect(info.digest)) {
           deleted++

@@ -40,13 +40,16 @@ async function bump (tx: TxLike, k: string, delta: number): Promise<number> {
   return n
 }
 
-/** Set or clear the `unref` entry of a link from what the transaction holds now. */
-async function settleLink (tx: TxLike, repo: string, digest: string, at: number): Promise<void> {
+/**
+ * Set or clear the `unref` entry of a link from what the transaction holds now. A link written
+ * by this command (`fresh`: made, or made again by a new upload or mount) is unreferenced since now.
+ */
+async function settleLink (tx: TxLike, repo: string, digest: string, at: number, fresh: boolean): Promise<void> {
   const link = await tx.getJSON<{ size: number }>(key.link(repo, digest))
   const refs = (await tx.getJSON<{ n: number }>(key.blobRefs(repo, digest)))?.n ?? 0
   const k = key.unref(repo, digest)
   if (link === undefined || refs > 0) { tx.del(k); return }
-  if (await tx.get(k) === undefined) tx.putJSON(k, { since: at, size: link.size })
+  if (fresh || await tx.get(k) === undefined) tx.putJSON(k, { since: at, size: link.size })
 }
 
 /** Set or clear the `orphan` entry of a blob from what the transaction holds now. */
@@ -64,6 +67,7 @@ async function settleBlob (tx: TxLike, digest: string, at: number): Promise<void
 export async function maintainRefs (tx: RefsTx, at: number): Promise<void> {
   if (await tx.get(key.refsVersion()) === undefined) return
   const links = new Map<string, [string, string]>()
+  const written = new Set<string>()
   const blobs = new Set<string>()
   for (const [k, after] of [...tx.writes()]) {
     if (k.startsWith(MANIFEST)) {
@@ -82,11 +86,12 @@ export async function maintainRefs (tx: RefsTx, at: number): Promise<void> {
     } else if (k.startsWith(LINK)) {
       const [repo, digest] = partsOf(k) as [string, string]
       links.set(`${repo}\u0000${digest}`, [repo, digest])
+      if (after !== null) written.add(`${repo}\u0000${digest}`)
     } else if (k.startsWith(BLOB)) {
       blobs.add(partsOf(k)[0]!)
     }
   }
-  for (const [repo, digest] of links.values()) await settleLink(tx, repo, digest, at)
+  for (const [id, [repo, digest]] of links) await settleLink(tx, repo, digest, at, written.has(id))
   for (const digest of blobs) await settleBlob(tx, digest, at)
 }
 

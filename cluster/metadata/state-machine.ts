@@ -307,7 +307,9 @@ export class MetadataStateMachine {
 
   private async link (tx: Tx, repo: string, digest: string, size: number, at: number): Promise<void> {
     await this.ensureRepo(tx, repo, at)
-    if (await tx.get(key.link(repo, digest)) !== undefined) return
+    // Linked again (uploaded or mounted anew): rewritten, so that GC's grace counts from now
+    // for a link nothing references yet (refs.ts), without counting the repository twice.
+    if (await tx.get(key.link(repo, digest)) !== undefined) { tx.putJSON(key.link(repo, digest), { size, at }); return }
     tx.putJSON(key.link(repo, digest), { size, at })
     const b = await tx.getJSON<{ size: number; links: number }>(key.blob(digest))
     tx.putJSON(key.blob(digest), { size, links: (b?.links ?? 0) + 1 })

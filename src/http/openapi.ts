@@ -741,7 +741,7 @@ export const OPENAPI_DOCUMENT: OpenApiDocument = {
       },
       GcReport: {
         type: 'object',
-        required: ['dryRun', 'graceMs', 'before', 'unlinked', 'blobs', 'bytes', 'kept', 'nodes', 'pending'],
+        required: ['dryRun', 'graceMs', 'before', 'unlinked', 'blobs', 'bytes', 'kept', 'keptDigests', 'nodes', 'pending'],
         properties: {
           dryRun: { type: 'boolean' },
           graceMs: { type: 'integer' },
@@ -750,6 +750,7 @@ export const OPENAPI_DOCUMENT: OpenApiDocument = {
           blobs: { type: 'array', items: { type: 'object', properties: { digest: { type: 'string' }, size: { type: 'integer' } } }, description: 'Blobs forgotten by the metadata.' },
           bytes: { type: 'integer', description: 'Their total size.' },
           kept: { type: 'integer', description: 'Digests left alone because an upload or a request was using them.' },
+          keptDigests: { type: 'array', items: { type: 'string' }, description: 'The first 1,000 of them.' },
           nodes: { type: 'array', items: { type: 'object', properties: { peerId: { type: 'string' }, ok: { type: 'boolean' }, deleted: { type: 'integer' }, bytes: { type: 'integer' }, error: { type: 'string' } } }, description: 'What each node deleted from its disk.' },
           pending: { type: 'array', items: { type: 'string' }, description: 'Nodes that did not answer: they delete their bytes when they come back.' },
         },

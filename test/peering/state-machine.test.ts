@@ -98,7 +98,7 @@ t.test('SiteApply: changes and cursor in one command, a resend changes nothing, 
   t.same(await ok(sm, cmd), { applied: 2, failed: 0, cursor: 5 }, 'entries 4 and 5 were filtered at the source: the cursor passes them')
   t.equal(await q.resolveTag('r', 'v1'), M2)
   t.ok(await q.manifest('r', M1), 'the first manifest of the moved tag is there by digest')
-  t.same(await q.linkedBlob('r', D1), { size: 7, at: 102 }, 'the blob is linked into the repository')
+  t.same(await q.linkedBlob('r', D1), { size: 7, at: 103 }, 'the blob is linked into the repository (at: the last change that linked it)')
   t.same(await pq.cursor(SITE_A), { seq: 5, originAt: 105, at: 11, applied: 2 })
   t.same(await ok(sm, cmd), { applied: 0, failed: 0, cursor: 5 }, 'the same command again (a resend after a crash) does nothing')
   t.same(await ok(sm, { ...cmd, through: 6, changes: [shippedPut(3, M1, ['v1']), shippedPut(6, M1, ['old'])] } as Command), { applied: 1, failed: 0, cursor: 6 }, 'of a batch overlapping the cursor, only the new changes apply')
