@@ -11,13 +11,21 @@ const AUDIENCE = 'flotilla-join'
  * the caller submits: while one is unexpired, members accept strangers on probation.
  */
 export async function issueJoinToken (info: { clusterId: string; secret: string }, ttlSeconds: number, now = Date.now(), id?: string): Promise<{ token: string; expiresAt: string }> {
+  return await signClusterToken(info, AUDIENCE, { purpose: 'join' }, ttlSeconds, now, id)
+}
+
+/**
+ * A token signed with the cluster secret (HS256), issued by the cluster for `audience`, with
+ * `claims`, expiring `ttlSeconds` from `now`: join tokens here, peering tokens in cluster/peering/.
+ */
+export async function signClusterToken (info: { clusterId: string; secret: string }, audience: string, claims: JWTPayload, ttlSeconds: number, now = Date.now(), id?: string): Promise<{ token: string; expiresAt: string }> {
   const exp = Math.floor(now / 1000) + ttlSeconds
-  const jwt = new SignJWT({ purpose: 'join' })
+  const jwt = new SignJWT(claims)
   if (id !== undefined) jwt.setJti(id)
   const token = await jwt
     .setProtectedHeader({ alg: 'HS256' })
     .setIssuer(info.clusterId)
-    .setAudience(AUDIENCE)
+    .setAudience(audience)
     .setIssuedAt(Math.floor(now / 1000))
     .setExpirationTime(exp)
     .sign(Buffer.from(info.secret, 'base64url'))

@@ -5,7 +5,8 @@
  * claims without the secret, to learn whom it is about to peer with; only the issuing site
  * can check the signature, when the other site presents the token back to it.
  */
-import { SignJWT, decodeJwt, errors, jwtVerify, type JWTPayload } from 'jose'
+import { decodeJwt, errors, jwtVerify, type JWTPayload } from 'jose'
+import { signClusterToken } from '../join-token.js'
 import { membersProblem, type SiteMember } from './model.js'
 
 const AUDIENCE = 'flotilla-site'
@@ -18,15 +19,7 @@ export interface SiteTokenClaims {
 }
 
 export async function issueSiteToken (info: { clusterId: string; secret: string }, members: SiteMember[], ttlSeconds: number, now = Date.now()): Promise<{ token: string; expiresAt: string }> {
-  const exp = Math.floor(now / 1000) + ttlSeconds
-  const token = await new SignJWT({ purpose: 'site', site: info.clusterId, members })
-    .setProtectedHeader({ alg: 'HS256' })
-    .setIssuer(info.clusterId)
-    .setAudience(AUDIENCE)
-    .setIssuedAt(Math.floor(now / 1000))
-    .setExpirationTime(exp)
-    .sign(Buffer.from(info.secret, 'base64url'))
-  return { token, expiresAt: new Date(exp * 1000).toISOString() }
+  return await signClusterToken(info, AUDIENCE, { purpose: 'site', site: info.clusterId, members }, ttlSeconds, now)
 }
 
 /** Why a peering token is refused, in words; callers add what to do. */

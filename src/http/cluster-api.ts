@@ -13,20 +13,11 @@ import type { Cluster } from '../../cluster/cluster.js'
 import type { Stall } from '../../cluster/stall-watch.js'
 import { createJoinToken, joinCluster, JoinRequest } from '../../cluster/join.js'
 import { FlotillaError } from '../../storage/errors.js'
+import { jsonBody } from './json-body.js'
 import { readLimited } from './manifests.js'
 
-async function jsonBody<T> (ctx: Context, schema: z.ZodType<T>): Promise<T> {
-  const raw = await readLimited(ctx.req, 64 * 1024)
-  let doc: unknown
-  try {
-    doc = raw.length === 0 ? {} : JSON.parse(raw.toString('utf8'))
-  } catch {
-    throw new FlotillaError('BAD_REQUEST', 'the request body is not valid JSON')
-  }
-  const r = schema.safeParse(doc)
-  if (!r.success) throw new FlotillaError('BAD_REQUEST', `invalid request: ${r.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`)
-  return r.data
-}
+/** Largest request body these routes read. */
+const MAX_BODY = 64 * 1024
 
 /** Proxy the request to the leader's HTTP API unless this node is the leader. */
 function onLeader (cluster: Cluster) {
@@ -37,7 +28,7 @@ function onLeader (cluster: Cluster) {
     const target = leader === null ? undefined : cluster.peerTarget(leader)
     if (target === undefined) throw new FlotillaError('UNAVAILABLE', 'no leader is known right now: retry in a few seconds')
     if (await cluster.forwarding.marked(ctx.get(FORWARDED), ctx.method, ctx.path)) throw new FlotillaError('UNAVAILABLE', 'the leader moved while forwarding: retry')
-    const body = ctx.method === 'GET' || ctx.method === 'DELETE' ? undefined : await readLimited(ctx.req, 64 * 1024)
+    const body = ctx.method === 'GET' || ctx.method === 'DELETE' ? undefined : await readLimited(ctx.req, MAX_BODY)
     const headers: Record<string, string> = { [FORWARDED]: await cluster.forwarding.mark(ctx.method, ctx.path) }
     for (const h of ['content-type', 'authorization']) if (ctx.get(h) !== '') headers[h] = ctx.get(h)
     let res
@@ -148,7 +139,7 @@ export function clusterRoutes (cluster: Cluster, replicationBacklog: () => numbe
   })
 
   r.post('/tokens', async (ctx) => {
-    const body = await jsonBody(ctx, JoinTokenRequest)
+    const body = await jsonBody(ctx, JoinTokenRequest, MAX_BODY)
     const issued = await createJoinToken(cluster, body.ttlSeconds)
     ctx.status = 201
     ctx.body = issued
@@ -156,7 +147,7 @@ export function clusterRoutes (cluster: Cluster, replicationBacklog: () => numbe
 
   // The same join as over libp2p (cluster/join.ts); a follower forwards it to the leader.
   r.post('/join', async (ctx) => {
-    const req = await jsonBody(ctx, JoinRequest)
+    const req = await jsonBody(ctx, JoinRequest, MAX_BODY)
     const members = await joinCluster(cluster, req, { forwarded: await cluster.forwarding.marked(ctx.get(FORWARDED), ctx.method, ctx.path) })
     ctx.status = 201
     ctx.body = { members }

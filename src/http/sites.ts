@@ -25,22 +25,12 @@ import { identifyAdmin } from '../auth/cluster-guard.js'
 import { requestActor } from '../auth/context.js'
 import type { AuthService } from '../auth/service.js'
 import { FORWARDED } from './forwarded.js'
-import { readLimited } from './manifests.js'
+import { jsonBody } from './json-body.js'
+
+/** Largest request body these routes read. */
+const MAX_BODY = 256 * 1024
 
 const PREFIX = '/api/v1/sites'
-
-async function jsonBody<T> (ctx: Context, schema: z.ZodType<T>): Promise<T> {
-  const raw = await readLimited(ctx.req, 256 * 1024)
-  let doc: unknown
-  try {
-    doc = raw.length === 0 ? {} : JSON.parse(raw.toString('utf8'))
-  } catch {
-    throw new FlotillaError('BAD_REQUEST', 'the request body is not valid JSON')
-  }
-  const r = schema.safeParse(doc)
-  if (!r.success) throw new FlotillaError('BAD_REQUEST', `invalid request: ${r.error.issues.map((i) => `${i.path.join('.') || '(body)'}: ${i.message}`).join('; ')}`)
-  return r.data
-}
 
 const Name = z.string().regex(/^[a-z0-9][a-z0-9._-]{0,63}$/, 'use 1-64 of [a-z0-9._-], starting with a letter or digit')
 
@@ -131,20 +121,20 @@ export function sitesRoutes (sites: Sites, auth: AuthService, cluster?: Cluster)
   })
 
   r.post('/', async (ctx) => {
-    const b = await jsonBody(ctx, PeerRequest)
+    const b = await jsonBody(ctx, PeerRequest, MAX_BODY)
     const rec = await sites.peer({ address: b.address, token: b.token, name: b.name, rules: rulesOf(b), ...(b.as !== undefined ? { as: b.as } : {}) })
     ctx.status = 201
     ctx.body = await sites.status(rec.name)
   })
 
   r.post('/tokens', async (ctx) => {
-    const b = await jsonBody(ctx, SiteTokenRequest)
+    const b = await jsonBody(ctx, SiteTokenRequest, MAX_BODY)
     ctx.status = 201
     ctx.body = await sites.token(b.ttlSeconds)
   })
 
   r.post('/handshake', async (ctx) => {
-    const b = await jsonBody(ctx, HandshakeBody)
+    const b = await jsonBody(ctx, HandshakeBody, MAX_BODY)
     const req: HandshakeRequest = { token: b.token, site: b.site, members: b.members, rules: rulesOf(b.rules), ...(b.as !== undefined ? { as: b.as } : {}) }
     ctx.status = 201
     ctx.body = await sites.accept(req, ctx.get('authorization') || undefined)
