@@ -34,6 +34,7 @@
  *   gc:
  *     grace: 1h                  FLOTILLA_GC_GRACE                             (unreferenced this long before collected)
  *     interval: 1h               FLOTILLA_GC_INTERVAL                          (the leader collects this often; 0: never on its own)
+ *     copyIdle: 1h               FLOTILLA_GC_COPY_IDLE                         (a copy kept outside its blob's placement goes once unread this long)
  *   sites:
  *     advertise: (p2p address)   FLOTILLA_SITES_ADVERTISE --sites-advertise ADDR  (HOST:PORT or multiaddr other sites dial; cluster/peering/)
  *   auth: …                    FLOTILLA_AUTH_*, FLOTILLA_INITIAL_ADMIN_PASSWORD  (src/auth/config.ts)
@@ -116,7 +117,12 @@ export const ConfigSchema = z.object({
     grace: duration.default('1h'),
     /** How often the leader collects on its own; 0 turns the schedule off (`flotilla gc` still runs). */
     interval: duration.default('1h'),
-  }).strict().default({ grace: '1h', interval: '1h' }),
+    /**
+     * A copy a node kept outside its blob's placement (served through it, cluster.replicas < members)
+     * is dropped by the sweep once nobody has read it there for this long.
+     */
+    copyIdle: duration.default('1h'),
+  }).strict().default({ grace: '1h', interval: '1h', copyIdle: '1h' }),
   /** Client-facing TLS: src/tls/config.ts. */
   tls: TlsConfigSchema,
   /** Cross-site peering (cluster/peering/). */
@@ -183,6 +189,7 @@ const ENV: Array<[string, string[], (s: string) => unknown]> = [
   ['FLOTILLA_UPLOAD_EXPIRE_HOURS', ['uploads', 'expireAfterHours'], (s) => Number(s)],
   ['FLOTILLA_GC_GRACE', ['gc', 'grace'], (s) => s],
   ['FLOTILLA_GC_INTERVAL', ['gc', 'interval'], (s) => s],
+  ['FLOTILLA_GC_COPY_IDLE', ['gc', 'copyIdle'], (s) => s],
   ['FLOTILLA_SITES_ADVERTISE', ['sites', 'advertise'], (s) => s],
   ['FLOTILLA_FAULT_INJECTION', ['faultInjection'], (s) => s === 'true' || s === '1' ? true : s === 'false' || s === '0' ? false : s],
   ...AUTH_ENV,

@@ -23,7 +23,7 @@ import type { Digest } from '../storage/reference.js'
 import type { MemberRecord } from '../cluster/metadata/commands.js'
 import { loadOrCreateIdentity } from '../net/identity.js'
 import { BlobFetcher } from '../cluster/replication/blob-fetcher.js'
-import { Replicator, BLOB_TOPIC, type GossipMsg } from '../cluster/replication/replicator.js'
+import { Replicator, BLOB_TOPIC, placement, type GossipMsg } from '../cluster/replication/replicator.js'
 import { fetchThrough } from '../cluster/replication/fetch-through.js'
 import { UploadMirror } from '../cluster/replication/upload-mirror.js'
 import { MirrorReceiver } from '../cluster/replication/mirror-receiver.js'
@@ -64,6 +64,7 @@ export class RegistryNode {
   private readonly sockets = new Set<Socket>()
   private sweeper: NodeJS.Timeout | undefined
   private ready = false
+  private readonly startedAt = Date.now()
   address: { host: string; port: number } | undefined
   replicator: Replicator | undefined
   /** Upload chains: this node's uploads down their chains, and its part in other nodes' (upload-mirror.ts). */
@@ -176,11 +177,13 @@ export class RegistryNode {
     deps.hooks = new HookDeliverer({ queries: cluster.queries, sink: deps.sink, isLeader: () => cluster.driver?.isLeader ?? false, log })
     const inUse = new InUse()
     const call = memberCall(cluster, nodeId, identity.privateKey)
-    deps.gc = { collector: gcCollector(cluster, deps, inUse, call, log), inUse, graceMs: durationMs(config.gc.grace)! }
+    let self: RegistryNode | undefined
+    deps.gc = { collector: gcCollector(cluster, deps, inUse, call, log, async (d) => await self?.extraCopy(d) ?? false), inUse, graceMs: durationMs(config.gc.grace)! }
     const disk = new DiskWatch(dataDir, { highPercent: config.storage.diskHighWatermark, lowPercent: Math.min(config.storage.diskLowWatermark, config.storage.diskHighWatermark) }, log)
     deps.disk = { state: () => disk.state(), roomElsewhere: roomElsewhere(cluster, nodeId, call) }
     const node = new RegistryNode(config, log, nodeId, kv, deps, cluster, identity.privateKey, joinTarget, faults)
     node.disk = disk
+    self = node
     return node
   }
 
@@ -241,6 +244,20 @@ export class RegistryNode {
       })()
     }, every)
     this.gcTimer.unref()
+  }
+
+  /**
+   * Whether this node's copy of `digest` is an extra one GC may drop (gc.copyIdle): outside
+   * the blob's placement, every member of the placement recorded as holding it, and not read
+   * here for gc.copyIdle (a copy not read since this process started counts from the start).
+   */
+  async extraCopy (digest: string): Promise<boolean> {
+    const r = this.replicator
+    if (r === undefined || r.shouldHold(digest)) return false
+    const last = this.deps.blobs.lastRead?.(digest as Digest) ?? this.startedAt
+    if (Date.now() - last < durationMs(this.config.gc.copyIdle)!) return false
+    const holders = new Set(await this.deps.queries.holders(digest))
+    return placement(digest, this.cluster.memberIds(), this.config.cluster.replicas).every((p) => holders.has(p))
   }
 
   /** Blob copies between members: driven by applied commands, gossip hints and anti-entropy. */
@@ -461,8 +478,9 @@ function roomElsewhere (cluster: Cluster, nodeId: string, call: MemberCall): () 
 }
 
 /** The collector, talking to the other members over signed internal HTTP. */
-function gcCollector (cluster: Cluster, deps: RegistryDeps, inUse: InUse, call: MemberCall, log: Logger): Collector {
+function gcCollector (cluster: Cluster, deps: RegistryDeps, inUse: InUse, call: MemberCall, log: Logger, extraCopy: (digest: string) => Promise<boolean>): Collector {
   return new Collector({
+    extraCopy,
     peerId: deps.nodeId,
     blobs: deps.blobs,
     queries: deps.queries,

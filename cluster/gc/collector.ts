@@ -19,6 +19,7 @@
 import type { Logger } from 'pino'
 import { Counter, Gauge, type Registry } from 'prom-client'
 import type { BlobStore } from '../../storage/blobs/blob-store.js'
+import type { Digest } from '../../storage/reference.js'
 import { FlotillaError } from '../../storage/errors.js'
 import type { CommandSink } from '../metadata/applier.js'
 import type { Command, CommandResult } from '../metadata/commands.js'
@@ -56,7 +57,12 @@ export class InUse {
   list (): string[] { return [...this.held.keys()] }
 }
 
-export interface SweepResult { deleted: number; bytes: number }
+export interface SweepResult {
+  deleted: number
+  bytes: number
+  /** Of those, copies kept outside their blob's placement (still held by its placement). */
+  copies?: number
+}
 
 export interface NodeSweep extends SweepResult { peerId: string; ok: boolean; error?: string }
 
@@ -98,6 +104,12 @@ export interface CollectorOptions {
   members: MemberLink
   log: Logger
   now?: () => number
+  /**
+   * Whether this node's copy of a recorded blob is an extra one it may drop: kept outside the
+   * blob's placement (a fetch-through copy), every member of the placement holds the blob, and
+   * nobody has read the copy here for a while. Without it, no copy is dropped.
+   */
+  extraCopy?: (digest: string) => Promise<boolean>
 }
 
 /** Yield for `ms` (at most a second): the time the work just done took. */
@@ -119,6 +131,7 @@ export class Collector {
       blobs: new Counter({ name: 'flotilla_gc_blobs_forgotten_total', help: 'Blobs the metadata forgot in collections run from this node', registers }),
       deleted: new Counter({ name: 'flotilla_gc_blobs_deleted_total', help: 'Blob files this node deleted in sweeps', registers }),
       freed: new Counter({ name: 'flotilla_gc_bytes_freed_total', help: 'Bytes this node freed in sweeps', registers }),
+      copies: new Counter({ name: 'flotilla_gc_copies_dropped_total', help: 'Copies kept outside their blob\'s placement (fetch-through) this node dropped in sweeps', registers }),
       last: new Gauge({ name: 'flotilla_gc_last_sweep_timestamp_seconds', help: 'When this node last finished a sweep', registers }),
     }
   }
@@ -198,7 +211,7 @@ export class Collector {
       ...members.others().filter((p) => !pending.includes(p)).map(async (p): Promise<NodeSweep> => {
         try {
           const ans = await members.call(p, 'POST', '/internal/v1/gc/sweep') as Partial<SweepResult>
-          return { peerId: p, ok: true, deleted: Number(ans.deleted ?? 0), bytes: Number(ans.bytes ?? 0) }
+          return { peerId: p, ok: true, deleted: Number(ans.deleted ?? 0), bytes: Number(ans.bytes ?? 0), copies: Number(ans.copies ?? 0) }
         } catch (err) {
           return { peerId: p, ok: false, deleted: 0, bytes: 0, error: (err as Error).message }
         }
@@ -207,6 +220,24 @@ export class Collector {
     report.nodes = sweeps
     for (const s of sweeps) if (!s.ok) report.pending.push(s.peerId)
     return report
+  }
+
+  /**
+   * Drop this node's copy of a recorded blob when it is an extra one (extraCopy): first the
+   * holder record, through the log (so no member sends readers here any more; refused if it
+   * were the last holder), then the file. A reader already streaming from the file keeps its
+   * open handle; one that comes after is served through a holder.
+   */
+  private async dropCopy (digest: string, held: Set<string>): Promise<boolean> {
+    if (this.opts.extraCopy === undefined || held.has(digest)) return false
+    if (!await this.opts.extraCopy(digest)) return false
+    // Not recorded as a holder (dropped by an earlier sweep that could not delete the file)
+    // goes on to the delete too: a copy on its way into the metadata is fresh, and stays.
+    const r = await this.opts.sink.submit({ type: 'DropHolder', digest, peerId: this.opts.peerId })
+    if (!r.ok) return false
+    if (!await this.opts.blobs.collect(digest as Digest)) return false
+    this.opts.log.debug({ digest }, 'gc: copy kept outside the placement dropped')
+    return true
   }
 
   /**
@@ -221,11 +252,20 @@ export class Collector {
       if (!await this.opts.queries.refsReady()) return { deleted: 0, bytes: 0 }
       let deleted = 0
       let bytes = 0
+      let copies = 0
       let seen = 0
       let sliceStart = Date.now()
+      const held = new Set(this.opts.inUse.list())
       for await (const info of this.opts.blobs.list()) {
         if (++seen % SWEEP_SLICE === 0) { await rest(Date.now() - sliceStart); sliceStart = Date.now() }
-        if (await this.opts.queries.blobRecorded(info.digest)) continue
+        if (await this.opts.queries.blobRecorded(info.digest)) {
+          if (await this.dropCopy(info.digest, held)) {
+            deleted++
+            copies++
+            bytes += info.size
+          }
+          continue
+        }
         if (await this.opts.blobs.collect(info.digest)) {
           deleted++
           bytes += info.size
@@ -234,9 +274,10 @@ export class Collector {
       }
       this.metrics.deleted.inc(deleted)
       this.metrics.freed.inc(bytes)
+      this.metrics.copies.inc(copies)
       this.metrics.last.set(this.now() / 1000)
-      if (deleted > 0) this.opts.log.info({ deleted, bytes }, 'gc: swept blobs the metadata no longer knows')
-      return { deleted, bytes }
+      if (deleted > 0) this.opts.log.info({ deleted, bytes, copies }, 'gc: swept blobs the metadata no longer knows, and copies kept outside their placement')
+      return { deleted, bytes, copies }
     })()
     try {
       return await this.sweeping

@@ -46,6 +46,11 @@ export type Command =
   | { type: 'LinkBlob'; repo: string; digest: string; size: number; uploadId?: string; holder?: string; mount?: boolean; at: number }
   /** A node has the blob durable on its disk. */
   | { type: 'AddHolder'; digest: string; size: number; peerId: string }
+  /**
+   * A node is about to delete its copy (garbage collection of a copy kept outside the blob's
+   * placement). Refused when that node is the blob's only recorded holder.
+   */
+  | { type: 'DropHolder'; digest: string; peerId: string }
   | { type: 'UnlinkBlob'; repo: string; digest: string }
   | {
     type: 'PutManifest'

@@ -196,6 +196,13 @@ export class MetadataStateMachine {
         if (b === undefined) tx.putJSON(key.blob(c.digest), { size: c.size, links: 0 })
         return { ok: true }
       }
+      case 'DropHolder': {
+        if (await tx.get(key.holder(c.digest, c.peerId)) === undefined) return { ok: true, value: { dropped: false } }
+        const holders = await tx.keys(key.holderPrefix(c.digest))
+        if (holders.length <= 1) throw new FlotillaError('DENIED', `${c.peerId} is the only recorded holder of blob ${c.digest}: its copy stays`)
+        tx.del(key.holder(c.digest, c.peerId))
+        return { ok: true, value: { dropped: true } }
+      }
       case 'UnlinkBlob': {
         if (await tx.get(key.link(c.repo, c.digest)) === undefined) throw new FlotillaError('BLOB_UNKNOWN', `blob ${c.digest} is not in ${c.repo}`)
         tx.del(key.link(c.repo, c.digest))

@@ -53,6 +53,11 @@ export interface BlobStore {
   fresh (): Digest[]
   /** Every committed blob. */
   list (): AsyncIterable<BlobInfo>
+  /**
+   * When this process last read the blob (ms), or undefined when it has not: what garbage
+   * collection asks before it drops a copy kept outside a blob's placement. In memory only.
+   */
+  lastRead? (digest: Digest): number | undefined
 }
 
 /** How long a placed blob stays fresh if nothing settles it (an upload whose link never came). */

@@ -92,6 +92,8 @@ export class FsBlobStore implements BlobStore {
   private readonly locks = new Map<string, Promise<void>>()
   /** Direct reads running now with the wide ring. */
   private wideReads = 0
+  /** When each blob was last read by this process (lastRead). */
+  private readonly reads = new Map<string, number>()
 
   constructor (root: string, opts: { directIO?: boolean } = {}) {
     this.directIO = opts.directIO ?? false
@@ -144,8 +146,13 @@ export class FsBlobStore implements BlobStore {
     }
   }
 
+  lastRead (digest: Digest): number | undefined {
+    return this.reads.get(digest)
+  }
+
   async read (digest: Digest, range?: ByteRange): Promise<Readable> {
     const fh = await this.openBlob(digest)
+    this.reads.set(digest, Date.now())
     try {
       const { size } = await fh.stat()
       const r = range === undefined ? undefined : satisfiableRange(range, size)
@@ -158,6 +165,7 @@ export class FsBlobStore implements BlobStore {
 
   async writeTo (digest: Digest, range: ByteRange | undefined, dest: Writable, _opts: { oneShot?: boolean } = {}): Promise<void> {
     const fh = await this.openBlob(digest)
+    this.reads.set(digest, Date.now())
     let direct: FileHandle | undefined
     try {
       const { size } = await fh.stat()
@@ -342,11 +350,16 @@ export class FsBlobStore implements BlobStore {
    * while a lost blob would be data loss, which cannot happen here.
    */
   async delete (digest: Digest): Promise<boolean> {
+    this.reads.delete(digest)
     return await unlinkIfPresent(this.pathOf(digest))
   }
 
   async collect (digest: Digest): Promise<boolean> {
-    return await this.locked(digest, async () => this.marks.has(digest) ? false : await unlinkIfPresent(this.pathOf(digest)))
+    return await this.locked(digest, async () => {
+      if (this.marks.has(digest)) return false
+      this.reads.delete(digest)
+      return await unlinkIfPresent(this.pathOf(digest))
+    })
   }
 
   settle (digest: Digest): void { this.marks.settle(digest) }
