@@ -113,6 +113,7 @@ export class RegistryNode {
       log,
       fetchThrough: async (digest) => await deps.replication?.fetchThrough(digest),
       waitForCopies: async (digests) => { await deps.replication?.waitForCopies(digests) },
+      hold: (digests) => deps.gc?.inUse.hold(digests) ?? (() => {}),
     })
   }
 

@@ -42,6 +42,8 @@ export interface ReceiverDeps {
   blobs: BlobStore
   /** Resolve once every blob is durable on this site's write quorum. */
   waitForCopies: (digests: string[]) => Promise<void>
+  /** Keep blobs from garbage collection until the returned function is called. */
+  hold?: (digests: Iterable<string>) => () => void
   log: Logger
   metrics: ReceiverMetrics
 }
@@ -142,10 +144,19 @@ export class SiteReceiver {
     if (answer.through <= cursor.seq) return 'ok'
     const t0 = Date.now()
     const bytes0 = this.state.bytesReceived
-    await this.fetchBlobs(p, from, answer.changes)
-    const t1 = Date.now()
-    const originAt = answer.changes.reduce((m, c) => Math.max(m, c.at), 0)
-    const r = await this.d.sink.submit({ type: 'SiteApply', name: p.name, origin: p.site, changes: answer.changes, through: answer.through, originAt, at: Date.now() })
+    // The batch's blobs are recorded held but linked by nothing until it applies: garbage
+    // collection (even with --grace 0s) must leave them alone until then.
+    const release = this.d.hold?.(answer.changes.flatMap((c) => c.op === 'put' ? c.blobs : []))
+    let r: Awaited<ReturnType<CommandSink['submit']>>
+    let t1: number
+    try {
+      await this.fetchBlobs(p, from, answer.changes)
+      t1 = Date.now()
+      const originAt = answer.changes.reduce((m, c) => Math.max(m, c.at), 0)
+      r = await this.d.sink.submit({ type: 'SiteApply', name: p.name, origin: p.site, changes: answer.changes, through: answer.through, originAt, at: Date.now() })
+    } finally {
+      release?.()
+    }
     this.d.log.debug({ site: p.name, from: cursor.seq, through: answer.through, changes: answer.changes.length, blobBytes: this.state.bytesReceived - bytes0, blobsMs: t1 - t0, applyMs: Date.now() - t1 }, 'peering: batch applied')
     if (!r.ok) throw new Error(`applying changes ${cursor.seq + 1}–${answer.through} failed: ${r.message}`)
     const v = r.value as { applied: number; failed: number }

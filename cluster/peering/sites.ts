@@ -85,6 +85,8 @@ export interface SitesDeps {
   log: Logger
   fetchThrough?: (digest: Digest) => Promise<Readable | undefined>
   waitForCopies: (digests: string[]) => Promise<void>
+  /** Keep blobs from garbage collection until the returned function is called (a shipment under way). */
+  hold?: (digests: Iterable<string>) => () => void
 }
 
 const iso = (ms: number): string | null => ms > 0 ? new Date(ms).toISOString() : null
@@ -114,6 +116,7 @@ export class Sites {
       pq: cluster.peeringQueries,
       blobs: d.blobs,
       ...(d.fetchThrough !== undefined ? { fetchThrough: d.fetchThrough } : {}),
+      ...(d.hold !== undefined ? { hold: d.hold } : {}),
       siteId: async () => await this.siteId(),
       members: () => this.ownMembers(),
       waitForFeed: async (seq, ms) => await this.waitForFeed(seq, ms),
@@ -223,6 +226,7 @@ export class Sites {
       sink: this.d.sink,
       blobs: this.d.blobs,
       waitForCopies: this.d.waitForCopies,
+      ...(this.d.hold !== undefined ? { hold: this.d.hold } : {}),
       log: this.d.log,
       metrics: {
         bytes: (site, n) => this.metrics.bytesReceived.inc({ site }, n),

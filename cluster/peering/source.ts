@@ -33,6 +33,8 @@ export interface SourceDeps {
   blobs: BlobStore
   /** Stream a blob this member lacks from a member of this site that holds it. */
   fetchThrough?: (digest: Digest) => Promise<Readable | undefined>
+  /** Keep blobs from garbage collection while they are being shipped (until the function returned is called). */
+  hold?: (digests: Iterable<string>) => () => void
   siteId: () => Promise<string>
   members: () => SiteMember[]
   /** Resolves once the feed's head passes `seq`, or after `ms`. */
@@ -132,10 +134,18 @@ export class SiteSource {
     // Only blobs of repositories the peering ships: a digest alone opens nothing else.
     const linked = typeof req.repo === 'string' && repoAllowed(p.rules, req.repo) ? await this.d.queries.linkedBlob(req.repo, digest) : undefined
     if (linked === undefined) { yield enc({ error: { status: 404, message: `blob ${digest} is not in a repository this peering ships` } } satisfies BlobHeader); return }
+    // A blob being shipped is in use: garbage collection leaves it alone on every member until
+    // the other site has it (the manifest may be deleted here meanwhile).
+    const release = this.d.hold?.([digest])
     let src: Readable | undefined
-    if (await this.d.blobs.stat(digest) !== undefined) src = await this.d.blobs.read(digest)
-    else src = await this.d.fetchThrough?.(digest)
-    if (src === undefined) { yield enc({ error: { status: 404, message: `no member of this site can serve blob ${digest} right now` } } satisfies BlobHeader); return }
+    try {
+      if (await this.d.blobs.stat(digest) !== undefined) src = await this.d.blobs.read(digest)
+      else src = await this.d.fetchThrough?.(digest)
+    } catch (err) {
+      release?.()
+      throw err
+    }
+    if (src === undefined) { release?.(); yield enc({ error: { status: 404, message: `no member of this site can serve blob ${digest} right now` } } satisfies BlobHeader); return }
     yield enc({ size: linked.size } satisfies BlobHeader)
     let sent = 0
     try {
@@ -150,6 +160,7 @@ export class SiteSource {
       }
     } finally {
       src.destroy()
+      release?.()
       this.d.served(p, peer, { bytes: sent })
     }
   }
