@@ -98,36 +98,44 @@ t.test('the largest accepted manifest and a 1,000-entry index replicate through 
 })
 
 t.test('a stalled follower is named in the log, the metrics and the status, and catches up after the heal', async (t) => {
-  const victim = followers[0]!
+  // The leader of now: under load it may have changed since the first test.
+  const lead = await c.leader()
+  const victim = c.live().find((n) => n !== lead)!
+  const other = c.live().find((n) => n !== lead && n !== victim)!
   await cutOff(c, victim)
   // Entries the victim cannot get while cut off: a large one among them.
-  await commits(leader, 'cut-1')
+  await commits(lead, 'cut-1')
   const bigWhileCut = imageOfSize(LIMIT, 'while-cut')
-  t.equal((await pushHttp(leader.url, c.credentials, 'big/while-cut', bigWhileCut, 'v1', 20_000)).outcome, 'ok')
-  await commits(followers[1]!, 'cut-2')
+  t.equal((await pushHttp(lead.url, c.credentials, 'big/while-cut', bigWhileCut, 'v1', 20_000)).outcome, 'ok')
+  await commits(other, 'cut-2')
 
+  // Whichever of the two connected nodes leads reports it (the leader may still change under load).
+  let reporter = lead
   const stalled = await waitFor('the leader to report the stall', async () => {
-    const st = await c.status(leader)
-    const m = st.members.find((x) => x.peerId === victim.peerId)
-    return m?.stalled !== null && m?.stalled !== undefined ? m : undefined
-  }, 20_000, 250)
+    for (const n of [lead, other]) {
+      const st = await c.status(n)
+      const m = st.members.find((x) => x.peerId === victim.peerId)
+      if (st.leader === n.peerId && m?.stalled !== null && m?.stalled !== undefined) { reporter = n; return m }
+    }
+    return undefined
+  }, 30_000, 250)
   t.equal(stalled.reachable, false, 'the cut-off member reads as unreachable')
   t.ok(stalled.lag !== null && stalled.lag > 0, `and lagging (${stalled.lag})`)
   t.match(stalled.stalled!.cause, /answered|lost/, `the status gives a cause: ${stalled.stalled!.cause}`)
 
-  const log = await readFile(leader.logFile, 'utf8')
+  const log = await readFile(reporter.logFile, 'utf8')
   const warning = log.split('\n').filter((l) => l.includes('"level":40') && l.includes('stalled') && l.includes(victim.peerId))
   t.ok(warning.length > 0, 'the leader logged a warning naming the peer')
   t.match(warning[0], /"match":\d+/, 'and the index')
   t.match(warning[0], /"cause":"/, 'and the cause')
 
-  const metrics = await (await fetch(`${leader.url}/metrics`)).text()
+  const metrics = await (await fetch(`${reporter.url}/metrics`)).text()
   t.match(metrics, new RegExp(`flotilla_raft_replication_stalls_total\\{peer="${victim.peerId}"\\} [1-9]`), 'counted in a metric')
   t.match(metrics, /flotilla_raft_followers_stalled [1-9]/, 'and shown as a gauge')
 
   await healAll(c)
   await waitFor('the stall to clear', async () => {
-    const st = await c.status(leader)
+    const st = await c.status(await c.leader())
     const m = st.members.find((x) => x.peerId === victim.peerId)
     return m?.stalled === null && m.lag === 0 ? true : undefined
   }, 30_000, 250)
