@@ -15,7 +15,18 @@ import { request as httpsRequest } from 'node:https'
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..')
 
 /** A port that was free a moment ago (the kernel picks it). */
+/**
+ * A free TCP port on 127.0.0.1 for a process to listen on, drawn at random below the kernel's
+ * ephemeral range (32768–60999 here). A port the kernel hands out for listen(0) is in that
+ * range, where every outgoing connection on the machine also takes its local port: between
+ * our check and the node's listen, one of the thousands of connections a test run makes could
+ * take it ("the port is in use"). Below the range only another listener can.
+ */
 export async function freePort (): Promise<number> {
+  for (let i = 0; i < 50; i++) {
+    const port = 10_000 + Math.floor(Math.random() * 22_000)
+    if (await canListen(port)) return port
+  }
   return await new Promise((resolve, reject) => {
     const srv = createServer()
     srv.unref()
@@ -25,6 +36,15 @@ export async function freePort (): Promise<number> {
       const port = typeof addr === 'object' && addr !== null ? addr.port : 0
       srv.close(() => resolve(port))
     })
+  })
+}
+
+async function canListen (port: number): Promise<boolean> {
+  return await new Promise((resolve) => {
+    const srv = createServer()
+    srv.unref()
+    srv.once('error', () => resolve(false))
+    srv.listen(port, '127.0.0.1', () => { srv.close(() => resolve(true)) })
   })
 }
 
