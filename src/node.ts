@@ -174,11 +174,11 @@ export class RegistryNode {
       now: () => Date.now(),
       auth: createAuthService(config.auth, kv, log, { submit: async (c) => await deps.sink.submit(c), barrier: async () => await deps.sink.barrier() }, undefined, certificateUser(config.tls)),
     }
-    deps.retention = { runner: new RetentionRunner({ queries: cluster.queries, sink: deps.sink, immutable: async (repo) => await deps.auth.queries.isImmutable(repo), log }), pulls: new PullRecorder(deps.sink, log) }
+    let self: RegistryNode | undefined
+    deps.retention = { runner: new RetentionRunner({ queries: cluster.queries, sink: deps.sink, immutable: async (repo) => await deps.auth.queries.isImmutable(repo), unshipped: async () => await self?.sites.unshipped() ?? new Map<string, string[]>(), log }), pulls: new PullRecorder(deps.sink, log) }
     deps.hooks = new HookDeliverer({ queries: cluster.queries, sink: deps.sink, isLeader: () => cluster.driver?.isLeader ?? false, log })
     const inUse = new InUse()
     const call = memberCall(cluster, nodeId, identity.privateKey)
-    let self: RegistryNode | undefined
     deps.gc = { collector: gcCollector(cluster, deps, inUse, call, log, async (d) => await self?.extraCopy(d) ?? false), inUse, graceMs: durationMs(config.gc.grace)! }
     const disk = new DiskWatch(dataDir, { highPercent: config.storage.diskHighWatermark, lowPercent: Math.min(config.storage.diskLowWatermark, config.storage.diskHighWatermark) }, log)
     deps.disk = { state: () => disk.state(), roomElsewhere: roomElsewhere(cluster, nodeId, call) }

@@ -32,7 +32,8 @@
  *   ├── siteseq                                   → {seq}              this site's last change-feed sequence
  *   ├── feed␀<seq, 16 digits>                     → FeedEntry          this site's replicable changes, in commit order
  *   ├── sitecursor␀<origin site>                  → SiteCursor         how far this site applied another site's feed
- *   └── sitefail␀<origin site>␀<seq, 16 digits>   → SiteFailure        a shipped change this site could not apply
+ *   ├── sitefail␀<origin site>␀<seq, 16 digits>   → SiteFailure        a shipped change this site could not apply
+ *   └── siteack␀<receiving site>                  → {seq, at}          how far another site acknowledged this site's feed
  */
 const SEP = '\u0000'
 
@@ -83,6 +84,7 @@ export const key = {
   siteCursor: (origin: string): string => `sitecursor${SEP}${origin}`,
   siteFailure: (origin: string, seq: number): string => `sitefail${SEP}${origin}${SEP}${String(seq).padStart(16, '0')}`,
   siteFailurePrefix: (origin: string): string => `sitefail${SEP}${origin}${SEP}`,
+  siteAck: (site: string): string => `siteack${SEP}${site}`,
 }
 
 /** The parts of a key after its first (its kind): `[repo, digest]` for `link␀<repo>␀<digest>`. */

@@ -114,6 +114,13 @@ export async function applyPeering (tx: TxLike, c: PeeringCommand, exec: Exec): 
     }
     case 'SiteApply':
       return await applyChanges(tx, c, exec)
+    case 'SiteAcked': {
+      if (typeof c.site !== 'string' || !Number.isSafeInteger(c.seq) || c.seq < 0) throw new FlotillaError('BAD_REQUEST', 'SiteAcked needs a site and a sequence number')
+      const cur = await tx.getJSON<{ seq: number }>(key.siteAck(c.site))
+      if (cur !== undefined && cur.seq >= c.seq) return { ok: true, value: { seq: cur.seq } }
+      tx.putJSON(key.siteAck(c.site), { seq: c.seq, at: c.at })
+      return { ok: true, value: { seq: c.seq } }
+    }
   }
 }
 

@@ -16,8 +16,14 @@ export type PeeringCommand =
    * A change at or below the cursor was applied already and is skipped: a resend is harmless.
    */
   | { type: 'SiteApply'; name: string; origin: string; changes: ShippedChange[]; through: number; originAt: number; at: number }
+  /**
+   * The other site acknowledged this site's feed through `seq` (it asked for what follows):
+   * recorded at the sending site, at most every few seconds, so that retention keeps what is
+   * not shipped yet and the feed can be trimmed. Never moves back.
+   */
+  | { type: 'SiteAcked'; site: string; seq: number; at: number }
 
-const TYPES = new Set<string>(['PutSitePeering', 'RemoveSitePeering', 'SetSiteMembers', 'SiteApply'] satisfies Array<PeeringCommand['type']>)
+const TYPES = new Set<string>(['PutSitePeering', 'RemoveSitePeering', 'SetSiteMembers', 'SiteApply', 'SiteAcked'] satisfies Array<PeeringCommand['type']>)
 
 export function isPeeringCommand (c: { type: string }): c is PeeringCommand {
   return TYPES.has(c.type)

@@ -48,6 +48,11 @@ export class PeeringQueries {
     return out
   }
 
+  /** How far `site` acknowledged this site's feed (0: nothing yet). */
+  async acked (site: string): Promise<number> {
+    return (await this.json<{ seq: number }>(key.siteAck(site)))?.seq ?? 0
+  }
+
   async cursor (origin: string): Promise<SiteCursor> {
     return await this.json<SiteCursor>(key.siteCursor(origin)) ?? { seq: 0, originAt: 0, at: 0, applied: 0 }
   }

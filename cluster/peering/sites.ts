@@ -26,7 +26,7 @@ import { serveStreamed } from '../../net/streamed-response.js'
 import type { Cluster } from '../cluster.js'
 import type { CommandSink } from '../metadata/applier.js'
 import { checkSiteToken, issueSiteToken, readSiteToken, SiteTokenError } from './token.js'
-import { isValidSiteName, membersProblem, receives, rulesProblem, sends, type PeeringRecord, type PeeringRules, type SiteFailure, type SiteMember } from './model.js'
+import { filteredBy, isValidSiteName, membersProblem, receives, rulesProblem, sends, type PeeringRecord, type PeeringRules, type SiteFailure, type SiteMember } from './model.js'
 import { dec, enc, SITE_BLOB_PROTOCOL, SITE_PROTOCOL, type PullAnswer, type PullRequest } from './protocol.js'
 import { sendRequest } from '../../net/request-response.js'
 import { multiaddr } from '@multiformats/multiaddr'
@@ -89,6 +89,9 @@ export interface SitesDeps {
   hold?: (digests: Iterable<string>) => () => void
 }
 
+/** How often a sending member records another site's acknowledgement, at most (Sites.acked). */
+const ACK_EVERY_MS = 5_000
+
 const iso = (ms: number): string | null => ms > 0 ? new Date(ms).toISOString() : null
 
 export class Sites {
@@ -126,8 +129,58 @@ export class Sites {
         if (what.bytes !== undefined) this.metrics.bytesSent.inc({ site: p.name }, what.bytes)
         if (what.changes !== undefined) this.metrics.changesSent.inc({ site: p.name }, what.changes)
       },
+      acked: (p, seq) => { this.acked(p, seq) },
       log: d.log,
     })
+  }
+
+  /** Acknowledgements recorded (or being recorded) per receiving site: seq and when. */
+  private readonly acks = new Map<string, { seq: number; at: number }>()
+
+  /**
+   * The other site asked for what follows `seq`: it has everything up to there. Recorded
+   * through the log at most every ACK_EVERY_MS per site (it only bounds what retention keeps
+   * and what the feed may forget, so a late record costs nothing but a little space).
+   */
+  private acked (p: PeeringRecord, seq: number): void {
+    const last = this.acks.get(p.site)
+    if (seq <= 0 || (last !== undefined && (seq <= last.seq || Date.now() - last.at < ACK_EVERY_MS))) return
+    this.acks.set(p.site, { seq, at: Date.now() })
+    this.d.sink.submit({ type: 'SiteAcked', site: p.site, seq, at: Date.now() }).then((r) => {
+      if (!r.ok) this.d.log.debug({ site: p.name, err: r.message }, 'peering: acknowledgement not recorded')
+    }, (err: unknown) => {
+      this.acks.delete(p.site)
+      this.d.log.debug({ site: p.name, err: (err as Error).message }, 'peering: acknowledgement not recorded; retried at the next pull')
+    })
+  }
+
+  /**
+   * Manifests put here that a peered site the rules send them to has not acknowledged yet:
+   * `repo@digest` → the peerings' names. Retention leaves these alone (a manifest acknowledged
+   * at this site reaches its peers, even when a policy would delete it meanwhile).
+   */
+  async unshipped (): Promise<Map<string, string[]>> {
+    const pq = this.d.cluster.peeringQueries
+    const out = new Map<string, string[]>()
+    const sending = await Promise.all((await pq.peerings()).filter(sends).map(async (p) => ({ p, seq: await pq.acked(p.site) })))
+    if (sending.length === 0) return out
+    let from = Math.min(...sending.map((s) => s.seq))
+    for (;;) {
+      const entries = await pq.feedAfter(from, 2000)
+      if (entries.length === 0) break
+      for (const e of entries) {
+        from = e.seq
+        if (e.op !== 'put') continue
+        for (const { p, seq } of sending) {
+          if (e.seq <= seq || filteredBy(p.rules, e) !== undefined) continue
+          const k = `${e.repo}@${e.digest}`
+          const names = out.get(k) ?? []
+          if (!names.includes(p.name)) names.push(p.name)
+          out.set(k, names)
+        }
+      }
+    }
+    return out
   }
 
   async start (): Promise<void> {

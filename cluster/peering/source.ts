@@ -42,6 +42,8 @@ export interface SourceDeps {
   /** The other site's members changed (learnt from a pinned member). */
   membersSeen: (p: PeeringRecord, members: SiteMember[]) => void
   served: (p: PeeringRecord, peer: string, what: { changes?: number; bytes?: number }) => void
+  /** The other site asked for what follows `seq`: it holds this site's feed through there. */
+  acked?: (p: PeeringRecord, seq: number) => void
   log: Logger
 }
 
@@ -75,6 +77,7 @@ export class SiteSource {
     }
     const sending = await this.peeringOf(peer, req.site)
     if (!('name' in sending)) return enc({ error: sending })
+    this.d.acked?.(sending, req.after)
     let entries = await this.d.pq.feedAfter(req.after, MAX_SCAN)
     if (entries.length === 0 && typeof req.waitMs === 'number' && req.waitMs > 0) {
       await this.d.waitForFeed(req.after, Math.min(req.waitMs, MAX_WAIT_MS))

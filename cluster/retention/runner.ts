@@ -13,7 +13,14 @@ import { appliesTo, evaluate, type RetentionPolicy, type Verdict } from './polic
 
 export interface RetentionReport {
   dryRun: boolean
-  policies: Array<{ name: string; repositories: number; tags: Verdict['tags']; manifests: Verdict['manifests'] }>
+  policies: Array<{
+    name: string
+    repositories: number
+    tags: Verdict['tags']
+    manifests: Verdict['manifests']
+    /** Manifests the policy names that stay for now: a peered site has not received them yet. */
+    kept: Array<{ repo: string; digest: string; why: string }>
+  }>
   deleted: { tags: number; manifests: number }
   /** Deletions the log refused (an immutable rule set meanwhile, a tag moved): they stay. */
   errors: Array<{ repo: string; ref: string; code: string; message: string }>
@@ -23,6 +30,8 @@ export interface RetentionOptions {
   queries: MetadataQueries
   sink: CommandSink
   immutable: (repo: string) => Promise<boolean>
+  /** Manifests not yet shipped to a peered site (`repo@digest` → its peerings' names): kept. */
+  unshipped?: () => Promise<Map<string, string[]>>
   log: Logger
   now?: () => number
 }
@@ -76,12 +85,18 @@ export class RetentionRunner {
       last = page.items.at(-1)
     }
     const report: RetentionReport = { dryRun, policies: [], deleted: { tags: 0, manifests: 0 }, errors: [] }
+    const unshipped = await this.opts.unshipped?.() ?? new Map<string, string[]>()
     for (const p of policies) {
-      const entry: RetentionReport['policies'][number] = { name: p.name, repositories: 0, tags: [], manifests: [] }
+      const entry: RetentionReport['policies'][number] = { name: p.name, repositories: 0, tags: [], manifests: [], kept: [] }
       for (const repo of repos) {
         if (!appliesTo(p, repo)) continue
         entry.repositories++
         const v = evaluate(p, { ...await queries.repoState(repo), immutable: await this.opts.immutable(repo) }, now)
+        // A manifest on its way to a peered site stays until that site has it (its tags may go:
+        // the untag ships too, and the manifest still arrives by digest).
+        const waiting = v.manifests.filter((m) => unshipped.has(`${repo}@${m.digest}`))
+        v.manifests = v.manifests.filter((m) => !unshipped.has(`${repo}@${m.digest}`))
+        for (const m of waiting) entry.kept.push({ repo, digest: m.digest, why: `not yet shipped to site ${unshipped.get(`${repo}@${m.digest}`)!.join(', ')}` })
         entry.tags.push(...v.tags)
         entry.manifests.push(...v.manifests)
         if (dryRun) continue

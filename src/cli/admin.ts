@@ -64,7 +64,7 @@ function sizeText (bytes: number): string {
 interface RetentionDoc { name: string; repositories: string[]; exclude?: string[]; keepLast?: number; by?: string; olderThanDays?: number; notPulledDays?: number; untagged?: boolean; untaggedAfterHours?: number }
 interface RetentionRunDoc {
   dryRun: boolean
-  policies: Array<{ name: string; repositories: number; tags: Array<{ repo: string; tag: string; why: string }>; manifests: Array<{ repo: string; digest: string; why: string }> }>
+  policies: Array<{ name: string; repositories: number; tags: Array<{ repo: string; tag: string; why: string }>; manifests: Array<{ repo: string; digest: string; why: string }>; kept?: Array<{ repo: string; digest: string; why: string }> }>
   deleted: { tags: number; manifests: number }
   errors: Array<{ repo: string; ref: string; code: string; message: string }>
 }
@@ -87,7 +87,8 @@ function retentionText (d: RetentionRunDoc): string {
   const n = rows.length
   const head = d.dryRun ? `would delete ${n} tag(s) and manifest(s)\n` : `deleted ${d.deleted.tags} tag(s) and ${d.deleted.manifests} untagged manifest(s); run flotilla gc to free their space now\n`
   const errs = d.errors.map((e) => `not deleted: ${e.repo} ${e.ref}: ${e.message}\n`).join('')
-  return head + (n > 0 ? table(['POLICY', 'DELETE', 'WHY'], rows) : '') + errs
+  const kept = d.policies.flatMap((p) => (p.kept ?? []).map((k) => `kept for now: ${k.repo}@${k.digest}: ${k.why}\n`)).join('')
+  return head + (n > 0 ? table(['POLICY', 'DELETE', 'WHY'], rows) : '') + errs + kept
 }
 
 interface GcDoc {
