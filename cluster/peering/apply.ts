@@ -25,7 +25,7 @@ import type { TxLike } from '../access/apply.js'
 import { key } from '../metadata/keys.js'
 import type { Command, CommandResult } from '../metadata/commands.js'
 import type { PeeringCommand } from './commands.js'
-import { isVersion, merge, readClock, setTagVersion, tick, wins, writeClock, type Version } from './hlc.js'
+import { isVersion, MAX_CLOCK_AHEAD_MS, merge, readClock, setTagVersion, tick, wins, writeClock, type Version } from './hlc.js'
 import { isValidSiteName, membersProblem, rulesProblem, type FeedEntry, type FeedOp, type PeeringRecord, type ShippedChange, type SiteCursor, type SiteFailure } from './model.js'
 
 const SEP = '\u0000'
@@ -168,6 +168,9 @@ async function applyChanges (tx: TxLike, c: Extract<PeeringCommand, { type: 'Sit
       failed++
       await recordFailure(tx, c.origin, ch, new FlotillaError('BAD_REQUEST', `the change carries no valid version of site ${origin}`), c.at)
       continue
+    }
+    if (v.l > c.at + MAX_CLOCK_AHEAD_MS) {
+      throw new FlotillaError('BAD_REQUEST', `change ${ch.seq} of site ${origin} is dated ${new Date(v.l).toISOString()}, ${Math.round((v.l - c.at) / 60_000)} min ahead of this site's clock: sync the sites' clocks (NTP); federated tags order changes by time, so these changes wait until then`)
     }
     clock = merge(clock, v, c.at)
     try {

@@ -46,6 +46,14 @@ export interface TagVersion extends Version {
   deleted?: true
 }
 
+/**
+ * How far ahead of the receiving command's time a received version may be. A site whose clock
+ * runs further ahead would drag every site's clock with it (and win every race meanwhile):
+ * its changes are refused, not passed over, until the clocks agree (the receiver retries and
+ * shows the error in `site status`), so nothing is lost.
+ */
+export const MAX_CLOCK_AHEAD_MS = 15 * 60_000
+
 export const hlcKey = {
   clock: (): string => 'hlc',
   tag: (repo: string, tag: string): string => `tagver${SEP}${repo}${SEP}${tag}`,

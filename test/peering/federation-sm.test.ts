@@ -123,13 +123,13 @@ t.test('concurrent updates of one tag at two sites converge to the same value at
 t.test('a change made after receiving always wins over what was received (causality)', async (t) => {
   const a = await site(SITE_A, SITE_B)
   const b = await site(SITE_B, SITE_A)
-  // B's clock runs an hour ahead of A's.
-  await push(b, 1, ['t'], 3_600_000)
+  // B's clock runs ten minutes ahead of A's (within the allowed skew).
+  await push(b, 1, ['t'], 600_000)
   t.match(await receive(a, b, 1000), { applied: 1, superseded: 0 })
   t.equal(await a.q.resolveTag('r', 't'), M(1))
   // A moves the tag later (its command time is still behind B's clock): the merged clock makes it newer.
   await push(a, 2, ['t'], 2000)
-  t.match(await receive(b, a, 3_600_500), { applied: 1, superseded: 0 })
+  t.match(await receive(b, a, 600_500), { applied: 1, superseded: 0 })
   t.equal(await b.q.resolveTag('r', 't'), M(2), 'A\'s move reached B and won')
 })
 
@@ -184,6 +184,18 @@ t.test('events carry their origin: a change of another site than the peered one,
   const r = await ok(a, { type: 'SiteApply', name: 'other', origin: SITE_B, changes: [own!, third, mine, noVersion], through: 4, originAt: 0, at: 5000 })
   t.same(r, { applied: 1, failed: 1, superseded: 0, foreign: 2, cursor: 4 }, 'only B\'s own change applied; the forwarded and the echoed ones passed over')
   t.match(await a.pq.failures(SITE_B), [{ seq: 4, code: 'BAD_REQUEST', message: /no valid version/ }], 'a malformed version is refused and recorded')
+})
+
+t.test('a site whose clock runs far ahead: its changes wait (refused, not passed over) until the clocks agree', async (t) => {
+  const a = await site(SITE_A, SITE_B)
+  const b = await site(SITE_B, SITE_A)
+  await push(b, 1, ['t'], 10_000_000)
+  const early = await a.sm.apply({ command: { type: 'SiteApply', name: 'other', origin: SITE_B, changes: await shipped(b, 0), through: 1, originAt: 0, at: 1000 } })
+  t.match(early, { ok: false, code: 'BAD_REQUEST', message: /min ahead of this site's clock: sync the sites' clocks/ })
+  t.equal((await a.pq.cursor(SITE_B)).seq, 0, 'the cursor did not move: the change is not lost')
+  t.equal(await a.q.resolveTag('r', 't'), undefined)
+  t.match(await receive(a, b, 9_500_000), { applied: 1 }, 'applied once the receiving clock is within reach')
+  t.equal(await a.q.resolveTag('r', 't'), M(1))
 })
 
 t.test('deterministic: two members applying the same log reach the same state, clock included', async (t) => {
