@@ -83,10 +83,11 @@ export function feedOps (tx: TxWrites): FeedOp[] {
 export async function appendFeed (tx: TxLike & TxWrites, at: number): Promise<void> {
   const ops = feedOps(tx)
   if (ops.length === 0) return
-  const origin = (await tx.getJSON<{ clusterId: string }>(key.clusterInfo()))?.clusterId ?? ''
+  // This site's id; none only before the cluster is founded (then the receiver takes the peering's).
+  const origin = (await tx.getJSON<{ clusterId: string }>(key.clusterInfo()))?.clusterId
   const clock = tick(await readClock(tx), at)
   writeClock(tx, clock)
-  const v: Version = { l: clock.l, c: clock.c, s: origin }
+  const v: Version = { l: clock.l, c: clock.c, s: origin ?? '' }
   for (const [k, val] of [...tx.writes()]) {
     const parts = k.split(SEP)
     if (parts[0] === 'tag' && parts.length === 3) setTagVersion(tx, parts[1]!, parts[2]!, v, val === null)
@@ -94,7 +95,7 @@ export async function appendFeed (tx: TxLike & TxWrites, at: number): Promise<vo
   let seq = (await tx.getJSON<{ seq: number }>(key.siteSeq()))?.seq ?? 0
   for (const op of ops) {
     seq++
-    const e: FeedEntry = { ...op, seq, at, origin, v }
+    const e: FeedEntry = { ...op, seq, at, ...(origin !== undefined ? { origin, v } : {}) }
     tx.putJSON(key.feed(seq), e)
   }
   tx.putJSON(key.siteSeq(), { seq })

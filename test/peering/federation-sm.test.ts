@@ -99,6 +99,8 @@ t.test('each change in the feed carries its origin site and a version that only 
   const feed = await a.pq.feedAfter(0, 10)
   t.same(feed.map((e) => e.origin), [SITE_A, SITE_A, SITE_A, SITE_A])
   t.same(feed.map((e) => [e.v!.l, e.v!.c]), [[1000, 0], [1000, 1], [1000, 2], [1000, 3]], 'versions grow even when command times do not')
+  t.same(await a.pq.tagVersion('r', 't'), { l: 1000, c: 1, s: SITE_A }, 'the tag records the version of its last write')
+  t.same(await a.pq.tagVersion('r', 'u'), { l: 1000, c: 3, s: SITE_A, deleted: true }, 'a deleted tag keeps its delete\'s version')
 })
 
 t.test('concurrent updates of one tag at two sites converge to the same value at both, whatever the order of arrival', async (t) => {

@@ -87,6 +87,9 @@ t.test('the link cut while both sites take pushes and race on tags, then healed:
   const more = { a: [image(), image(), image()], b: [image(), image(), image()] }
   for (const [i, m] of more.a.entries()) await push(a, 'fed/cut', m, `a${i}`)
   for (const [i, m] of more.b.entries()) await push(b, 'fed/cut', m, `b${i}`)
+  // The premise: neither site saw the other's changes while cut.
+  t.equal((await manifestAt(b, B, 'fed/app', img.x.digest)).status, 404, 'A\'s update had not reached B during the cut')
+  t.equal((await manifestAt(a, A, 'fed/app', img.y.digest)).status, 404, 'B\'s update had not reached A during the cut')
   pa.heal()
   pb.heal()
   await converged()
