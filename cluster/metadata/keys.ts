@@ -33,7 +33,9 @@
  *   ├── feed␀<seq, 16 digits>                     → FeedEntry          this site's replicable changes, in commit order
  *   ├── sitecursor␀<origin site>                  → SiteCursor         how far this site applied another site's feed
  *   ├── sitefail␀<origin site>␀<seq, 16 digits>   → SiteFailure        a shipped change this site could not apply
- *   └── siteack␀<receiving site>                  → {seq, at}          how far another site acknowledged this site's feed
+ *   ├── siteack␀<receiving site>                  → {seq, at}          how far another site acknowledged this site's feed
+ *   ├── hlc                                       → {l, c}             this site's hybrid logical clock (cluster/peering/hlc.ts)
+ *   └── tagver␀<repo>␀<tag>                       → {l, c, s, deleted?} the version of a tag's last write or delete (hlc.ts)
  */
 const SEP = '\u0000'
 

@@ -14,12 +14,18 @@
  *
  * Reading writes rather than commands catches every command that makes these changes
  * (PutManifest, DeleteTag, DeleteManifest, Promote) without teaching each one.
+ *
+ * Each entry carries its origin (this site's id) and its version (this site's hybrid logical
+ * clock, ticked once per command: cluster/peering/hlc.ts), and every tag the command wrote or
+ * removed records that version. A receiving site merges the version into its own clock and
+ * settles each tag by it: highest version wins, deletes included (applyOne below).
  */
 import { FlotillaError } from '../../storage/errors.js'
 import type { TxLike } from '../access/apply.js'
 import { key } from '../metadata/keys.js'
 import type { Command, CommandResult } from '../metadata/commands.js'
 import type { PeeringCommand } from './commands.js'
+import { isVersion, MAX_CLOCK_AHEAD_MS, merge, readClock, setTagVersion, tick, wins, writeClock, type Version } from './hlc.js'
 import { isValidSiteName, membersProblem, rulesProblem, type FeedEntry, type FeedOp, type PeeringRecord, type ShippedChange, type SiteCursor, type SiteFailure } from './model.js'
 
 const SEP = '\u0000'
@@ -69,14 +75,27 @@ export function feedOps (tx: TxWrites): FeedOp[] {
   return ops
 }
 
-/** Append the command's replicable changes to this site's feed (time: the command's). */
+/**
+ * Append the command's replicable changes to this site's feed (time: the command's), each
+ * with this site as its origin and the version of the command (the clock ticked once,
+ * cluster/peering/hlc.ts); every tag the command wrote or removed takes that version.
+ */
 export async function appendFeed (tx: TxLike & TxWrites, at: number): Promise<void> {
   const ops = feedOps(tx)
   if (ops.length === 0) return
+  // This site's id; none only before the cluster is founded (then the receiver takes the peering's).
+  const origin = (await tx.getJSON<{ clusterId: string }>(key.clusterInfo()))?.clusterId
+  const clock = tick(await readClock(tx), at)
+  writeClock(tx, clock)
+  const v: Version = { l: clock.l, c: clock.c, s: origin ?? '' }
+  for (const [k, val] of [...tx.writes()]) {
+    const parts = k.split(SEP)
+    if (parts[0] === 'tag' && parts.length === 3) setTagVersion(tx, parts[1]!, parts[2]!, v, val === null)
+  }
   let seq = (await tx.getJSON<{ seq: number }>(key.siteSeq()))?.seq ?? 0
   for (const op of ops) {
     seq++
-    const e: FeedEntry = { ...op, seq, at }
+    const e: FeedEntry = { ...op, seq, at, ...(origin !== undefined ? { origin, v } : {}) }
     tx.putJSON(key.feed(seq), e)
   }
   tx.putJSON(key.siteSeq(), { seq })
@@ -137,36 +156,64 @@ async function applyChanges (tx: TxLike, c: Extract<PeeringCommand, { type: 'Sit
   if (p === undefined) throw new FlotillaError('NOT_FOUND', `no peering named ${c.name}: it was removed`)
   if (p.site !== c.origin) throw new FlotillaError('BAD_REQUEST', `peering ${c.name} is with site ${p.site}, not ${c.origin}`)
   const cur = await tx.getJSON<SiteCursor>(key.siteCursor(c.origin)) ?? { seq: 0, originAt: 0, at: 0, applied: 0 }
-  if (c.through <= cur.seq) return { ok: true, value: { applied: 0, failed: 0, cursor: cur.seq } }
+  if (c.through <= cur.seq) return { ok: true, value: { applied: 0, failed: 0, superseded: 0, foreign: 0, cursor: cur.seq } }
+  const self = (await tx.getJSON<{ clusterId: string }>(key.clusterInfo()))?.clusterId
+  let clock = await readClock(tx)
   let applied = 0
   let failed = 0
+  let superseded = 0
+  let foreign = 0
   let originAt = cur.originAt
   for (const ch of c.changes) {
     // Applied already (a resend after the shipper died before it saw the commit): skip.
     if (ch.seq <= cur.seq || ch.seq > c.through) continue
+    // Events carry their origin. A peering carries its site's own changes only: a change made
+    // here, or at a third site (forwarded), is passed over, so that no mesh loops or doubles.
+    const origin = ch.origin ?? c.origin
+    if (origin !== c.origin || origin === self) { foreign++; continue }
+    const v: unknown = ch.v ?? { l: ch.at, c: 0, s: origin }
+    if (!isVersion(v) || v.s !== origin) {
+      failed++
+      await recordFailure(tx, c.origin, ch, new FlotillaError('BAD_REQUEST', `the change carries no valid version of site ${origin}`), c.at)
+      continue
+    }
+    if (v.l > c.at + MAX_CLOCK_AHEAD_MS) {
+      throw new FlotillaError('BAD_REQUEST', `change ${ch.seq} of site ${origin} is dated ${new Date(v.l).toISOString()}, ${Math.round((v.l - c.at) / 60_000)} min ahead of this site's clock: sync the sites' clocks (NTP); federated tags order changes by time, so these changes wait until then`)
+    }
+    clock = merge(clock, v, c.at)
     try {
-      const partly = await applyOne(tx, ch, exec, p)
+      const r = await applyOne(tx, ch, exec, p, v)
       applied++
+      if (r.superseded) superseded++
       originAt = Math.max(originAt, ch.at)
-      if (partly !== undefined) await recordFailure(tx, c.origin, ch, partly, c.at)
+      if (r.partly !== undefined) await recordFailure(tx, c.origin, ch, r.partly, c.at)
     } catch (err) {
       if (!(err instanceof FlotillaError)) throw err
       failed++
       await recordFailure(tx, c.origin, ch, err, c.at)
     }
   }
+  writeClock(tx, clock)
   const next: SiteCursor = { seq: c.through, originAt: Math.max(originAt, c.originAt), at: c.at, applied: cur.applied + applied }
   tx.putJSON(key.siteCursor(c.origin), next)
-  return { ok: true, value: { applied, failed, cursor: c.through } }
+  return { ok: true, value: { applied, failed, superseded, foreign, cursor: c.through } }
 }
+
+/** What applying one change did: the part refused here (to record), and whether a newer version here beat it. */
+interface Outcome { partly?: FlotillaError; superseded: boolean }
 
 /**
  * One change. Every check that can refuse it runs before its first write (the blobs held
  * here, the child manifests, immutable tags in PutManifest), so a refused change writes
- * nothing and the rest of the batch goes on. Answers the refusal of part of it (tags kept
- * immutable here: the manifest came without them), to be recorded.
+ * nothing and the rest of the batch goes on.
+ *
+ * Federated tags (cluster/peering/hlc.ts): highest version wins, deletes included. A put
+ * always stores its manifest by digest, but moves only the tags whose version here is older
+ * than the change's; an untag removes the tag only if its version here is older, and leaves
+ * its own version as a tombstone; a manifest delete removes the tags older than it, and the
+ * manifest too unless a newer tag still points at it.
  */
-async function applyOne (tx: TxLike, ch: ShippedChange, exec: Exec, p: PeeringRecord): Promise<FlotillaError | undefined> {
+async function applyOne (tx: TxLike, ch: ShippedChange, exec: Exec, p: PeeringRecord, v: Version): Promise<Outcome> {
   switch (ch.op) {
     case 'put': {
       for (const d of ch.blobs) {
@@ -176,12 +223,15 @@ async function applyOne (tx: TxLike, ch: ShippedChange, exec: Exec, p: PeeringRe
       for (const d of ch.manifests) {
         if (await tx.get(key.manifest(ch.repo, d)) === undefined) throw new FlotillaError('MANIFEST_BLOB_UNKNOWN', `index references manifest ${d}, which this site does not have in ${ch.repo}`, { digest: d })
       }
+      const tags: string[] = []
+      for (const t of ch.tags) if (await wins(tx, ch.repo, t, v)) tags.push(t)
+      const superseded = tags.length < ch.tags.length
       for (const d of ch.blobs) {
         const size = (await tx.getJSON<{ size: number }>(key.blob(d)))?.size ?? ch.sizes[d] ?? 0
         const r = await exec({ type: 'LinkBlob', repo: ch.repo, digest: d, size, at: ch.at })
         if (!r.ok) throw new FlotillaError(r.code, r.message)
       }
-      const put: Extract<Command, { type: 'PutManifest' }> = { type: 'PutManifest', repo: ch.repo, digest: ch.digest, body: ch.body, mediaType: ch.mediaType, tags: ch.tags, blobs: ch.blobs, manifests: ch.manifests, at: ch.at }
+      const put: Extract<Command, { type: 'PutManifest' }> = { type: 'PutManifest', repo: ch.repo, digest: ch.digest, body: ch.body, mediaType: ch.mediaType, tags, blobs: ch.blobs, manifests: ch.manifests, at: ch.at }
       if (ch.subject !== undefined) put.subject = ch.subject
       if (ch.artifactType !== undefined) put.artifactType = ch.artifactType
       if (ch.annotations !== undefined) put.annotations = ch.annotations
@@ -191,27 +241,49 @@ async function applyOne (tx: TxLike, ch: ShippedChange, exec: Exec, p: PeeringRe
       } catch (err) {
         // A tag this site keeps immutable: the manifest still comes, by digest, without the tags
         // (every manifest acknowledged at the source reaches the peer); the refusal is recorded.
-        if (!(err instanceof FlotillaError) || err.code !== 'TAG_IMMUTABLE' || ch.tags.length === 0) throw err
+        if (!(err instanceof FlotillaError) || err.code !== 'TAG_IMMUTABLE' || tags.length === 0) throw err
         const r = await exec({ ...put, tags: [] })
         if (!r.ok) throw new FlotillaError(r.code, r.message)
-        return err
+        return { partly: err, superseded }
       }
-      return undefined
+      for (const t of tags) setTagVersion(tx, ch.repo, t, v)
+      return { superseded }
     }
     case 'untag': {
-      if (!p.rules.deletes) return undefined
-      // Gone already (or never here): the delete's effect holds.
-      if (await tx.get(key.tag(ch.repo, ch.tag)) === undefined) return undefined
-      const r = await exec({ type: 'DeleteTag', repo: ch.repo, tag: ch.tag })
-      if (!r.ok) throw new FlotillaError(r.code, r.message)
-      return undefined
+      if (!p.rules.deletes) return { superseded: false }
+      // The tag was written here since (or deleted later): the newer write stands.
+      if (!(await wins(tx, ch.repo, ch.tag, v))) return { superseded: true }
+      if (await tx.get(key.tag(ch.repo, ch.tag)) !== undefined) {
+        const r = await exec({ type: 'DeleteTag', repo: ch.repo, tag: ch.tag })
+        if (!r.ok) throw new FlotillaError(r.code, r.message)
+      }
+      // Gone already (or never here) or removed now: the delete's version stays as a tombstone.
+      setTagVersion(tx, ch.repo, ch.tag, v, true)
+      return { superseded: false }
     }
     case 'delete': {
-      if (!p.rules.deletes) return undefined
-      if (await tx.get(key.manifest(ch.repo, ch.digest)) === undefined) return undefined
+      if (!p.rules.deletes) return { superseded: false }
+      if (await tx.get(key.manifest(ch.repo, ch.digest)) === undefined) return { superseded: false }
+      const prefix = key.tagsOfPrefix(ch.repo, ch.digest)
+      const older: string[] = []
+      const newer: string[] = []
+      for (const k of await tx.keys(prefix)) {
+        const t = k.slice(prefix.length)
+        if (await wins(tx, ch.repo, t, v)) older.push(t); else newer.push(t)
+      }
+      if (newer.length > 0) {
+        // A tag moved onto the manifest here after the delete was made keeps it.
+        for (const t of older) {
+          const r = await exec({ type: 'DeleteTag', repo: ch.repo, tag: t })
+          if (!r.ok) throw new FlotillaError(r.code, r.message)
+          setTagVersion(tx, ch.repo, t, v, true)
+        }
+        return { superseded: true }
+      }
       const r = await exec({ type: 'DeleteManifest', repo: ch.repo, digest: ch.digest })
       if (!r.ok) throw new FlotillaError(r.code, r.message)
-      return undefined
+      for (const t of older) setTagVersion(tx, ch.repo, t, v, true)
+      return { superseded: false }
     }
   }
 }

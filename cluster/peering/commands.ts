@@ -14,6 +14,9 @@ export type PeeringCommand =
    * Changes received from the peering's site, applied in order with the cursor moved to
    * `through` (>= the last change's seq: filtered entries are passed over) in one batch.
    * A change at or below the cursor was applied already and is skipped: a resend is harmless.
+   * Each change is settled by its version (federated tags, hlc.ts). Answers {applied, failed,
+   * superseded (applied without effect: a newer version here), foreign (not made at that site:
+   * passed over), cursor}.
    */
   | { type: 'SiteApply'; name: string; origin: string; changes: ShippedChange[]; through: number; originAt: number; at: number }
   /**

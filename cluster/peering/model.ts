@@ -18,6 +18,7 @@
  * change feed, from its recorded cursor), so a receiver that was down misses nothing.
  */
 import { matches, isValidPattern } from '../access/model.js'
+import type { Version } from './hlc.js'
 
 export type Direction = 'pull' | 'push' | 'both'
 export const DIRECTIONS: readonly Direction[] = ['pull', 'push', 'both']
@@ -63,14 +64,21 @@ export type FeedOp =
   | { op: 'untag'; repo: string; tag: string }
   | { op: 'delete'; repo: string; digest: string }
 
+/**
+ * Where a change was made and its version (cluster/peering/hlc.ts): the origin site's id and
+ * its clock when the change was made. Entries recorded before versions existed have neither:
+ * the receiver takes the peering's site and {l: at, c: 0}.
+ */
+export interface Origin { origin?: string; v?: Version }
+
 /** One entry of the change feed, keyed by the site's sequence number. */
-export type FeedEntry = FeedOp & { seq: number; at: number }
+export type FeedEntry = FeedOp & { seq: number; at: number } & Origin
 
 /** A change as shipped: a manifest put carries what the receiver needs to store it. */
 export type ShippedChange =
-  | { seq: number; at: number; op: 'put'; repo: string; digest: string; tags: string[]; body: string; mediaType: string; blobs: string[]; sizes: Record<string, number>; manifests: string[]; subject?: string; artifactType?: string; annotations?: Record<string, string> }
-  | { seq: number; at: number; op: 'untag'; repo: string; tag: string }
-  | { seq: number; at: number; op: 'delete'; repo: string; digest: string }
+  | { seq: number; at: number; op: 'put'; repo: string; digest: string; tags: string[]; body: string; mediaType: string; blobs: string[]; sizes: Record<string, number>; manifests: string[]; subject?: string; artifactType?: string; annotations?: Record<string, string> } & Origin
+  | { seq: number; at: number; op: 'untag'; repo: string; tag: string } & Origin
+  | { seq: number; at: number; op: 'delete'; repo: string; digest: string } & Origin
 
 /** Where a receiver stands with one origin site. */
 export interface SiteCursor {

@@ -9,6 +9,8 @@
  *     request  BlobRequest   {site, repo, digest}
  *     answer   frame {size} | {error}, then the blob's bytes in frames, then an empty frame
  *
+ * Each change carries `origin` (the site whose client made it: always the answering site, which
+ * ships only its own changes) and `v`, its version (federated tags: cluster/peering/hlc.ts).
  * `after` is the receiver's cursor; the source answers the changes after it that the
  * peering's rules let through, and `through`, the last sequence it looked at (filtered
  * entries included), which the receiver records as its new cursor. When nothing is new the

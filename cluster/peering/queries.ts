@@ -6,6 +6,7 @@ import type { KV } from '../../storage/kv/kv.js'
 import { prefixRange } from '../../storage/kv/kv.js'
 import { key } from '../metadata/keys.js'
 import { decodeJSON } from '../metadata/state-machine.js'
+import { hlcKey, type TagVersion } from './hlc.js'
 import type { FeedEntry, PeeringRecord, SiteCursor, SiteFailure } from './model.js'
 
 export class PeeringQueries {
@@ -55,6 +56,11 @@ export class PeeringQueries {
 
   async cursor (origin: string): Promise<SiteCursor> {
     return await this.json<SiteCursor>(key.siteCursor(origin)) ?? { seq: 0, originAt: 0, at: 0, applied: 0 }
+  }
+
+  /** A tag's version here (federated tags, hlc.ts): its last write or, `deleted`, its delete; undefined: never versioned. */
+  async tagVersion (repo: string, tag: string): Promise<TagVersion | undefined> {
+    return await this.json<TagVersion>(hlcKey.tag(repo, tag))
   }
 
   /** The most recent changes from `origin` that could not be applied, newest first. */

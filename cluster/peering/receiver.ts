@@ -52,6 +52,8 @@ export interface ReceiverMetrics {
   bytes: (site: string, n: number) => void
   applied: (site: string, n: number) => void
   error: (site: string) => void
+  /** Changes passed over: `superseded` (a newer version of the tag here), `foreign` (not made at that site). */
+  skipped?: (site: string, reason: 'superseded' | 'foreign', n: number) => void
 }
 
 /** What `site status` shows of a receiver (on the member that runs it). */
@@ -159,10 +161,12 @@ export class SiteReceiver {
     }
     this.d.log.debug({ site: p.name, from: cursor.seq, through: answer.through, changes: answer.changes.length, blobBytes: this.state.bytesReceived - bytes0, blobsMs: t1 - t0, applyMs: Date.now() - t1 }, 'peering: batch applied')
     if (!r.ok) throw new Error(`applying changes ${cursor.seq + 1}–${answer.through} failed: ${r.message}`)
-    const v = r.value as { applied: number; failed: number }
+    const v = r.value as { applied: number; failed: number; superseded?: number; foreign?: number }
     this.state.cursor = answer.through
     this.state.changesApplied += v.applied
     this.d.metrics.applied(this.name, v.applied)
+    if ((v.superseded ?? 0) > 0) this.d.metrics.skipped?.(this.name, 'superseded', v.superseded!)
+    if ((v.foreign ?? 0) > 0) this.d.metrics.skipped?.(this.name, 'foreign', v.foreign!)
     if (v.failed > 0) this.d.log.warn({ site: p.name, failed: v.failed }, 'peering: some changes could not be applied here (see flotilla site status)')
     return 'ok'
   }

@@ -109,6 +109,7 @@ export class Sites {
     bytesSent: new Counter({ name: 'flotilla_site_bytes_sent_total', help: 'Blob bytes sent to the peered site', labelNames: ['site'] as const, registers: [] }),
     changesApplied: new Counter({ name: 'flotilla_site_changes_applied_total', help: 'Changes of the peered site applied here', labelNames: ['site'] as const, registers: [] }),
     changesSent: new Counter({ name: 'flotilla_site_changes_sent_total', help: 'Changes sent to the peered site', labelNames: ['site'] as const, registers: [] }),
+    skipped: new Counter({ name: 'flotilla_site_changes_skipped_total', help: 'Changes of the peered site applied here without effect: superseded (a newer version of the tag here wins, federated tags) or foreign (made at another site than the peered one: never forwarded)', labelNames: ['site', 'reason'] as const, registers: [] }),
     errors: new Counter({ name: 'flotilla_site_errors_total', help: 'Failed rounds of receiving from the peered site (each is retried with backoff)', labelNames: ['site'] as const, registers: [] }),
   }
 
@@ -285,6 +286,7 @@ export class Sites {
         bytes: (site, n) => this.metrics.bytesReceived.inc({ site }, n),
         applied: (site, n) => this.metrics.changesApplied.inc({ site }, n),
         error: (site) => this.metrics.errors.inc({ site }),
+        skipped: (site, reason, n) => this.metrics.skipped.inc({ site, reason }, n),
       },
     })
     // A receiver ends by itself when its peering is removed; forget it then.

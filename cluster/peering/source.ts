@@ -5,7 +5,8 @@
  * member that holds it.
  *
  * Only this site's own changes are in its feed (cluster/peering/apply.ts): a site never
- * forwards what it received from another, so a full mesh of sites has no loops.
+ * forwards what it received from another, so a full mesh of sites has no loops. Each change
+ * ships with its origin (this site) and its version (federated tags, cluster/peering/hlc.ts).
  */
 import type { Readable } from 'node:stream'
 import type { Logger } from 'pino'
@@ -91,7 +92,8 @@ export class SiteSource {
       if (changes.length >= MAX_CHANGES || body >= MAX_BODY_BYTES || blobBytes >= MAX_BLOB_BYTES) break
       through = e.seq
       if (filteredBy(p.rules, e) !== undefined) continue
-      if (e.op !== 'put') { changes.push(e.op === 'untag' ? { seq: e.seq, at: e.at, op: 'untag', repo: e.repo, tag: e.tag } : { seq: e.seq, at: e.at, op: 'delete', repo: e.repo, digest: e.digest }); continue }
+      const origin = e.origin !== undefined ? { origin: e.origin, ...(e.v !== undefined ? { v: e.v } : {}) } : {}
+      if (e.op !== 'put') { changes.push(e.op === 'untag' ? { seq: e.seq, at: e.at, op: 'untag', repo: e.repo, tag: e.tag, ...origin } : { seq: e.seq, at: e.at, op: 'delete', repo: e.repo, digest: e.digest, ...origin }); continue }
       const rec = await this.d.queries.manifest(e.repo, e.digest)
       const raw = rec === undefined ? undefined : await this.d.queries.manifestBody(e.repo, e.digest)
       // Deleted since: nothing to ship (its delete follows in the feed).
@@ -101,7 +103,7 @@ export class SiteSource {
         sizes[b] = (await this.d.queries.linkedBlob(e.repo, b))?.size ?? 0
         blobBytes += sizes[b]
       }
-      const c: ShippedChange = { seq: e.seq, at: e.at, op: 'put', repo: e.repo, digest: e.digest, tags: shippedTags(p.rules, e.tags), body: Buffer.from(raw).toString('base64'), mediaType: rec.mediaType, blobs: rec.blobs, sizes, manifests: rec.manifests }
+      const c: ShippedChange = { seq: e.seq, at: e.at, op: 'put', repo: e.repo, digest: e.digest, tags: shippedTags(p.rules, e.tags), body: Buffer.from(raw).toString('base64'), mediaType: rec.mediaType, blobs: rec.blobs, sizes, manifests: rec.manifests, ...origin }
       if (rec.subject !== undefined) c.subject = rec.subject
       if (rec.artifactType !== undefined) c.artifactType = rec.artifactType
       if (rec.annotations !== undefined) c.annotations = rec.annotations

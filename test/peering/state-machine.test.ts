@@ -47,7 +47,7 @@ t.test('the change feed: one entry per replicable change, numbered in commit ord
   await ok(sm, { type: 'DeleteTag', repo: 'r', tag: 'latest' })
   await ok(sm, { type: 'DeleteManifest', repo: 'r', digest: M1 })
   const feed = await pq.feedAfter(0, 100)
-  t.same(feed.map((e) => ({ ...e })), [
+  t.same(feed.map(({ origin: _o, v: _v, ...e }) => e), [
     { op: 'put', repo: 'r', digest: M1, tags: ['v1'], seq: 1, at: 5 },
     { op: 'put', repo: 'r', digest: M2, tags: ['v1', 'latest'], seq: 2, at: 5 },
     { op: 'untag', repo: 'r', tag: 'latest', seq: 3, at: 0 },
@@ -91,17 +91,17 @@ t.test('SiteApply: changes and cursor in one command, a resend changes nothing, 
   await ok(sm, { type: 'PutSitePeering', peering: peering() })
   // No member holds D1 yet: the put is refused (recorded), the cursor moves on.
   const early = await ok(sm, { type: 'SiteApply', name: 'site-a', origin: SITE_A, changes: [shippedPut(1, M1, ['v1'])], through: 1, originAt: 101, at: 10 })
-  t.same(early, { applied: 0, failed: 1, cursor: 1 })
+  t.same(early, { applied: 0, failed: 1, superseded: 0, foreign: 0, cursor: 1 })
   t.match(await pq.failures(SITE_A), [{ seq: 1, code: 'MANIFEST_BLOB_UNKNOWN' }], 'the refusal is recorded, with its cause')
   await ok(sm, { type: 'AddHolder', digest: D1, size: 7, peerId: PEER })
   const cmd: Command = { type: 'SiteApply', name: 'site-a', origin: SITE_A, changes: [shippedPut(2, M1, ['v1']), shippedPut(3, M2, ['v1'])], through: 5, originAt: 105, at: 11 }
-  t.same(await ok(sm, cmd), { applied: 2, failed: 0, cursor: 5 }, 'entries 4 and 5 were filtered at the source: the cursor passes them')
+  t.same(await ok(sm, cmd), { applied: 2, failed: 0, superseded: 0, foreign: 0, cursor: 5 }, 'entries 4 and 5 were filtered at the source: the cursor passes them')
   t.equal(await q.resolveTag('r', 'v1'), M2)
   t.ok(await q.manifest('r', M1), 'the first manifest of the moved tag is there by digest')
   t.same(await q.linkedBlob('r', D1), { size: 7, at: 103 }, 'the blob is linked into the repository (at: the last change that linked it)')
   t.same(await pq.cursor(SITE_A), { seq: 5, originAt: 105, at: 11, applied: 2 })
-  t.same(await ok(sm, cmd), { applied: 0, failed: 0, cursor: 5 }, 'the same command again (a resend after a crash) does nothing')
-  t.same(await ok(sm, { ...cmd, through: 6, changes: [shippedPut(3, M1, ['v1']), shippedPut(6, M1, ['old'])] } as Command), { applied: 1, failed: 0, cursor: 6 }, 'of a batch overlapping the cursor, only the new changes apply')
+  t.same(await ok(sm, cmd), { applied: 0, failed: 0, superseded: 0, foreign: 0, cursor: 5 }, 'the same command again (a resend after a crash) does nothing')
+  t.same(await ok(sm, { ...cmd, through: 6, changes: [shippedPut(3, M1, ['v1']), shippedPut(6, M1, ['old'])] } as Command), { applied: 1, failed: 0, superseded: 0, foreign: 0, cursor: 6 }, 'of a batch overlapping the cursor, only the new changes apply')
   t.equal(await q.resolveTag('r', 'v1'), M2, 'the change at seq 3 was not applied twice')
   t.equal(await pq.head(), 0, 'changes from another site never enter this site\'s feed (no loops in a mesh)')
   t.match(await sm.apply({ command: { type: 'SiteApply', name: 'nope', origin: SITE_A, changes: [], through: 9, originAt: 0, at: 1 } }), { ok: false, code: 'NOT_FOUND' })
@@ -113,7 +113,7 @@ t.test('deletes apply only when the peering says so', async (t) => {
     const { sm, q } = await fresh()
     await ok(sm, { type: 'PutSitePeering', peering: peering({ rules: rules({ deletes }) }) })
     await ok(sm, { type: 'AddHolder', digest: D1, size: 7, peerId: PEER })
-    await ok(sm, { type: 'SiteApply', name: 'site-a', origin: SITE_A, changes: [shippedPut(1, M1, ['v1', 'v2']), { seq: 2, at: 2, op: 'untag', repo: 'r', tag: 'v2' }, { seq: 3, at: 3, op: 'delete', repo: 'r', digest: M1 }], through: 3, originAt: 3, at: 1 })
+    await ok(sm, { type: 'SiteApply', name: 'site-a', origin: SITE_A, changes: [shippedPut(1, M1, ['v1', 'v2']), { seq: 2, at: 102, op: 'untag', repo: 'r', tag: 'v2' }, { seq: 3, at: 103, op: 'delete', repo: 'r', digest: M1 }], through: 3, originAt: 3, at: 1 })
     t.equal(await q.manifest('r', M1) === undefined, deletes, `deletes ${deletes}: manifest ${deletes ? 'deleted' : 'kept'}`)
   }
 })
@@ -152,7 +152,7 @@ t.test('a tag this site keeps immutable: the manifest comes by digest without it
   await ok(sm, { type: 'AddHolder', digest: D1, size: 7, peerId: PEER })
   await ok(sm, { type: 'SetImmutable', pattern: 'r', immutable: true, at: 1 })
   await ok(sm, { type: 'SiteApply', name: 'site-a', origin: SITE_A, changes: [shippedPut(1, M1, ['v1'])], through: 1, originAt: 1, at: 1 })
-  t.same(await ok(sm, { type: 'SiteApply', name: 'site-a', origin: SITE_A, changes: [shippedPut(2, M2, ['v1'])], through: 2, originAt: 2, at: 2 }), { applied: 1, failed: 0, cursor: 2 })
+  t.same(await ok(sm, { type: 'SiteApply', name: 'site-a', origin: SITE_A, changes: [shippedPut(2, M2, ['v1'])], through: 2, originAt: 2, at: 2 }), { applied: 1, failed: 0, superseded: 0, foreign: 0, cursor: 2 })
   t.equal(await q.resolveTag('r', 'v1'), M1, 'the immutable tag did not move')
   t.ok(await q.manifest('r', M2), 'the moved-to manifest is here by digest')
   t.match(await pq.failures(SITE_A), [{ seq: 2, code: 'TAG_IMMUTABLE' }])
