@@ -281,6 +281,8 @@ export interface ClusterOptions {
   adminPassword?: string
   /** Extra env for every node. */
   env?: Record<string, string>
+  /** Extra env for one node, by name (n1, n2 …): e.g. the address it advertises to other sites. */
+  envOf?: (name: string) => Record<string, string>
 }
 
 /** Found a cluster on node 1 and join `size - 1` more through it, one after the other. */
@@ -309,13 +311,13 @@ export async function startCluster (opts: ClusterOptions): Promise<TestCluster> 
     async join (o = {}) {
       const via = o.via ?? live()[0]!
       const token = o.token ?? await c.token({ via })
-      const node = await startNode({ name: `n${nodes.length + 1}`, base, adminPassword: credentials.password, anonymous: o.anonymous ?? opts.anonymous, env: nodeEnv, join: { url: via.url, token }, readyTimeoutMs: 90_000 })
+      const node = await startNode({ name: `n${nodes.length + 1}`, base, adminPassword: credentials.password, anonymous: o.anonymous ?? opts.anonymous, env: { ...nodeEnv, ...opts.envOf?.(`n${nodes.length + 1}`) }, join: { url: via.url, token }, readyTimeoutMs: 90_000 })
       nodes.push(node)
       return node
     },
     async restart (node, o = {}) {
       if (node.alive()) await node.stop()
-      const again = await startNode({ name: node.name, base, adminPassword: credentials.password, anonymous: opts.anonymous, env: { ...nodeEnv, ...o.env }, dataDir: node.dataDir, port: Number(node.host.split(':')[1]), p2pPort: node.p2pPort })
+      const again = await startNode({ name: node.name, base, adminPassword: credentials.password, anonymous: opts.anonymous, env: { ...nodeEnv, ...opts.envOf?.(node.name), ...o.env }, dataDir: node.dataDir, port: Number(node.host.split(':')[1]), p2pPort: node.p2pPort })
       nodes[nodes.indexOf(node)] = again
       return again
     },
@@ -357,7 +359,7 @@ export async function startCluster (opts: ClusterOptions): Promise<TestCluster> 
     },
   }
   try {
-    nodes.push(await startNode({ name: 'n1', base, adminPassword: credentials.password, anonymous: opts.anonymous, env: nodeEnv }))
+    nodes.push(await startNode({ name: 'n1', base, adminPassword: credentials.password, anonymous: opts.anonymous, env: { ...nodeEnv, ...opts.envOf?.('n1') } }))
     for (let i = 1; i < opts.size; i++) await c.join()
     // A joiner serves as a learner; wait for the promotions so tests start from `size` voters.
     await c.converged({ voters: opts.size, timeoutMs: 60_000 })
