@@ -5,9 +5,11 @@
  *   - N small tags pushed back to back at A: from the last 201 until B serves all of them;
  *   - a 10-layer image of 100 MiB: from the 201 at A until B serves it, against the floor, a
  *     plain TCP copy of the same bytes between two processes.
- * Not yet: the runs through a proxy with 50 ms RTT and a 50 MiB/s cap (test/helpers/tcp-proxy.ts).
+ * With --latency-ms or --cap-mib, A advertises a userspace proxy (test/helpers/tcp-proxy.ts) to
+ * B, adding that latency each way and capping each direction of each connection; the floor
+ * then goes through the same proxy. The issue's WAN run: --latency-ms 25 --cap-mib 50 (50 ms RTT).
  *
- *   npm run bench:sites -- [--runs 10] [--tags 1000] [--big-mib 100]
+ *   npm run bench:sites -- [--runs 10] [--tags 1000] [--big-mib 100] [--latency-ms 25] [--cap-mib 50]
  */
 import { spawn } from 'node:child_process'
 import { createServer } from 'node:net'
@@ -17,12 +19,17 @@ import { startCluster, runCli, type TestCluster } from '../lib/cluster.js'
 import { authFetch, pushHttp } from '../../test/helpers/cluster.js'
 import { blob, descriptor, image, sha256, OCI_CONFIG, OCI_MANIFEST, type Image } from '../../test/helpers/oci.js'
 import { median, fmt } from './lib/stats.js'
+import { startTcpProxy, type TcpProxy } from '../../test/helpers/tcp-proxy.js'
 
 const args = process.argv.slice(2)
 const opt = (name: string, def: string): string => { const i = args.indexOf(name); return i >= 0 ? args[i + 1]! : def }
 const RUNS = Number(opt('--runs', '10'))
 const TAGS = Number(opt('--tags', '1000'))
 const BIG_MIB = Number(opt('--big-mib', '100'))
+const LATENCY_MS = Number(opt('--latency-ms', '0'))
+const CAP_MIB = Number(opt('--cap-mib', '0'))
+const WAN = LATENCY_MS > 0 || CAP_MIB > 0
+const proxyOptions = { latencyMs: LATENCY_MS, ...(CAP_MIB > 0 ? { bytesPerSecond: CAP_MIB * 1024 * 1024 } : {}) }
 
 const sleep = async (ms: number): Promise<void> => await new Promise((resolve) => setTimeout(resolve, ms))
 
@@ -47,11 +54,13 @@ function bigImage (layers: number, layerBytes: number): Image {
   return { config, layers: ls, manifest, digest: sha256(manifest), mediaType: OCI_MANIFEST }
 }
 
-/** The floor: `bytes` over a plain TCP connection from a child process to this one (ms). */
+/** The floor: `bytes` over a plain TCP connection from a child process to this one (ms), through the proxy when there is one. */
 async function tcpFloor (bytes: number): Promise<number> {
   const server = createServer()
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()))
-  const port = (server.address() as { port: number }).port
+  const direct = (server.address() as { port: number }).port
+  const proxy = WAN ? await startTcpProxy({ target: { host: '127.0.0.1', port: direct }, ...proxyOptions }) : undefined
+  const port = proxy?.port ?? direct
   const got = new Promise<number>((resolve) => {
     server.once('connection', (s) => {
       let n = 0
@@ -62,13 +71,17 @@ async function tcpFloor (bytes: number): Promise<number> {
   const child = spawn(process.execPath, ['-e', `const s=require('net').connect(${port},'127.0.0.1');const b=Buffer.alloc(1<<20,7);let left=${bytes};function w(){while(left>0){left-=b.length;if(!s.write(b)){s.once('drain',w);return}}s.end()}s.on('connect',w)`], { stdio: 'ignore' })
   const ms = await got
   child.kill()
+  await proxy?.close()
   server.close()
   return ms
 }
 
 async function main (): Promise<void> {
-  const a = await startCluster({ size: 1 })
+  const proxy: TcpProxy | undefined = WAN ? await startTcpProxy({ target: { host: '127.0.0.1', port: 0 }, ...proxyOptions }) : undefined
+  const a = await startCluster({ size: 1, ...(proxy !== undefined ? { env: { FLOTILLA_SITES_ADVERTISE: `127.0.0.1:${proxy.port}` } } : {}) })
+  proxy?.retarget({ host: '127.0.0.1', port: a.nodes[0]!.p2pPort })
   const b = await startCluster({ size: 1 })
+  process.stdout.write(WAN ? `link through a proxy: ${LATENCY_MS} ms each way (${2 * LATENCY_MS} ms RTT), ${CAP_MIB > 0 ? `${CAP_MIB} MiB/s cap` : 'no cap'}\n` : 'link: loopback, no proxy\n')
   try {
     const user = (c: TestCluster): string => `admin:${c.credentials.password}`
     const tok = await runCli(['site', 'token', '--node', a.nodes[0]!.url, '--user', user(a)])
@@ -111,6 +124,7 @@ async function main (): Promise<void> {
   } finally {
     await a.destroy()
     await b.destroy()
+    await proxy?.close()
   }
 }
 

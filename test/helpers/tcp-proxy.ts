@@ -30,21 +30,54 @@ export async function startTcpProxy (opts: ProxyOptions, port = 0): Promise<TcpP
   let target = opts.target
   let cut = false
   let forwarded = 0
+  /**
+   * One direction of a connection as a delay line: a chunk goes on the wire once the wire is
+   * free (the cap: each chunk holds it for its length / bytesPerSecond) and arrives `latencyMs`
+   * after it left, so latency delays the bytes without slowing the stream, as on a WAN (a
+   * chunk waiting for the wire at every hop would make 25 ms each way cap a stream at a few
+   * MiB/s). Chunks keep their order; the source is paused while more than a window waits.
+   */
   const pipe = (from: Socket, to: Socket): void => {
+    const latency = opts.latencyMs ?? 0
+    const rate = opts.bytesPerSecond
+    // What may wait in the line: what the link carries in its latency plus 100 ms, 256 KiB at least.
+    const window = Math.max(256 * 1024, rate === undefined ? 8 << 20 : rate * (latency + 100) / 1000)
+    let wireFree = 0
+    let waiting = 0
+    // One queue per direction, run by one timer: chunks, the end and the close leave in order
+    // (a timer per chunk could let a close due now overtake a chunk due a fraction of a ms ago).
+    const line: Array<{ at: number; run: () => void }> = []
+    let timer: NodeJS.Timeout | undefined
+    const pump = (): void => {
+      timer = undefined
+      const now = Date.now()
+      while (line.length > 0 && line[0]!.at <= now) line.shift()!.run()
+      if (line.length > 0) timer = setTimeout(pump, Math.max(1, line[0]!.at - now))
+    }
+    const deliver = (at: number, run: () => void): void => {
+      line.push({ at, run })
+      if (timer === undefined) timer = setTimeout(pump, Math.max(0, at - Date.now()))
+    }
     from.on('data', (chunk: Buffer) => {
-      const wait = (opts.latencyMs ?? 0) + (opts.bytesPerSecond !== undefined ? chunk.length * 1000 / opts.bytesPerSecond : 0)
-      if (wait <= 0) { forwarded += chunk.length; if (!to.write(chunk)) { from.pause(); to.once('drain', () => from.resume()) } return }
-      // Hold the source while this chunk waits: chunks keep their order and the cap holds.
-      from.pause()
-      setTimeout(() => {
+      if (latency <= 0 && rate === undefined) { forwarded += chunk.length; if (!to.write(chunk)) { from.pause(); to.once('drain', () => from.resume()) } return }
+      const now = Date.now()
+      wireFree = Math.max(now, wireFree) + (rate === undefined ? 0 : chunk.length * 1000 / rate)
+      waiting += chunk.length
+      if (waiting > window) from.pause()
+      deliver(wireFree + latency, () => {
+        waiting -= chunk.length
         if (to.destroyed) return
         forwarded += chunk.length
-        if (to.write(chunk)) from.resume(); else to.once('drain', () => from.resume())
-      }, wait)
+        const ok = to.write(chunk)
+        if (waiting <= window / 2 && from.isPaused()) { if (ok) from.resume(); else to.once('drain', () => from.resume()) }
+      })
     })
-    from.on('end', () => to.end())
+    // The end follows the last chunk down the line (and lets what `to` still buffers out); a
+    // connection closed without an end (reset, error, cut) is torn down the same way.
+    let ended = false
+    from.on('end', () => { ended = true; deliver(Math.max(Date.now(), wireFree) + latency, () => to.end()) })
     from.on('error', () => to.destroy())
-    from.on('close', () => to.destroy())
+    from.on('close', () => { if (!ended) deliver(Math.max(Date.now(), wireFree) + latency, () => to.destroy()) })
   }
   const server: Server = createServer((client) => {
     if (cut) { client.destroy(); return }
