@@ -112,6 +112,7 @@ export class RegistryNode {
       log,
       fetchThrough: async (digest) => await deps.replication?.fetchThrough(digest),
       waitForCopies: async (digests) => { await deps.replication?.waitForCopies(digests) },
+      access: deps.auth.queries,
     })
   }
 

@@ -32,7 +32,8 @@
  *   ├── siteseq                                   → {seq}              this site's last change-feed sequence
  *   ├── feed␀<seq, 16 digits>                     → FeedEntry          this site's replicable changes, in commit order
  *   ├── sitecursor␀<origin site>                  → SiteCursor         how far this site applied another site's feed
- *   └── sitefail␀<origin site>␀<seq, 16 digits>   → SiteFailure        a shipped change this site could not apply
+ *   ├── sitefail␀<origin site>␀<seq, 16 digits>   → SiteFailure        a shipped change this site could not apply
+ *   └── sitelanded␀<origin>␀<repo>␀<tag>          → {digest, seq, originAt, at}  when a tag from another site last landed here (site explain)
  */
 const SEP = '\u0000'
 
@@ -83,6 +84,7 @@ export const key = {
   siteCursor: (origin: string): string => `sitecursor${SEP}${origin}`,
   siteFailure: (origin: string, seq: number): string => `sitefail${SEP}${origin}${SEP}${String(seq).padStart(16, '0')}`,
   siteFailurePrefix: (origin: string): string => `sitefail${SEP}${origin}${SEP}`,
+  siteLanded: (origin: string, repo: string, tag: string): string => `sitelanded${SEP}${origin}${SEP}${repo}${SEP}${tag}`,
 }
 
 /** The parts of a key after its first (its kind): `[repo, digest]` for `link␀<repo>␀<digest>`. */

@@ -20,14 +20,16 @@ import type { TxLike } from '../access/apply.js'
 import { key } from '../metadata/keys.js'
 import type { Command, CommandResult } from '../metadata/commands.js'
 import type { PeeringCommand } from './commands.js'
+import { accessOps, applyAccessChange } from './access-feed.js'
+import { applyRules } from './rules.js'
 import { isValidSiteName, membersProblem, rulesProblem, type FeedEntry, type FeedOp, type PeeringRecord, type ShippedChange, type SiteCursor, type SiteFailure } from './model.js'
 
 const SEP = '\u0000'
 /** Failures kept per origin site (the oldest go first). */
 const MAX_FAILURES = 1000
 
-/** The transaction's writes, in order: key → value (null: deleted). */
-export interface TxWrites { writes (): Iterable<[string, Uint8Array | null]> }
+/** The transaction's writes, in order: key → value (null: deleted); `before`: a key's value before it. */
+export interface TxWrites { writes (): Iterable<[string, Uint8Array | null]>; before?: (k: string) => Promise<Uint8Array | undefined> }
 
 const dec = new TextDecoder()
 
@@ -71,7 +73,8 @@ export function feedOps (tx: TxWrites): FeedOp[] {
 
 /** Append the command's replicable changes to this site's feed (time: the command's). */
 export async function appendFeed (tx: TxLike & TxWrites, at: number): Promise<void> {
-  const ops = feedOps(tx)
+  // Users, groups, memberships and permission targets too (access-feed.ts), shipped where --access is on.
+  const ops = [...feedOps(tx), ...await accessOps([...tx.writes()], tx.before?.bind(tx))]
   if (ops.length === 0) return
   let seq = (await tx.getJSON<{ seq: number }>(key.siteSeq()))?.seq ?? 0
   for (const op of ops) {
@@ -114,6 +117,9 @@ export async function applyPeering (tx: TxLike, c: PeeringCommand, exec: Exec): 
     }
     case 'SiteApply':
       return await applyChanges(tx, c, exec)
+    case 'SetSiteRules':
+    case 'SiteRulesSynced':
+      return await applyRules(tx, c)
   }
 }
 
@@ -138,7 +144,9 @@ async function applyChanges (tx: TxLike, c: Extract<PeeringCommand, { type: 'Sit
     // Applied already (a resend after the shipper died before it saw the commit): skip.
     if (ch.seq <= cur.seq || ch.seq > c.through) continue
     try {
-      const partly = await applyOne(tx, ch, exec, p)
+      // Access changes only while this site's record of the rules has access on (a change of the rules may cross a batch).
+      const partly = ch.op === 'access' ? (p.rules.access ? await applyAccessChange(tx, ch, c.at) : undefined) : await applyOne(tx, ch, exec, p)
+      if (ch.op === 'put' && partly === undefined) landed(tx, c.origin, ch, c.at)
       applied++
       originAt = Math.max(originAt, ch.at)
       if (partly !== undefined) await recordFailure(tx, c.origin, ch, partly, c.at)
@@ -159,7 +167,7 @@ async function applyChanges (tx: TxLike, c: Extract<PeeringCommand, { type: 'Sit
  * nothing and the rest of the batch goes on. Answers the refusal of part of it (tags kept
  * immutable here: the manifest came without them), to be recorded.
  */
-async function applyOne (tx: TxLike, ch: ShippedChange, exec: Exec, p: PeeringRecord): Promise<FlotillaError | undefined> {
+async function applyOne (tx: TxLike, ch: Exclude<ShippedChange, { op: 'access' }>, exec: Exec, p: PeeringRecord): Promise<FlotillaError | undefined> {
   switch (ch.op) {
     case 'put': {
       for (const d of ch.blobs) {
@@ -210,8 +218,13 @@ async function applyOne (tx: TxLike, ch: ShippedChange, exec: Exec, p: PeeringRe
 }
 
 async function recordFailure (tx: TxLike, origin: string, ch: ShippedChange, err: FlotillaError, at: number): Promise<void> {
-  const rec: SiteFailure = { seq: ch.seq, op: ch.op, repo: ch.repo, ref: ch.op === 'untag' ? ch.tag : ch.digest, code: err.code, message: err.message, at }
+  const rec: SiteFailure = { seq: ch.seq, op: ch.op, repo: ch.op === 'access' ? '' : ch.repo, ref: ch.op === 'untag' ? ch.tag : ch.op === 'access' ? `${ch.kind} ${ch.name}${ch.user !== undefined ? ' ' + ch.user : ''}` : ch.digest, code: err.code, message: err.message, at }
   tx.putJSON(key.siteFailure(origin, ch.seq), rec)
   const all = await tx.keys(key.siteFailurePrefix(origin))
   for (const k of all.slice(0, Math.max(0, all.length - MAX_FAILURES))) tx.del(k)
+}
+
+/** When a tagged manifest from `origin` landed here, per tag (`site explain`: replicated, and when). */
+function landed (tx: TxLike, origin: string, ch: Extract<ShippedChange, { op: 'put' }>, at: number): void {
+  for (const tag of ch.tags) tx.putJSON(key.siteLanded(origin, ch.repo, tag), { digest: ch.digest, seq: ch.seq, originAt: ch.at, at })
 }

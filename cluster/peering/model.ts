@@ -18,6 +18,7 @@
  * change feed, from its recorded cursor), so a receiver that was down misses nothing.
  */
 import { matches, isValidPattern } from '../access/model.js'
+import type { AccessFeedOp, ShippedAccess } from './access-feed.js'
 
 export type Direction = 'pull' | 'push' | 'both'
 export const DIRECTIONS: readonly Direction[] = ['pull', 'push', 'both']
@@ -30,9 +31,9 @@ export interface PeeringRules {
   tags?: string
   /** Whether tag and manifest deletions replicate. */
   deletes: boolean
-  /** Whether users, groups and permissions replicate (recorded; not shipped yet). */
+  /** Whether users, groups and permissions replicate (cluster/peering/access-feed.ts). */
   access: boolean
-  /** Bandwidth limit in MiB/s (recorded; not enforced yet). */
+  /** Bandwidth limit in MiB/s on the blob bytes of this peering, each way (cluster/peering/ops.ts). */
   bandwidth?: number
 }
 
@@ -55,6 +56,15 @@ export interface PeeringRecord {
   initiator: boolean
   createdAt: number
   updatedAt: number
+  /**
+   * The rules' version (`site set`, cluster/peering/ops.ts): when they were last set, and at
+   * which site; the later (then the larger site id) wins when both sites set them at once.
+   * Absent: as made at peering time.
+   */
+  rulesAt?: number
+  rulesBy?: string
+  /** False while the other site has not confirmed the last `site set` made here. */
+  rulesSynced?: boolean
 }
 
 /** A change in a site's feed: what the state machine recorded for one replicable change. */
@@ -62,6 +72,7 @@ export type FeedOp =
   | { op: 'put'; repo: string; digest: string; tags: string[] }
   | { op: 'untag'; repo: string; tag: string }
   | { op: 'delete'; repo: string; digest: string }
+  | AccessFeedOp
 
 /** One entry of the change feed, keyed by the site's sequence number. */
 export type FeedEntry = FeedOp & { seq: number; at: number }
@@ -71,6 +82,7 @@ export type ShippedChange =
   | { seq: number; at: number; op: 'put'; repo: string; digest: string; tags: string[]; body: string; mediaType: string; blobs: string[]; sizes: Record<string, number>; manifests: string[]; subject?: string; artifactType?: string; annotations?: Record<string, string> }
   | { seq: number; at: number; op: 'untag'; repo: string; tag: string }
   | { seq: number; at: number; op: 'delete'; repo: string; digest: string }
+  | ShippedAccess
 
 /** Where a receiver stands with one origin site. */
 export interface SiteCursor {
@@ -139,6 +151,7 @@ export function repoAllowed (rules: PeeringRules, repo: string): boolean {
  * digest) ships whenever its repository does.
  */
 export function filteredBy (rules: PeeringRules, e: FeedOp): string | undefined {
+  if (e.op === 'access') return rules.access ? undefined : 'access (off)'
   if (!repoAllowed(rules, e.repo)) return `repos (${rules.repos.join(' ')})`
   if (e.op === 'put') {
     if (rules.tags !== undefined && e.tags.length > 0 && !e.tags.some((t) => tagGlobMatches(rules.tags!, t))) return `tags (${rules.tags})`

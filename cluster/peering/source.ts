@@ -14,6 +14,8 @@ import { parseDigest, type Digest } from '../../storage/reference.js'
 import type { MetadataQueries } from '../metadata/queries.js'
 import type { PeeringQueries } from './queries.js'
 import { filteredBy, repoAllowed, sends, shippedTags, type PeeringRecord, type ShippedChange, type SiteMember } from './model.js'
+import { shipAccess } from './access-feed.js'
+import type { AccessQueries } from '../access/queries.js'
 import { dec, enc, type BlobHeader, type BlobRequest, type PullAnswer, type PullRequest } from './protocol.js'
 
 /**
@@ -41,6 +43,12 @@ export interface SourceDeps {
   membersSeen: (p: PeeringRecord, members: SiteMember[]) => void
   served: (p: PeeringRecord, peer: string, what: { changes?: number; bytes?: number }) => void
   log: Logger
+  /** Users, groups, permission targets (shipped where the rules have access on). */
+  access?: AccessQueries
+  /** Wait as the peering's bandwidth limit says before sending `n` blob bytes (cluster/peering/ops.ts). */
+  throttle?: (p: PeeringRecord, n: number) => Promise<void>
+  /** Blob bytes the peering's changes after `through` reference (the backlog beyond an answer). */
+  backlogBytes?: (p: PeeringRecord, through: number, head: number) => Promise<number>
 }
 
 export class SiteSource {
@@ -74,9 +82,14 @@ export class SiteSource {
     const sending = await this.peeringOf(peer, req.site)
     if (!('name' in sending)) return enc({ error: sending })
     let entries = await this.d.pq.feedAfter(req.after, MAX_SCAN)
+    let rules = sending.rules
     if (entries.length === 0 && typeof req.waitMs === 'number' && req.waitMs > 0) {
       await this.d.waitForFeed(req.after, Math.min(req.waitMs, MAX_WAIT_MS))
       entries = await this.d.pq.feedAfter(req.after, MAX_SCAN)
+      // The rules as they are now: `site set` may have changed them during the wait.
+      const now = await this.peeringOf(peer, req.site)
+      if (!('name' in now)) return enc({ error: now })
+      rules = now.rules
     }
     const changes: ShippedChange[] = []
     let through = req.after
@@ -85,7 +98,8 @@ export class SiteSource {
     for (const e of entries) {
       if (changes.length >= MAX_CHANGES || body >= MAX_BODY_BYTES || blobBytes >= MAX_BLOB_BYTES) break
       through = e.seq
-      if (filteredBy(p.rules, e) !== undefined) continue
+      if (filteredBy(rules, e) !== undefined) continue
+      if (e.op === 'access') { if (this.d.access !== undefined) changes.push(await shipAccess(this.d.access, await this.d.siteId(), e)); continue }
       if (e.op !== 'put') { changes.push(e.op === 'untag' ? { seq: e.seq, at: e.at, op: 'untag', repo: e.repo, tag: e.tag } : { seq: e.seq, at: e.at, op: 'delete', repo: e.repo, digest: e.digest }); continue }
       const rec = await this.d.queries.manifest(e.repo, e.digest)
       const raw = rec === undefined ? undefined : await this.d.queries.manifestBody(e.repo, e.digest)
@@ -96,7 +110,7 @@ export class SiteSource {
         sizes[b] = (await this.d.queries.linkedBlob(e.repo, b))?.size ?? 0
         blobBytes += sizes[b]
       }
-      const c: ShippedChange = { seq: e.seq, at: e.at, op: 'put', repo: e.repo, digest: e.digest, tags: shippedTags(p.rules, e.tags), body: Buffer.from(raw).toString('base64'), mediaType: rec.mediaType, blobs: rec.blobs, sizes, manifests: rec.manifests }
+      const c: ShippedChange = { seq: e.seq, at: e.at, op: 'put', repo: e.repo, digest: e.digest, tags: shippedTags(rules, e.tags), body: Buffer.from(raw).toString('base64'), mediaType: rec.mediaType, blobs: rec.blobs, sizes, manifests: rec.manifests }
       if (rec.subject !== undefined) c.subject = rec.subject
       if (rec.artifactType !== undefined) c.artifactType = rec.artifactType
       if (rec.annotations !== undefined) c.annotations = rec.annotations
@@ -108,6 +122,7 @@ export class SiteSource {
     const pendingAt = through < head ? (await this.d.pq.feedEntry(through + 1))?.at ?? 0 : 0
     this.d.served(p, peer, { changes: changes.length })
     const answer: PullAnswer = { site: await this.d.siteId(), changes, through, head, headAt, pendingAt, members: this.d.members() }
+    if (this.d.backlogBytes !== undefined && through < head) answer.backlogBytes = await this.d.backlogBytes({ ...p, rules }, through, head)
     return enc(answer)
   }
 
@@ -138,12 +153,14 @@ export class SiteSource {
     if (src === undefined) { yield enc({ error: { status: 404, message: `no member of this site can serve blob ${digest} right now` } } satisfies BlobHeader); return }
     yield enc({ size: linked.size } satisfies BlobHeader)
     let sent = 0
+    // Frames of at most 1 MiB; 64 KiB under a bandwidth limit, so that the limit holds smoothly.
+    const frame = p.rules.bandwidth !== undefined ? 1 << 16 : 1 << 20
     try {
       for await (const chunk of src) {
         const b = chunk as Buffer
-        // Frames of at most 1 MiB.
-        for (let off = 0; off < b.length; off += 1 << 20) {
-          const part = b.subarray(off, Math.min(b.length, off + (1 << 20)))
+        for (let off = 0; off < b.length; off += frame) {
+          const part = b.subarray(off, Math.min(b.length, off + frame))
+          await this.d.throttle?.(p, part.length)
           sent += part.length
           yield part
         }
