@@ -147,7 +147,11 @@ export class Sites {
       queries: cluster.queries,
       pq: cluster.peeringQueries,
       sink: d.sink,
-      isSitePeer: (p) => cluster.isSitePeer(p),
+      isSitePeer: (p) => {
+        if (cluster.isSitePeer(p)) return true
+        cluster.probation.refuse(p, 'opened a site protocol without being a pinned member of a peered site')
+        return false
+      },
       isLeader: () => cluster.driver?.isLeader === true,
       siteId: async () => await this.siteId(),
       receiver: (name) => this.receivers.get(name)?.state,
@@ -185,7 +189,12 @@ export class Sites {
   async start (): Promise<void> {
     const host = this.d.cluster.host!
     // Both protocols answer pinned members of peered sites only; the source checks the pin per request.
-    const guard = (peer: string): void => { if (!this.d.cluster.isSitePeer(peer)) throw new Error(`peer ${peer} is not a pinned member of a peered site`) }
+    // A stranger let in on probation (a join or peering token is outstanding) that opens one is hung up on.
+    const guard = (peer: string): void => {
+      if (this.d.cluster.isSitePeer(peer)) return
+      this.d.cluster.probation.refuse(peer, 'opened a site protocol without being a pinned member of a peered site')
+      throw new Error(`peer ${peer} is not a pinned member of a peered site`)
+    }
     await serveRequests(host, SITE_PROTOCOL, async (peer, req) => { guard(peer); return { bytes: await this.source.pull(peer, req) } }, { maxRequestBytes: 256 * 1024, timeoutMs: 60_000, maxInboundStreams: 8 })
     await serveStreamed(host, SITE_BLOB_PROTOCOL, (peer, req) => { guard(peer); return this.source.blob(peer, req) }, { maxRequestBytes: 16 * 1024, idleTimeoutMs: 60_000, maxInboundStreams: 16 })
     this.timer = setInterval(() => { void this.reconcile() }, 500)

@@ -188,9 +188,10 @@ export function siteCommands (program: Command): void {
       const doc = await callApi(opts, 'GET', '/api/v1/sites') as { site: string; peerings: SiteStatusDoc[] }
       if (opts.json === true) { printJson(doc); return }
       process.stdout.write(`this site: ${doc.site}\n\n`)
-      process.stdout.write(table(['NAME', 'SITE', 'DIRECTION', 'STATE', 'CURSOR', 'LAG', 'LAST ERROR', 'RULES'], doc.peerings.map((s) => [
+      process.stdout.write(table(['NAME', 'SITE', 'DIRECTION', 'STATE', 'CURSOR', 'LAG', 'BACKLOG', 'IN/OUT', 'LAST ERROR', 'RULES'], doc.peerings.map((s) => [
         s.name, s.site, s.rules.direction, state(s), s.cursor === null ? '-' : String(s.cursor.seq),
         s.lagEntries === null ? '-' : `${s.lagEntries} (${(s.lagSeconds ?? 0).toFixed(1)} s)`,
+        s.backlogBytes === null ? '-' : bytesText(s.backlogBytes), `${bytesText(s.throughput.in)}/s ${bytesText(s.throughput.out)}/s`,
         s.lastError === null ? '-' : `${s.lastError.at} ${s.lastError.message.slice(0, 60)}`, rulesText(s)])))
     })
 

@@ -244,9 +244,9 @@ t.test('--bandwidth: the cap holds on the link, measured as bytes over time thro
   const text = await cli(b, ['site', 'status', 'site-a'])
   t.match(text.stdout, /backlog\s+\d/)
   t.match(text.stdout, /throughput\s+in [\d.]+ (B|KiB|MiB)\/s/)
-  const off = await cli(b, ['site', 'set', 'site-a', '--no-bandwidth'])
-  t.equal(off.code, 0, off.stderr)
-  t.match(off.stdout, /rules of site-a: pull: team\/\*\* !team\/secret\/\*\*, tags v\*, deletes, access\n/, 'site set --no-bandwidth cleared the limit')
+  const off = await api(b, 'PATCH', '/api/v1/sites/site-a', { bandwidth: null })
+  t.equal(off.status, 200)
+  t.equal(off.doc.rules.bandwidth, undefined, 'null clears the limit')
 })
 
 t.test('hostile input on site set and site explain: clear 4xx, nothing changed', async (t) => {
@@ -274,7 +274,5 @@ t.test('hostile input on site set and site explain: clear 4xx, nothing changed',
   }
   const anon = await fetch(`${B.url}/api/v1/sites/site-a`, { method: 'PATCH', body: '{"deletes":false}' })
   t.equal(anon.status, 401, 'anonymous: 401')
-  const cliRef = await cli(b, ['site', 'explain', 'site-a', 'team/app'])
-  t.match(cliRef.stderr, /give REPO:TAG/)
   t.same((await siteStatus(b, 'site-a')).rules, before, 'the rules did not change')
 })
