@@ -356,6 +356,8 @@ export class SiteOps {
       const why = rulesProblem(req.rules)
       if (why !== undefined) return { error: { status: 400, message: why } }
       if (typeof req.rulesAt !== 'number' || req.by !== req.site) return { error: { status: 400, message: 'rules need their version (rulesAt) and the site that set them (by: the asking site)' } }
+      // A version far ahead of this site's clock would outrank every later change made here.
+      if (req.rulesAt > Date.now() + 3600_000) return { error: { status: 400, message: `the rules' time ${new Date(req.rulesAt).toISOString()} is more than an hour ahead of this site's clock: check both sites' clocks (NTP)` } }
       const r = await this.d.sink.submit({ type: 'SetSiteRules', name: p.name, rules: req.rules, rulesAt: req.rulesAt, by: req.by, synced: true, at: Date.now() })
       if (!r.ok) return { error: { status: 400, message: r.message } }
       const v = r.value as { kept: boolean; rules: PeeringRules; rulesAt: number; by: string }
