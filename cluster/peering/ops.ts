@@ -17,7 +17,7 @@
  * node waits before each 64 KiB frame, the receiving node before reading on, so the limit holds
  * at both ends; bursts are at most a quarter of a second's worth.
  */
-import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
+import { multiaddr } from '@multiformats/multiaddr'
 import type { Logger } from 'pino'
 import { Counter, Gauge } from 'prom-client'
 import { FlotillaError } from '../../storage/errors.js'
@@ -26,7 +26,7 @@ import type { Host } from '../../net/host.js'
 import type { MetadataQueries } from '../metadata/queries.js'
 import type { CommandSink } from '../metadata/applier.js'
 import type { PeeringQueries } from './queries.js'
-import { filteredBy, receives, rulesProblem, sends, type PeeringRecord, type PeeringRules, type SiteCursor, type SiteFailure, type SiteMember } from './model.js'
+import { filteredBy, receives, rulesProblem, sends, type PeeringRecord, type PeeringRules, type SiteCursor, type SiteFailure } from './model.js'
 import { laterThan, patchRules, rulesVersion, type RulesPatch } from './rules.js'
 import type { ReceiverState } from './receiver.js'
 import { dec, enc } from './protocol.js'
@@ -529,4 +529,3 @@ export function classify (direction: 'in' | 'out', p: PeeringRecord, rule: strin
   return e
 }
 
-export type { RulesPatch, SiteMember, Multiaddr }

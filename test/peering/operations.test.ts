@@ -14,7 +14,11 @@ import { authFetch, pushHttp, runCli, startTestCluster, waitFor, type TestCluste
 import { blob, descriptor, image, OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, sha256, type Image } from '../helpers/oci.js'
 import { startTcpProxy } from '../helpers/tcp-proxy.js'
 import { caughtUp, manifestAt, sitePeer, siteList, siteStatus, type SiteStatusDoc } from '../helpers/sites.js'
-import type { ExplainDoc } from '../../cluster/peering/ops.js'
+import { SITE_HANDSHAKE_PROTOCOL, SITE_OPS_PROTOCOL, type ExplainDoc } from '../../cluster/peering/ops.js'
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import { multiaddr } from '@multiformats/multiaddr'
+import { createHost } from '../../net/host.js'
+import { sendRequest } from '../../net/request-response.js'
 
 const proxy = await startTcpProxy({ target: { host: '127.0.0.1', port: 0 } })
 t.teardown(async () => { await proxy.close() })
@@ -239,7 +243,7 @@ t.test('--bandwidth: the cap holds on the link, measured as bytes over time thro
   t.equal(off.doc.rules.bandwidth, undefined, 'null clears the limit')
 })
 
-t.test('hostile input on site set and site explain: clear 4xx, nothing changed', async (t) => {
+t.test('hostile input on site set, site explain and the new libp2p protocols: clear 4xx, nothing changed', async (t) => {
   const before = (await siteStatus(b, 'site-a')).rules
   const cases: Array<[string, string, string, unknown, number, string]> = [
     ['set: empty', 'PATCH', '/api/v1/sites/site-a', {}, 400, 'BAD_REQUEST'],
@@ -264,6 +268,19 @@ t.test('hostile input on site set and site explain: clear 4xx, nothing changed',
   }
   const anon = await fetch(`${B.url}/api/v1/sites/site-a`, { method: 'PATCH', body: '{"deletes":false}' })
   t.equal(anon.status, 401, 'anonymous: 401')
+
+  // The libp2p protocols: a stranger (let in on probation while A's peering token is valid) may
+  // present a handshake and gets clear refusals; it may not use the operations protocol.
+  const stranger = await createHost({ privateKey: await generateKeyPair('Ed25519'), listen: ['/ip4/127.0.0.1/tcp/0'], admit: () => true })
+  t.teardown(async () => { await stranger.stop() })
+  const at = multiaddr(`/ip4/127.0.0.1/tcp/${A.p2pPort}/p2p/${A.peerId}`)
+  const send = async (protocol: string, body: string): Promise<any> => JSON.parse(new TextDecoder().decode(await sendRequest(stranger, at, protocol, new TextEncoder().encode(body), { timeoutMs: 10_000, maxAnswerBytes: 1 << 20 })))
+  t.match(await send(SITE_HANDSHAKE_PROTOCOL, '{nope'), { error: { status: 400 } }, 'handshake, not JSON: 400')
+  t.match(await send(SITE_HANDSHAKE_PROTOCOL, JSON.stringify({ token: 'a.b.c', site: '0123456789abcdef', members: [{ peerId: B.peerId, addrs: [] }], rules: { repos: [], direction: 'pull', deletes: false, access: false } })), { error: { status: 403, code: 'DENIED' } }, 'handshake, forged token: 403')
+  const good = (await api(a, 'POST', '/api/v1/sites/tokens', {})).doc.token as string
+  t.match(await send(SITE_HANDSHAKE_PROTOCOL, JSON.stringify({ token: good, site: '0123456789abcdef', members: [{ peerId: B.peerId, addrs: [] }], rules: { repos: [], direction: 'pull', deletes: false, access: false } })), { error: { status: 403, message: /not signed by a member/ } }, 'handshake naming members that are not the caller: 403')
+  await t.rejects(send(SITE_OPS_PROTOCOL, JSON.stringify({ kind: 'rules', site: '0123456789abcdef' })), 'the operations protocol refuses a stranger')
+  t.equal((await siteList(a)).peerings.length, 1, 'A recorded no other peering')
   t.same((await siteStatus(b, 'site-a')).rules, before, 'the rules did not change')
 })
 
