@@ -165,11 +165,15 @@ export class Sites {
     })
   }
 
-  /** Blob bytes referenced after `through` under p's rules (distinct blobs, the next entries at most; cached 1 s). */
+  /**
+   * Blob bytes referenced after `through` under p's rules (distinct blobs, in the next 5000
+   * entries at most). Counted at most once a second per peering, so that a receiver catching up
+   * in many quick batches does not pay for it on each: meanwhile the last count stands.
+   */
   private readonly backlogCache = new Map<string, { through: number; head: number; at: number; bytes: number }>()
   private async backlogBytes (p: PeeringRecord, through: number, head: number): Promise<number> {
     const c = this.backlogCache.get(p.name)
-    if (c !== undefined && c.through === through && c.head === head && Date.now() - c.at < 1000) return c.bytes
+    if (c !== undefined && Date.now() - c.at < 1000) return c.bytes
     const q = this.d.cluster.queries
     const seen = new Set<string>()
     let bytes = 0
