@@ -110,6 +110,8 @@ export class Cluster {
   private seeds = new Map<string, MemberRecord>()
   /** The member a joiner dials to join through its multiaddr (our gater lets us connect to it). */
   private joinVia = new Set<string>()
+  /** A member of a site this node is peering with, dialed for the handshake (cluster/peering/sites.ts). */
+  private siteVia = new Set<string>()
   /** Latest expiry (ms) of the join tokens handed out: strangers may connect on probation until then. */
   private joinTokensOpenUntil = 0
   readonly probation: Probation
@@ -248,7 +250,7 @@ export class Cluster {
     // A pinned member of a peered site: admitted to the connection, but not a member (no Raft,
     // no gossip, no node-to-node routes); the site protocols check the pin again (cluster/peering/).
     if (this.sitePeers.has(peerId)) return true
-    if (direction === 'outbound') return this.joinVia.has(peerId)
+    if (direction === 'outbound') return this.joinVia.has(peerId) || this.siteVia.has(peerId)
     const ok = this.probation.admit(peerId, address)
     if (ok) this.opts.log.info({ peer: peerId, address, pending: this.probation.pending() }, 'unknown peer connected on probation, to join')
     return ok
@@ -465,6 +467,16 @@ export class Cluster {
     // A member of a site no longer peered loses its connections at once.
     for (const id of this.sitePeers) if (!pinned.has(id) && !this.admits(id)) this.disconnect(id, 'its site is no longer peered')
     this.sitePeers = pinned
+  }
+
+  /** Let this node dial `peerId`, a member of a site it is peering with, while `fn` runs (the handshake over libp2p). */
+  async dialingSite<T> (peerId: string, fn: () => Promise<T>): Promise<T> {
+    this.siteVia.add(peerId)
+    try {
+      return await fn()
+    } finally {
+      this.siteVia.delete(peerId)
+    }
   }
 
   /** Whether a peer is a pinned member of a peered site (it may use the site protocols). */

@@ -114,6 +114,7 @@ export class RegistryNode {
       fetchThrough: async (digest) => await deps.replication?.fetchThrough(digest),
       waitForCopies: async (digests) => { await deps.replication?.waitForCopies(digests) },
       hold: (digests) => deps.gc?.inUse.hold(digests) ?? (() => {}),
+      access: deps.auth.queries,
     })
   }
 

@@ -42,6 +42,8 @@ export interface UserRecord {
   disabled: boolean
   createdAt: number
   updatedAt: number
+  /** The site (id) where the user was created, when it came from a peered site (cluster/peering/access-feed.ts); absent: here. */
+  origin?: string
 }
 
 /** The public view of a user: never the hash. */

@@ -35,7 +35,8 @@
  *   ├── sitefail␀<origin site>␀<seq, 16 digits>   → SiteFailure        a shipped change this site could not apply
  *   ├── siteack␀<receiving site>                  → {seq, at}          how far another site acknowledged this site's feed
  *   ├── hlc                                       → {l, c}             this site's hybrid logical clock (cluster/peering/hlc.ts)
- *   └── tagver␀<repo>␀<tag>                       → {l, c, s, deleted?} the version of a tag's last write or delete (hlc.ts)
+ *   ├── tagver␀<repo>␀<tag>                       → {l, c, s, deleted?} the version of a tag's last write or delete (hlc.ts)
+ *   └── sitelanded␀<origin>␀<repo>␀<tag>          → {digest, seq, originAt, at}  when a tag from another site last landed here (site explain)
  */
 const SEP = '\u0000'
 
@@ -87,6 +88,7 @@ export const key = {
   siteFailure: (origin: string, seq: number): string => `sitefail${SEP}${origin}${SEP}${String(seq).padStart(16, '0')}`,
   siteFailurePrefix: (origin: string): string => `sitefail${SEP}${origin}${SEP}`,
   siteAck: (site: string): string => `siteack${SEP}${site}`,
+  siteLanded: (origin: string, repo: string, tag: string): string => `sitelanded${SEP}${origin}${SEP}${repo}${SEP}${tag}`,
 }
 
 /** The parts of a key after its first (its kind): `[repo, digest]` for `link␀<repo>␀<digest>`. */

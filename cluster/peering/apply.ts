@@ -26,14 +26,16 @@ import { key } from '../metadata/keys.js'
 import type { Command, CommandResult } from '../metadata/commands.js'
 import type { PeeringCommand } from './commands.js'
 import { isVersion, MAX_CLOCK_AHEAD_MS, merge, readClock, setTagVersion, tick, wins, writeClock, type Version } from './hlc.js'
+import { accessOps, applyAccessChange } from './access-feed.js'
+import { applyRules } from './rules.js'
 import { isValidSiteName, membersProblem, rulesProblem, type FeedEntry, type FeedOp, type PeeringRecord, type ShippedChange, type SiteCursor, type SiteFailure } from './model.js'
 
 const SEP = '\u0000'
 /** Failures kept per origin site (the oldest go first). */
 const MAX_FAILURES = 1000
 
-/** The transaction's writes, in order: key → value (null: deleted). */
-export interface TxWrites { writes (): Iterable<[string, Uint8Array | null]> }
+/** The transaction's writes, in order: key → value (null: deleted); `before`: a key's value before it. */
+export interface TxWrites { writes (): Iterable<[string, Uint8Array | null]>; before?: (k: string) => Promise<Uint8Array | undefined> }
 
 const dec = new TextDecoder()
 
@@ -81,7 +83,8 @@ export function feedOps (tx: TxWrites): FeedOp[] {
  * cluster/peering/hlc.ts); every tag the command wrote or removed takes that version.
  */
 export async function appendFeed (tx: TxLike & TxWrites, at: number): Promise<void> {
-  const ops = feedOps(tx)
+  // Users, groups, memberships and permission targets too (access-feed.ts), shipped where --access is on.
+  const ops = [...feedOps(tx), ...await accessOps([...tx.writes()], tx.before?.bind(tx))]
   if (ops.length === 0) return
   // This site's id; none only before the cluster is founded (then the receiver takes the peering's).
   const origin = (await tx.getJSON<{ clusterId: string }>(key.clusterInfo()))?.clusterId
@@ -140,6 +143,9 @@ export async function applyPeering (tx: TxLike, c: PeeringCommand, exec: Exec): 
       tx.putJSON(key.siteAck(c.site), { seq: c.seq, at: c.at })
       return { ok: true, value: { seq: c.seq } }
     }
+    case 'SetSiteRules':
+    case 'SiteRulesSynced':
+      return await applyRules(tx, c)
   }
 }
 
@@ -182,7 +188,16 @@ async function applyChanges (tx: TxLike, c: Extract<PeeringCommand, { type: 'Sit
     }
     clock = merge(clock, v, c.at)
     try {
+      if (ch.op === 'access') {
+        // Access changes only while this site's record of the rules has access on (a change of the rules may cross a batch).
+        const partly = p.rules.access ? await applyAccessChange(tx, ch, c.at) : undefined
+        applied++
+        originAt = Math.max(originAt, ch.at)
+        if (partly !== undefined) await recordFailure(tx, c.origin, ch, partly, c.at)
+        continue
+      }
       const r = await applyOne(tx, ch, exec, p, v)
+      if (ch.op === 'put' && r.partly === undefined) await landed(tx, c.origin, ch, c.at)
       applied++
       if (r.superseded) superseded++
       originAt = Math.max(originAt, ch.at)
@@ -213,7 +228,7 @@ interface Outcome { partly?: FlotillaError; superseded: boolean }
  * its own version as a tombstone; a manifest delete removes the tags older than it, and the
  * manifest too unless a newer tag still points at it.
  */
-async function applyOne (tx: TxLike, ch: ShippedChange, exec: Exec, p: PeeringRecord, v: Version): Promise<Outcome> {
+async function applyOne (tx: TxLike, ch: Exclude<ShippedChange, { op: 'access' }>, exec: Exec, p: PeeringRecord, v: Version): Promise<Outcome> {
   switch (ch.op) {
     case 'put': {
       for (const d of ch.blobs) {
@@ -289,8 +304,17 @@ async function applyOne (tx: TxLike, ch: ShippedChange, exec: Exec, p: PeeringRe
 }
 
 async function recordFailure (tx: TxLike, origin: string, ch: ShippedChange, err: FlotillaError, at: number): Promise<void> {
-  const rec: SiteFailure = { seq: ch.seq, op: ch.op, repo: ch.repo, ref: ch.op === 'untag' ? ch.tag : ch.digest, code: err.code, message: err.message, at }
+  const rec: SiteFailure = { seq: ch.seq, op: ch.op, repo: ch.op === 'access' ? '' : ch.repo, ref: ch.op === 'untag' ? ch.tag : ch.op === 'access' ? `${ch.kind} ${ch.name}${ch.user !== undefined ? ' ' + ch.user : ''}` : ch.digest, code: err.code, message: err.message, at }
   tx.putJSON(key.siteFailure(origin, ch.seq), rec)
   const all = await tx.keys(key.siteFailurePrefix(origin))
   for (const k of all.slice(0, Math.max(0, all.length - MAX_FAILURES))) tx.del(k)
+}
+
+/** When a tagged manifest from `origin` landed here, per tag (`site explain`: replicated, and when). */
+async function landed (tx: TxLike, origin: string, ch: Extract<ShippedChange, { op: 'put' }>, at: number): Promise<void> {
+  for (const tag of ch.tags) {
+    // A tag a newer version here kept elsewhere did not land (federated tags: hlc.ts).
+    if ((await tx.getJSON<{ digest: string }>(key.tag(ch.repo, tag)))?.digest !== ch.digest) continue
+    tx.putJSON(key.siteLanded(origin, ch.repo, tag), { digest: ch.digest, seq: ch.seq, originAt: ch.at, at })
+  }
 }

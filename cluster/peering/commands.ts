@@ -2,7 +2,7 @@
  * Peering commands: applied by the metadata state machine like every metadata change
  * (cluster/peering/apply.ts), so both sites' members agree on their peerings and cursors.
  */
-import type { PeeringRecord, ShippedChange, SiteMember } from './model.js'
+import type { PeeringRecord, PeeringRules, ShippedChange, SiteMember } from './model.js'
 
 export type PeeringCommand =
   /** Record a peering with another site (refused when the name or the site is taken). */
@@ -25,8 +25,16 @@ export type PeeringCommand =
    * not shipped yet and the feed can be trimmed. Never moves back.
    */
   | { type: 'SiteAcked'; site: string; seq: number; at: number }
+  /**
+   * New rules for a peering (`site set`), as seen from the initiator like the record's: set
+   * here (`synced` false until the other site confirms) or received from the other site
+   * (`synced` true). Kept only when (rulesAt, by) is later than the recorded version.
+   */
+  | { type: 'SetSiteRules'; name: string; rules: PeeringRules; rulesAt: number; by: string; synced: boolean; at: number }
+  /** The other site confirmed the rules of version `rulesAt`. */
+  | { type: 'SiteRulesSynced'; name: string; rulesAt: number; at: number }
 
-const TYPES = new Set<string>(['PutSitePeering', 'RemoveSitePeering', 'SetSiteMembers', 'SiteApply', 'SiteAcked'] satisfies Array<PeeringCommand['type']>)
+const TYPES = new Set<string>(['PutSitePeering', 'RemoveSitePeering', 'SetSiteMembers', 'SiteApply', 'SiteAcked', 'SetSiteRules', 'SiteRulesSynced'] satisfies Array<PeeringCommand['type']>)
 
 export function isPeeringCommand (c: { type: string }): c is PeeringCommand {
   return TYPES.has(c.type)

@@ -19,6 +19,7 @@
  */
 import { matches, isValidPattern } from '../access/model.js'
 import type { Version } from './hlc.js'
+import type { AccessFeedOp, ShippedAccess } from './access-feed.js'
 
 export type Direction = 'pull' | 'push' | 'both'
 export const DIRECTIONS: readonly Direction[] = ['pull', 'push', 'both']
@@ -31,9 +32,9 @@ export interface PeeringRules {
   tags?: string
   /** Whether tag and manifest deletions replicate. */
   deletes: boolean
-  /** Whether users, groups and permissions replicate (recorded; not shipped yet). */
+  /** Whether users, groups and permissions replicate (cluster/peering/access-feed.ts). */
   access: boolean
-  /** Bandwidth limit in MiB/s (recorded; not enforced yet). */
+  /** Bandwidth limit in MiB/s on the blob bytes of this peering, each way (cluster/peering/ops.ts). */
   bandwidth?: number
 }
 
@@ -56,6 +57,15 @@ export interface PeeringRecord {
   initiator: boolean
   createdAt: number
   updatedAt: number
+  /**
+   * The rules' version (`site set`, cluster/peering/ops.ts): when they were last set, and at
+   * which site; the later (then the larger site id) wins when both sites set them at once.
+   * Absent: as made at peering time.
+   */
+  rulesAt?: number
+  rulesBy?: string
+  /** False while the other site has not confirmed the last `site set` made here. */
+  rulesSynced?: boolean
 }
 
 /** A change in a site's feed: what the state machine recorded for one replicable change. */
@@ -63,6 +73,7 @@ export type FeedOp =
   | { op: 'put'; repo: string; digest: string; tags: string[] }
   | { op: 'untag'; repo: string; tag: string }
   | { op: 'delete'; repo: string; digest: string }
+  | AccessFeedOp
 
 /**
  * Where a change was made and its version (cluster/peering/hlc.ts): the origin site's id and
@@ -79,6 +90,7 @@ export type ShippedChange =
   | { seq: number; at: number; op: 'put'; repo: string; digest: string; tags: string[]; body: string; mediaType: string; blobs: string[]; sizes: Record<string, number>; manifests: string[]; subject?: string; artifactType?: string; annotations?: Record<string, string> } & Origin
   | { seq: number; at: number; op: 'untag'; repo: string; tag: string } & Origin
   | { seq: number; at: number; op: 'delete'; repo: string; digest: string } & Origin
+  | ShippedAccess & Origin
 
 /** Where a receiver stands with one origin site. */
 export interface SiteCursor {
@@ -147,6 +159,7 @@ export function repoAllowed (rules: PeeringRules, repo: string): boolean {
  * digest) ships whenever its repository does.
  */
 export function filteredBy (rules: PeeringRules, e: FeedOp): string | undefined {
+  if (e.op === 'access') return rules.access ? undefined : 'access (off)'
   if (!repoAllowed(rules, e.repo)) return `repos (${rules.repos.join(' ')})`
   if (e.op === 'put') {
     if (rules.tags !== undefined && e.tags.length > 0 && !e.tags.some((t) => tagGlobMatches(rules.tags!, t))) return `tags (${rules.tags})`

@@ -46,6 +46,8 @@ export type PullAnswer = {
   /** Time of the first entry after `through` (0: none), for the lag in seconds. */
   pendingAt: number
   members: SiteMember[]
+  /** Blob bytes referenced by the changes after `through` that the rules let through (cluster/peering/ops.ts). */
+  backlogBytes?: number
 } | PullError
 
 export interface BlobRequest {

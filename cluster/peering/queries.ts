@@ -69,4 +69,27 @@ export class PeeringQueries {
     for await (const [, v] of this.kv.entries(prefixRange(key.siteFailurePrefix(origin)))) all.push(decodeJSON<SiteFailure>(v))
     return all.reverse().slice(0, limit)
   }
+
+  /**
+   * The newest feed entry that put `tag` on a manifest of `repo` (`site explain`), looking at
+   * the last `maxScan` entries at most: undefined when none of them did.
+   */
+  async lastTagPut (repo: string, tag: string, maxScan = 100_000): Promise<{ seq: number; at: number; digest: string } | undefined> {
+    const range = prefixRange(key.feedPrefix())
+    for await (const [, v] of this.kv.entries({ ...range, reverse: true, limit: maxScan })) {
+      const e = decodeJSON<FeedEntry>(v)
+      if (e.op === 'put' && e.repo === repo && e.tags.includes(tag)) return { seq: e.seq, at: e.at, digest: e.digest }
+    }
+    return undefined
+  }
+
+  /** When a tag from `origin` last landed here (apply.ts). */
+  async landed (origin: string, repo: string, tag: string): Promise<{ digest: string; seq: number; originAt: number; at: number } | undefined> {
+    return await this.json(key.siteLanded(origin, repo, tag))
+  }
+
+  /** A tag's record here: its manifest and when it was set. */
+  async tagRecord (repo: string, tag: string): Promise<{ digest: string; at: number } | undefined> {
+    return await this.json(key.tag(repo, tag))
+  }
 }

@@ -46,6 +46,8 @@ export interface ReceiverDeps {
   hold?: (digests: Iterable<string>) => () => void
   log: Logger
   metrics: ReceiverMetrics
+  /** Wait as the peering's bandwidth limit says before taking `n` more blob bytes (cluster/peering/ops.ts). */
+  throttle?: (p: PeeringRecord, n: number) => Promise<void>
 }
 
 export interface ReceiverMetrics {
@@ -74,10 +76,13 @@ export interface ReceiverState {
   changesApplied: number
   /** Blobs being fetched for the batch under way: digest → bytes left. */
   waitingFor: Record<string, number>
+  /** Backlog in blob bytes: what the batch under way still has to fetch, and what the source counted after it. */
+  batchBytesLeft: number
+  backlogAfter: number
 }
 
 export class SiteReceiver {
-  readonly state: ReceiverState = { connected: false, source: null, lastContact: 0, cursor: 0, head: 0, headAt: 0, pendingAt: 0, lastError: null, failures: 0, bytesReceived: 0, changesApplied: 0, waitingFor: {} }
+  readonly state: ReceiverState = { connected: false, source: null, lastContact: 0, cursor: 0, head: 0, headAt: 0, pendingAt: 0, lastError: null, failures: 0, bytesReceived: 0, changesApplied: 0, waitingFor: {}, batchBytesLeft: 0, backlogAfter: 0 }
   private stopped = false
   private readonly abort = new AbortController()
   /** Index of the member of the other site to ask first (the last that answered). */
@@ -138,6 +143,7 @@ export class SiteReceiver {
     this.state.head = answer.head
     this.state.headAt = answer.headAt
     this.state.pendingAt = answer.pendingAt
+    this.state.backlogAfter = answer.backlogBytes ?? 0
     if (answer.site !== p.site) throw new Error(`member ${from} answered as site ${answer.site}, but the peering is with ${p.site}`)
     if (membersChanged(p.members, answer.members)) {
       const r = await this.d.sink.submit({ type: 'SetSiteMembers', name: p.name, members: answer.members, at: Date.now() })
@@ -163,6 +169,7 @@ export class SiteReceiver {
     if (!r.ok) throw new Error(`applying changes ${cursor.seq + 1}–${answer.through} failed: ${r.message}`)
     const v = r.value as { applied: number; failed: number; superseded?: number; foreign?: number }
     this.state.cursor = answer.through
+    this.state.batchBytesLeft = 0
     this.state.changesApplied += v.applied
     this.d.metrics.applied(this.name, v.applied)
     if ((v.superseded ?? 0) > 0) this.d.metrics.skipped?.(this.name, 'superseded', v.superseded!)
@@ -205,11 +212,13 @@ export class SiteReceiver {
     const need = new Map<string, { repo: string; size: number }>()
     for (const c of changes) if (c.op === 'put') for (const b of c.blobs) if (!need.has(b)) need.set(b, { repo: c.repo, size: c.sizes[b] ?? 0 })
     if (need.size === 0) return
+    this.state.batchBytesLeft = [...need.values()].reduce((n, b) => n + b.size, 0)
     const members = new Set(this.d.memberIds())
     const one = async (digest: string, repo: string, size: number): Promise<void> => {
       const held = (await this.d.queries.holders(digest)).filter((h) => members.has(h))
       const local = await this.d.blobs.stat(parseDigest(digest))
       if (local !== undefined) {
+        this.state.batchBytesLeft = Math.max(0, this.state.batchBytesLeft - size)
         if (!held.includes(this.d.selfId)) await this.recordHolder(digest, local.size)
         return
       }
@@ -253,7 +262,9 @@ export class SiteReceiver {
           const self = this
           const body = async function * (): AsyncGenerator<Uint8Array> {
             for await (const chunk of frames) {
+              await self.d.throttle?.(p, chunk.byteLength)
               self.state.bytesReceived += chunk.byteLength
+              self.state.batchBytesLeft = Math.max(0, self.state.batchBytesLeft - chunk.byteLength)
               self.d.metrics.bytes(p.name, chunk.byteLength)
               if (self.state.waitingFor[digest] !== undefined) self.state.waitingFor[digest] = Math.max(0, self.state.waitingFor[digest]! - chunk.byteLength)
               yield chunk

@@ -32,6 +32,9 @@ import { sendRequest } from '../../net/request-response.js'
 import { multiaddr } from '@multiformats/multiaddr'
 import { SiteSource } from './source.js'
 import { SiteReceiver, type ReceiverState } from './receiver.js'
+import { SiteOps, SITE_HANDSHAKE_PROTOCOL } from './ops.js'
+import type { AccessQueries } from '../access/queries.js'
+import { randomUUID } from 'node:crypto'
 
 export const HANDSHAKE_PATH = '/api/v1/sites/handshake'
 /** How often a member that does not ship sends a probe (members only) to each peered site. */
@@ -76,6 +79,13 @@ export interface SiteStatusDoc {
   lastServed: string | null
   /** Changes the other site sent that could not be applied here (most recent first). */
   failures: SiteFailure[]
+  /** Receiving: blob bytes the changes not yet applied here reference (batch under way + the rest); null elsewhere. */
+  backlogBytes: number | null
+  /** Blob bytes per second over the last 10 s: received (on the shipping node), sent (by the node answering). */
+  throughput: { in: number; out: number }
+  /** When the rules were last set (`site set`; null: at peering time), and whether the other site confirmed them. */
+  rulesAt: string | null
+  rulesSynced: boolean
 }
 
 export interface SitesDeps {
@@ -87,6 +97,8 @@ export interface SitesDeps {
   waitForCopies: (digests: string[]) => Promise<void>
   /** Keep blobs from garbage collection until the returned function is called (a shipment under way). */
   hold?: (digests: Iterable<string>) => () => void
+  /** Users, groups and permission targets, for peerings with access on. */
+  access?: AccessQueries
 }
 
 /** How often a sending member records another site's acknowledgement, at most (Sites.acked). */
@@ -101,6 +113,8 @@ export class Sites {
   private waiters: Array<() => void> = []
   private readonly source: SiteSource
   private membersSubmitted = new Map<string, string>()
+  /** Rules, explain, visibility, bandwidth, the libp2p handshake (cluster/peering/ops.ts). */
+  readonly ops: SiteOps
   readonly metrics = {
     connected: new Gauge({ name: 'flotilla_site_connected', help: 'Whether this node, shipping for its site, reached the peered site on its last try (1) or not (0)', labelNames: ['site'] as const, registers: [], collect: () => this.collectGauges() }),
     lagEntries: new Gauge({ name: 'flotilla_site_lag_entries', help: 'Feed entries of the peered site not yet applied here (on the shipping node)', labelNames: ['site'] as const, registers: [] }),
@@ -125,6 +139,9 @@ export class Sites {
       members: () => this.ownMembers(),
       waitForFeed: async (seq, ms) => await this.waitForFeed(seq, ms),
       membersSeen: (p, members) => { this.membersSeen(p, members) },
+      ...(d.access !== undefined ? { access: d.access } : {}),
+      throttle: async (p, n) => await this.ops.transfer(p, 'out', n),
+      backlogBytes: async (p, through, head) => await this.backlogBytes(p, through, head),
       served: (p, _peer, what) => {
         this.served.set(p.name, Date.now())
         if (what.bytes !== undefined) this.metrics.bytesSent.inc({ site: p.name }, what.bytes)
@@ -133,6 +150,52 @@ export class Sites {
       acked: (p, seq) => { this.acked(p, seq) },
       log: d.log,
     })
+    this.ops = new SiteOps({
+      host: () => cluster.host!,
+      queries: cluster.queries,
+      pq: cluster.peeringQueries,
+      sink: d.sink,
+      isSitePeer: (p) => {
+        if (cluster.isSitePeer(p)) return true
+        cluster.probation.refuse(p, 'opened a site protocol without being a pinned member of a peered site')
+        return false
+      },
+      isLeader: () => cluster.driver?.isLeader === true,
+      siteId: async () => await this.siteId(),
+      receiver: (name) => this.receivers.get(name)?.state,
+      accept: async (req, signer) => {
+        const answer = await this.acceptAs(req as HandshakeRequest, async () => signer)
+        // Pinned now: its connection stays, no longer on probation.
+        cluster.probation.release(signer)
+        return answer
+      },
+      log: d.log,
+    })
+  }
+
+  /**
+   * Blob bytes referenced after `through` under p's rules (distinct blobs, in the next 5000
+   * entries at most). Counted at most once a second per peering, so that a receiver catching up
+   * in many quick batches does not pay for it on each: meanwhile the last count stands.
+   */
+  private readonly backlogCache = new Map<string, { through: number; head: number; at: number; bytes: number }>()
+  private async backlogBytes (p: PeeringRecord, through: number, head: number): Promise<number> {
+    const c = this.backlogCache.get(p.name)
+    if (c !== undefined && Date.now() - c.at < 1000) return c.bytes
+    const q = this.d.cluster.queries
+    const seen = new Set<string>()
+    let bytes = 0
+    for (const e of await this.d.cluster.peeringQueries.feedAfter(through, 5000)) {
+      if (e.op !== 'put' || filteredBy(p.rules, e) !== undefined) continue
+      const rec = await q.manifest(e.repo, e.digest)
+      for (const b of rec?.blobs ?? []) {
+        if (seen.has(b)) continue
+        seen.add(b)
+        bytes += (await q.linkedBlob(e.repo, b))?.size ?? 0
+      }
+    }
+    this.backlogCache.set(p.name, { through, head, at: Date.now(), bytes })
+    return bytes
   }
 
   /** Acknowledgements recorded (or being recorded) per receiving site: seq and when. */
@@ -187,15 +250,22 @@ export class Sites {
   async start (): Promise<void> {
     const host = this.d.cluster.host!
     // Both protocols answer pinned members of peered sites only; the source checks the pin per request.
-    const guard = (peer: string): void => { if (!this.d.cluster.isSitePeer(peer)) throw new Error(`peer ${peer} is not a pinned member of a peered site`) }
+    // A stranger let in on probation (a join or peering token is outstanding) that opens one is hung up on.
+    const guard = (peer: string): void => {
+      if (this.d.cluster.isSitePeer(peer)) return
+      this.d.cluster.probation.refuse(peer, 'opened a site protocol without being a pinned member of a peered site')
+      throw new Error(`peer ${peer} is not a pinned member of a peered site`)
+    }
     await serveRequests(host, SITE_PROTOCOL, async (peer, req) => { guard(peer); return { bytes: await this.source.pull(peer, req) } }, { maxRequestBytes: 256 * 1024, timeoutMs: 60_000, maxInboundStreams: 8 })
     await serveStreamed(host, SITE_BLOB_PROTOCOL, (peer, req) => { guard(peer); return this.source.blob(peer, req) }, { maxRequestBytes: 16 * 1024, idleTimeoutMs: 60_000, maxInboundStreams: 16 })
     this.timer = setInterval(() => { void this.reconcile() }, 500)
     this.timer.unref()
+    await this.ops.start()
   }
 
   async stop (): Promise<void> {
     if (this.timer !== undefined) clearInterval(this.timer)
+    this.ops.stop()
     const all = [...this.receivers.values()]
     this.receivers.clear()
     for (const r of all) r.stop()
@@ -282,6 +352,7 @@ export class Sites {
       waitForCopies: this.d.waitForCopies,
       ...(this.d.hold !== undefined ? { hold: this.d.hold } : {}),
       log: this.d.log,
+      throttle: async (p, n) => await this.ops.transfer(p, 'in', n),
       metrics: {
         bytes: (site, n) => this.metrics.bytesReceived.inc({ site }, n),
         applied: (site, n) => this.metrics.changesApplied.inc({ site }, n),
@@ -351,11 +422,21 @@ export class Sites {
     const info = await this.d.cluster.queries.clusterInfo()
     if (info === undefined) throw new FlotillaError('UNAVAILABLE', 'this site has no id yet: retry in a moment')
     const issued = await issueSiteToken(info, this.ownMembers(), ttlSeconds)
+    // Recorded like a join token, so that until it expires every member lets a stranger connect
+    // on probation: the other site may present it over libp2p (a multiaddr ADDRESS, ops.ts).
+    const r = await this.d.sink.submit({ type: 'IssueJoinToken', id: `site-${randomUUID()}`, expiresAt: Date.parse(issued.expiresAt), at: Date.now() })
+    if (!r.ok) throw new FlotillaError(r.code, r.message)
     return { ...issued, site: info.clusterId }
   }
 
   /** Site A's side of the handshake: check the token and the signer, record the peering, answer our members. */
   async accept (req: HandshakeRequest, signature: string | undefined): Promise<HandshakeAnswer> {
+    return await this.acceptAs(req, async () => await verifyRequest(signature, 'POST', HANDSHAKE_PATH))
+  }
+
+  /** The handshake, its signer given by the caller: a signed HTTP request, or a libp2p connection's proven identity. */
+  async acceptAs (req: HandshakeRequest, signedBy: () => Promise<string | undefined>): Promise<HandshakeAnswer> {
+    if (typeof req !== 'object' || req === null || typeof req.token !== 'string' || req.token.length > 16 * 1024 || typeof req.site !== 'string' || (req.as !== undefined && typeof req.as !== 'string')) throw new FlotillaError('BAD_REQUEST', 'a handshake needs token, site, members and rules')
     const info = await this.d.cluster.queries.clusterInfo()
     if (info === undefined) throw new FlotillaError('UNAVAILABLE', 'this site has no id yet: retry in a moment')
     try {
@@ -367,7 +448,7 @@ export class Sites {
     if (req.site === info.clusterId) throw new FlotillaError('BAD_REQUEST', 'a site cannot peer with itself: give the address of a member of the other site')
     const why = membersProblem(req.members) ?? rulesProblem(req.rules)
     if (why !== undefined) throw new FlotillaError('BAD_REQUEST', why)
-    const signer = await verifyRequest(signature, 'POST', HANDSHAKE_PATH)
+    const signer = await signedBy()
     if (signer === undefined || !req.members.some((m) => m.peerId === signer)) {
       throw new FlotillaError('DENIED', 'peering refused: the request is not signed by a member of the site it names')
     }
@@ -395,12 +476,15 @@ export class Sites {
     if (claims.expiresAt <= Date.now()) throw new FlotillaError('BAD_REQUEST', `the peering token expired at ${new Date(claims.expiresAt).toISOString()}: ask the other site for a new one (flotilla site token)`)
     const mine = await this.siteId()
     if (claims.site === mine) throw new FlotillaError('BAD_REQUEST', 'this token is this site\'s own: run flotilla site peer at the other site, or use a token from the other site')
-    let url: URL
-    try {
-      if (!/^https?:\/\//i.test(opts.address)) throw new Error('not http')
-      url = new URL(HANDSHAKE_PATH, opts.address)
-    } catch {
-      throw new FlotillaError('BAD_REQUEST', `${JSON.stringify(opts.address.slice(0, 200))} is not a member's HTTP URL: give http://HOST:PORT of any member of the other site`)
+    const overP2p = opts.address.startsWith('/')
+    let url: URL | undefined
+    if (!overP2p) {
+      try {
+        if (!/^https?:\/\//i.test(opts.address)) throw new Error('not http')
+        url = new URL(HANDSHAKE_PATH, opts.address)
+      } catch {
+        throw new FlotillaError('BAD_REQUEST', `${JSON.stringify(opts.address.slice(0, 200))} is neither a member's HTTP URL nor a libp2p multiaddr: give http://HOST:PORT or /ip4/HOST/tcp/PORT[/p2p/ID] of any member of the other site`)
+      }
     }
     // Refuse here what our own log would refuse afterwards, so the other site is not left peered alone.
     const existing = await this.d.cluster.peeringQueries.peerings()
@@ -408,6 +492,56 @@ export class Sites {
     const same = existing.find((p) => p.site === claims.site)
     if (same !== undefined) throw new FlotillaError('ALREADY_EXISTS', `site ${claims.site} is peered already, as ${same.name}`)
     const req: HandshakeRequest = { token: opts.token, site: mine, members: this.ownMembers(), rules: opts.rules, ...(opts.as !== undefined ? { as: opts.as } : {}) }
+    const doc = overP2p ? await this.handshakeOverP2p(opts.address, claims.members, req) : await this.handshakeOverHttp(url!, opts.address, req)
+    if (doc.site !== claims.site) throw new FlotillaError('DENIED', `the site at ${opts.address} is ${String(doc.site)}, but the token is for site ${claims.site}: is the address that of the site that made the token?`)
+    const why = membersProblem(doc.members)
+    if (why !== undefined) throw new FlotillaError('BAD_REQUEST', `the other site answered no valid members: ${why}`)
+    const now = Date.now()
+    const rec: PeeringRecord = { name: opts.name, site: claims.site, members: doc.members!, rules: opts.rules, initiator: true, createdAt: now, updatedAt: now }
+    const r = await this.d.sink.submit({ type: 'PutSitePeering', peering: rec })
+    if (!r.ok) throw new FlotillaError(r.code, r.message)
+    this.d.log.info({ site: opts.name, remote: claims.site, members: rec.members.map((m) => m.peerId) }, 'peering: this site peered with another')
+    return rec
+  }
+
+  /**
+   * The handshake over libp2p, to a member's multiaddr (with or without /p2p/ID: without, the
+   * token's members are tried). Our gater lets us dial it for the handshake; its gater lets us
+   * in on probation while the token is outstanding.
+   */
+  private async handshakeOverP2p (address: string, members: SiteMember[], req: HandshakeRequest): Promise<Partial<HandshakeAnswer>> {
+    let addr
+    try {
+      addr = multiaddr(address)
+    } catch {
+      throw new FlotillaError('BAD_REQUEST', `${JSON.stringify(address.slice(0, 200))} is not a valid multiaddr: give /ip4/HOST/tcp/PORT/p2p/ID (flotilla status lists each member's), or an HTTP URL`)
+    }
+    const named = addr.getComponents().find((c) => c.name === 'p2p')?.value
+    const base = named === undefined ? address : address.slice(0, address.lastIndexOf('/p2p/'))
+    const ids = named !== undefined ? [named] : members.filter((m) => m.addrs.includes(base)).map((m) => m.peerId)
+    if (named === undefined && ids.length === 0) ids.push(...members.map((m) => m.peerId))
+    if (named !== undefined && !members.some((m) => m.peerId === named)) throw new FlotillaError('BAD_REQUEST', `${named} is not a member of the site that made this token: give the multiaddr of one of its members (${members.map((m) => m.peerId).join(', ')})`)
+    let last = 'no member to try'
+    for (const id of ids) {
+      let bytes: Uint8Array
+      try {
+        bytes = await this.d.cluster.dialingSite(id, async () => await sendRequest(this.d.cluster.host!, multiaddr(`${base}/p2p/${id}`), SITE_HANDSHAKE_PROTOCOL, enc(req), { timeoutMs: 30_000, maxAnswerBytes: 1024 * 1024 }))
+      } catch (err) {
+        last = typeof Event !== 'undefined' && err instanceof Event ? 'the member closed the connection' : (err as Error).message
+        continue
+      }
+      const doc = dec<Partial<HandshakeAnswer> & { error?: { status: number; code?: string; message: string } }>(bytes)
+      if (doc.error !== undefined) {
+        const e = doc.error
+        throw new FlotillaError(e.status === 403 ? 'DENIED' : e.status === 409 ? 'ALREADY_EXISTS' : 'BAD_REQUEST', `the site at ${address} refused the peering (${e.status}): ${e.message}`)
+      }
+      return doc
+    }
+    throw new FlotillaError('BAD_REQUEST', `cannot reach the other site at ${address}: ${last}. Check the multiaddr and that the token has not expired (a member lets an unknown site connect only while one of its peering tokens is valid)`)
+  }
+
+  private async handshakeOverHttp (url: URL, address: string, req: HandshakeRequest): Promise<Partial<HandshakeAnswer>> {
+    const opts = { address }
     let res: Response
     try {
       res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', authorization: await this.d.cluster.forwarding.mark('POST', HANDSHAKE_PATH) }, body: JSON.stringify(req), signal: AbortSignal.timeout(30_000) })
@@ -422,15 +556,7 @@ export class Sites {
       const e = doc.errors?.[0]
       throw new FlotillaError(res.status === 403 || res.status === 401 ? 'DENIED' : res.status === 409 ? 'ALREADY_EXISTS' : 'BAD_REQUEST', `the site at ${opts.address} refused the peering (${res.status}): ${e?.message ?? text.slice(0, 200)}`)
     }
-    if (doc.site !== claims.site) throw new FlotillaError('DENIED', `the site at ${opts.address} is ${String(doc.site)}, but the token is for site ${claims.site}: is the address that of the site that made the token?`)
-    const why = membersProblem(doc.members)
-    if (why !== undefined) throw new FlotillaError('BAD_REQUEST', `the other site answered no valid members: ${why}`)
-    const now = Date.now()
-    const rec: PeeringRecord = { name: opts.name, site: claims.site, members: doc.members!, rules: opts.rules, initiator: true, createdAt: now, updatedAt: now }
-    const r = await this.d.sink.submit({ type: 'PutSitePeering', peering: rec })
-    if (!r.ok) throw new FlotillaError(r.code, r.message)
-    this.d.log.info({ site: opts.name, remote: claims.site, members: rec.members.map((m) => m.peerId) }, 'peering: this site peered with another')
-    return rec
+    return doc
   }
 
   async remove (name: string): Promise<void> {
@@ -482,6 +608,10 @@ export class Sites {
       waitingFor: s === undefined ? null : { ...s.waitingFor },
       lastServed: iso(this.served.get(p.name) ?? 0),
       failures: receiving ? await pq.failures(p.site, 10) : [],
+      backlogBytes: s === undefined ? null : s.batchBytesLeft + s.backlogAfter,
+      throughput: { in: this.ops.meter(p.name, 'in').rate(), out: this.ops.meter(p.name, 'out').rate() },
+      rulesAt: iso(p.rulesAt ?? 0),
+      rulesSynced: p.rulesSynced !== false,
     }
   }
 }

@@ -15,6 +15,8 @@ import { parseDigest, type Digest } from '../../storage/reference.js'
 import type { MetadataQueries } from '../metadata/queries.js'
 import type { PeeringQueries } from './queries.js'
 import { filteredBy, repoAllowed, sends, shippedTags, type PeeringRecord, type ShippedChange, type SiteMember } from './model.js'
+import { shipAccess } from './access-feed.js'
+import type { AccessQueries } from '../access/queries.js'
 import { dec, enc, type BlobHeader, type BlobRequest, type PullAnswer, type PullRequest } from './protocol.js'
 
 /**
@@ -46,6 +48,12 @@ export interface SourceDeps {
   /** The other site asked for what follows `seq`: it holds this site's feed through there. */
   acked?: (p: PeeringRecord, seq: number) => void
   log: Logger
+  /** Users, groups, permission targets (shipped where the rules have access on). */
+  access?: AccessQueries
+  /** Wait as the peering's bandwidth limit says before sending `n` blob bytes (cluster/peering/ops.ts). */
+  throttle?: (p: PeeringRecord, n: number) => Promise<void>
+  /** Blob bytes the peering's changes after `through` reference (the backlog beyond an answer). */
+  backlogBytes?: (p: PeeringRecord, through: number, head: number) => Promise<number>
 }
 
 export class SiteSource {
@@ -80,9 +88,14 @@ export class SiteSource {
     if (!('name' in sending)) return enc({ error: sending })
     this.d.acked?.(sending, req.after)
     let entries = await this.d.pq.feedAfter(req.after, MAX_SCAN)
+    let rules = sending.rules
     if (entries.length === 0 && typeof req.waitMs === 'number' && req.waitMs > 0) {
       await this.d.waitForFeed(req.after, Math.min(req.waitMs, MAX_WAIT_MS))
       entries = await this.d.pq.feedAfter(req.after, MAX_SCAN)
+      // The rules as they are now: `site set` may have changed them during the wait.
+      const now = await this.peeringOf(peer, req.site)
+      if (!('name' in now)) return enc({ error: now })
+      rules = now.rules
     }
     const changes: ShippedChange[] = []
     let through = req.after
@@ -91,8 +104,9 @@ export class SiteSource {
     for (const e of entries) {
       if (changes.length >= MAX_CHANGES || body >= MAX_BODY_BYTES || blobBytes >= MAX_BLOB_BYTES) break
       through = e.seq
-      if (filteredBy(p.rules, e) !== undefined) continue
+      if (filteredBy(rules, e) !== undefined) continue
       const origin = e.origin !== undefined ? { origin: e.origin, ...(e.v !== undefined ? { v: e.v } : {}) } : {}
+      if (e.op === 'access') { if (this.d.access !== undefined) changes.push({ ...await shipAccess(this.d.access, await this.d.siteId(), e), ...origin }); continue }
       if (e.op !== 'put') { changes.push(e.op === 'untag' ? { seq: e.seq, at: e.at, op: 'untag', repo: e.repo, tag: e.tag, ...origin } : { seq: e.seq, at: e.at, op: 'delete', repo: e.repo, digest: e.digest, ...origin }); continue }
       const rec = await this.d.queries.manifest(e.repo, e.digest)
       const raw = rec === undefined ? undefined : await this.d.queries.manifestBody(e.repo, e.digest)
@@ -103,7 +117,7 @@ export class SiteSource {
         sizes[b] = (await this.d.queries.linkedBlob(e.repo, b))?.size ?? 0
         blobBytes += sizes[b]
       }
-      const c: ShippedChange = { seq: e.seq, at: e.at, op: 'put', repo: e.repo, digest: e.digest, tags: shippedTags(p.rules, e.tags), body: Buffer.from(raw).toString('base64'), mediaType: rec.mediaType, blobs: rec.blobs, sizes, manifests: rec.manifests, ...origin }
+      const c: ShippedChange = { seq: e.seq, at: e.at, op: 'put', repo: e.repo, digest: e.digest, tags: shippedTags(rules, e.tags), body: Buffer.from(raw).toString('base64'), mediaType: rec.mediaType, blobs: rec.blobs, sizes, manifests: rec.manifests, ...origin }
       if (rec.subject !== undefined) c.subject = rec.subject
       if (rec.artifactType !== undefined) c.artifactType = rec.artifactType
       if (rec.annotations !== undefined) c.annotations = rec.annotations
@@ -115,6 +129,7 @@ export class SiteSource {
     const pendingAt = through < head ? (await this.d.pq.feedEntry(through + 1))?.at ?? 0 : 0
     this.d.served(p, peer, { changes: changes.length })
     const answer: PullAnswer = { site: await this.d.siteId(), changes, through, head, headAt, pendingAt, members: this.d.members() }
+    if (this.d.backlogBytes !== undefined && through < head) answer.backlogBytes = await this.d.backlogBytes({ ...p, rules }, through, head)
     return enc(answer)
   }
 
@@ -153,12 +168,14 @@ export class SiteSource {
     if (src === undefined) { release?.(); yield enc({ error: { status: 404, message: `no member of this site can serve blob ${digest} right now` } } satisfies BlobHeader); return }
     yield enc({ size: linked.size } satisfies BlobHeader)
     let sent = 0
+    // Frames of at most 1 MiB; 64 KiB under a bandwidth limit, so that the limit holds smoothly.
+    const frame = p.rules.bandwidth !== undefined ? 1 << 16 : 1 << 20
     try {
       for await (const chunk of src) {
         const b = chunk as Buffer
-        // Frames of at most 1 MiB.
-        for (let off = 0; off < b.length; off += 1 << 20) {
-          const part = b.subarray(off, Math.min(b.length, off + (1 << 20)))
+        for (let off = 0; off < b.length; off += frame) {
+          const part = b.subarray(off, Math.min(b.length, off + frame))
+          await this.d.throttle?.(p, part.length)
           sent += part.length
           yield part
         }

@@ -90,6 +90,7 @@ export function createApp (opts: AppOptions): Koa {
   for (const m of opts.deps.hooks?.all() ?? []) metrics.registry.registerMetric(m)
   for (const m of opts.metrics ?? []) metrics.registry.registerMetric(m)
   if (opts.sites !== undefined) for (const m of Object.values(opts.sites.metrics)) metrics.registry.registerMetric(m)
+  if (opts.sites !== undefined) for (const m of Object.values(opts.sites.ops.metrics) as Array<Metric<string>>) metrics.registry.registerMetric(m)
   app.use(requestLog(opts.log))
   app.use(async (ctx, next) => {
     const route = routeOf(ctx.path)

@@ -29,7 +29,7 @@ import { JoinRequest } from '../../cluster/join.js'
 import { MIN_PASSWORD_LENGTH } from '../auth/password.js'
 import { API_PREFIX } from './admin.js'
 import { JoinTokenRequest } from './cluster-api.js'
-import { HandshakeBody, PeerRequest, SiteTokenRequest } from './sites.js'
+import { HandshakeBody, PeerRequest, SetRulesRequest, SiteTokenRequest } from './sites.js'
 
 export const OPENAPI_PATH = `${API_PREFIX}/openapi.json`
 
@@ -545,6 +545,19 @@ const paths: Record<string, PathItem> = {
     parameters: [pathName('name', 'peering')],
     get: op({ operationId: 'getSite', tags: ['sites'], summary: 'A peering\'s status (`flotilla site status NAME`)', description: ADMIN, ok: { 200: answer('The peering', schema('SiteStatus')) }, errors: [403, 404] }),
     delete: op({ operationId: 'removeSite', tags: ['sites'], summary: 'Remove a peering at this site (`flotilla site remove NAME`)', description: ADMIN + ' Its members are no longer admitted here; the other site keeps its record until removed there.', ok: { 200: answer('Removed', schema('Removed')) }, errors: [403, 404] }),
+    patch: op({ operationId: 'setSiteRules', tags: ['sites'], summary: 'Change a peering\'s rules (`flotilla site set NAME`)', description: ADMIN + ' Recorded through this site\'s log, then told to the other site over the link, which records the same; `told` says whether it did already (else this site\'s leader tells it again every few seconds). Rules left out are kept; null clears tags or bandwidth; the direction is as seen from this site.', requestBody: body(fromZod(SetRulesRequest)), ok: { 200: answer('The peering, with told and message', schema('SiteStatus')) }, errors: [400, 403, 404] }),
+    put: op({ operationId: 'putSiteRules', tags: ['sites'], summary: 'Change a peering\'s rules (as PATCH)', description: ADMIN, requestBody: body(fromZod(SetRulesRequest)), ok: { 200: answer('The peering, with told and message', schema('SiteStatus')) }, errors: [400, 403, 404] }),
+  },
+  [`${API_PREFIX}/sites/{name}/explain`]: {
+    parameters: [pathName('name', 'peering'), query('repo', 'The repository.', { type: 'string' }, true), query('tag', 'The tag.', { type: 'string' }, true)],
+    get: op({
+      operationId: 'explainSiteTag',
+      tags: ['sites'],
+      summary: 'Where a tag stands relative to a peering (`flotilla site explain NAME REPO:TAG`)',
+      description: ADMIN + ' Each way the peering ships: replicated (and when), waiting for blobs (which, bytes left), in the backlog (how far behind), filtered out (by which rule), blocked (by which error, and when), absent, not forwarded, or diverged. Asks the other site over the link.',
+      ok: { 200: answer('The explanation', { type: 'object', required: ['name', 'site', 'repo', 'tag', 'rules', 'directions'], properties: { name: schema('Name'), site: schema('SiteId'), repo: { type: 'string' }, tag: { type: 'string' }, rules: { type: 'object' }, directions: { type: 'array', items: { type: 'object', required: ['direction', 'state', 'summary'], properties: { direction: { type: 'string', enum: ['in', 'out'] }, state: { type: 'string', enum: ['replicated', 'waiting-for-blobs', 'backlog', 'filtered', 'blocked', 'absent', 'not-forwarded', 'diverged', 'unknown'] }, summary: { type: 'string' } } } } } }) },
+      errors: [400, 403, 404],
+    }),
   },
 }
 
@@ -842,6 +855,10 @@ export const OPENAPI_DOCUMENT: OpenApiDocument = {
           waitingFor: { type: ['object', 'null'], additionalProperties: { type: 'integer' }, description: 'Blobs being fetched: digest → bytes left.' },
           lastServed: { type: ['string', 'null'], description: 'When the other site last pulled from this node.' },
           failures: { type: 'array', items: { type: 'object' }, description: 'Changes received that could not be applied here, most recent first.' },
+          backlogBytes: { type: ['integer', 'null'], description: 'Blob bytes the changes not yet applied here reference (on the shipping node).' },
+          throughput: { type: 'object', required: ['in', 'out'], properties: { in: { type: 'number' }, out: { type: 'number' } }, description: 'Blob bytes per second over the last 10 s.' },
+          rulesAt: { type: ['string', 'null'], description: 'When the rules were last set (site set).' },
+          rulesSynced: { type: 'boolean', description: 'Whether the other site confirmed the rules last set here.' },
         },
       },
     },

@@ -6,6 +6,8 @@
  *   POST   /api/v1/sites/tokens          admin    a peering token (`flotilla site token`)
  *   GET    /api/v1/sites/:name           admin    one peering's status (`flotilla site status NAME`)
  *   DELETE /api/v1/sites/:name           admin    remove a peering (`flotilla site remove NAME`)
+ *   PATCH  /api/v1/sites/:name           admin    change its rules here and at the other site (`flotilla site set NAME`; PUT too)
+ *   GET    /api/v1/sites/:name/explain?repo=R&tag=T   admin   where R:T stands (`flotilla site explain NAME R:T`)
  *   POST   /api/v1/sites/handshake       open     called by the other site's node: the token and a
  *                                                 node signature prove it (Sites.accept)
  *
@@ -19,6 +21,7 @@ import type { Context, Next } from 'koa'
 import { z } from 'zod'
 import type { Cluster } from '../../cluster/cluster.js'
 import { DIRECTIONS, type PeeringRules } from '../../cluster/peering/model.js'
+import type { RulesPatch } from '../../cluster/peering/rules.js'
 import { HANDSHAKE_PATH, type HandshakeRequest, type Sites } from '../../cluster/peering/sites.js'
 import { FlotillaError } from '../../storage/errors.js'
 import { identifyAdmin } from '../auth/cluster-guard.js'
@@ -54,6 +57,20 @@ export const PeerRequest = z.object({
   as: Name.optional(),
   ...Rules,
 }).strict()
+
+/** PATCH /api/v1/sites/NAME: the rules to change (left out: kept; null: tags or bandwidth cleared). Direction as seen from this site. */
+export const SetRulesRequest = z.object({
+  repos: Rules.repos.unwrap().optional(),
+  direction: z.enum(DIRECTIONS as [string, ...string[]]).optional(),
+  tags: z.string().min(1).max(128).nullable().optional(),
+  deletes: z.boolean().optional(),
+  access: z.boolean().optional(),
+  bandwidth: z.number().positive().max(1_000_000).nullable().optional(),
+}).strict().refine((b) => Object.keys(b).length > 0, 'give at least one rule to change (repos, direction, tags, deletes, access, bandwidth)')
+
+/** A repository name (the distribution spec's grammar) and a tag, for explain. */
+const RepoName = /^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:\/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$/
+const TagName = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$/
 
 const Member = z.object({ peerId: z.string().min(40).max(100), addrs: z.array(z.string().max(256)).max(16) }).strict()
 
@@ -145,6 +162,34 @@ export function sitesRoutes (sites: Sites, auth: AuthService, cluster?: Cluster)
     if (!Name.safeParse(name).success) throw new FlotillaError('NOT_FOUND', `no peering named ${JSON.stringify(name.slice(0, 80))}: see flotilla site list`)
     if (await fromLeader(ctx, cluster, sites)) return
     ctx.body = await sites.status(name)
+  })
+
+  const setRules = async (ctx: Context): Promise<void> => {
+    const name = ctx.params.name!
+    if (!Name.safeParse(name).success) throw new FlotillaError('NOT_FOUND', `no peering named ${JSON.stringify(name.slice(0, 80))}: see flotilla site list`)
+    const b = await jsonBody(ctx, SetRulesRequest, MAX_BODY)
+    const patch: RulesPatch = {}
+    if (b.repos !== undefined) patch.repos = b.repos
+    if (b.direction !== undefined) patch.direction = b.direction as RulesPatch['direction']
+    if (b.tags !== undefined) patch.tags = b.tags
+    if (b.deletes !== undefined) patch.deletes = b.deletes
+    if (b.access !== undefined) patch.access = b.access
+    if (b.bandwidth !== undefined) patch.bandwidth = b.bandwidth
+    const res = await sites.ops.set(name, patch)
+    ctx.body = { ...await sites.status(res.peering.name), told: res.told, message: res.message }
+  }
+  r.patch('/:name', setRules)
+  r.put('/:name', setRules)
+
+  r.get('/:name/explain', async (ctx) => {
+    const name = ctx.params.name!
+    if (!Name.safeParse(name).success) throw new FlotillaError('NOT_FOUND', `no peering named ${JSON.stringify(name.slice(0, 80))}: see flotilla site list`)
+    const repo = ctx.query.repo
+    const tag = ctx.query.tag
+    if (typeof repo !== 'string' || !RepoName.test(repo) || repo.length > 255) throw new FlotillaError('BAD_REQUEST', 'repo must be one repository name (lowercase, like team/app): ?repo=R&tag=T')
+    if (typeof tag !== 'string' || !TagName.test(tag)) throw new FlotillaError('BAD_REQUEST', 'tag must be one tag ([A-Za-z0-9_][A-Za-z0-9._-]{0,127}): ?repo=R&tag=T')
+    if (await fromLeader(ctx, cluster, sites)) return
+    ctx.body = await sites.ops.explain(name, repo, tag)
   })
 
   r.delete('/:name', async (ctx) => {

@@ -59,7 +59,7 @@ async function shipped (from: Site, after: number): Promise<ShippedChange[]> {
       const n = Number(e.digest.slice(7, 8))
       out.push({ seq: e.seq, at: e.at, op: 'put', repo: e.repo, digest: e.digest, tags: e.tags, body: body(n), mediaType: MT, blobs: [D1], sizes: { [D1]: 7 }, manifests: [], ...o })
     } else if (e.op === 'untag') out.push({ seq: e.seq, at: e.at, op: 'untag', repo: e.repo, tag: e.tag, ...o })
-    else out.push({ seq: e.seq, at: e.at, op: 'delete', repo: e.repo, digest: e.digest, ...o })
+    else if (e.op === 'delete') out.push({ seq: e.seq, at: e.at, op: 'delete', repo: e.repo, digest: e.digest, ...o })
   }
   return out
 }
