@@ -41,8 +41,11 @@ const dec = new TextDecoder()
 
 export type AccessKind = 'user' | 'group' | 'member' | 'perm'
 
-/** An access change in the feed. `origin`: a deleted user's origin (its record is gone by shipping time). */
-export interface AccessFeedOp { op: 'access'; kind: AccessKind; name: string; user?: string; origin?: string }
+/**
+ * An access change in the feed. `userOrigin`: a deleted user's origin (its record is gone by
+ * shipping time). Not `origin`: that names the site that made the change (model.ts Origin).
+ */
+export interface AccessFeedOp { op: 'access'; kind: AccessKind; name: string; user?: string; userOrigin?: string }
 
 /** As shipped: the record now (null: gone). For a member, the user's origin. */
 export interface ShippedAccess {
@@ -52,7 +55,8 @@ export interface ShippedAccess {
   kind: AccessKind
   name: string
   user?: string
-  origin?: string
+  /** A user's origin (the site that created it; a deleted user's, from the feed entry). */
+  userOrigin?: string
   /** A permission target's users: where each was created (at the source), to tell same-named users apart. */
   origins?: Record<string, string>
   record: UserRecord | GroupRecord | PermissionTarget | { origin: string } | null
@@ -69,7 +73,7 @@ export async function accessOps (writes: Array<[string, Uint8Array | null]>, bef
       if (v === null && before !== undefined) {
         const was = await before(k)
         const origin = was === undefined ? undefined : (JSON.parse(dec.decode(was)) as UserRecord).origin
-        if (origin !== undefined) op.origin = origin
+        if (origin !== undefined) op.userOrigin = origin
       }
       ops.push(op)
     } else if (parts[1] === 'group' && parts.length === 3) ops.push({ op: 'access', kind: 'group', name: parts[2]! })
@@ -85,7 +89,7 @@ export async function shipAccess (aq: AccessQueries, site: string, e: AccessFeed
   switch (e.kind) {
     case 'user': {
       const u = await aq.user(e.name)
-      return { ...base, origin: u?.origin ?? e.origin ?? site, record: u === undefined ? null : { ...u, origin: u.origin ?? site } }
+      return { ...base, userOrigin: u?.origin ?? e.userOrigin ?? site, record: u === undefined ? null : { ...u, origin: u.origin ?? site } }
     }
     case 'group': return { ...base, record: await aq.group(e.name) ?? null }
     case 'member': {
@@ -138,7 +142,7 @@ export async function applyAccessChange (tx: TxLike, ch: ShippedAccess, at: numb
       const mine = (await tx.getJSON<{ clusterId: string }>(key.clusterInfo()))?.clusterId
       if (ch.record === null) {
         if (local === undefined) return undefined
-        if (await originHere(tx, local) !== ch.origin) throw conflict(ch.name, await originHere(tx, local), ch.origin ?? '?')
+        if (await originHere(tx, local) !== ch.userOrigin) throw conflict(ch.name, await originHere(tx, local), ch.userOrigin ?? '?')
         tx.del(akey.user(ch.name))
         for (const k of await tx.keys(akey.memberOfPrefix(ch.name))) {
           tx.del(k)
@@ -150,7 +154,7 @@ export async function applyAccessChange (tx: TxLike, ch: ShippedAccess, at: numb
       }
       const r = ch.record as UserRecord
       if (typeof r.passwordHash !== 'string' || typeof r.admin !== 'boolean' || typeof r.disabled !== 'boolean' || typeof r.updatedAt !== 'number') throw new FlotillaError('BAD_REQUEST', `user ${ch.name}: the shipped record is incomplete`)
-      const origin = r.origin ?? ch.origin ?? ''
+      const origin = r.origin ?? ch.userOrigin ?? ''
       if (local !== undefined) {
         const here = await originHere(tx, local)
         if (here !== origin) throw conflict(ch.name, here, origin)

@@ -91,12 +91,12 @@ t.test('--access on the feed: users, groups, members, grants; hashes travel; a u
 
   // The same user changed later at A: its new hash replaces B's and bumps the password version; an older change does not.
   const v1 = (await b.aq.user('carol'))!.passwordVersion
-  const newer: ShippedAccess = { seq: 8, at: 30, op: 'access', kind: 'user', name: 'carol', origin: SITE_A, record: { ...(await b.aq.user('carol'))!, passwordHash: '$argon2id$carol3', updatedAt: 30 } }
+  const newer: ShippedAccess = { seq: 8, at: 30, op: 'access', kind: 'user', name: 'carol', userOrigin: SITE_A, record: { ...(await b.aq.user('carol'))!, passwordHash: '$argon2id$carol3', updatedAt: 30 } }
   const older: ShippedAccess = { ...newer, seq: 9, record: { ...(newer.record as object), passwordHash: '$argon2id$stale', updatedAt: 1 } as ShippedAccess['record'] }
   await ok(b.sm, { type: 'SiteApply', name: 'site-a', origin: SITE_A, changes: [newer, older], through: 9, originAt: 30, at: 31 })
   t.match(await b.aq.user('carol'), { passwordHash: '$argon2id$carol3', passwordVersion: v1 + 1 })
   // A delete of carol (same user) removes her; a delete of dave (A's dave) leaves B's.
-  await ok(b.sm, { type: 'SiteApply', name: 'site-a', origin: SITE_A, changes: [{ seq: 10, at: 40, op: 'access', kind: 'user', name: 'carol', origin: SITE_A, record: null }, { seq: 11, at: 40, op: 'access', kind: 'user', name: 'dave', origin: SITE_A, record: null }], through: 11, originAt: 40, at: 41 })
+  await ok(b.sm, { type: 'SiteApply', name: 'site-a', origin: SITE_A, changes: [{ seq: 10, at: 40, op: 'access', kind: 'user', name: 'carol', userOrigin: SITE_A, record: null }, { seq: 11, at: 40, op: 'access', kind: 'user', name: 'dave', userOrigin: SITE_A, record: null }], through: 11, originAt: 40, at: 41 })
   t.equal(await b.aq.user('carol'), undefined)
   t.ok(await b.aq.user('dave'), 'B\'s dave stays')
   // With access off in B's record, access changes are passed over.
