@@ -114,6 +114,8 @@ export class RegistryNode {
       fetchThrough: async (digest) => await deps.replication?.fetchThrough(digest),
       waitForCopies: async (digests) => { await deps.replication?.waitForCopies(digests) },
       hold: (digests) => deps.gc?.inUse.hold(digests) ?? (() => {}),
+      reconcileIntervalMs: durationMs(config.sites.reconcileInterval)!,
+      feedRetain: config.sites.feedRetain,
     })
   }
 

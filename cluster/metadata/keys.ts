@@ -34,6 +34,7 @@
  *   ├── sitecursor␀<origin site>                  → SiteCursor         how far this site applied another site's feed
  *   ├── sitefail␀<origin site>␀<seq, 16 digits>   → SiteFailure        a shipped change this site could not apply
  *   ├── siteack␀<receiving site>                  → {seq, at}          how far another site acknowledged this site's feed
+ *   ├── sitetrim                                  → {seq, at}          this site's feed is trimmed through seq (SiteTrimFeed)
  *   ├── hlc                                       → {l, c}             this site's hybrid logical clock (cluster/peering/hlc.ts)
  *   └── tagver␀<repo>␀<tag>                       → {l, c, s, deleted?} the version of a tag's last write or delete (hlc.ts)
  */
@@ -87,6 +88,7 @@ export const key = {
   siteFailure: (origin: string, seq: number): string => `sitefail${SEP}${origin}${SEP}${String(seq).padStart(16, '0')}`,
   siteFailurePrefix: (origin: string): string => `sitefail${SEP}${origin}${SEP}`,
   siteAck: (site: string): string => `siteack${SEP}${site}`,
+  siteTrim: (): string => 'sitetrim',
 }
 
 /** The parts of a key after its first (its kind): `[repo, digest]` for `link␀<repo>␀<digest>`. */

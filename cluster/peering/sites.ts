@@ -32,6 +32,7 @@ import { sendRequest } from '../../net/request-response.js'
 import { multiaddr } from '@multiformats/multiaddr'
 import { SiteSource } from './source.js'
 import { SiteReceiver, type ReceiverState } from './receiver.js'
+import { SITE_SUMMARY_PROTOCOL, SummarySource, type ReconcileState, type RoundReport } from './reconcile.js'
 
 export const HANDSHAKE_PATH = '/api/v1/sites/handshake'
 /** How often a member that does not ship sends a probe (members only) to each peered site. */
@@ -76,7 +77,11 @@ export interface SiteStatusDoc {
   lastServed: string | null
   /** Changes the other site sent that could not be applied here (most recent first). */
   failures: SiteFailure[]
+  /** Receiving, on the shipping member: continuous reconciliation (cluster/peering/reconcile.ts). */
+  reconciliation: { rounds: number; last: RoundReportDoc | null; lastRepair: RoundReportDoc | null; lastError: { message: string; at: string } | null; repaired: { manifests: number; tags: number; untags: number } } | null
 }
+
+export type RoundReportDoc = Omit<RoundReport, 'at'> & { at: string }
 
 export interface SitesDeps {
   cluster: Cluster
@@ -87,12 +92,24 @@ export interface SitesDeps {
   waitForCopies: (digests: string[]) => Promise<void>
   /** Keep blobs from garbage collection until the returned function is called (a shipment under way). */
   hold?: (digests: Iterable<string>) => () => void
+  /** `sites.reconcileInterval` in ms (0: reconcile only behind a trimmed feed); default 5 min. */
+  reconcileIntervalMs?: number
+  /** `sites.feedRetain`: the most entries the change feed keeps (older ones go even unacknowledged). */
+  feedRetain?: number
 }
+
+/** How often the leader looks at trimming the feed. */
+const TRIM_EVERY_MS = 2_000
 
 /** How often a sending member records another site's acknowledgement, at most (Sites.acked). */
 const ACK_EVERY_MS = 5_000
 
 const iso = (ms: number): string | null => ms > 0 ? new Date(ms).toISOString() : null
+
+function reconciliationDoc (s: ReconcileState): NonNullable<SiteStatusDoc['reconciliation']> {
+  const round = (x: RoundReport | null): RoundReportDoc | null => x === null ? null : { ...x, at: new Date(x.at).toISOString() }
+  return { rounds: s.rounds, last: round(s.last), lastRepair: round(s.lastRepair), lastError: s.lastError === null ? null : { message: s.lastError.message, at: new Date(s.lastError.at).toISOString() }, repaired: { ...s.totals } }
+}
 
 export class Sites {
   private readonly receivers = new Map<string, SiteReceiver>()
@@ -111,6 +128,10 @@ export class Sites {
     changesSent: new Counter({ name: 'flotilla_site_changes_sent_total', help: 'Changes sent to the peered site', labelNames: ['site'] as const, registers: [] }),
     skipped: new Counter({ name: 'flotilla_site_changes_skipped_total', help: 'Changes of the peered site applied here without effect: superseded (a newer version of the tag here wins, federated tags) or foreign (made at another site than the peered one: never forwarded)', labelNames: ['site', 'reason'] as const, registers: [] }),
     errors: new Counter({ name: 'flotilla_site_errors_total', help: 'Failed rounds of receiving from the peered site (each is retried with backoff)', labelNames: ['site'] as const, registers: [] }),
+    reconcileRounds: new Counter({ name: 'flotilla_site_reconcile_rounds_total', help: 'Reconciliation rounds with the peered site, by outcome: in-sync (the summary hashes agreed, or every difference was known), repaired, differ (differences left alone: local pushes, newer versions here), error', labelNames: ['site', 'outcome'] as const, registers: [] }),
+    reconcileDifferences: new Counter({ name: 'flotilla_site_reconcile_differences_total', help: 'Repositories whose summary hashes differed from the peered site\'s and were compared in detail', labelNames: ['site'] as const, registers: [] }),
+    reconcileRepairs: new Counter({ name: 'flotilla_site_reconcile_repairs_total', help: 'Repairs reconciliation applied here: manifests fetched, tags moved, tags removed (untag)', labelNames: ['site', 'kind'] as const, registers: [] }),
+    feedTrimmed: new Gauge({ name: 'flotilla_site_feed_trimmed_seq', help: 'This site\'s change feed is trimmed through this sequence (entries every receiving peering acknowledged, or past sites.feedRetain)', registers: [] }),
   }
 
   constructor (private readonly d: SitesDeps) {
@@ -189,6 +210,8 @@ export class Sites {
     // Both protocols answer pinned members of peered sites only; the source checks the pin per request.
     const guard = (peer: string): void => { if (!this.d.cluster.isSitePeer(peer)) throw new Error(`peer ${peer} is not a pinned member of a peered site`) }
     await serveRequests(host, SITE_PROTOCOL, async (peer, req) => { guard(peer); return { bytes: await this.source.pull(peer, req) } }, { maxRequestBytes: 256 * 1024, timeoutMs: 60_000, maxInboundStreams: 8 })
+    const summaries = new SummarySource({ pq: this.d.cluster.peeringQueries, queries: this.d.cluster.queries, reader: this.d.cluster.peeringQueries.summaries, siteId: async () => await this.siteId() })
+    await serveRequests(host, SITE_SUMMARY_PROTOCOL, async (peer, req) => { guard(peer); return { bytes: await summaries.answer(peer, req) } }, { maxRequestBytes: 256 * 1024, timeoutMs: 60_000, maxInboundStreams: 4 })
     await serveStreamed(host, SITE_BLOB_PROTOCOL, (peer, req) => { guard(peer); return this.source.blob(peer, req) }, { maxRequestBytes: 16 * 1024, idleTimeoutMs: 60_000, maxInboundStreams: 16 })
     this.timer = setInterval(() => { void this.reconcile() }, 500)
     this.timer.unref()
@@ -250,6 +273,10 @@ export class Sites {
       for (const [name, r] of this.receivers) {
         if (!want.includes(name)) { r.stop(); this.receivers.delete(name) }
       }
+      if (lead && Date.now() - this.lastTrim > TRIM_EVERY_MS) {
+        this.lastTrim = Date.now()
+        await this.trimFeed()
+      }
       if (!lead && Date.now() - this.lastProbe > PROBE_EVERY_MS) {
         this.lastProbe = Date.now()
         for (const p of await this.d.cluster.peeringQueries.peerings()) void this.probe(p).catch(() => {})
@@ -267,6 +294,29 @@ export class Sites {
     }
   }
 
+  private lastTrim = 0
+  /**
+   * Trim this site's feed (the leader, through the log): the entries every peering that
+   * receives them acknowledged (SiteAcked), and those beyond the bounded tail of
+   * `sites.feedRetain` entries even if some peering has not acknowledged them (it is told, and
+   * reconciles). With no receiving peering only the bound applies, so that a site peered later
+   * still streams the recent history.
+   */
+  private async trimFeed (): Promise<void> {
+    const pq = this.d.cluster.peeringQueries
+    const [head, trimmed] = [await pq.head(), await pq.trimmed()]
+    this.metrics.feedTrimmed.set(trimmed)
+    const sending = (await pq.peerings()).filter(sends)
+    const acked = sending.length === 0 ? 0 : Math.min(...await Promise.all(sending.map(async (p) => await pq.acked(p.site))))
+    const through = Math.min(head, Math.max(acked, head - (this.d.feedRetain ?? 100_000)))
+    if (through <= trimmed) return
+    const r = await this.d.sink.submit({ type: 'SiteTrimFeed', through, at: Date.now() })
+    if (!r.ok) { this.d.log.warn({ err: r.message }, 'peering: could not trim the change feed'); return }
+    const now = (r.value as { trimmed: number }).trimmed
+    this.metrics.feedTrimmed.set(now)
+    this.d.log.debug({ from: trimmed, through: now, head, acked }, 'peering: change feed trimmed')
+  }
+
   private newReceiver (name: string): SiteReceiver {
     const { cluster } = this.d
     const r = new SiteReceiver(name, {
@@ -282,6 +332,15 @@ export class Sites {
       waitForCopies: this.d.waitForCopies,
       ...(this.d.hold !== undefined ? { hold: this.d.hold } : {}),
       log: this.d.log,
+      reconcile: {
+        reader: cluster.peeringQueries.summaries,
+        intervalMs: this.d.reconcileIntervalMs ?? 5 * 60_000,
+        metrics: {
+          round: (site, outcome) => this.metrics.reconcileRounds.inc({ site, outcome }),
+          differences: (site, n) => this.metrics.reconcileDifferences.inc({ site }, n),
+          repaired: (site, kind, n) => this.metrics.reconcileRepairs.inc({ site, kind }, n),
+        },
+      },
       metrics: {
         bytes: (site, n) => this.metrics.bytesReceived.inc({ site }, n),
         applied: (site, n) => this.metrics.changesApplied.inc({ site }, n),
@@ -482,6 +541,7 @@ export class Sites {
       waitingFor: s === undefined ? null : { ...s.waitingFor },
       lastServed: iso(this.served.get(p.name) ?? 0),
       failures: receiving ? await pq.failures(p.site, 10) : [],
+      reconciliation: r?.reconciler === undefined ? null : reconciliationDoc(r.reconciler.state),
     }
   }
 }
