@@ -25,6 +25,7 @@
  * request and one local summary; when one repository changes, only its bucket and itself are
  * looked at again.
  */
+import { createHash } from 'node:crypto'
 import { multiaddr } from '@multiformats/multiaddr'
 import type { Logger } from 'pino'
 import type { Host } from '../../net/host.js'
@@ -129,6 +130,19 @@ export class SummarySource {
   }
 }
 
+const TAG_RE = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$/
+const DIGEST_RE = /^(sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})$/
+const strings = (x: unknown, re?: RegExp): boolean => Array.isArray(x) && x.every((y) => typeof y === 'string' && (re === undefined || re.test(y)))
+
+/** A manifest from the sender that can be proposed: the fields a put needs, and a body that hashes to its digest. */
+export function wellFormedPut (c: Put): boolean {
+  if (typeof c.digest !== 'string' || !DIGEST_RE.test(c.digest) || typeof c.body !== 'string' || typeof c.mediaType !== 'string') return false
+  if (!strings(c.blobs, DIGEST_RE) || !strings(c.manifests, DIGEST_RE) || typeof c.sizes !== 'object' || c.sizes === null) return false
+  if (c.subject !== undefined && typeof c.subject !== 'string') return false
+  const alg = c.digest.slice(0, 6)
+  return `${alg}:${createHash(alg).update(Buffer.from(c.body, 'base64')).digest('hex')}` === c.digest
+}
+
 /** What one round found and did (shown in `site status`). */
 export interface RoundReport {
   at: number
@@ -214,7 +228,8 @@ export class Reconciler {
   async converge (maxRounds = 100): Promise<void> {
     for (let i = 0; i < maxRounds && !this.stopped; i++) {
       const r = await this.run()
-      if (r.repaired.manifests + r.repaired.tags + r.repaired.untags === 0 && r.failed === 0 && !r.more) return
+      // Repairs refused here (an immutable tag, say) are counted and retried at later rounds; they do not hold the feed up.
+      if (r.repaired.manifests + r.repaired.tags + r.repaired.untags === 0 && !r.more) return
     }
     throw new Error(`reconciliation with ${this.name} did not converge in ${maxRounds} rounds`)
   }
@@ -323,8 +338,12 @@ export class Reconciler {
     for (let i = 0; i < diff.fetch.length; i += MANIFESTS_PER_REQUEST) {
       const { answer } = await this.ask<{ changes: Put[] }>(p, { q: 'manifests', repo, digests: diff.fetch.slice(i, i + MANIFESTS_PER_REQUEST) })
       report.requests++
-      puts.push(...answer.changes)
+      // Only what was asked for, well formed, and whose body is the digest's: the rest waits for a later round.
+      const asked = new Set(diff.fetch.slice(i, i + MANIFESTS_PER_REQUEST))
+      puts.push(...(Array.isArray(answer.changes) ? answer.changes : []).filter((c) => c?.repo === repo && asked.has(c.digest) && wellFormedPut(c)))
     }
+    diff.tags = diff.tags.filter((x) => TAG_RE.test(x.tag) && DIGEST_RE.test(x.digest))
+    diff.untags = diff.untags.filter((x) => TAG_RE.test(x.tag))
     const ordered = childrenFirst(puts)
     const release = this.d.hold?.(ordered.flatMap((c) => c.blobs))
     try {

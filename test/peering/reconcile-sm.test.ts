@@ -205,3 +205,14 @@ t.test('SiteTrimFeed forgets the feed through a point, never past the head, in b
   const bad = await a.sm.apply({ command: { type: 'SiteTrimFeed', through: -1, at: 1 } })
   t.equal(bad.ok, false)
 })
+
+t.test('wellFormedPut: only a manifest whose body hashes to its digest, with well-formed references, is proposed', async (t) => {
+  const { wellFormedPut } = await import('../../cluster/peering/reconcile.js')
+  const raw = Buffer.from('{"schemaVersion":2}')
+  const digest = 'sha256:' + (await import('node:crypto')).createHash('sha256').update(raw).digest('hex')
+  const good = { seq: 0, at: 1, op: 'put' as const, repo: 'r', digest, tags: [], body: raw.toString('base64'), mediaType: MT, blobs: [D1], sizes: {}, manifests: [] }
+  t.ok(wellFormedPut(good))
+  t.notOk(wellFormedPut({ ...good, body: Buffer.from('{"schemaVersion":3}').toString('base64') }), 'another body')
+  t.notOk(wellFormedPut({ ...good, blobs: ['../etc'] }), 'a bad blob reference')
+  t.notOk(wellFormedPut({ ...good, manifests: 'x' as unknown as string[] }), 'not a list')
+})
