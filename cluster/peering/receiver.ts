@@ -118,7 +118,7 @@ export class SiteReceiver {
     while (!this.stopped) {
       try {
         const more = await this.round()
-        if (more === 'gone') return
+        if (more === 'gone') { this.reconciler?.stop(); return }
         this.state.failures = 0
       } catch (err) {
         if (this.stopped) return

@@ -46,6 +46,8 @@ const VIEWS_PER_REQUEST = 25
 const MANIFESTS_PER_REQUEST = 64
 /** Manifest bytes per answer. */
 const MAX_BODY_BYTES = 4 * 1024 * 1024
+/** How long one request may take (a round that fails is tried again at the next). */
+const REQUEST_TIMEOUT_MS = 20_000
 /** How long the sender reuses a summary it computed (one round asks several times). */
 const SUMMARY_TTL_MS = 2_000
 
@@ -266,7 +268,7 @@ export class Reconciler {
       for (const a of m.addrs) {
         let bytes: Uint8Array
         try {
-          bytes = await sendRequest(this.d.host(), multiaddr(`${a}/p2p/${m.peerId}`), SITE_SUMMARY_PROTOCOL, body, { timeoutMs: 60_000, maxAnswerBytes: 64 * 1024 * 1024 })
+          bytes = await sendRequest(this.d.host(), multiaddr(`${a}/p2p/${m.peerId}`), SITE_SUMMARY_PROTOCOL, body, { timeoutMs: REQUEST_TIMEOUT_MS, maxAnswerBytes: 64 * 1024 * 1024 })
         } catch (err) {
           last = new Error(`cannot reach ${m.peerId} at ${a}: ${(err as Error).message}`)
           continue

@@ -46,7 +46,7 @@ t.test('reconciliation repairs what the feed missed, leaves local pushes alone, 
     const st = await waitFor('reconciliation to repair other/app at B', async () => {
       const s = await siteStatus(b, 'site-a')
       return s.reconciliation?.lastRepair != null ? s : undefined
-    }, 30_000, 200)
+    }, 60_000, 200)
     t.same(await checkImage(B.url, b.credentials, 'other/app', missed, 'v1'), [], 'other/app:v1 pulls at B, blobs and all')
     t.ok(st.cursor!.seq >= 2, 'the cursor was past the missed entry all along')
     const r = st.reconciliation!.lastRepair!
