@@ -37,6 +37,8 @@
  *     copyIdle: 1h               FLOTILLA_GC_COPY_IDLE                         (a copy kept outside its blob's placement goes once unread this long)
  *   sites:
  *     advertise: (p2p address)   FLOTILLA_SITES_ADVERTISE --sites-advertise ADDR  (HOST:PORT or multiaddr other sites dial; cluster/peering/)
+ *     reconcileInterval: 5m      FLOTILLA_SITES_RECONCILE_INTERVAL             (a receiving site compares summary hashes with the other this often; 0: only behind a trimmed feed)
+ *     feedRetain: 100000         FLOTILLA_SITES_FEED_RETAIN                    (the most change-feed entries kept; acknowledged ones go sooner)
  *   auth: …                    FLOTILLA_AUTH_*, FLOTILLA_INITIAL_ADMIN_PASSWORD  (src/auth/config.ts)
  *   (env only)                   FLOTILLA_FAULT_INJECTION=1                  (tests only: /api/v1/debug/partition)
  */
@@ -135,7 +137,19 @@ export const ConfigSchema = z.object({
     advertise: z.string().superRefine((v, ctx) => {
       if (v.startsWith('/') ? !/^\/(ip4|ip6|dns|dns4|dns6)\/[^/]+\/tcp\/\d{1,5}$/.test(v) : !HOST_PORT.test(v)) ctx.addIssue({ code: 'custom', message: `expected HOST:PORT or a multiaddr such as /ip4/10.0.0.1/tcp/7000, not ${JSON.stringify(v)}` })
     }).optional(),
-  }).strict().default({}),
+    /**
+     * How often a receiving site reconciles with each site it receives from: compares summary
+     * hashes of repositories, tags and digests and repairs what it lacks (cluster/peering/reconcile.ts).
+     * 0: only when its cursor is behind the other site's trimmed feed.
+     */
+    reconcileInterval: duration.default('5m'),
+    /**
+     * The most entries this site's change feed keeps. Entries every receiving peering has
+     * acknowledged are trimmed sooner; beyond this bound they go even unacknowledged (a peering
+     * that far behind reconciles instead).
+     */
+    feedRetain: z.number().int().min(1).default(100_000),
+  }).strict().default({ reconcileInterval: '5m', feedRetain: 100_000 }),
   /** Authentication and access control: src/auth/config.ts. */
   auth: AuthConfigSchema,
   /** Tests only, from FLOTILLA_FAULT_INJECTION (never from the file): serve /api/v1/debug/* (src/http/debug.ts). */
@@ -191,6 +205,8 @@ const ENV: Array<[string, string[], (s: string) => unknown]> = [
   ['FLOTILLA_GC_INTERVAL', ['gc', 'interval'], (s) => s],
   ['FLOTILLA_GC_COPY_IDLE', ['gc', 'copyIdle'], (s) => s],
   ['FLOTILLA_SITES_ADVERTISE', ['sites', 'advertise'], (s) => s],
+  ['FLOTILLA_SITES_RECONCILE_INTERVAL', ['sites', 'reconcileInterval'], (s) => s],
+  ['FLOTILLA_SITES_FEED_RETAIN', ['sites', 'feedRetain'], (s) => Number(s)],
   ['FLOTILLA_FAULT_INJECTION', ['faultInjection'], (s) => s === 'true' || s === '1' ? true : s === 'false' || s === '0' ? false : s],
   ...AUTH_ENV,
   ...TLS_ENV,

@@ -115,6 +115,8 @@ export class RegistryNode {
       waitForCopies: async (digests) => { await deps.replication?.waitForCopies(digests) },
       hold: (digests) => deps.gc?.inUse.hold(digests) ?? (() => {}),
       access: deps.auth.queries,
+      reconcileIntervalMs: durationMs(config.sites.reconcileInterval)!,
+      feedRetain: config.sites.feedRetain,
     })
   }
 

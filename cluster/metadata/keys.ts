@@ -34,6 +34,7 @@
  *   ├── sitecursor␀<origin site>                  → SiteCursor         how far this site applied another site's feed
  *   ├── sitefail␀<origin site>␀<seq, 16 digits>   → SiteFailure        a shipped change this site could not apply
  *   ├── siteack␀<receiving site>                  → {seq, at}          how far another site acknowledged this site's feed
+ *   ├── sitetrim                                  → {seq, at}          this site's feed is trimmed through seq (SiteTrimFeed)
  *   ├── hlc                                       → {l, c}             this site's hybrid logical clock (cluster/peering/hlc.ts)
  *   ├── tagver␀<repo>␀<tag>                       → {l, c, s, deleted?} the version of a tag's last write or delete (hlc.ts)
  *   └── sitelanded␀<origin>␀<repo>␀<tag>          → {digest, seq, originAt, at}  when a tag from another site last landed here (site explain)
@@ -89,6 +90,7 @@ export const key = {
   siteFailurePrefix: (origin: string): string => `sitefail${SEP}${origin}${SEP}`,
   siteAck: (site: string): string => `siteack${SEP}${site}`,
   siteLanded: (origin: string, repo: string, tag: string): string => `sitelanded${SEP}${origin}${SEP}${repo}${SEP}${tag}`,
+  siteTrim: (): string => 'sitetrim',
 }
 
 /** The parts of a key after its first (its kind): `[repo, digest]` for `link␀<repo>␀<digest>`. */

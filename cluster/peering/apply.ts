@@ -23,7 +23,7 @@
 import { FlotillaError } from '../../storage/errors.js'
 import type { TxLike } from '../access/apply.js'
 import { key } from '../metadata/keys.js'
-import type { Command, CommandResult } from '../metadata/commands.js'
+import type { Command, CommandResult, ManifestRecord } from '../metadata/commands.js'
 import type { PeeringCommand } from './commands.js'
 import { isVersion, MAX_CLOCK_AHEAD_MS, merge, readClock, setTagVersion, tick, wins, writeClock, type Version } from './hlc.js'
 import { accessOps, applyAccessChange } from './access-feed.js'
@@ -31,6 +31,8 @@ import { applyRules } from './rules.js'
 import { isValidSiteName, membersProblem, rulesProblem, type FeedEntry, type FeedOp, type PeeringRecord, type ShippedChange, type SiteCursor, type SiteFailure } from './model.js'
 
 const SEP = '\u0000'
+/** Feed entries one SiteTrimFeed removes at most (one Raft entry, one batch). */
+export const TRIM_BATCH = 10_000
 /** Failures kept per origin site (the oldest go first). */
 const MAX_FAILURES = 1000
 
@@ -136,6 +138,18 @@ export async function applyPeering (tx: TxLike, c: PeeringCommand, exec: Exec): 
     }
     case 'SiteApply':
       return await applyChanges(tx, c, exec)
+    case 'SiteRepair':
+      return await applyRepair(tx, c, exec)
+    case 'SiteTrimFeed': {
+      if (!Number.isSafeInteger(c.through) || c.through < 0) throw new FlotillaError('BAD_REQUEST', 'SiteTrimFeed needs a sequence number')
+      const head = (await tx.getJSON<{ seq: number }>(key.siteSeq()))?.seq ?? 0
+      const from = (await tx.getJSON<{ seq: number }>(key.siteTrim()))?.seq ?? 0
+      const through = Math.min(c.through, head, from + TRIM_BATCH)
+      if (through <= from) return { ok: true, value: { trimmed: from } }
+      for (let seq = from + 1; seq <= through; seq++) tx.del(key.feed(seq))
+      tx.putJSON(key.siteTrim(), { seq: through, at: c.at })
+      return { ok: true, value: { trimmed: through } }
+    }
     case 'SiteAcked': {
       if (typeof c.site !== 'string' || !Number.isSafeInteger(c.seq) || c.seq < 0) throw new FlotillaError('BAD_REQUEST', 'SiteAcked needs a site and a sequence number')
       const cur = await tx.getJSON<{ seq: number }>(key.siteAck(c.site))
@@ -212,6 +226,66 @@ async function applyChanges (tx: TxLike, c: Extract<PeeringCommand, { type: 'Sit
   const next: SiteCursor = { seq: c.through, originAt: Math.max(originAt, c.originAt), at: c.at, applied: cur.applied + applied }
   tx.putJSON(key.siteCursor(c.origin), next)
   return { ok: true, value: { applied, failed, superseded, foreign, cursor: c.through } }
+}
+
+/**
+ * Reconciliation's repairs (cluster/peering/summary.ts): manifests first (by digest, no tags:
+ * the same checks as a shipped put, so a manifest whose blobs are not held here is refused),
+ * then tag moves and deletes, each settled by its version like a shipped change (highest
+ * version wins, deletes included). A repair that fails is counted and the rest goes on.
+ */
+async function applyRepair (tx: TxLike, c: Extract<PeeringCommand, { type: 'SiteRepair' }>, exec: Exec): Promise<CommandResult> {
+  const p = await tx.getJSON<PeeringRecord>(key.sitePeer(c.name))
+  if (p === undefined) throw new FlotillaError('NOT_FOUND', `no peering named ${c.name}: it was removed`)
+  if (p.site !== c.origin) throw new FlotillaError('BAD_REQUEST', `peering ${c.name} is with site ${p.site}, not ${c.origin}`)
+  if (!Array.isArray(c.manifests) || !Array.isArray(c.tags) || !Array.isArray(c.untags)) throw new FlotillaError('BAD_REQUEST', 'SiteRepair needs manifests, tags and untags')
+  let clock = await readClock(tx)
+  const out = { manifests: 0, tags: 0, untags: 0, superseded: 0, failed: 0, errors: [] as string[] }
+  const fail = (what: string, err: unknown): void => {
+    if (!(err instanceof FlotillaError)) throw err
+    out.failed++
+    if (out.errors.length < 5) out.errors.push(`${what}: ${err.message}`)
+  }
+  const versionOk = (v: unknown): v is Version => {
+    if (!isVersion(v) || v.s !== c.origin) throw new FlotillaError('BAD_REQUEST', `a repair carries no valid version of site ${c.origin}`)
+    if (v.l > c.at + MAX_CLOCK_AHEAD_MS) throw new FlotillaError('BAD_REQUEST', `a repair of site ${c.origin} is dated ${new Date(v.l).toISOString()}, ahead of this site's clock: sync the sites' clocks (NTP)`)
+    return true
+  }
+  for (const m of c.manifests) {
+    try {
+      await applyOne(tx, { ...m, tags: [] }, exec, p, { l: 0, c: 0, s: c.origin })
+      out.manifests++
+    } catch (err) { fail(`${m.repo}@${m.digest}`, err) }
+  }
+  for (const t of c.tags) {
+    try {
+      versionOk(t.v)
+      clock = merge(clock, t.v, c.at)
+      if (!(await wins(tx, t.repo, t.tag, t.v))) { out.superseded++; continue }
+      const rec = await tx.getJSON<ManifestRecord>(key.manifest(t.repo, t.digest))
+      const body = await tx.get(key.body(t.repo, t.digest))
+      if (rec === undefined || body === undefined) throw new FlotillaError('MANIFEST_UNKNOWN', `manifest ${t.digest} is not in ${t.repo} here`)
+      const put: Extract<Command, { type: 'PutManifest' }> = { type: 'PutManifest', repo: t.repo, digest: t.digest, body: Buffer.from(body).toString('base64'), mediaType: rec.mediaType, tags: [t.tag], blobs: rec.blobs, manifests: rec.manifests, at: c.at }
+      if (rec.subject !== undefined) put.subject = rec.subject
+      if (rec.artifactType !== undefined) put.artifactType = rec.artifactType
+      if (rec.annotations !== undefined) put.annotations = rec.annotations
+      const r = await exec(put)
+      if (!r.ok) throw new FlotillaError(r.code, r.message)
+      setTagVersion(tx, t.repo, t.tag, t.v)
+      out.tags++
+    } catch (err) { fail(`${t.repo}:${t.tag}`, err) }
+  }
+  for (const u of c.untags) {
+    try {
+      versionOk(u.v)
+      clock = merge(clock, u.v, c.at)
+      if (!p.rules.deletes) continue
+      const r = await applyOne(tx, { seq: 0, at: c.at, op: 'untag', repo: u.repo, tag: u.tag }, exec, p, u.v)
+      if (r.superseded) out.superseded++; else out.untags++
+    } catch (err) { fail(`${u.repo}:${u.tag}`, err) }
+  }
+  writeClock(tx, clock)
+  return { ok: true, value: out }
 }
 
 /** What applying one change did: the part refused here (to record), and whether a newer version here beat it. */

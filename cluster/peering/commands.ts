@@ -2,6 +2,7 @@
  * Peering commands: applied by the metadata state machine like every metadata change
  * (cluster/peering/apply.ts), so both sites' members agree on their peerings and cursors.
  */
+import type { Version } from './hlc.js'
 import type { PeeringRecord, PeeringRules, ShippedChange, SiteMember } from './model.js'
 
 export type PeeringCommand =
@@ -33,8 +34,22 @@ export type PeeringCommand =
   | { type: 'SetSiteRules'; name: string; rules: PeeringRules; rulesAt: number; by: string; synced: boolean; at: number }
   /** The other site confirmed the rules of version `rulesAt`. */
   | { type: 'SiteRulesSynced'; name: string; rulesAt: number; at: number }
+  /**
+   * Reconciliation's repairs (cluster/peering/summary.ts), from the peering's site: manifests
+   * this site lacked (stored by digest, without tags; their blobs made durable here first), then
+   * tag moves and tag deletes, each carrying the sender's version and applied only if that
+   * version is higher than the tag's here. The cursor does not move. Answers {manifests, tags,
+   * untags, superseded, failed}.
+   */
+  | { type: 'SiteRepair'; name: string; origin: string; manifests: Array<Extract<ShippedChange, { op: 'put' }>>; tags: Array<{ repo: string; tag: string; digest: string; v: Version }>; untags: Array<{ repo: string; tag: string; v: Version }>; at: number }
+  /**
+   * Forget this site's feed entries through `through` (at most TRIM_BATCH per command; never
+   * past the head): those every receiving peering acknowledged, and those past the bounded
+   * tail (`sites.feedRetain`). A receiver whose cursor is behind is told so, and reconciles.
+   */
+  | { type: 'SiteTrimFeed'; through: number; at: number }
 
-const TYPES = new Set<string>(['PutSitePeering', 'RemoveSitePeering', 'SetSiteMembers', 'SiteApply', 'SiteAcked', 'SetSiteRules', 'SiteRulesSynced'] satisfies Array<PeeringCommand['type']>)
+const TYPES = new Set<string>(['PutSitePeering', 'RemoveSitePeering', 'SetSiteMembers', 'SiteApply', 'SiteAcked', 'SetSiteRules', 'SiteRulesSynced', 'SiteRepair', 'SiteTrimFeed'] satisfies Array<PeeringCommand['type']>)
 
 export function isPeeringCommand (c: { type: string }): c is PeeringCommand {
   return TYPES.has(c.type)

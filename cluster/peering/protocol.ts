@@ -16,6 +16,8 @@
  * entries included), which the receiver records as its new cursor. When nothing is new the
  * source holds the answer up to `waitMs` for a change (long poll). `members` on both sides
  * are the sender's current members: a site learns of the other's joins and leaves this way.
+ * When the feed is trimmed past `after` (SiteTrimFeed), the answer says so (`trimmed`) instead
+ * of skipping the gap: the receiver reconciles (cluster/peering/reconcile.ts) and goes on from there.
  * A `probe` asks for no changes: members that do not ship send one now and then, so that
  * the other site hears of their site's membership even while its shipper cannot reach it
  * (a member that joined and became leader before the other site pinned it).
@@ -48,6 +50,11 @@ export type PullAnswer = {
   members: SiteMember[]
   /** Blob bytes referenced by the changes after `through` that the rules let through (cluster/peering/ops.ts). */
   backlogBytes?: number
+  /**
+   * Set when the source's feed is trimmed past `after` (the entries the receiver needs are
+   * gone): no changes come; the receiver reconciles, then moves its cursor to `trimmed`.
+   */
+  trimmed?: number
 } | PullError
 
 export interface BlobRequest {

@@ -7,10 +7,16 @@ import { prefixRange } from '../../storage/kv/kv.js'
 import { key } from '../metadata/keys.js'
 import { decodeJSON } from '../metadata/state-machine.js'
 import { hlcKey, type TagVersion } from './hlc.js'
+import { SummaryReader } from './summary.js'
 import type { FeedEntry, PeeringRecord, SiteCursor, SiteFailure } from './model.js'
 
 export class PeeringQueries {
-  constructor (private readonly kv: KV) {}
+  /** Summaries of what a peering's rules let through (reconciliation, cluster/peering/summary.ts). */
+  readonly summaries: SummaryReader
+
+  constructor (private readonly kv: KV) {
+    this.summaries = new SummaryReader(kv)
+  }
 
   private async json<T> (k: string): Promise<T | undefined> {
     const v = await this.kv.get(k)
@@ -35,6 +41,11 @@ export class PeeringQueries {
   /** The last sequence number of this site's change feed (0: nothing yet). */
   async head (): Promise<number> {
     return (await this.json<{ seq: number }>(key.siteSeq()))?.seq ?? 0
+  }
+
+  /** This site's feed is trimmed through this sequence (SiteTrimFeed; 0: never trimmed). */
+  async trimmed (): Promise<number> {
+    return (await this.json<{ seq: number }>(key.siteTrim()))?.seq ?? 0
   }
 
   async feedEntry (seq: number): Promise<FeedEntry | undefined> {

@@ -21,6 +21,8 @@ import type { CommandSink } from '../metadata/applier.js'
 import type { MetadataQueries } from '../metadata/queries.js'
 import type { PeeringQueries } from './queries.js'
 import { receives, type PeeringRecord, type ShippedChange, type SiteMember } from './model.js'
+import { Reconciler, type ReconcilerDeps } from './reconcile.js'
+import type { SummaryReader } from './summary.js'
 import { dec, enc, SITE_BLOB_PROTOCOL, SITE_PROTOCOL, type BlobHeader, type PullAnswer, type PullRequest } from './protocol.js'
 
 /** How long the source may hold a pull with nothing new (long poll). */
@@ -48,6 +50,8 @@ export interface ReceiverDeps {
   metrics: ReceiverMetrics
   /** Wait as the peering's bandwidth limit says before taking `n` more blob bytes (cluster/peering/ops.ts). */
   throttle?: (p: PeeringRecord, n: number) => Promise<void>
+  /** Continuous reconciliation (cluster/peering/reconcile.ts): rounds every intervalMs (0: only behind a trimmed feed). */
+  reconcile?: { reader: SummaryReader; intervalMs: number; metrics?: ReconcilerDeps['metrics'] }
 }
 
 export interface ReceiverMetrics {
@@ -88,21 +92,38 @@ export class SiteReceiver {
   /** Index of the member of the other site to ask first (the last that answered). */
   private preferred = 0
   readonly done: Promise<void>
+  readonly reconciler: Reconciler | undefined
 
   constructor (readonly name: string, private readonly d: ReceiverDeps) {
+    if (d.reconcile !== undefined) {
+      this.reconciler = new Reconciler(name, {
+        host: d.host,
+        siteId: d.siteId,
+        pq: d.pq,
+        reader: d.reconcile.reader,
+        sink: d.sink,
+        fetchBlobs: async (p, from, changes) => { await this.fetchBlobs(p, from, changes) },
+        ...(d.hold !== undefined ? { hold: d.hold } : {}),
+        intervalMs: d.reconcile.intervalMs,
+        log: d.log,
+        ...(d.reconcile.metrics !== undefined ? { metrics: d.reconcile.metrics } : {}),
+      })
+      this.reconciler.start()
+    }
     this.done = this.run()
   }
 
   stop (): void {
     this.stopped = true
     this.abort.abort()
+    this.reconciler?.stop()
   }
 
   private async run (): Promise<void> {
     while (!this.stopped) {
       try {
         const more = await this.round()
-        if (more === 'gone') return
+        if (more === 'gone') { this.reconciler?.stop(); return }
         this.state.failures = 0
       } catch (err) {
         if (this.stopped) return
@@ -148,6 +169,18 @@ export class SiteReceiver {
     if (membersChanged(p.members, answer.members)) {
       const r = await this.d.sink.submit({ type: 'SetSiteMembers', name: p.name, members: answer.members, at: Date.now() })
       if (r.ok) this.d.log.info({ site: p.name, members: answer.members.map((m) => m.peerId) }, 'peering: the other site\'s members changed')
+    }
+    if (answer.trimmed !== undefined && answer.trimmed > cursor.seq) {
+      // The other site trimmed its feed past our cursor (we fell behind its bounded tail): the
+      // entries in between are gone, so reconcile instead (summary hashes, repairs), then go
+      // on from the trimmed point. What those entries did is in the other site's state now.
+      if (this.reconciler === undefined) throw new Error(`site ${p.name} trimmed its feed through ${answer.trimmed}, past this site's cursor ${cursor.seq}, and reconciliation is off here`)
+      this.d.log.info({ site: p.name, cursor: cursor.seq, trimmed: answer.trimmed }, 'peering: behind the other site\'s trimmed feed: reconciling, then resuming from the trimmed point')
+      await this.reconciler.converge()
+      const r = await this.d.sink.submit({ type: 'SiteApply', name: p.name, origin: p.site, changes: [], through: answer.trimmed, originAt: 0, at: Date.now() })
+      if (!r.ok) throw new Error(`moving the cursor past the trimmed feed failed: ${r.message}`)
+      this.state.cursor = answer.trimmed
+      return 'ok'
     }
     if (answer.through <= cursor.seq) return 'ok'
     const t0 = Date.now()
@@ -208,7 +241,7 @@ export class SiteReceiver {
    * member lacks is streamed from the other site (verified against its digest into this
    * member's store), and recorded held; then wait for this site's write quorum of copies.
    */
-  private async fetchBlobs (p: PeeringRecord, from: string, changes: ShippedChange[]): Promise<void> {
+  async fetchBlobs (p: PeeringRecord, from: string, changes: ShippedChange[]): Promise<void> {
     const need = new Map<string, { repo: string; size: number }>()
     for (const c of changes) if (c.op === 'put') for (const b of c.blobs) if (!need.has(b)) need.set(b, { repo: c.repo, size: c.sizes[b] ?? 0 })
     if (need.size === 0) return

@@ -35,6 +35,7 @@ import { SiteReceiver, type ReceiverState } from './receiver.js'
 import { SiteOps, SITE_HANDSHAKE_PROTOCOL } from './ops.js'
 import type { AccessQueries } from '../access/queries.js'
 import { randomUUID } from 'node:crypto'
+import { SITE_SUMMARY_PROTOCOL, SummarySource, type ReconcileState, type RoundReport } from './reconcile.js'
 
 export const HANDSHAKE_PATH = '/api/v1/sites/handshake'
 /** How often a member that does not ship sends a probe (members only) to each peered site. */
@@ -86,7 +87,11 @@ export interface SiteStatusDoc {
   /** When the rules were last set (`site set`; null: at peering time), and whether the other site confirmed them. */
   rulesAt: string | null
   rulesSynced: boolean
+  /** Receiving, on the shipping member: continuous reconciliation (cluster/peering/reconcile.ts). */
+  reconciliation: { rounds: number; last: RoundReportDoc | null; lastRepair: RoundReportDoc | null; lastError: { message: string; at: string } | null; repaired: { manifests: number; tags: number; untags: number } } | null
 }
+
+export type RoundReportDoc = Omit<RoundReport, 'at'> & { at: string }
 
 export interface SitesDeps {
   cluster: Cluster
@@ -99,12 +104,24 @@ export interface SitesDeps {
   hold?: (digests: Iterable<string>) => () => void
   /** Users, groups and permission targets, for peerings with access on. */
   access?: AccessQueries
+  /** `sites.reconcileInterval` in ms (0: reconcile only behind a trimmed feed); default 5 min. */
+  reconcileIntervalMs?: number
+  /** `sites.feedRetain`: the most entries the change feed keeps (older ones go even unacknowledged). */
+  feedRetain?: number
 }
+
+/** How often the leader looks at trimming the feed. */
+const TRIM_EVERY_MS = 2_000
 
 /** How often a sending member records another site's acknowledgement, at most (Sites.acked). */
 const ACK_EVERY_MS = 5_000
 
 const iso = (ms: number): string | null => ms > 0 ? new Date(ms).toISOString() : null
+
+function reconciliationDoc (s: ReconcileState): NonNullable<SiteStatusDoc['reconciliation']> {
+  const round = (x: RoundReport | null): RoundReportDoc | null => x === null ? null : { ...x, at: new Date(x.at).toISOString() }
+  return { rounds: s.rounds, last: round(s.last), lastRepair: round(s.lastRepair), lastError: s.lastError === null ? null : { message: s.lastError.message, at: new Date(s.lastError.at).toISOString() }, repaired: { ...s.totals } }
+}
 
 export class Sites {
   private readonly receivers = new Map<string, SiteReceiver>()
@@ -125,6 +142,10 @@ export class Sites {
     changesSent: new Counter({ name: 'flotilla_site_changes_sent_total', help: 'Changes sent to the peered site', labelNames: ['site'] as const, registers: [] }),
     skipped: new Counter({ name: 'flotilla_site_changes_skipped_total', help: 'Changes of the peered site applied here without effect: superseded (a newer version of the tag here wins, federated tags) or foreign (made at another site than the peered one: never forwarded)', labelNames: ['site', 'reason'] as const, registers: [] }),
     errors: new Counter({ name: 'flotilla_site_errors_total', help: 'Failed rounds of receiving from the peered site (each is retried with backoff)', labelNames: ['site'] as const, registers: [] }),
+    reconcileRounds: new Counter({ name: 'flotilla_site_reconcile_rounds_total', help: 'Reconciliation rounds with the peered site, by outcome: in-sync (the summary hashes agreed, or every difference was known), repaired, differ (differences left alone: local pushes, newer versions here), error', labelNames: ['site', 'outcome'] as const, registers: [] }),
+    reconcileDifferences: new Counter({ name: 'flotilla_site_reconcile_differences_total', help: 'Repositories whose summary hashes differed from the peered site\'s and were compared in detail', labelNames: ['site'] as const, registers: [] }),
+    reconcileRepairs: new Counter({ name: 'flotilla_site_reconcile_repairs_total', help: 'Repairs reconciliation applied here: manifests fetched, tags moved, tags removed (untag)', labelNames: ['site', 'kind'] as const, registers: [] }),
+    feedTrimmed: new Gauge({ name: 'flotilla_site_feed_trimmed_seq', help: 'This site\'s change feed is trimmed through this sequence (entries every receiving peering acknowledged, or past sites.feedRetain)', registers: [] }),
   }
 
   constructor (private readonly d: SitesDeps) {
@@ -257,6 +278,8 @@ export class Sites {
       throw new Error(`peer ${peer} is not a pinned member of a peered site`)
     }
     await serveRequests(host, SITE_PROTOCOL, async (peer, req) => { guard(peer); return { bytes: await this.source.pull(peer, req) } }, { maxRequestBytes: 256 * 1024, timeoutMs: 60_000, maxInboundStreams: 8 })
+    const summaries = new SummarySource({ pq: this.d.cluster.peeringQueries, queries: this.d.cluster.queries, reader: this.d.cluster.peeringQueries.summaries, siteId: async () => await this.siteId() })
+    await serveRequests(host, SITE_SUMMARY_PROTOCOL, async (peer, req) => { guard(peer); return { bytes: await summaries.answer(peer, req) } }, { maxRequestBytes: 256 * 1024, timeoutMs: 60_000, maxInboundStreams: 4 })
     await serveStreamed(host, SITE_BLOB_PROTOCOL, (peer, req) => { guard(peer); return this.source.blob(peer, req) }, { maxRequestBytes: 16 * 1024, idleTimeoutMs: 60_000, maxInboundStreams: 16 })
     this.timer = setInterval(() => { void this.reconcile() }, 500)
     this.timer.unref()
@@ -320,6 +343,10 @@ export class Sites {
       for (const [name, r] of this.receivers) {
         if (!want.includes(name)) { r.stop(); this.receivers.delete(name) }
       }
+      if (lead && Date.now() - this.lastTrim > TRIM_EVERY_MS) {
+        this.lastTrim = Date.now()
+        await this.trimFeed()
+      }
       if (!lead && Date.now() - this.lastProbe > PROBE_EVERY_MS) {
         this.lastProbe = Date.now()
         for (const p of await this.d.cluster.peeringQueries.peerings()) void this.probe(p).catch(() => {})
@@ -335,6 +362,29 @@ export class Sites {
     } finally {
       this.reconciling = false
     }
+  }
+
+  private lastTrim = 0
+  /**
+   * Trim this site's feed (the leader, through the log): the entries every peering that
+   * receives them acknowledged (SiteAcked), and those beyond the bounded tail of
+   * `sites.feedRetain` entries even if some peering has not acknowledged them (it is told, and
+   * reconciles). With no receiving peering only the bound applies, so that a site peered later
+   * still streams the recent history.
+   */
+  private async trimFeed (): Promise<void> {
+    const pq = this.d.cluster.peeringQueries
+    const [head, trimmed] = [await pq.head(), await pq.trimmed()]
+    this.metrics.feedTrimmed.set(trimmed)
+    const sending = (await pq.peerings()).filter(sends)
+    const acked = sending.length === 0 ? 0 : Math.min(...await Promise.all(sending.map(async (p) => await pq.acked(p.site))))
+    const through = Math.min(head, Math.max(acked, head - (this.d.feedRetain ?? 100_000)))
+    if (through <= trimmed) return
+    const r = await this.d.sink.submit({ type: 'SiteTrimFeed', through, at: Date.now() })
+    if (!r.ok) { this.d.log.warn({ err: r.message }, 'peering: could not trim the change feed'); return }
+    const now = (r.value as { trimmed: number }).trimmed
+    this.metrics.feedTrimmed.set(now)
+    this.d.log.debug({ from: trimmed, through: now, head, acked }, 'peering: change feed trimmed')
   }
 
   private newReceiver (name: string): SiteReceiver {
@@ -353,6 +403,15 @@ export class Sites {
       ...(this.d.hold !== undefined ? { hold: this.d.hold } : {}),
       log: this.d.log,
       throttle: async (p, n) => await this.ops.transfer(p, 'in', n),
+      reconcile: {
+        reader: cluster.peeringQueries.summaries,
+        intervalMs: this.d.reconcileIntervalMs ?? 5 * 60_000,
+        metrics: {
+          round: (site, outcome) => this.metrics.reconcileRounds.inc({ site, outcome }),
+          differences: (site, n) => this.metrics.reconcileDifferences.inc({ site }, n),
+          repaired: (site, kind, n) => this.metrics.reconcileRepairs.inc({ site, kind }, n),
+        },
+      },
       metrics: {
         bytes: (site, n) => this.metrics.bytesReceived.inc({ site }, n),
         applied: (site, n) => this.metrics.changesApplied.inc({ site }, n),
@@ -612,6 +671,7 @@ export class Sites {
       throughput: { in: this.ops.meter(p.name, 'in').rate(), out: this.ops.meter(p.name, 'out').rate() },
       rulesAt: iso(p.rulesAt ?? 0),
       rulesSynced: p.rulesSynced !== false,
+      reconciliation: r?.reconciler === undefined ? null : reconciliationDoc(r.reconciler.state),
     }
   }
 }

@@ -87,6 +87,12 @@ export class SiteSource {
     const sending = await this.peeringOf(peer, req.site)
     if (!('name' in sending)) return enc({ error: sending })
     this.d.acked?.(sending, req.after)
+    const trimmed = await this.d.pq.trimmed()
+    if (req.after < trimmed) {
+      // The entries after the receiver's cursor are gone: say so, never skip the gap silently.
+      const head = await this.d.pq.head()
+      return enc({ site: await this.d.siteId(), changes: [], through: req.after, head, headAt: 0, pendingAt: 0, members: this.d.members(), trimmed } satisfies PullAnswer)
+    }
     let entries = await this.d.pq.feedAfter(req.after, MAX_SCAN)
     let rules = sending.rules
     if (entries.length === 0 && typeof req.waitMs === 'number' && req.waitMs > 0) {

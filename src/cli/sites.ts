@@ -38,6 +38,19 @@ const rulesText = (s: SiteStatusDoc): string => [
   s.rules.bandwidth !== undefined ? `${s.rules.bandwidth} MiB/s` : '',
 ].filter((x) => x !== '').join(', ')
 
+/** The last reconciliation round and the last that repaired something (cluster/peering/reconcile.ts). */
+function reconciledText (s: SiteStatusDoc): string {
+  const r = s.reconciliation ?? null
+  if (r === null) return '-'
+  const what = (x: NonNullable<typeof r.last>): string => `${x.repaired.manifests} manifests, ${x.repaired.tags} tags, ${x.repaired.untags} tag deletes repaired`
+  const parts: string[] = []
+  if (r.last !== null) parts.push(`${r.last.at}: ${r.last.inSync ? 'in sync' : `${r.last.reposCompared} of ${r.last.repos} repositories compared, ${what(r.last)}`}`)
+  else parts.push('not yet')
+  if (r.lastRepair !== null && r.lastRepair.at !== r.last?.at) parts.push(`last repair ${r.lastRepair.at}: ${what(r.lastRepair)}`)
+  if (r.lastError !== null) parts.push(`error ${r.lastError.at}: ${r.lastError.message}`)
+  return parts.join('; ')
+}
+
 function statusText (s: SiteStatusDoc): string {
   const lines: Array<[string, string]> = [
     ['name', s.name],
@@ -54,6 +67,7 @@ function statusText (s: SiteStatusDoc): string {
     ['throughput', `in ${bytesText(s.throughput.in)}/s, out ${bytesText(s.throughput.out)}/s (last 10 s)`],
     ['last error', s.lastError === null ? '-' : `${s.lastError.at}: ${s.lastError.message}`],
     ['rules set', `${s.rulesAt ?? 'at peering'}${s.rulesSynced ? '' : ' (NOT YET CONFIRMED by the other site: its leader retries)'}`],
+    ['reconciled', reconciledText(s)],
     ['bytes received', dash(s.bytesReceived)],
     ['last served', dash(s.lastServed)],
     ['created', s.createdAt],
