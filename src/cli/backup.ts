@@ -47,9 +47,9 @@ async function fsyncPath (path: string): Promise<void> {
 }
 
 /** Write `chunks` to `final` through a temporary file: hashed, size- and digest-checked, fsynced, renamed. */
-async function writeVerified (tmpDir: string, final: string, chunks: AsyncIterable<Uint8Array>, want: { algorithm: string; hex: string; size: number }, onBytes: (n: number) => void): Promise<void> {
+async function writeVerified (tmpDir: string, final: string, chunks: AsyncIterable<Uint8Array>, want: { algorithm: string; hex: string; size: number }, onBytes: (n: number) => void, mode = 0o444): Promise<void> {
   const tmp = join(tmpDir, randomBytes(9).toString('hex'))
-  const fh = await open(tmp, 'w', 0o644)
+  const fh = await open(tmp, 'w', 0o600)
   const h = createHash(want.algorithm)
   let size = 0
   try {
@@ -71,7 +71,7 @@ async function writeVerified (tmpDir: string, final: string, chunks: AsyncIterab
     await rm(tmp, { force: true })
     throw new CliError(`the node sent ${size} bytes hashing to ${want.algorithm}:${hex} for ${want.algorithm}:${want.hex} (${want.size} bytes): nothing was kept; run the backup again, and check that node's disk if it repeats`)
   }
-  await chmod(tmp, 0o444)
+  await chmod(tmp, mode)
   await mkdir(dirname(final), { recursive: true })
   await rename(tmp, final)
 }
@@ -86,6 +86,9 @@ async function runBackup (opts: BackupFlags): Promise<void> {
   const tls = clientTls(opts)
   const user = await credentials(opts)
   const auth: Record<string, string> = user !== undefined ? { authorization: 'Basic ' + Buffer.from(user).toString('base64') } : {}
+  // The snapshot holds secrets (password hashes, the token signing key, webhook secrets): DIR is the owner's only.
+  await mkdir(out, { recursive: true, mode: 0o700 })
+  await chmod(out, 0o700)
   await mkdir(join(out, 'blobs'), { recursive: true })
   const tmpDir = join(out, 'tmp')
   await rm(tmpDir, { recursive: true, force: true })
@@ -110,7 +113,7 @@ async function runBackup (opts: BackupFlags): Promise<void> {
     // 1. The snapshot, against its checksum.
     const snapFile = `snapshot-${info.index}.bin`
     const snapRes = await get(`/api/v1/backups/${info.id}/snapshot`)
-    await writeVerified(tmpDir, join(out, snapFile), snapRes.body! as unknown as AsyncIterable<Uint8Array>, { algorithm: 'sha256', hex: info.snapshot.sha256, size: info.snapshot.bytes }, () => {})
+    await writeVerified(tmpDir, join(out, snapFile), snapRes.body! as unknown as AsyncIterable<Uint8Array>, { algorithm: 'sha256', hex: info.snapshot.sha256, size: info.snapshot.bytes }, () => {}, 0o400)
 
     // 2. Every blob it references and DIR lacks.
     const missing: BackupInfo['blobs'] = []
@@ -155,7 +158,7 @@ async function runBackup (opts: BackupFlags): Promise<void> {
       blobs: info.blobs,
     }
     const tmpManifest = join(tmpDir, 'backup.json')
-    const fh = await open(tmpManifest, 'w', 0o644)
+    const fh = await open(tmpManifest, 'w', 0o600)
     try { await fh.writeFile(JSON.stringify(manifest, null, 1) + '\n'); await fh.sync() } finally { await fh.close() }
     await rename(tmpManifest, join(out, 'backup.json'))
     await fsyncPath(out)
