@@ -134,6 +134,7 @@ t.test('backup while 4 clients push, verify, restore, incremental, corruption', 
 
     const snap = join(dir, m.snapshot.file)
     const snapBytes = await readFile(snap)
+    await chmod(snap, 0o600)
     await truncate(snap, Math.floor(snapBytes.length / 2))
     const v2 = await runCli(['backup', 'verify', dir, '--json'])
     t.equal(v2.code, 1)
