@@ -1,11 +1,12 @@
 /**
  * Backup benchmark (issue 17, "Benchmark"; not a test).
  *
- *   npm run bench:backup -- [--gib 10] [--layer-mib 64] [--rounds 1] [--json FILE]
+ *   npm run bench:backup -- [--gib 10] [--layer-mib 64] [--rounds 1] [--warm] [--json FILE]
  *
  * One node gets GIB of blobs (images of one random layer of LAYER-MIB each). Then, each from a
  * cold page cache (`echo 3 > /proc/sys/vm/drop_caches`, as root; without root the script says
- * the figures are warm-cache):
+ * the figures are warm-cache; --warm skips the drop, for a quick try that leaves other work's
+ * caches alone):
  *
  *   full         `flotilla backup --out DIR` (every blob fetched through the node, hashed,
  *                fsynced) against `cp -r DATA/blobs COPY && sync`. Target: backup >= 0.8x cp's
@@ -33,13 +34,14 @@ const { values: argv } = parseArgs({
     gib: { type: 'string', default: '10' },
     'layer-mib': { type: 'string', default: '64' },
     rounds: { type: 'string', default: '1' },
+    warm: { type: 'boolean', default: false },
     json: { type: 'string' },
     help: { type: 'boolean', short: 'h', default: false },
   },
   strict: true,
 })
 if (argv.help) {
-  process.stdout.write('npm run bench:backup -- [--gib 10] [--layer-mib 64] [--rounds 1] [--json FILE]\n')
+  process.stdout.write('npm run bench:backup -- [--gib 10] [--layer-mib 64] [--rounds 1] [--warm] [--json FILE]\n')
   process.exit(0)
 }
 const GIB = Number(argv.gib)
@@ -51,6 +53,7 @@ if (!(Number.isInteger(ROUNDS) && ROUNDS >= 1 && ROUNDS <= 10)) { console.error(
 const MiB = 2 ** 20
 
 async function dropCaches (): Promise<boolean> {
+  if (argv.warm) return false
   const s = await run('sync', [], 600_000)
   if (s.code !== 0) return false
   try { await writeFile('/proc/sys/vm/drop_caches', '3\n'); return true } catch { return false }

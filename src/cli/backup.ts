@@ -26,6 +26,8 @@ import { clientTls } from './tls.js'
 
 interface BackupFlags extends NodeOptions { out?: string; metadataOnly?: boolean; json?: boolean; concurrency: string }
 
+const WRITE_RUN = 1 << 20
+
 /** A bytes bar on a terminal's stderr; nothing elsewhere. */
 function bytesBar (label: string, total: number): { add: (n: number) => void; stop: () => void } {
   if (process.stderr.isTTY !== true || total === 0) return { add: () => {}, stop: () => {} }
@@ -52,13 +54,26 @@ async function writeVerified (tmpDir: string, final: string, chunks: AsyncIterab
   const fh = await open(tmp, 'w', 0o600)
   const h = createHash(want.algorithm)
   let size = 0
+  // The response arrives in pieces of 16-64 KiB: written in runs of about WRITE_RUN bytes.
+  let run: Uint8Array[] = []
+  let runBytes = 0
+  const flush = async (): Promise<void> => {
+    if (runBytes === 0) return
+    const buf = run.length === 1 ? run[0]! : Buffer.concat(run, runBytes)
+    run = []
+    runBytes = 0
+    await fh.write(buf)
+  }
   try {
     for await (const chunk of chunks) {
       h.update(chunk)
       size += chunk.byteLength
-      await fh.write(chunk)
+      run.push(chunk)
+      runBytes += chunk.byteLength
+      if (runBytes >= WRITE_RUN) await flush()
       onBytes(chunk.byteLength)
     }
+    await flush()
     await fh.sync()
   } catch (err) {
     await fh.close().catch(() => {})
