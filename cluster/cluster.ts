@@ -40,7 +40,7 @@ import { dumpState, restoreState } from './metadata/snapshot.js'
 import { Probation } from './probation.js'
 import { StallWatch } from './stall-watch.js'
 import { Counter, Gauge } from 'prom-client'
-import { forceNewCluster, membersWithLeader, readForceRecord, writeForceRecord, type ForceRecord } from './force-new-cluster.js'
+import { forceNewCluster, landed, membersWithLeader, readForceRecord, writeForceRecord, type ForceRecord } from './force-new-cluster.js'
 import { JOIN_PROTOCOL, parseJoinAddress, serveJoins, type JoinAnswer, type JoinRequest } from './join.js'
 
 export const RAFT_PROTOCOL = '/flotilla/raft/1.0.0'
@@ -380,7 +380,9 @@ export class Cluster {
     }
     let result: Awaited<ReturnType<typeof forceNewCluster>>
     try {
-      result = await forceNewCluster(this.storage, this.peerId)
+      result = await forceNewCluster(this.storage, this.peerId, async (plan) => {
+        await writeForceRecord(dataDir, { at: new Date().toISOString(), ...plan, recorded: false })
+      })
     } catch (err) {
       return await fail((err as Error).message)
     }
@@ -388,13 +390,19 @@ export class Cluster {
       log.warn({ peer: this.peerId }, '--force-new-cluster: this node is already the only member of its cluster; nothing to change (remove the flag)')
       return
     }
-    await writeForceRecord(dataDir, { at: new Date().toISOString(), term: result.term, index: result.index, removed: result.removed, recorded: false })
     log.warn({ peer: this.peerId, removed: result.removed, index: result.index, term: result.term },
       `!!! FORCED A NEW CLUSTER: this node is now the only member; ${result.removed.length} member(s) removed for good (${result.removed.join(', ')}). Remove --force-new-cluster from its command line, then add nodes with flotilla token and flotilla join !!!`)
   }
 
   /** After a force: the removed members' records go through the log (RemovePeer), once this node leads. */
   private async recordForce (rec: ForceRecord): Promise<void> {
+    if (!landed(this.storage, rec)) {
+      // The process stopped between the marker and the log write: nothing was forced.
+      this.opts.log.warn({ marker: rec }, 'a --force-new-cluster was interrupted before it changed the log: nothing was forced; the marker is dropped')
+      await writeForceRecord(this.opts.dataDir, { ...rec, index: 0, removed: [], recorded: true })
+      return
+    }
+    // The forced entries are applied before this node can commit anything (it leads alone only then).
     for (const peerId of rec.removed) {
       const res = await this.applier.submit({ type: 'RemovePeer', peerId, at: Date.now() })
       if (!res.ok) throw new Error(`could not record the removal of ${peerId} after --force-new-cluster: ${res.message}`)

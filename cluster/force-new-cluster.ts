@@ -107,7 +107,7 @@ export async function writeForceRecord (dataDir: string, rec: ForceRecord): Prom
  * removed (none when `self` is already the only member: nothing is written). Throws when
  * `self` is not a voter of the configuration.
  */
-export async function forceNewCluster (log: ForceLog, self: string): Promise<{ removed: string[]; index: number; term: number }> {
+export async function forceNewCluster (log: ForceLog, self: string, beforeWrite: (plan: { removed: string[]; index: number; term: number }) => Promise<void> = async () => {}): Promise<{ removed: string[]; index: number; term: number }> {
   const conf = confAtEnd(log)
   if (!conf.voters.includes(self)) {
     throw new Error(`this node (${self}) is not a voter of its cluster's configuration (voters: ${conf.voters.join(', ') || 'none'}), so it cannot carry the cluster on: force the cluster from a node that was a voter (flotilla status --local --data DIR on each shows its role)`)
@@ -117,6 +117,9 @@ export async function forceNewCluster (log: ForceLog, self: string): Promise<{ r
   if (others.length === 0) return { removed: [], index: 0, term: hs.term }
   const first = log.lastIndex() + 1
   const entries: Entry[] = others.map((node, i) => ({ index: first + i, term: hs.term, type: ENTRY_CONF, data: encodeConfChange({ type: 'remove', node }) }))
+  // The marker first: a crash between the two leaves a marker whose entries are not in the log,
+  // which landed() tells apart; never entries without the marker that finishes their work.
+  await beforeWrite({ removed: others, index: first, term: hs.term })
   log.append(entries)
   log.setHardState({ term: hs.term, vote: hs.vote, commit: first + others.length - 1 })
   await log.sync()
@@ -148,3 +151,18 @@ export async function membersWithLeader (members: MemberRecord[], self: string, 
   return answers.filter((a) => a.status === 200).map((a) => `${a.m.peerId} (${a.m.http})`)
 }
 
+
+/**
+ * Whether the force a marker describes is in the log: its entries, each removing the member
+ * the marker names, at the index it names (or compacted away, which only applied entries are).
+ */
+export function landed (log: Pick<ForceLog, 'lastIndex' | 'entries'> & { firstIndex (): number }, rec: ForceRecord): boolean {
+  const last = rec.index + rec.removed.length - 1
+  if (rec.index === 0 || log.lastIndex() < last) return false
+  if (log.firstIndex() > rec.index) return true
+  return log.entries(rec.index, last + 1).every((e, i) => {
+    if (e.type !== ENTRY_CONF) return false
+    const cc = decodeConfChange(e.data)
+    return cc.type === 'remove' && cc.node === rec.removed[i]
+  })
+}

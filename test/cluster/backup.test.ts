@@ -54,18 +54,15 @@ t.test('backup while 4 clients push, verify, restore, incremental, corruption', 
   const m1 = JSON.parse(await readFile(join(dir, 'backup.json'), 'utf8')) as Manifest
   t.same(m1.membership.voters, [n1.peerId], 'the backup records the membership')
 
-  t.test('backup verify passes a sound backup', async (t) => {
-    const v = await runCli(['backup', 'verify', dir, '--json'])
-    t.equal(v.code, 0, v.stderr)
-    const rep = JSON.parse(v.stdout) as { ok: boolean; blobsChecked: number }
-    t.ok(rep.ok)
-    t.equal(rep.blobsChecked, m1.blobs.length)
-  })
-
   let restored: ClusterNode | undefined
   t.test('restore into a fresh data dir: a new cluster serves every acknowledged manifest', async (t) => {
     const data = join(c.base, 'restored', 'data')
-    const r = await runCli(['restore', dir, '--data', data, '--json'], { timeoutMs: 120_000 })
+    // backup verify and restore (which verifies too) side by side: each CLI start costs seconds.
+    const [v, r] = await Promise.all([runCli(['backup', 'verify', dir, '--json']), runCli(['restore', dir, '--data', data, '--json'], { timeoutMs: 120_000 })])
+    t.equal(v.code, 0, v.stderr)
+    const rep = JSON.parse(v.stdout) as { ok: boolean; blobsChecked: number }
+    t.ok(rep.ok, 'backup verify passes a sound backup')
+    t.equal(rep.blobsChecked, m1.blobs.length, 'every blob checked')
     t.equal(r.code, 0, r.stderr)
     const res = JSON.parse(r.stdout) as { peerId: string; clusterId: string; index: number }
     t.not(res.peerId, n1.peerId, 'a new node identity')
@@ -121,12 +118,11 @@ t.test('backup while 4 clients push, verify, restore, incremental, corruption', 
     await chmod(path, 0o644)
     await writeFile(path, bad)
     // Through the CLI as an operator runs it: the table names the blob and the check.
-    const v = await runCli(['backup', 'verify', dir])
+    const target = join(c.base, 'refused1')
+    const [v, r] = await Promise.all([runCli(['backup', 'verify', dir]), runCli(['restore', dir, '--data', target])])
     t.equal(v.code, 1, 'verify fails')
     t.match(v.stdout, new RegExp(`blob-digest\\s+${victim.digest}\\s+.*hashes to sha256:`), 'verify names the blob and the check')
     t.match(v.stderr, /failed verification: 1 problem \(first: blob-digest/)
-    const target = join(c.base, 'refused1')
-    const r = await runCli(['restore', dir, '--data', target])
     t.equal(r.code, 1)
     t.match(r.stderr, /restore refused: .*fails verification.*blob-digest/, 'restore names the failed check')
     t.equal(await stat(target).then(() => true, () => false), false, 'nothing restored')
