@@ -20,13 +20,17 @@ import { blobPath, FORMAT, verifyBackup, type BackupManifest } from '../../clust
 import { restoreBackup, RestoreRefused } from '../../cluster/backup/restore.js'
 import type { BackupInfo } from '../../cluster/backup/sessions.js'
 import { localStatus } from '../../cluster/local-status.js'
-import { callApi, CliError, credentials, fetchNode, nodeUrl, type NodeOptions } from './client.js'
+import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from 'node:http'
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https'
+import { callApi, CliError, credentials, nodeUrl, type NodeOptions } from './client.js'
 import { printJson, record, table } from './format.js'
 import { clientTls } from './tls.js'
 
 interface BackupFlags extends NodeOptions { out?: string; metadataOnly?: boolean; json?: boolean; concurrency: string }
 
 const WRITE_RUN = 1 << 20
+/** A blob download that receives nothing for this long is given up. */
+const IDLE_MS = 60_000
 
 /** A bytes bar on a terminal's stderr; nothing elsewhere. */
 function bytesBar (label: string, total: number): { add: (n: number) => void; stop: () => void } {
@@ -113,22 +117,31 @@ async function runBackup (opts: BackupFlags): Promise<void> {
   // The node holds the snapshot's blobs against GC while the lease is renewed.
   const renew = setInterval(() => { void callApi(opts, 'POST', `/api/v1/backups/${info.id}/lease`, undefined, { wait: false }).catch(() => {}) }, Math.max(1000, Math.floor(info.leaseMs / 3)))
   let outcome: 'ok' | 'failed' = 'failed'
-  const get = async (path: string): Promise<Response> => {
-    const { res } = await fetchNode(base, base + path, { method: 'GET', headers: auth }, { wait: false, tls })
-    if (!res.ok) {
-      const text = await res.text().catch(() => '')
+  // Keep-alive connections, and no limit on a whole download (a large blob takes as long as it
+  // takes): only a connection idle for IDLE_MS is given up.
+  const agent = base.startsWith('https:') ? new HttpsAgent({ keepAlive: true, maxSockets: concurrency, ...tls }) : new HttpAgent({ keepAlive: true, maxSockets: concurrency })
+  const get = async (path: string): Promise<{ body: AsyncIterable<Uint8Array> }> => {
+    const res = await new Promise<IncomingMessage>((resolve, reject) => {
+      const req = (base.startsWith('https:') ? httpsRequest : httpRequest)(base + path, { method: 'GET', headers: auth, agent, timeout: IDLE_MS }, resolve)
+      req.on('timeout', () => req.destroy(new Error(`the node sent nothing for ${IDLE_MS / 1000} s`)))
+      req.on('error', (err) => reject(new CliError(`GET ${path} failed: ${err.message}. Is the node at ${base} up? Run the backup again: blobs already written are kept`)))
+      req.end()
+    })
+    if (res.statusCode !== 200) {
+      const chunks: Buffer[] = []
+      for await (const c of res) chunks.push(c as Buffer)
+      const text = Buffer.concat(chunks).toString('utf8')
       let msg = text.slice(0, 300)
       try { msg = (JSON.parse(text) as { errors: Array<{ message: string }> }).errors[0]!.message } catch { /* raw text */ }
-      throw new CliError(`GET ${path} answered ${res.status}: ${msg}`)
+      throw new CliError(`GET ${path} answered ${res.statusCode ?? '?'}: ${msg}`)
     }
-    if (res.body === null) throw new CliError(`GET ${path} answered without a body`)
-    return res
+    return { body: res }
   }
   try {
     // 1. The snapshot, against its checksum.
     const snapFile = `snapshot-${info.index}.bin`
     const snapRes = await get(`/api/v1/backups/${info.id}/snapshot`)
-    await writeVerified(tmpDir, join(out, snapFile), snapRes.body! as unknown as AsyncIterable<Uint8Array>, { algorithm: 'sha256', hex: info.snapshot.sha256, size: info.snapshot.bytes }, () => {}, 0o400)
+    await writeVerified(tmpDir, join(out, snapFile), snapRes.body, { algorithm: 'sha256', hex: info.snapshot.sha256, size: info.snapshot.bytes }, () => {}, 0o400)
 
     // 2. Every blob it references and DIR lacks.
     const missing: BackupInfo['blobs'] = []
@@ -150,7 +163,7 @@ async function runBackup (opts: BackupFlags): Promise<void> {
           const [algorithm, hex] = b.digest.split(':') as [string, string]
           const res = await get(`/api/v1/backups/${info.id}/blobs/${b.digest}`)
           const final = blobPath(out, b.digest)
-          await writeVerified(tmpDir, final, res.body! as unknown as AsyncIterable<Uint8Array>, { algorithm, hex, size: b.size }, (n) => bar.add(n))
+          await writeVerified(tmpDir, final, res.body, { algorithm, hex, size: b.size }, (n) => bar.add(n))
           dirs.add(dirname(final))
           copied += b.size
         }
@@ -205,6 +218,7 @@ async function runBackup (opts: BackupFlags): Promise<void> {
     ]))
   } finally {
     clearInterval(renew)
+    agent.destroy()
     await callApi(opts, 'DELETE', `/api/v1/backups/${info.id}?outcome=${outcome}`, undefined, { wait: false }).catch(() => {})
   }
 }
