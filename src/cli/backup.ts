@@ -63,10 +63,16 @@ async function writeVerified (tmpDir: string, final: string, chunks: AsyncIterab
   let runBytes = 0
   const flush = async (): Promise<void> => {
     if (runBytes === 0) return
-    const buf = run.length === 1 ? run[0]! : Buffer.concat(run, runBytes)
+    const bufs = run
     run = []
     runBytes = 0
-    await fh.write(buf)
+    // One writev for the run: no copy into a larger buffer. A short write goes on from where it stopped.
+    let { bytesWritten } = await fh.writev(bufs)
+    const total = bufs.reduce((n, b) => n + b.byteLength, 0)
+    while (bytesWritten < total) {
+      const rest = Buffer.concat(bufs).subarray(bytesWritten)
+      bytesWritten += (await fh.write(rest)).bytesWritten
+    }
   }
   try {
     for await (const chunk of chunks) {
