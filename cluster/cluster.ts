@@ -40,6 +40,7 @@ import { dumpState, restoreState } from './metadata/snapshot.js'
 import { Probation } from './probation.js'
 import { StallWatch } from './stall-watch.js'
 import { Counter, Gauge } from 'prom-client'
+import { forceNewCluster, landed, membersWithLeader, readForceRecord, writeForceRecord, type ForceRecord } from './force-new-cluster.js'
 import { JOIN_PROTOCOL, parseJoinAddress, serveJoins, type JoinAnswer, type JoinRequest } from './join.js'
 
 export const RAFT_PROTOCOL = '/flotilla/raft/1.0.0'
@@ -77,6 +78,11 @@ export interface ClusterOptions {
   siteAdvertise?: string[]
   tickMs?: number
   electionTicks?: number
+  /**
+   * Rewrite the membership to this node alone before starting (cluster/force-new-cluster.ts):
+   * after losing a majority for good. Refused while a member of the old cluster has a leader.
+   */
+  forceNewCluster?: boolean
 }
 
 export class Cluster {
@@ -294,6 +300,7 @@ export class Cluster {
         throw new Error(`another process is running this node's identity (${this.peerId}) right now: member ${holder} is connected to it. Is this a copy of a live node's data dir? Stop the other process, or start the copy on a fresh data dir and join with a token`)
       }
     }
+    if (opts.forceNewCluster === true) await this.force()
     const host = await this.startHost()
     this.transport = new FrameTransport({
       host,
@@ -347,6 +354,8 @@ export class Cluster {
     }
     await this.driver.start()
     this.watchLeadership()
+    const forced = await readForceRecord(opts.dataDir)
+    if (forced !== undefined && !forced.recorded) await this.recordForce(forced)
 
     if (opts.found && fresh) {
       const init = await this.applier.submit({ type: 'InitCluster', clusterId: randomBytes(8).toString('hex'), secret: randomBytes(32).toString('base64url'), at: Date.now() })
@@ -356,6 +365,52 @@ export class Cluster {
       // Addresses may have changed since the last run (port 0); tell the others, in the background.
       void this.announceSelfWhenAble()
     }
+  }
+
+  /** --force-new-cluster: refused while the old cluster has a leader; else this node alone (cluster/force-new-cluster.ts). */
+  private async force (): Promise<void> {
+    const { log, dataDir } = this.opts
+    const fail = async (msg: string): Promise<never> => { await this.storage.close(); throw new Error(msg) }
+    if (this.storage.lastIndex() === 0 && this.storage.initialState().hardState.term === 0) {
+      await fail(`--force-new-cluster needs the data dir of a node that was a member of a cluster, and ${dataDir} holds no Raft log: give the survivor's --data DIR`)
+    }
+    log.warn({ dataDir }, '!!! --force-new-cluster: checking that the old cluster has no reachable leader (at most 10 s) before making this node a cluster of its own. Writes this node never received are lost for good. !!!')
+    const members = await this.queries.members()
+    const alive = await membersWithLeader(members, this.peerId, 8000)
+    if (alive.length > 0) {
+      await fail(`refusing --force-new-cluster: the old cluster still has a leader, seen by ${alive.join(', ')}. Forcing now would split it in two. Restart this node without the flag: it rejoins that cluster`)
+    }
+    let result: Awaited<ReturnType<typeof forceNewCluster>>
+    try {
+      result = await forceNewCluster(this.storage, this.peerId, async (plan) => {
+        await writeForceRecord(dataDir, { at: new Date().toISOString(), ...plan, recorded: false })
+      })
+    } catch (err) {
+      return await fail((err as Error).message)
+    }
+    if (result.removed.length === 0) {
+      log.warn({ peer: this.peerId }, '--force-new-cluster: this node is already the only member of its cluster; nothing to change (remove the flag)')
+      return
+    }
+    log.warn({ peer: this.peerId, removed: result.removed, index: result.index, term: result.term },
+      `!!! FORCED A NEW CLUSTER: this node is now the only member; ${result.removed.length} member(s) removed for good (${result.removed.join(', ')}). Remove --force-new-cluster from its command line, then add nodes with flotilla token and flotilla join !!!`)
+  }
+
+  /** After a force: the removed members' records go through the log (RemovePeer), once this node leads. */
+  private async recordForce (rec: ForceRecord): Promise<void> {
+    if (!landed(this.storage, rec)) {
+      // The process stopped between the marker and the log write: nothing was forced.
+      this.opts.log.warn({ marker: rec }, 'a --force-new-cluster was interrupted before it changed the log: nothing was forced; the marker is dropped')
+      await writeForceRecord(this.opts.dataDir, { ...rec, index: 0, removed: [], recorded: true })
+      return
+    }
+    // The forced entries are applied before this node can commit anything (it leads alone only then).
+    for (const peerId of rec.removed) {
+      const res = await this.applier.submit({ type: 'RemovePeer', peerId, at: Date.now() })
+      if (!res.ok) throw new Error(`could not record the removal of ${peerId} after --force-new-cluster: ${res.message}`)
+    }
+    await writeForceRecord(this.opts.dataDir, { ...rec, recorded: true })
+    this.opts.log.info({ removed: rec.removed }, 'the members removed by --force-new-cluster are forgotten: they are never admitted again')
   }
 
   async announceSelfWhenAble (): Promise<void> {

@@ -16,6 +16,7 @@ import { startCpuProfile } from './cli/profile.js'
 import { watchCatchUp } from './cli/progress.js'
 import { p2pListenFailure } from './listen-errors.js'
 import { certCommands } from './cli/cert.js'
+import { backupCommands } from './cli/backup.js'
 import { checkTlsFiles } from './tls/server.js'
 
 /** package.json's version: next to src/ when run from the sources, two levels up from dist/src/. */
@@ -53,13 +54,14 @@ function serveOptions (cmd: Command): Command {
     .addOption(new Option('--log-level <level>', 'log level (env FLOTILLA_LOG_LEVEL)').choices(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']))
 }
 
-async function serve (opts: ServeFlags, join?: JoinTarget): Promise<void> {
+async function serve (opts: ServeFlags & { forceNewCluster?: boolean }, join?: JoinTarget): Promise<void> {
   const config = await loadConfig(opts)
   // Bad TLS files stop the start here, before the data dir is touched (src/tls/pair.ts says why).
   await checkTlsFiles(config.tls)
   const log = createLogger(config.log.level)
   const profiled = await startCpuProfile(process.env.FLOTILLA_CPU_PROFILE)
-  const node = await RegistryNode.open(config, log, join)
+  if (opts.forceNewCluster === true) process.stderr.write(FORCE_WARNING)
+  const node = await RegistryNode.open(config, log, join, { forceNewCluster: opts.forceNewCluster === true })
   let stopping = false
   const shutdown = (signal: string): void => {
     if (stopping) return
@@ -94,9 +96,19 @@ async function serve (opts: ServeFlags, join?: JoinTarget): Promise<void> {
   caughtUp?.(true)
 }
 
+const FORCE_WARNING = `
+!!! flotilla serve --force-new-cluster !!!
+This makes this node a cluster of its own: every other member is removed for good, and writes
+this node never received are lost. Use it only when a majority of the cluster is gone for good,
+on the survivor with the highest applied index (flotilla status --local --data DIR). It is
+refused while the old cluster still has a reachable leader. Remove the flag once it has started.
+
+`
+
 serveOptions(program.command('serve'))
   .description('run a registry node; a fresh data dir starts a new single-node cluster')
-  .action(async (opts: ServeFlags) => { await serve(opts) })
+  .option('--force-new-cluster', 'disaster recovery: make this node (its data kept) the only member of its cluster, after losing a majority for good; refused while the old cluster has a reachable leader (README: disaster recovery)')
+  .action(async (opts: ServeFlags & { forceNewCluster?: boolean }) => { await serve(opts) })
 
 serveOptions(program.command('join'))
   .argument('<address>', 'any member\'s HTTP URL (http://10.0.0.1:5000) or libp2p multiaddr with its peer id (/ip4/10.0.0.1/tcp/7000/p2p/12D3Koo…, from flotilla status)')
@@ -121,6 +133,7 @@ registerAdminCommands(program)
 clusterCommands(program)
 certCommands(program)
 siteCommands(program)
+backupCommands(program)
 
 try {
   await program.parseAsync(process.argv)

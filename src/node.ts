@@ -49,6 +49,7 @@ import { createApiServer, type ApiServer } from './tls/server.js'
 import { certificateUser } from './tls/client-cert.js'
 import { createPeerCredentials } from '../net/peer-https.js'
 import { startPeerPort, type PeerPort } from './peer-port.js'
+import { BackupSessions } from '../cluster/backup/sessions.js'
 
 export interface JoinTarget {
   /** Any member's HTTP URL, or its libp2p multiaddr ending in /p2p/<peer id> (cluster/join.ts). */
@@ -83,6 +84,8 @@ export class RegistryNode {
   private readonly backlogGauge = new Gauge({ name: 'flotilla_replication_backlog', help: 'Blobs this node should hold and is still copying', registers: [], collect: () => { this.backlogGauge.set(this.replicator?.backlog() ?? 0) } })
   /** The data directory's filesystem against the watermarks (storage/disk-watch.ts). */
   disk: DiskWatch | undefined
+  /** Online backups this node serves (cluster/backup/sessions.ts). */
+  backups: BackupSessions | undefined
   /** Sizes of record-less upload sessions at the last sweep (undefined before the first). */
   private orphans: Map<string, number> | undefined
 
@@ -122,7 +125,7 @@ export class RegistryNode {
 
   readonly sites: Sites
 
-  static async open (config: Config, log: Logger, joinTarget?: JoinTarget): Promise<RegistryNode> {
+  static async open (config: Config, log: Logger, joinTarget?: JoinTarget, how: { forceNewCluster?: boolean } = {}): Promise<RegistryNode> {
     const dataDir = resolve(config.data)
     await mkdir(dataDir, { recursive: true })
     const identity = await loadOrCreateIdentity(join(dataDir, 'p2p-key'))
@@ -161,6 +164,7 @@ export class RegistryNode {
       localReads: config.cluster.reads === 'local',
       ...(faults !== undefined ? { faults } : {}),
       probation: config.cluster.probation,
+      ...(how.forceNewCluster === true ? { forceNewCluster: true } : {}),
       ...(siteAdvertiseAddrs(config) !== undefined ? { siteAdvertise: siteAdvertiseAddrs(config)! } : {}),
     })
     const deps: RegistryDeps = {
@@ -188,6 +192,7 @@ export class RegistryNode {
     const node = new RegistryNode(config, log, nodeId, kv, deps, cluster, identity.privateKey, joinTarget, faults)
     node.disk = disk
     self = node
+    node.backups = new BackupSessions({ kv, sink: deps.sink, inUse, nodeId, conf: () => cluster.status().conf })
     return node
   }
 
@@ -367,7 +372,7 @@ export class RegistryNode {
     // Headers up to 64 KiB (Node's default is 16): the first chunk of an upload chain names the
     // rest of the chain, 53 bytes a peer (cluster/replication/upload-mirror.ts, MAX_CHAIN).
     const api = this.api = await createApiServer(this.config.tls, this.log, { requestTimeout: 0, headersTimeout: 60_000, keepAliveTimeout: 65_000, maxHeaderSize: 64 * 1024 })
-    const app = createApp({ deps: this.deps, log: this.log, ready: () => this.ready && this.cluster.ready(), started: () => this.ready, cluster: this.cluster, sites: this.sites, replicationBacklog: () => this.replicator?.backlog() ?? 0, replicationMetrics: this.replicationMetrics, mirrors, ...(this.faults !== undefined ? { faults: this.faults } : {}), metrics: [...api.metrics, ...(this.disk?.all() ?? []), this.backlogGauge] })
+    const app = createApp({ deps: this.deps, log: this.log, ready: () => this.ready && this.cluster.ready(), started: () => this.ready, cluster: this.cluster, sites: this.sites, replicationBacklog: () => this.replicator?.backlog() ?? 0, replicationMetrics: this.replicationMetrics, mirrors, ...(this.faults !== undefined ? { faults: this.faults } : {}), metrics: [...api.metrics, ...(this.disk?.all() ?? []), this.backlogGauge], ...(this.backups !== undefined ? { backups: this.backups } : {}) })
     const handler = app.callback()
     const server = api.server
     server.on('request', handler)
@@ -425,6 +430,7 @@ export class RegistryNode {
     if (this.sweeper !== undefined) clearInterval(this.sweeper)
     if (this.gcTimer !== undefined) clearInterval(this.gcTimer)
     this.disk?.stop()
+    this.backups?.stop()
     this.deps.retention?.pulls.stop()
     this.deps.hooks?.stop()
     // Worth a moment, not a hang: without a quorum the pulls are simply not recorded.

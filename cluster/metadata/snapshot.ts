@@ -21,21 +21,41 @@ export async function dumpState (kv: KV): Promise<Uint8Array> {
   return Buffer.concat(parts, size)
 }
 
-/** Replace everything in `kv` with the dumped state, in one atomic batch. */
-export async function restoreState (kv: KV, data: Uint8Array, opts: { sync: boolean }): Promise<void> {
-  const ops: KVOp[] = []
-  for await (const [k] of kv.entries({})) ops.push({ type: 'del', key: k })
+/** The entries of a dumped state, in order; throws on a truncated dump. */
+export function * decodeState (data: Uint8Array): Generator<[string, Uint8Array]> {
   const buf = Buffer.from(data.buffer, data.byteOffset, data.byteLength)
   let off = 0
   while (off < buf.length) {
     if (off + 4 > buf.length) throw new Error('snapshot truncated in a key length')
     const klen = buf.readUInt32BE(off); off += 4
+    if (off + klen > buf.length) throw new Error('snapshot truncated in a key')
     const key = buf.toString('utf8', off, off + klen); off += klen
     if (off + 4 > buf.length) throw new Error('snapshot truncated in a value length')
     const vlen = buf.readUInt32BE(off); off += 4
     if (off + vlen > buf.length) throw new Error('snapshot truncated in a value')
-    ops.push({ type: 'put', key, value: new Uint8Array(buf.subarray(off, off + vlen)) })
+    yield [key, new Uint8Array(buf.subarray(off, off + vlen))]
     off += vlen
   }
+}
+
+/** The dump format for a list of entries (what dumpState writes). */
+export function encodeState (entries: Iterable<[string, Uint8Array]>): Uint8Array {
+  const parts: Buffer[] = []
+  for (const [k, v] of entries) {
+    const kb = Buffer.from(k, 'utf8')
+    const head = Buffer.alloc(4)
+    head.writeUInt32BE(kb.length)
+    const vhead = Buffer.alloc(4)
+    vhead.writeUInt32BE(v.byteLength)
+    parts.push(head, kb, vhead, Buffer.from(v.buffer, v.byteOffset, v.byteLength))
+  }
+  return Buffer.concat(parts)
+}
+
+/** Replace everything in `kv` with the dumped state, in one atomic batch. */
+export async function restoreState (kv: KV, data: Uint8Array, opts: { sync: boolean }): Promise<void> {
+  const ops: KVOp[] = []
+  for await (const [k] of kv.entries({})) ops.push({ type: 'del', key: k })
+  for (const [key, value] of decodeState(data)) ops.push({ type: 'put', key, value })
   await kv.batch(ops, opts)
 }

@@ -66,6 +66,8 @@ export interface NodeOptions {
   env?: Record<string, string>
   /** How long to wait for /readyz (a join catches up first). Default 60 s. */
   readyTimeoutMs?: number
+  /** More arguments for `serve` or `join` (e.g. --force-new-cluster). */
+  args?: string[]
 }
 
 const children = new Set<ChildProcess>()
@@ -154,7 +156,7 @@ export async function startNode (opts: NodeOptions): Promise<ClusterNode> {
   const host = `127.0.0.1:${port}`
   const logFile = join(opts.base, `${opts.name}.log`)
   const common = ['--data', dataDir, '--listen', host, '--p2p', `127.0.0.1:${p2pPort}`]
-  const args = opts.join !== undefined ? ['join', opts.join.url, '--token', opts.join.token, ...common] : ['serve', ...common]
+  const args = [...(opts.join !== undefined ? ['join', opts.join.url, '--token', opts.join.token, ...common] : ['serve', ...common]), ...(opts.args ?? [])]
   const proc = spawn(process.execPath, [CLI, ...args], {
     cwd: ROOT,
     env: {

@@ -6,6 +6,7 @@ import { callApi, type NodeOptions } from './client.js'
 import { DURATION_FORMS, parseDurationOption } from './duration.js'
 import { printJson, table } from './format.js'
 import type { ClusterStatusDoc } from '../http/cluster-api.js'
+import { printLocalStatus } from './backup.js'
 
 function withNode (cmd: Command): Command {
   return cmd
@@ -31,8 +32,11 @@ export function clusterCommands (program: Command): void {
     })
 
   withNode(program.command('status'))
-    .description('members, roles, leader, term, commit and applied indexes, lag')
-    .action(async (opts: NodeOptions & { json?: boolean }) => {
+    .description('members, roles, leader, term, commit and applied indexes, lag; --local reads a stopped node\'s data dir')
+    .option('--local', 'read the data dir of a stopped node (--data) instead of asking a node: its applied index, term, role (disaster recovery)')
+    .option('--data <dir>', 'with --local: the node\'s data dir (default ./data, env FLOTILLA_DATA)')
+    .action(async (opts: NodeOptions & { json?: boolean; local?: boolean; data?: string }) => {
+      if (opts.local === true) { await printLocalStatus(opts.data ?? process.env.FLOTILLA_DATA ?? './data', opts.json === true); return }
       let doc = await callApi(opts, 'GET', '/api/v1/cluster') as ClusterStatusDoc
       // Lag is known to the leader only: ask it when we can.
       const leader = doc.members.find((m) => m.leader)

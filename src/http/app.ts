@@ -23,6 +23,8 @@ import type { Faults } from '../../net/faults.js'
 import type { ReplicationMetrics } from '../../cluster/replication/metrics.js'
 import type { Sites } from '../../cluster/peering/sites.js'
 import { sitesRoutes } from './sites.js'
+import { backupRoutes } from './backup.js'
+import type { BackupSessions } from '../../cluster/backup/sessions.js'
 
 export interface AppOptions {
   deps: RegistryDeps
@@ -43,6 +45,8 @@ export interface AppOptions {
   mirrors?: MirrorReceiver
   /** More metrics for /metrics, made with `registers: []` by other parts (the TLS server's). */
   metrics?: Metric[]
+  /** Online backups (cluster/backup/sessions.ts): mounts /api/v1/backups and its metrics. */
+  backups?: BackupSessions
 }
 
 export function createMetrics (): {
@@ -89,6 +93,7 @@ export function createApp (opts: AppOptions): Koa {
   for (const m of opts.deps.retention?.runner.all() ?? []) metrics.registry.registerMetric(m)
   for (const m of opts.deps.hooks?.all() ?? []) metrics.registry.registerMetric(m)
   for (const m of opts.metrics ?? []) metrics.registry.registerMetric(m)
+  for (const m of opts.backups?.all() ?? []) metrics.registry.registerMetric(m)
   if (opts.sites !== undefined) for (const m of Object.values(opts.sites.metrics)) metrics.registry.registerMetric(m)
   if (opts.sites !== undefined) for (const m of Object.values(opts.sites.ops.metrics) as Array<Metric<string>>) metrics.registry.registerMetric(m)
   app.use(requestLog(opts.log))
@@ -155,6 +160,8 @@ export function createApp (opts: AppOptions): Koa {
   }
   // The admin API's OpenAPI document, open to anyone (openapi.ts says why): before the admin API, which asks every /api/v1 path for credentials.
   app.use(openapiRoute())
+  // Before the admin API, which answers 404 for every path it does not know.
+  if (opts.backups !== undefined) app.use(backupRoutes(opts.deps, opts.backups))
   // Access control: the token endpoint, the admin API, then every /v2 route is authorized.
   app.use(tokenRoutes(opts.deps.auth))
   app.use(adminRoutes(opts.deps))

@@ -5,6 +5,7 @@
  *                      promotion, the audit log (admin.ts)
  *   /api/v1/cluster/…  status, join tokens, joining, leaving, member removal (cluster-api.ts)
  *   /api/v1/sites/…    cross-site peering: tokens, peerings, their status (sites.ts)
+ *   /api/v1/backups/…  online backups: the snapshot, its blobs, the lease (backup.ts)
  *
  * Left out, on purpose:
  *   /api/v1/debug/partition       test-only fault injection (debug.ts), mounted only with
@@ -559,6 +560,33 @@ const paths: Record<string, PathItem> = {
       errors: [400, 403, 404],
     }),
   },
+
+  [`${API_PREFIX}/backups`]: {
+    post: op({
+      operationId: 'beginBackup',
+      tags: ['backups'],
+      summary: 'Begin an online backup (`flotilla backup`)',
+      description: ADMIN + ' After a linearizable read, a snapshot of the metadata as of one applied index, held in memory; every blob it references is held against GC until the backup ends or its lease lapses.',
+      ok: { 201: answer('The backup', { type: 'object', required: ['id', 'index', 'takenAt', 'node', 'clusterId', 'membership', 'snapshot', 'blobs', 'leaseMs'], properties: { id: { type: 'string' }, index: { type: 'integer', description: 'The Raft index the snapshot is as of.' }, takenAt: { type: 'string', format: 'date-time' }, node: { type: 'string' }, clusterId: { type: 'string' }, membership: { type: 'object', properties: { voters: { type: 'array', items: { type: 'string' } }, learners: { type: 'array', items: { type: 'string' } }, members: { type: 'array', items: { type: 'object' } } } }, snapshot: { type: 'object', required: ['bytes', 'sha256'], properties: { bytes: { type: 'integer' }, sha256: { type: 'string' } } }, blobs: { type: 'array', items: { type: 'object', required: ['digest', 'size'], properties: { digest: { type: 'string' }, size: { type: 'integer' } } } }, leaseMs: { type: 'integer', description: 'Renew the lease before this many milliseconds pass.' } } }) },
+      errors: [403, 503],
+    }),
+  },
+  [`${API_PREFIX}/backups/{id}`]: {
+    parameters: [{ name: 'id', in: 'path', required: true, description: 'The backup\'s id.', schema: { type: 'string' } }],
+    delete: op({ operationId: 'endBackup', tags: ['backups'], summary: 'End a backup: its hold on the blobs goes', description: ADMIN, parameters: [query('outcome', 'ok once the client wrote and verified everything (recorded as the last success), else failed.', { enum: ['ok', 'failed'] }, true)], ok: { 200: answer('Ended', { type: 'object', properties: { ok: { type: 'boolean' } } }) }, errors: [400, 403, 404] }),
+  },
+  [`${API_PREFIX}/backups/{id}/snapshot`]: {
+    parameters: [{ name: 'id', in: 'path', required: true, description: 'The backup\'s id.', schema: { type: 'string' } }],
+    get: op({ operationId: 'getBackupSnapshot', tags: ['backups'], summary: 'The snapshot\'s bytes', description: ADMIN + ' Check them against the sha256 the backup began with.', ok: { 200: { description: 'The snapshot', content: { 'application/octet-stream': { schema: { type: 'string', contentEncoding: 'binary' } } } } }, errors: [403, 404] }),
+  },
+  [`${API_PREFIX}/backups/{id}/blobs/{digest}`]: {
+    parameters: [{ name: 'id', in: 'path', required: true, description: 'The backup\'s id.', schema: { type: 'string' } }, { name: 'digest', in: 'path', required: true, description: 'A blob the snapshot references.', schema: { type: 'string' } }],
+    get: op({ operationId: 'getBackupBlob', tags: ['backups'], summary: 'One blob the snapshot references', description: ADMIN + ' From this node, or streamed from a member that holds it.', ok: { 200: { description: 'The blob', content: { 'application/octet-stream': { schema: { type: 'string', contentEncoding: 'binary' } } } } }, errors: [403, 404] }),
+  },
+  [`${API_PREFIX}/backups/{id}/lease`]: {
+    parameters: [{ name: 'id', in: 'path', required: true, description: 'The backup\'s id.', schema: { type: 'string' } }],
+    post: op({ operationId: 'renewBackupLease', tags: ['backups'], summary: 'Renew the backup\'s hold on its blobs', description: ADMIN, ok: { 200: answer('Renewed', { type: 'object', properties: { expiresAt: { type: 'string', format: 'date-time' } } }) }, errors: [403, 404] }),
+  },
 }
 
 const millis = (description = 'Epoch milliseconds.'): JsonSchema => ({ type: 'integer', description })
@@ -591,6 +619,7 @@ export const OPENAPI_DOCUMENT: OpenApiDocument = {
     { name: 'audit', description: 'The audit log.' },
     { name: 'cluster', description: 'Cluster membership (/api/v1/cluster).' },
     { name: 'sites', description: 'Cross-site peering (/api/v1/sites).' },
+    { name: 'backups', description: 'Online backups (/api/v1/backups, `flotilla backup`).' },
   ],
   security: [{ basic: [] }, { bearer: [] }],
   paths,

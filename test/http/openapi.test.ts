@@ -8,6 +8,8 @@ import { readFile } from 'node:fs/promises'
 import { adminRoutes } from '../../src/http/admin.js'
 import { clusterRoutes } from '../../src/http/cluster-api.js'
 import { sitesRoutes } from '../../src/http/sites.js'
+import { backupRoutes } from '../../src/http/backup.js'
+import type { BackupSessions } from '../../cluster/backup/sessions.js'
 import type { Sites } from '../../cluster/peering/sites.js'
 import { HTTP_METHODS, OPENAPI_DOCUMENT, OPENAPI_PATH, type Operation, type Parameter } from '../../src/http/openapi.js'
 import type { RegistryDeps } from '../../src/http/deps.js'
@@ -38,7 +40,8 @@ t.test('every route of the admin and cluster routers, and nothing else', async (
   const admin = adminRoutes({ auth: {} } as unknown as RegistryDeps).router
   const cluster = clusterRoutes({} as unknown as Cluster)
   const sites = sitesRoutes({} as unknown as Sites, {} as unknown as RegistryDeps['auth'])
-  const registered = [...routesOf(admin), ...routesOf(cluster), ...routesOf(sites)].sort()
+  const backups = backupRoutes({ auth: {} } as unknown as RegistryDeps, {} as unknown as BackupSessions).router
+  const registered = [...routesOf(admin), ...routesOf(cluster), ...routesOf(sites), ...routesOf(backups)].sort()
   t.ok(registered.length >= 30, `the routers register their routes (${registered.length})`)
   t.equal(new Set(registered).size, registered.length, 'no route registered twice')
   t.same(documentRoutes().sort(), registered, 'the document lists exactly the registered (method, path) pairs')
