@@ -130,7 +130,8 @@ export async function serveStreamed (host: Host, protocol: string, handler: Stre
  * read waits at most `idleTimeoutMs`; leaving the body early aborts the stream.
  */
 export async function requestStreamed (host: Host, addr: Multiaddr, protocol: string, request: Uint8Array, opts: { idleTimeoutMs: number; maxHeaderBytes: number }): Promise<{ header: Uint8Array; body: (length?: number) => AsyncGenerator<Uint8Array>; cancel: () => void }> {
-  const stream = await host.dialProtocol(addr, protocol, { signal: AbortSignal.timeout(opts.idleTimeoutMs) })
+  // Optimistic negotiation: the protocol's name goes out with the request (a round trip saved per blob over a WAN).
+  const stream = await host.dialProtocol(addr, protocol, { signal: AbortSignal.timeout(opts.idleTimeoutMs), negotiateFully: false })
   try {
     const reader = new FlowReader(stream)
     await write(stream, frame(request), opts.idleTimeoutMs)
@@ -153,7 +154,8 @@ export async function requestStreamed (host: Host, addr: Multiaddr, protocol: st
           yield c
         }
         done = true
-        await stream.close({ signal: AbortSignal.timeout(opts.idleTimeoutMs) }).catch(() => {})
+        // Not awaited: the close handshake is a round trip the reader need not wait for.
+        void stream.close({ signal: AbortSignal.timeout(opts.idleTimeoutMs) }).catch(() => {})
       } finally {
         if (!done) stream.abort(new Error('the reader stopped before the end of the answer'))
       }

@@ -28,8 +28,15 @@ import { dec, enc, SITE_BLOB_PROTOCOL, SITE_PROTOCOL, type BlobHeader, type Pull
 /** How long the source may hold a pull with nothing new (long poll). */
 const WAIT_MS = 10_000
 const MAX_BACKOFF_MS = 30_000
-/** Blobs fetched at once from the other site. */
+/**
+ * Blobs fetched at once from the other site: large ones, and small ones besides (together
+ * under the source's 64 inbound blob streams per connection, with room for reconciliation).
+ * Over a 50 ms RTT a small blob takes about 2 round trips: 32 at once bring 1,000 small
+ * images (2,000 blobs) in seconds.
+ */
 const FETCH_CONCURRENCY = 4
+const SMALL_FETCH_CONCURRENCY = 32
+const LARGE_BLOB = 1 << 20
 
 export interface ReceiverDeps {
   host: () => Host
@@ -266,12 +273,18 @@ export class SiteReceiver {
         delete this.state.waitingFor[digest]
       }
     }
-    // A few at once: many small blobs are bound by round trips and commits, not bytes.
-    const queue = [...need]
-    const workers = Array.from({ length: Math.min(FETCH_CONCURRENCY, queue.length) }, async () => {
-      for (let next = queue.shift(); next !== undefined; next = queue.shift()) await one(next[0], next[1].repo, next[1].size)
-    })
-    await Promise.all(workers)
+    // Large blobs a few at once (bytes bound them); small ones more (round trips and commits
+    // bound them: over a 50 ms RTT, 1,000 small images took 112 s four at a time).
+    const pool = async (items: Array<[string, { repo: string; size: number }]>, n: number): Promise<void> => {
+      await Promise.all(Array.from({ length: Math.min(n, items.length) }, async () => {
+        for (let next = items.shift(); next !== undefined; next = items.shift()) await one(next[0], next[1].repo, next[1].size)
+      }))
+    }
+    const all = [...need]
+    await Promise.all([
+      pool(all.filter(([, b]) => b.size >= LARGE_BLOB), FETCH_CONCURRENCY),
+      pool(all.filter(([, b]) => b.size < LARGE_BLOB), SMALL_FETCH_CONCURRENCY),
+    ])
     await this.d.waitForCopies([...need.keys()])
   }
 

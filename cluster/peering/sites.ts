@@ -280,7 +280,7 @@ export class Sites {
     await serveRequests(host, SITE_PROTOCOL, async (peer, req) => { guard(peer); return { bytes: await this.source.pull(peer, req) } }, { maxRequestBytes: 256 * 1024, timeoutMs: 60_000, maxInboundStreams: 8 })
     const summaries = new SummarySource({ pq: this.d.cluster.peeringQueries, queries: this.d.cluster.queries, reader: this.d.cluster.peeringQueries.summaries, siteId: async () => await this.siteId() })
     await serveRequests(host, SITE_SUMMARY_PROTOCOL, async (peer, req) => { guard(peer); return { bytes: await summaries.answer(peer, req) } }, { maxRequestBytes: 256 * 1024, timeoutMs: 60_000, maxInboundStreams: 4 })
-    await serveStreamed(host, SITE_BLOB_PROTOCOL, (peer, req) => { guard(peer); return this.source.blob(peer, req) }, { maxRequestBytes: 16 * 1024, idleTimeoutMs: 60_000, maxInboundStreams: 16 })
+    await serveStreamed(host, SITE_BLOB_PROTOCOL, (peer, req) => { guard(peer); return this.source.blob(peer, req) }, { maxRequestBytes: 16 * 1024, idleTimeoutMs: 60_000, maxInboundStreams: 64 })
     this.timer = setInterval(() => { void this.reconcile() }, 500)
     this.timer.unref()
     await this.ops.start()

@@ -82,6 +82,10 @@ export async function startTcpProxy (opts: ProxyOptions, port = 0): Promise<TcpP
   const server: Server = createServer((client) => {
     if (cut) { client.destroy(); return }
     const upstream = connect(target.port, target.host)
+    // No Nagle in the proxy: the endpoints turn it off on their own sockets, and a proxy that
+    // held small writes back for ACKs would add round trips a real link does not.
+    client.setNoDelay(true)
+    upstream.setNoDelay(true)
     for (const s of [client, upstream]) { sockets.add(s); s.once('close', () => sockets.delete(s)) }
     pipe(client, upstream)
     pipe(upstream, client)
