@@ -11,6 +11,8 @@
  * Access control is on as in production; every node is started with the same
  * FLOTILLA_INITIAL_ADMIN_PASSWORD (only the founder's counts: the admin is replicated).
  * Children that outlive the test process are SIGKILLed when it exits.
+ * FLOTILLA_TEST_TLS=1: every node serves HTTPS, trusted by the CLI runs and this process
+ * (scripts/lib/test-tls.ts); node URLs are then https://.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { createWriteStream } from 'node:fs'
@@ -18,6 +20,9 @@ import { mkdir, readFile, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { ROOT, freePort, tempDir } from './procs.js'
+import { cliTlsEnv, nodeTlsEnv, scheme } from './test-tls.js'
+
+export { scheme, testTls, tlsOn } from './test-tls.js'
 
 export const CLI = join(ROOT, 'bin', 'flotilla.mjs')
 
@@ -32,7 +37,7 @@ export interface ClusterNode {
   name: string
   /** host:port, as clients name the registry. */
   host: string
-  /** http://host:port */
+  /** http://host:port (https:// with FLOTILLA_TEST_TLS=1) */
   url: string
   p2pPort: number
   dataDir: string
@@ -130,8 +135,9 @@ export interface CliResult { code: number | null; stdout: string; stderr: string
 
 /** Run `flotilla ARGS` (token, status, remove, leave …) to completion; never throws on a non-zero exit. */
 export async function runCli (args: string[], opts: { env?: Record<string, string>; timeoutMs?: number } = {}): Promise<CliResult> {
+  const tlsEnv = await cliTlsEnv()
   return await new Promise((resolve, reject) => {
-    const proc = spawn(process.execPath, [CLI, ...args], { cwd: ROOT, env: { ...process.env, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] })
+    const proc = spawn(process.execPath, [CLI, ...args], { cwd: ROOT, env: { ...process.env, ...tlsEnv, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] })
     const out: Buffer[] = []
     const err: Buffer[] = []
     proc.stdout.on('data', (b: Buffer) => out.push(b))
@@ -155,10 +161,12 @@ export async function startNode (opts: NodeOptions): Promise<ClusterNode> {
   const logFile = join(opts.base, `${opts.name}.log`)
   const common = ['--data', dataDir, '--listen', host, '--p2p', `127.0.0.1:${p2pPort}`]
   const args = opts.join !== undefined ? ['join', opts.join.url, '--token', opts.join.token, ...common] : ['serve', ...common]
+  const tlsEnv = await nodeTlsEnv()
   const proc = spawn(process.execPath, [CLI, ...args], {
     cwd: ROOT,
     env: {
       ...process.env,
+      ...tlsEnv,
       FLOTILLA_LOG_LEVEL: process.env.FLOTILLA_LOG_LEVEL ?? 'info',
       FLOTILLA_INITIAL_ADMIN_PASSWORD: opts.adminPassword,
       FLOTILLA_AUTH_ANONYMOUS: opts.anonymous ?? '',
@@ -174,7 +182,7 @@ export async function startNode (opts: NodeOptions): Promise<ClusterNode> {
   const node: ClusterNode = {
     name: opts.name,
     host,
-    url: `http://${host}`,
+    url: `${scheme()}://${host}`,
     p2pPort,
     dataDir,
     logFile,
