@@ -69,6 +69,8 @@ export interface NodeOptions {
   port?: number
   p2pPort?: number
   env?: Record<string, string>
+  /** More flags for `serve`/`join` (e.g. --ca-cert FILE). */
+  args?: string[]
   /** How long to wait for /readyz (a join catches up first). Default 60 s. */
   readyTimeoutMs?: number
 }
@@ -159,7 +161,7 @@ export async function startNode (opts: NodeOptions): Promise<ClusterNode> {
   const p2pPort = opts.p2pPort ?? await freePort()
   const host = `127.0.0.1:${port}`
   const logFile = join(opts.base, `${opts.name}.log`)
-  const common = ['--data', dataDir, '--listen', host, '--p2p', `127.0.0.1:${p2pPort}`]
+  const common = ['--data', dataDir, '--listen', host, '--p2p', `127.0.0.1:${p2pPort}`, ...opts.args ?? []]
   const args = opts.join !== undefined ? ['join', opts.join.url, '--token', opts.join.token, ...common] : ['serve', ...common]
   const tlsEnv = await nodeTlsEnv()
   const proc = spawn(process.execPath, [CLI, ...args], {
@@ -177,8 +179,11 @@ export async function startNode (opts: NodeOptions): Promise<ClusterNode> {
   track(proc)
   const log = createWriteStream(logFile, { flags: 'a' })
   log.write(JSON.stringify({ harness: `flotilla ${args.map((a) => a === opts.join?.token ? '<token>' : a).join(' ')}`, at: new Date().toISOString() }) + '\n')
-  proc.stdout?.pipe(log)
-  proc.stderr?.pipe(log)
+  // Both into one file: whichever ends first must not end it (the other may still write:
+  // a removed node says why on stderr as it exits), so it is closed once the process is.
+  proc.stdout?.pipe(log, { end: false })
+  proc.stderr?.pipe(log, { end: false })
+  proc.once('close', () => log.end())
   const node: ClusterNode = {
     name: opts.name,
     host,
