@@ -50,7 +50,7 @@ t.test('a joiner that does not trust the CA is refused, and told to pass --ca-ce
   const token = await c.token()
   const res = await runCli(['join', n1.url, '--token', token, '--data', join(c.base, 'untrusting'), '--listen', `127.0.0.1:${await freePort()}`, '--p2p', `127.0.0.1:${await freePort()}`], { env: { FLOTILLA_CA_CERT: '' }, timeoutMs: 60_000 })
   t.not(res.code, 0, 'flotilla join exits non-zero')
-  t.match(res.stderr, /not signed by a CA this command trusts/, 'it names the cause')
+  t.match(res.stderr, /not signed by a CA this command trusts/, `it names the cause: ${res.stderr.trim().split('\n').at(-1) ?? ''}`)
   t.match(res.stderr, /--ca-cert/, 'and the fix')
   const missing = await runCli(['join', n1.url, '--token', token, '--ca-cert', join(c.base, 'no-such-ca.crt'), '--data', join(c.base, 'no-ca')], { timeoutMs: 30_000 })
   t.not(missing.code, 0, 'a --ca-cert that does not exist stops the join')
