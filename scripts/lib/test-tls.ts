@@ -12,13 +12,12 @@
  *              (Node 20's fetch takes no CA option, and NODE_EXTRA_CA_CERTS is read only at start)
  *
  * Nothing here sets NODE_EXTRA_CA_CERTS: each client must trust the CA the way it documents.
+ * undici (installed with tap) and the CA code are loaded only when the switch is on.
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { rootCertificates } from 'node:tls'
-import { Agent, setGlobalDispatcher } from 'undici'
-import { createCA, issueCertificate, parseHosts } from '../../src/tls/issue.js'
 
 export interface TestTls {
   /** ca.crt, and its PEM text. */
@@ -46,6 +45,8 @@ let made: Promise<TestTls> | undefined
 /** The process's test CA and node certificate (made on first use), with this process's fetch() trusting the CA. */
 export async function testTls (): Promise<TestTls> {
   made ??= (async () => {
+    const { createCA, issueCertificate, parseHosts } = await import('../../src/tls/issue.js')
+    const { Agent, setGlobalDispatcher } = await import('undici')
     const dir = mkdtempSync(join(tmpdir(), 'flotilla-test-tls-'))
     process.once('exit', () => { rmSync(dir, { recursive: true, force: true }) })
     const ca = await createCA({ name: `Flotilla test cluster CA ${process.pid}` })
