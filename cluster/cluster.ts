@@ -46,6 +46,12 @@ import { JOIN_PROTOCOL, parseJoinAddress, serveJoins, type JoinAnswer, type Join
 export const RAFT_PROTOCOL = '/flotilla/raft/1.0.0'
 
 /**
+ * How a joiner sends its request to a member's HTTP URL: fetch() by default; the CLI passes one
+ * that trusts its CA and shows its client certificate for an https:// member (src/cli/tls.ts).
+ */
+export type JoinFetch = (url: URL, init: RequestInit) => Promise<Response>
+
+/**
  * Largest Raft frame, sent or accepted. Entries are refused before they are proposed when a
  * message carrying one could exceed it (64 KiB is left for the message's own fields): a
  * 4 MiB manifest's command is about 9.5 MiB at worst (base64 body, plus its annotations).
@@ -169,7 +175,7 @@ export class Cluster {
    * /p2p/<peer id>); this node must already listen (see startHost). Returns the members to
    * dial. The member checks the token and has us added as a learner (cluster/join.ts).
    */
-  async requestJoin (target: { address: string; token: string }): Promise<MemberRecord[]> {
+  async requestJoin (target: { address: string; token: string; fetch?: JoinFetch }): Promise<MemberRecord[]> {
     const where = parseJoinAddress(target.address)
     if (where.kind === 'p2p' && where.peerId === this.peerId) {
       throw new Error(`${target.address} is this node's own identity: a node cannot join itself; give the multiaddr of a member of the cluster to join`)
@@ -178,7 +184,7 @@ export class Cluster {
     try {
       await this.startHost()
       const req: JoinRequest = { token: target.token, peerId: this.peerId, p2p: this.p2pAddrs(), http: this.opts.httpUrl, ...this.peerField() }
-      const members = where.kind === 'http' ? await this.joinOverHttp(where.url, req) : await this.joinOverP2p(target.address, where.addr, req)
+      const members = where.kind === 'http' ? await this.joinOverHttp(where.url, req, target.fetch ?? fetch) : await this.joinOverP2p(target.address, where.addr, req)
       for (const m of members) this.seeds.set(m.peerId, m)
       return members
     } finally {
@@ -186,17 +192,19 @@ export class Cluster {
     }
   }
 
-  private async joinOverHttp (url: string, req: JoinRequest): Promise<MemberRecord[]> {
+  private async joinOverHttp (url: string, req: JoinRequest, post: JoinFetch): Promise<MemberRecord[]> {
     let res: Response
     try {
-      res = await fetch(new URL('/api/v1/cluster/join', url), {
+      res = await post(new URL('/api/v1/cluster/join', url), {
         method: 'POST',
         headers: { 'Content-Type': 'application/json' },
         body: JSON.stringify(req),
         signal: AbortSignal.timeout(60_000),
       })
     } catch (err) {
-      throw new Error(`cannot reach ${url} to join: ${(err as Error).message}. Check the address of the member you are joining through.`)
+      // fetch() says only "fetch failed": its cause names the socket's or the TLS error.
+      const cause = (err as { cause?: { message?: string; code?: string } }).cause
+      throw new Error(`cannot reach ${url} to join: ${cause?.message ?? cause?.code ?? (err as Error).message}. Check the address of the member you are joining through.`)
     }
     const body = await res.json().catch(() => ({})) as { members?: MemberRecord[]; errors?: Array<{ message: string }> }
     if (!res.ok || body.members === undefined) {

@@ -18,6 +18,8 @@ import { p2pListenFailure } from './listen-errors.js'
 import { certCommands } from './cli/cert.js'
 import { backupCommands } from './cli/backup.js'
 import { checkTlsFiles } from './tls/server.js'
+import { clientTls, explainTlsFailure, httpsFetch, type ClientTls, type TlsOptions } from './cli/tls.js'
+import type { JoinFetch } from '../cluster/cluster.js'
 
 /** package.json's version: next to src/ when run from the sources, two levels up from dist/src/. */
 function packageVersion (): string {
@@ -111,12 +113,16 @@ serveOptions(program.command('serve'))
   .action(async (opts: ServeFlags & { forceNewCluster?: boolean }) => { await serve(opts) })
 
 serveOptions(program.command('join'))
-  .argument('<address>', 'any member\'s HTTP URL (http://10.0.0.1:5000) or libp2p multiaddr with its peer id (/ip4/10.0.0.1/tcp/7000/p2p/12D3Koo…, from flotilla status)')
+  .argument('<address>', 'any member\'s HTTP URL (http://10.0.0.1:5000, https:// with TLS) or libp2p multiaddr with its peer id (/ip4/10.0.0.1/tcp/7000/p2p/12D3Koo…, from flotilla status)')
   .option('--token <token>', 'a join token from flotilla token (or env FLOTILLA_JOIN_TOKEN, which other users cannot see in ps)')
+  .option('--ca-cert <file>', 'trust this CA for an https:// member, besides the system\'s (env FLOTILLA_CA_CERT)')
+  .option('--client-cert <file>', 'client certificate for an https:// member that asks for one (env FLOTILLA_CLIENT_CERT)')
+  .option('--client-key <file>', 'the key of --client-cert (env FLOTILLA_CLIENT_KEY)')
   .description('start a new node that joins an existing cluster (then restart it with flotilla serve --data DIR)')
-  .action(async (address: string, opts: ServeFlags & { token?: string }) => {
+  .action(async (address: string, opts: ServeFlags & TlsOptions & { token?: string }) => {
+    let where
     try {
-      parseJoinAddress(address)
+      where = parseJoinAddress(address)
     } catch (err) {
       throw new CliError((err as Error).message)
     }
@@ -126,8 +132,23 @@ serveOptions(program.command('join'))
     const expiry = joinTokenExpiry(token)
     if (expiry === 'malformed') throw new CliError('the join token is malformed: copy the whole line flotilla token printed (--token or FLOTILLA_JOIN_TOKEN)')
     if (expiry !== undefined && expiry <= Date.now()) throw new CliError(`the join token expired at ${new Date(expiry).toISOString()}: ask a member for a new one with flotilla token`)
-    await serve(opts, { address, token })
+    // An https:// member: its certificate is checked against --ca-cert (or FLOTILLA_CA_CERT) and
+    // the system's CAs, as every other command does (src/cli/tls.ts); files are read now, so a bad path is said at once.
+    const joinFetch = where.kind === 'http' && where.url.startsWith('https:') ? httpsJoinFetch(where.url, clientTls(opts)) : undefined
+    await serve(opts, { address, token, ...(joinFetch !== undefined ? { fetch: joinFetch } : {}) })
   })
+
+/** POST the join to an https:// member with our CA and client certificate; a TLS failure is said with its cause and fix. */
+function httpsJoinFetch (base: string, tls: ClientTls): JoinFetch {
+  return async (url, init) => {
+    try {
+      return await httpsFetch(url, init, tls, 60_000)
+    } catch (err) {
+      const cause = (err as { cause?: Error & { code?: string } }).cause
+      throw new Error(explainTlsFailure(base, cause) ?? cause?.message ?? (err as Error).message)
+    }
+  }
+}
 
 registerAdminCommands(program)
 clusterCommands(program)

@@ -41,6 +41,8 @@
  *     feedRetain: 100000         FLOTILLA_SITES_FEED_RETAIN                    (the most change-feed entries kept; acknowledged ones go sooner)
  *   auth: …                    FLOTILLA_AUTH_*, FLOTILLA_INITIAL_ADMIN_PASSWORD  (src/auth/config.ts)
  *   (env only)                   FLOTILLA_FAULT_INJECTION=1                  (tests only: /api/v1/debug/partition)
+ *   (join only)                  FLOTILLA_CA_CERT         --ca-cert FILE       (flotilla join https://…: trust this CA for the
+ *                                FLOTILLA_CLIENT_CERT/KEY --client-cert/-key   member's certificate, show this client certificate; src/cli/tls.ts)
  */
 import { readFile } from 'node:fs/promises'
 import { parse as parseYaml } from 'yaml'

@@ -16,7 +16,7 @@ import type { Logger } from 'pino'
 import { FsBlobStore } from '../storage/blobs/fs-blob-store.js'
 import { FsUploadStore } from '../storage/blobs/fs-upload-store.js'
 import { LevelKV } from '../storage/kv/level-kv.js'
-import { Cluster } from '../cluster/cluster.js'
+import { Cluster, type JoinFetch } from '../cluster/cluster.js'
 import type { RaftApplier } from '../cluster/metadata/raft-applier.js'
 import { FlotillaError } from '../storage/errors.js'
 import type { Digest } from '../storage/reference.js'
@@ -55,6 +55,8 @@ export interface JoinTarget {
   /** Any member's HTTP URL, or its libp2p multiaddr ending in /p2p/<peer id> (cluster/join.ts). */
   address: string
   token: string
+  /** Sends the join to an HTTP(S) address; fetch() when absent (cluster/cluster.ts, JoinFetch). */
+  fetch?: JoinFetch
 }
 
 export class RegistryNode {

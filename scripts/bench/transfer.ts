@@ -2,15 +2,18 @@
  * Blob transfer between two processes: a libp2p stream (TCP + noise + yamux, what Raft and
  * gossip use) against peer-authenticated HTTP: plain (fetch, and node:http as replication
  * used it before the peer port) and over the peer port (net/peer-https.ts: mutual TLS with
- * libp2p certificates, what replication uses now). Prints MiB/s of each and the ratios. The
- * server side is this script run again with --serve.
+ * libp2p certificates, what replication uses now). Prints MiB/s of each and the ratios, and for
+ * node:http and the peer port the CPU seconds each side spent per GiB (process.cpuUsage: it
+ * says where the time goes, and unlike MiB/s it barely moves when other processes load the
+ * machine). The server side is this script run again with --serve; it answers with a
+ * Content-Length, as the node's blob route does.
  *
  *   npm run bench:transfer -- [--size-mib 1024] [--rounds 3]
  */
 import { spawn } from 'node:child_process'
-import { createServer, request, type IncomingMessage } from 'node:http'
+import { createServer, request, type IncomingMessage, type ServerResponse } from 'node:http'
 import { createReadStream } from 'node:fs'
-import { writeFile, rm } from 'node:fs/promises'
+import { writeFile, rm, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { generateKeyPair } from '@libp2p/crypto/keys'
@@ -26,7 +29,15 @@ const PROTO = '/flotilla/bench-transfer/1.0.0'
 const args = process.argv.slice(2)
 const opt = (name: string, def: string): string => { const i = args.indexOf(name); return i >= 0 ? args[i + 1]! : def }
 
+/** CPU seconds (user + system) this process has used. */
+const cpuSeconds = (): number => { const u = process.cpuUsage(); return (u.user + u.system) / 1e6 }
+
 async function serve (file: string): Promise<void> {
+  const { size } = await stat(file)
+  const send = (res: ServerResponse): void => {
+    res.setHeader('content-length', size)
+    createReadStream(file, { highWaterMark: 1 << 20 }).pipe(res)
+  }
   const key = await generateKeyPair('Ed25519')
   const host = await createHost({ privateKey: key, listen: ['/ip4/127.0.0.1/tcp/0'], admit: () => true })
   await host.handle(PROTO, (stream) => {
@@ -38,9 +49,11 @@ async function serve (file: string): Promise<void> {
     })()
   })
   const http = createServer((req, res) => {
+    // The server's CPU time so far, for the client's per-GiB figures.
+    if (req.url === '/cpu') { res.end(String(cpuSeconds())); return }
     void verifyRequest(req.headers.authorization, req.method ?? 'GET', req.url ?? '/').then((peer) => {
       if (peer === undefined) { res.statusCode = 401; res.end(); return }
-      createReadStream(file, { highWaterMark: 1 << 20 }).pipe(res)
+      send(res)
     })
   })
   await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', resolve))
@@ -53,7 +66,7 @@ async function serve (file: string): Promise<void> {
     handler: (req, res) => {
       void verifyRequest(req.headers.authorization, req.method ?? 'GET', req.url ?? '/').then((peer) => {
         if (peer === undefined) { res.statusCode = 401; res.end(); return }
-        createReadStream(file, { highWaterMark: 1 << 20 }).pipe(res)
+        send(res)
       })
     },
   })
@@ -83,6 +96,19 @@ async function main (): Promise<void> {
   const http: number[] = []
   const nodeHttp: number[] = []
   const peerHttps: number[] = []
+  // CPU seconds spent by the client (this process) and the server, per path.
+  const cpu = { nodeHttp: { client: 0, server: 0 }, peerHttps: { client: 0, server: 0 } }
+  const serverCpu = async (): Promise<number> => Number(await (await fetch(`${info.http}/cpu`)).text())
+  const timed = async (path: keyof typeof cpu, run: () => Promise<void>): Promise<number> => {
+    const s0 = await serverCpu()
+    const c0 = cpuSeconds()
+    const t0 = performance.now()
+    await run()
+    const mibs = size / MiB / ((performance.now() - t0) / 1000)
+    cpu[path].client += cpuSeconds() - c0
+    cpu[path].server += await serverCpu() - s0
+    return mibs
+  }
   // node:http and the peer port, read the way a replica is stored: BlobFetcher's answer is a
   // plain Readable that the upload store drains through 'data' events (storage/blobs/source.ts).
   const drain = async (res: IncomingMessage, what: string): Promise<void> => {
@@ -104,15 +130,15 @@ async function main (): Promise<void> {
     for await (const chunk of res.body!) got += (chunk as Uint8Array).byteLength
     if (got !== size) throw new Error(`HTTP delivered ${got} of ${size} bytes`)
     http.push(size / MiB / ((performance.now() - t0) / 1000))
-    t0 = performance.now()
     const url = new URL('/blob', info.http)
     const authorization = await signRequest(key, peer, 'GET', '/blob')
-    await drain(await new Promise<IncomingMessage>((resolve, reject) => request({ host: url.hostname, port: url.port, path: '/blob', headers: { authorization } }, resolve).on('error', reject).end()), 'node:http')
-    nodeHttp.push(size / MiB / ((performance.now() - t0) / 1000))
-    t0 = performance.now()
+    nodeHttp.push(await timed('nodeHttp', async () => {
+      await drain(await new Promise<IncomingMessage>((resolve, reject) => request({ host: url.hostname, port: url.port, path: '/blob', headers: { authorization } }, resolve).on('error', reject).end()), 'node:http')
+    }))
     const auth2 = await signRequest(key, peer, 'GET', '/blob')
-    await drain(await new Promise<IncomingMessage>((resolve, reject) => client.request(info.peer, { path: '/blob', headers: { authorization: auth2 } }, resolve).on('error', reject).end()), 'peer HTTPS')
-    peerHttps.push(size / MiB / ((performance.now() - t0) / 1000))
+    peerHttps.push(await timed('peerHttps', async () => {
+      await drain(await new Promise<IncomingMessage>((resolve, reject) => client.request(info.peer, { path: '/blob', headers: { authorization: auth2 } }, resolve).on('error', reject).end()), 'peer HTTPS')
+    }))
   }
   client.close()
   await host.stop()
@@ -130,6 +156,10 @@ async function main (): Promise<void> {
   process.stdout.write(`  plain fetch / libp2p              ${fmt(h / l, 2)}x\n`)
   process.stdout.write(`  peer port / plain node:http       ${fmt(ph / nh, 2)}x\n`)
   process.stdout.write(`  peer port / plain fetch           ${fmt(ph / h, 2)}x\n`)
+  const gib = rounds * size / (1024 * MiB)
+  const per = (c: { client: number; server: number }): string => `client ${fmt(c.client / gib, 2)}, server ${fmt(c.server / gib, 2)}`
+  process.stdout.write(`  CPU s per GiB, plain node:http    ${per(cpu.nodeHttp)}\n`)
+  process.stdout.write(`  CPU s per GiB, peer port          ${per(cpu.peerHttps)}\n`)
 }
 
 await main()

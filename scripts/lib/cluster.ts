@@ -11,6 +11,8 @@
  * Access control is on as in production; every node is started with the same
  * FLOTILLA_INITIAL_ADMIN_PASSWORD (only the founder's counts: the admin is replicated).
  * Children that outlive the test process are SIGKILLed when it exits.
+ * FLOTILLA_TEST_TLS=1: every node serves HTTPS, trusted by the CLI runs and this process
+ * (scripts/lib/test-tls.ts); node URLs are then https://.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { createWriteStream } from 'node:fs'
@@ -18,6 +20,9 @@ import { mkdir, readFile, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { ROOT, freePort, tempDir } from './procs.js'
+import { cliTlsEnv, nodeTlsEnv, scheme } from './test-tls.js'
+
+export { scheme, testTls, tlsOn } from './test-tls.js'
 
 export const CLI = join(ROOT, 'bin', 'flotilla.mjs')
 
@@ -32,7 +37,7 @@ export interface ClusterNode {
   name: string
   /** host:port, as clients name the registry. */
   host: string
-  /** http://host:port */
+  /** http://host:port (https:// with FLOTILLA_TEST_TLS=1) */
   url: string
   p2pPort: number
   dataDir: string
@@ -64,10 +69,10 @@ export interface NodeOptions {
   port?: number
   p2pPort?: number
   env?: Record<string, string>
+  /** More flags for `serve`/`join` (e.g. --ca-cert FILE, --force-new-cluster). */
+  args?: string[]
   /** How long to wait for /readyz (a join catches up first). Default 60 s. */
   readyTimeoutMs?: number
-  /** More arguments for `serve` or `join` (e.g. --force-new-cluster). */
-  args?: string[]
 }
 
 const children = new Set<ChildProcess>()
@@ -132,8 +137,9 @@ export interface CliResult { code: number | null; stdout: string; stderr: string
 
 /** Run `flotilla ARGS` (token, status, remove, leave …) to completion; never throws on a non-zero exit. */
 export async function runCli (args: string[], opts: { env?: Record<string, string>; timeoutMs?: number } = {}): Promise<CliResult> {
+  const tlsEnv = await cliTlsEnv()
   return await new Promise((resolve, reject) => {
-    const proc = spawn(process.execPath, [CLI, ...args], { cwd: ROOT, env: { ...process.env, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] })
+    const proc = spawn(process.execPath, [CLI, ...args], { cwd: ROOT, env: { ...process.env, ...tlsEnv, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] })
     const out: Buffer[] = []
     const err: Buffer[] = []
     proc.stdout.on('data', (b: Buffer) => out.push(b))
@@ -155,12 +161,14 @@ export async function startNode (opts: NodeOptions): Promise<ClusterNode> {
   const p2pPort = opts.p2pPort ?? await freePort()
   const host = `127.0.0.1:${port}`
   const logFile = join(opts.base, `${opts.name}.log`)
-  const common = ['--data', dataDir, '--listen', host, '--p2p', `127.0.0.1:${p2pPort}`]
-  const args = [...(opts.join !== undefined ? ['join', opts.join.url, '--token', opts.join.token, ...common] : ['serve', ...common]), ...(opts.args ?? [])]
+  const common = ['--data', dataDir, '--listen', host, '--p2p', `127.0.0.1:${p2pPort}`, ...opts.args ?? []]
+  const args = opts.join !== undefined ? ['join', opts.join.url, '--token', opts.join.token, ...common] : ['serve', ...common]
+  const tlsEnv = await nodeTlsEnv()
   const proc = spawn(process.execPath, [CLI, ...args], {
     cwd: ROOT,
     env: {
       ...process.env,
+      ...tlsEnv,
       FLOTILLA_LOG_LEVEL: process.env.FLOTILLA_LOG_LEVEL ?? 'info',
       FLOTILLA_INITIAL_ADMIN_PASSWORD: opts.adminPassword,
       FLOTILLA_AUTH_ANONYMOUS: opts.anonymous ?? '',
@@ -171,12 +179,15 @@ export async function startNode (opts: NodeOptions): Promise<ClusterNode> {
   track(proc)
   const log = createWriteStream(logFile, { flags: 'a' })
   log.write(JSON.stringify({ harness: `flotilla ${args.map((a) => a === opts.join?.token ? '<token>' : a).join(' ')}`, at: new Date().toISOString() }) + '\n')
-  proc.stdout?.pipe(log)
-  proc.stderr?.pipe(log)
+  // Both into one file: whichever ends first must not end it (the other may still write:
+  // a removed node says why on stderr as it exits), so it is closed once the process is.
+  proc.stdout?.pipe(log, { end: false })
+  proc.stderr?.pipe(log, { end: false })
+  proc.once('close', () => log.end())
   const node: ClusterNode = {
     name: opts.name,
     host,
-    url: `http://${host}`,
+    url: `${scheme()}://${host}`,
     p2pPort,
     dataDir,
     logFile,

@@ -8,7 +8,7 @@
 import t from 'tap'
 import { freePort } from '../../scripts/lib/procs.js'
 import { image } from '../helpers/oci.js'
-import { authFetch, checkImage, pushHttp, startNode, startTestCluster } from '../helpers/cluster.js'
+import { authFetch, checkImage, pushHttp, scheme, startNode, startTestCluster } from '../helpers/cluster.js'
 
 const c = await startTestCluster(t, { size: 1 })
 const creds = c.credentials
@@ -28,7 +28,7 @@ t.test('a cluster with an image and some history to catch up on', async (t) => {
 
 t.test('while joining: /v2 answers 503 UNAVAILABLE, never a push or a read from half a node', async (t) => {
   const port = await freePort()
-  const url = `http://127.0.0.1:${port}`
+  const url = `${scheme()}://127.0.0.1:${port}`
   const seen: Array<{ ready: number; v2: number; code?: string; retryAfter: string | null; api: number; apiRetryAfter: string | null; metrics: number }> = []
   let polling = true
   const poller = (async () => {

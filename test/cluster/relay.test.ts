@@ -13,10 +13,11 @@
  */
 import t from 'tap'
 import http from 'node:http'
+import https from 'node:https'
 import { createHash, randomBytes } from 'node:crypto'
 import { readdir, readFile, stat } from 'node:fs/promises'
 import { join } from 'node:path'
-import { authFetch, basicAuth, hasBlobOnDisk, sleep, startTestCluster, putLayerManifest, waitFor, type ClusterNode } from '../helpers/cluster.js'
+import { authFetch, basicAuth, hasBlobOnDisk, sleep, startTestCluster, putLayerManifest, testTls, waitFor, type ClusterNode } from '../helpers/cluster.js'
 import { rank } from '../../cluster/replication/replicator.js'
 
 const c = await startTestCluster(t, { size: 5 })
@@ -78,8 +79,10 @@ const putManifest = async (base: string, repo: string, layer: { digest: string; 
  */
 async function streamedPost (base: string, repo: string, digest: string, size: number, feed: (write: (b: Buffer) => Promise<void>) => Promise<void>): Promise<number> {
   const url = new URL(`${base}/v2/${repo}/blobs/uploads/?digest=${digest}`)
+  // An https:// node (FLOTILLA_TEST_TLS=1) is reached with the test CA.
+  const tls = url.protocol === 'https:' ? { ca: (await testTls()).caPem } : undefined
   return await new Promise<number>((resolve, reject) => {
-    const req = http.request({ host: url.hostname, port: url.port, path: url.pathname + url.search, method: 'POST', headers: { authorization: basicAuth(creds), 'content-type': 'application/octet-stream', 'content-length': size } }, (res) => {
+    const req = (tls !== undefined ? https.request : http.request)({ host: url.hostname, port: url.port, path: url.pathname + url.search, method: 'POST', headers: { authorization: basicAuth(creds), 'content-type': 'application/octet-stream', 'content-length': size }, ...tls }, (res) => {
       res.resume()
       res.on('end', () => resolve(res.statusCode ?? 0))
     })
