@@ -9,6 +9,7 @@
  *   ├── uploads/         upload sessions' bytes (storage/blobs/fs-upload-store.ts)
  *   └── meta/            the metadata LevelDB (cluster/metadata/keys.ts)
  */
+import { SOCKET_IDLE_MS } from './http/long-request.js'
 import type { Socket } from 'node:net'
 import { mkdir, readdir } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
@@ -386,7 +387,7 @@ export class RegistryNode {
       void handler(req, res)
     })
     // A client that stops sending mid-body must not pin a socket forever.
-    server.setTimeout(120_000, (s: Socket) => s.destroy())
+    server.setTimeout(SOCKET_IDLE_MS, (s: Socket) => s.destroy())
     server.on('connection', (s: Socket) => { this.sockets.add(s); s.once('close', () => this.sockets.delete(s)) })
     const { host, port } = splitHostPort(this.config.listen)
     await new Promise<void>((resolve, reject) => {

@@ -11,6 +11,8 @@
  * The metadata goes in twice, as a restarted node expects it: into meta/ (the state machine's
  * LevelDB, applied index = the backup's) and into raft/ as the Raft snapshot at that index, with
  * this node the only voter. A node that joins later is sent that snapshot, then the log after it.
+ * The old site's feed entries and tag versions become the new site's own (resign): to its peers
+ * the restored cluster is a new site.
  */
 import { randomBytes } from 'node:crypto'
 import { copyFile, chmod, mkdir, open, readFile, readdir, rm } from 'node:fs/promises'
@@ -43,9 +45,12 @@ const DROPPED = [key.memberPrefix(), 'holder\u0000', key.uploadPrefix(), key.joi
 /** The backup's state for a new cluster whose only member is `self` (see the top of this file). */
 export function rehome (data: Uint8Array, m: BackupManifest, self: string, clusterId: string, index: number): Uint8Array {
   const out = new Map<string, Uint8Array>()
-  for (const [k, v] of decodeState(data)) {
+  const state = [...decodeState(data)]
+  const info = state.find(([k]) => k === key.clusterInfo())
+  const oldId = info === undefined ? undefined : (JSON.parse(new TextDecoder().decode(info[1])) as { clusterId?: string }).clusterId
+  for (const [k, v] of state) {
     if (DROPPED.some((p) => k.startsWith(p)) || k === key.clusterInfo()) continue
-    out.set(k, v)
+    out.set(k, oldId === undefined ? v : resign(k, v, oldId, clusterId))
   }
   out.set(key.clusterInfo(), encodeJSON({ clusterId, secret: randomBytes(32).toString('base64url') }))
   out.set(key.applied(), encodeJSON({ index }))
@@ -55,6 +60,25 @@ export function rehome (data: Uint8Array, m: BackupManifest, self: string, clust
   for (const p of old) out.set(key.removed(p), encodeJSON({ at }))
   if (!m.metadataOnly) for (const b of m.blobs) out.set(key.holder(b.digest, self), encodeJSON({}))
   return encodeState([...out.entries()].sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0))
+}
+
+/**
+ * The restored site is a new site (cluster/peering/): the changes and tag versions the old one
+ * made are signed with its id, so a peer would take them for another site's and pass them over
+ * (a site ships its own changes only), and reconciliation would not repair tags versioned by a
+ * third site. The new site takes them as its own: its feed entries' origin and the site of
+ * every version (feed entries and tag versions) move from the old id to the new.
+ */
+function resign (k: string, v: Uint8Array, oldId: string, newId: string): Uint8Array {
+  const feed = k.startsWith(key.feedPrefix())
+  if (!feed && !k.startsWith('tagver\u0000')) return v
+  const doc = JSON.parse(new TextDecoder().decode(v)) as { origin?: string; v?: { s?: string }; s?: string }
+  let changed = false
+  if (feed) {
+    if (doc.origin === oldId) { doc.origin = newId; changed = true }
+    if (doc.v?.s === oldId) { doc.v.s = newId; changed = true }
+  } else if (doc.s === oldId) { doc.s = newId; changed = true }
+  return changed ? encodeJSON(doc) : v
 }
 
 async function fsyncPath (path: string): Promise<void> {

@@ -28,6 +28,7 @@ import { startFlotilla, startReference, OPEN_ANONYMOUS, type RunningRegistry } f
 import { run } from './lib/exec.js'
 import { intOptions } from './lib/args.js'
 import { fmt } from './lib/stats.js'
+import { httpsFetch } from '../../src/cli/tls.js'
 
 const { values: argv } = parseArgs({
   options: {
@@ -219,7 +220,8 @@ async function main (): Promise<void> {
     process.stdout.write(`[flotilla] pushes without GC: ${fmt(withoutRate)}/s (${without.pushes} in ${fmt(without.seconds)} s, ${without.failed} failed)\n`)
     const during = pusher(f.url)
     const t0 = performance.now()
-    const res = await fetch(`${f.url}/api/v1/gc`, { method: 'POST', headers: { authorization: 'Basic ' + Buffer.from(`${f.credentials!.username}:${f.credentials!.password}`).toString('base64'), 'content-type': 'application/json' }, body: JSON.stringify({ graceSeconds: 0 }) })
+    // Through node:http: fetch() gives up on an answer after 300 s, and 100,000 blobs may take longer.
+    const res = await httpsFetch(`${f.url}/api/v1/gc`, { method: 'POST', headers: { authorization: 'Basic ' + Buffer.from(`${f.credentials!.username}:${f.credentials!.password}`).toString('base64'), 'content-type': 'application/json' }, body: JSON.stringify({ graceSeconds: 0 }) }, {}, 3_600_000)
     const report = await res.json() as { blobs: unknown[]; bytes: number; nodes: Array<{ deleted: number }> }
     const gcSeconds = (performance.now() - t0) / 1000
     // Push throughput is measured over the GC's own window (at least a few seconds of it).

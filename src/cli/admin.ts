@@ -34,9 +34,12 @@ interface Conn { node?: string; user?: string; json?: boolean; caCert?: string; 
 export { CliError }
 
 /** Call the admin API (PATH after /api/v1); answers the parsed JSON or throws a CliError with the registry's message. */
-export async function api (opts: Conn, method: string, path: string, body?: unknown): Promise<any> {
-  return await callApi(opts, method, `/api/v1${path}`, body)
+export async function api (opts: Conn, method: string, path: string, body?: unknown, how: { timeoutMs?: number } = {}): Promise<any> {
+  return await callApi(opts, method, `/api/v1${path}`, body, how)
 }
+
+/** How long `gc` and `retention run` wait for their answer: a large store takes minutes. */
+const LONG_MS = 6 * 3_600_000
 
 /** The API's document with --json; otherwise what `human` prints. */
 function show (o: Conn, doc: unknown, human: () => string): void {
@@ -402,7 +405,7 @@ export function registerAdminCommands (program: Command): void {
     .option('--policy <name>', 'only this policy')
     .action(async (o: Conn & { dryRun?: boolean; policy?: string }) => {
       await credentials(o)
-      const doc = await spinner(o.dryRun === true ? 'evaluating retention policies' : 'applying retention policies', async () => await api(o, 'POST', '/retention/run', { dryRun: o.dryRun === true, ...(o.policy !== undefined ? { policy: o.policy } : {}) })) as RetentionRunDoc
+      const doc = await spinner(o.dryRun === true ? 'evaluating retention policies' : 'applying retention policies', async () => await api(o, 'POST', '/retention/run', { dryRun: o.dryRun === true, ...(o.policy !== undefined ? { policy: o.policy } : {}) }, { timeoutMs: LONG_MS })) as RetentionRunDoc
       show(o, doc, () => retentionText(doc))
     })
 
@@ -417,7 +420,7 @@ export function registerAdminCommands (program: Command): void {
       // One request: the collection commits, then every node deletes its bytes. Nothing to
       // count from here while it runs, so a spinner on a terminal.
       await credentials(o)
-      const doc = await spinner(o.dryRun === true ? 'finding garbage' : 'collecting garbage on every node', async () => await api(o, 'POST', '/gc', { dryRun: o.dryRun === true, ...(o.grace !== undefined ? { graceSeconds: o.grace } : {}) })) as GcDoc
+      const doc = await spinner(o.dryRun === true ? 'finding garbage' : 'collecting garbage on every node', async () => await api(o, 'POST', '/gc', { dryRun: o.dryRun === true, ...(o.grace !== undefined ? { graceSeconds: o.grace } : {}) }, { timeoutMs: LONG_MS })) as GcDoc
       show(o, doc, () => gcText(doc))
     })
 

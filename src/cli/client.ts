@@ -89,15 +89,17 @@ function refused (err: unknown): boolean {
  * node still starting), as its Retry-After asks (at most 2 s apart), and saying so once on
  * stderr. Then the last answer, or the last error, is the caller's. `wait: false` tries once.
  */
-export async function fetchNode (base: string, url: string | URL, init: RequestInit, opts: { wait?: boolean; tls?: ClientTls } = {}): Promise<{ res: Response; waited: boolean }> {
+export async function fetchNode (base: string, url: string | URL, init: RequestInit, opts: { wait?: boolean; tls?: ClientTls; timeoutMs?: number } = {}): Promise<{ res: Response; waited: boolean }> {
   const deadline = Date.now() + (opts.wait === false ? 0 : START_WAIT_MS)
   let waited = false
   for (;;) {
     let res: Response | undefined
     try {
       // https:// goes through node:https, which takes our CA and client certificate (src/cli/tls.ts).
-      res = new URL(url).protocol === 'https:'
-        ? await httpsFetch(url, init, opts.tls ?? {})
+      // A long operation (timeoutMs: gc, retention) goes through node:http(s) too: fetch() gives up
+      // on an answer after 300 s whatever its signal says.
+      res = new URL(url).protocol === 'https:' || opts.timeoutMs !== undefined
+        ? await httpsFetch(url, init, opts.tls ?? {}, opts.timeoutMs)
         : await fetch(url, { ...init, signal: AbortSignal.timeout(120_000) })
     } catch (err) {
       if (!refused(err) || Date.now() >= deadline) throw Object.assign(err as Error, { waited })
@@ -128,7 +130,7 @@ function failure (res: Response, text: string, doc: unknown): CliError {
  * Call the node's API (PATH includes /api/v1); answers the parsed JSON body ({} when empty), or
  * throws a CliError naming the cause. `wait: false`: no waiting for a node that is starting.
  */
-export async function callApi (opts: NodeOptions, method: string, path: string, body?: unknown, how: { wait?: boolean } = {}): Promise<unknown> {
+export async function callApi (opts: NodeOptions, method: string, path: string, body?: unknown, how: { wait?: boolean; timeoutMs?: number } = {}): Promise<unknown> {
   const base = nodeUrl(opts)
   const tls = clientTls(opts)
   const headers: Record<string, string> = {}

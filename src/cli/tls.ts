@@ -7,6 +7,7 @@
  */
 import { readFileSync } from 'node:fs'
 import { request } from 'node:https'
+import { request as plainRequest } from 'node:http'
 import { Readable } from 'node:stream'
 import { rootCertificates } from 'node:tls'
 import { CliError } from './client.js'
@@ -60,14 +61,16 @@ export async function httpsFetch (url: string | URL, init: RequestInit, tls: Cli
   if (body !== undefined) headers['content-length'] = String(Buffer.byteLength(body))
   const method = init.method ?? 'GET'
   return await new Promise<Response>((resolve, reject) => {
-    const req = request(u, { method, headers, ...tls, timeout: timeoutMs }, (res) => {
+    // http:// too, for a request allowed to wait longer than fetch() waits for an answer (undici: 300 s).
+    const req = (u.protocol === 'http:' ? plainRequest(u, { method, headers, timeout: timeoutMs }, onResponse) : request(u, { method, headers, ...tls, timeout: timeoutMs }, onResponse))
+    function onResponse (res: import('node:http').IncomingMessage): void {
       const h = new Headers()
       for (let i = 0; i + 1 < res.rawHeaders.length; i += 2) h.append(res.rawHeaders[i]!, res.rawHeaders[i + 1]!)
       const status = res.statusCode ?? 502
       const empty = method === 'HEAD' || status === 204 || status === 205 || status === 304
       if (empty) res.resume()
       resolve(new Response(empty ? null : Readable.toWeb(res) as unknown as ReadableStream, { status, statusText: res.statusMessage ?? '', headers: h }))
-    })
+    }
     req.on('timeout', () => { req.destroy(Object.assign(new Error(`no answer within ${timeoutMs / 1000} s`), { code: 'ETIMEDOUT' })) })
     req.on('error', (err) => { reject(Object.assign(new Error('fetch failed'), { cause: err })) })
     req.end(body)

@@ -30,6 +30,7 @@
  * Admin means a user with the admin flag who signed in with a password or a verified TLS client
  * certificate (src/tls/client-cert.ts): access tokens and registry JWTs never carry administrator rights.
  */
+import { longRequest } from './long-request.js'
 import type { Context, Next } from 'koa'
 import Router from '@koa/router'
 import { FlotillaError } from '../../storage/errors.js'
@@ -326,6 +327,7 @@ export function adminRoutes (deps: RegistryDeps) {
   // Audit log
   router.post('/gc', async (ctx) => {
     await requireAdmin(ctx)
+    longRequest(ctx)
     const gc = deps.gc
     if (gc === undefined) throw new FlotillaError('UNAVAILABLE', 'garbage collection is not running on this node yet: retry')
     const b = await jsonBody(ctx)
@@ -393,6 +395,7 @@ export function adminRoutes (deps: RegistryDeps) {
   })
   router.post('/retention/run', async (ctx) => {
     await requireAdmin(ctx)
+    longRequest(ctx)
     const runner = deps.retention?.runner
     if (runner === undefined) throw new FlotillaError('UNAVAILABLE', 'retention is not running on this node yet: retry')
     const b = await jsonBody(ctx)

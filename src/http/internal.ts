@@ -24,6 +24,7 @@
  * The Flotilla-Mirror header, when present, is covered by the signature. (cluster/replication/
  * upload-mirror.ts explains upload chains.)
  */
+import { longRequest } from './long-request.js'
 import type { Context, Next } from 'koa'
 import { checkSignature, ReplayGuard } from '../../net/peer-auth.js'
 import { peerOfRequest, type PeerMetrics } from '../../net/peer-https.js'
@@ -114,7 +115,7 @@ export function internalRoutes (opts: InternalRoutesOptions) {
     }
     if (ctx.path.startsWith('/internal/v1/gc/') && opts.gc !== undefined) {
       if (ctx.path === '/internal/v1/gc/in-use' && ctx.method === 'GET') { ctx.body = { digests: opts.gc.inUse() }; return }
-      if (ctx.path === '/internal/v1/gc/sweep' && ctx.method === 'POST') { ctx.body = await opts.gc.sweep(); return }
+      if (ctx.path === '/internal/v1/gc/sweep' && ctx.method === 'POST') { longRequest(ctx); ctx.body = await opts.gc.sweep(); return }
       if (ctx.path === '/internal/v1/gc/in-use' || ctx.path === '/internal/v1/gc/sweep') throw new FlotillaError('METHOD_NOT_ALLOWED', `${ctx.method} is not allowed on ${ctx.path}`)
     }
     const m = /^\/internal\/v1\/blobs\/([^/]+)$/.exec(ctx.path)

@@ -18,6 +18,7 @@ import { join } from 'node:path'
 import { authFetch, checkImage, pushHttp, pushWorkload, runCli, startNode, startTestCluster, waitFor, type ClusterNode } from '../helpers/cluster.js'
 import { image } from '../helpers/oci.js'
 import { restoreBackup, RestoreRefused } from '../../cluster/backup/restore.js'
+import { manifestAt, sitePeer, siteToken } from '../helpers/sites.js'
 import { verifyBackup } from '../../cluster/backup/archive.js'
 
 interface BackupDoc { dir: string; index: number; blobs: { total: number; copied: number; alreadyThere: number; bytesCopied: number } }
@@ -91,6 +92,22 @@ t.test('backup while 4 clients push, verify, restore, incremental, corruption', 
     const jp: string[] = []
     for (const a of some) jp.push(...await checkImage(joiner.url, creds, a.repo, a.img, a.tag))
     t.same(jp, [], 'the joined node serves the restored images')
+  })
+
+  // Issue 17: "A cluster restored from a backup is then peered with another site." To its peers
+  // it is a new site, whose history (the old feed, tags' versions) is its own.
+  t.test('the restored cluster peers with another site: what it restored and what it takes next reach that site', async (t) => {
+    if (restored === undefined) { t.fail('no restored node'); return }
+    const other = await startTestCluster(t, { size: 1 })
+    const peered = await sitePeer(other, restored.url, await siteToken(c, restored), 'restored')
+    t.equal(peered.code, 0, `site peer with the restored cluster: ${peered.stderr}`)
+    const next = image({ layers: 1, seed: 'after-restore' })
+    t.equal((await pushHttp(restored.url, creds, 'post/restored', next, 'v1')).outcome, 'ok', 'a push at the restored cluster')
+    await waitFor('the restored cluster\'s images at the other site', async () => (await manifestAt(other, other.nodes[0]!, 'post/restored', 'v1')).status === 200 ? true : undefined, 90_000, 250)
+    const problems: string[] = []
+    for (const a of acked.slice(0, 3)) problems.push(...await checkImage(other.nodes[0]!.url, other.credentials, a.repo, a.img, a.tag))
+    problems.push(...await checkImage(other.nodes[0]!.url, other.credentials, 'post/restored', next, 'v1'))
+    t.same(problems, [], 'images restored from the backup, tags included, and one pushed after, at the other site')
   })
 
   t.test('an incremental backup copies only the new blobs', async (t) => {
