@@ -9,16 +9,19 @@ import type { KV, KVOp } from '../../storage/kv/kv.js'
 export async function dumpState (kv: KV): Promise<Uint8Array> {
   const parts: Buffer[] = []
   let size = 0
-  for await (const [k, v] of kv.entries({})) {
-    const kb = Buffer.from(k, 'utf8')
-    const head = Buffer.alloc(4)
-    head.writeUInt32BE(kb.length)
-    const vhead = Buffer.alloc(4)
-    vhead.writeUInt32BE(v.byteLength)
-    parts.push(head, kb, vhead, Buffer.from(v.buffer, v.byteOffset, v.byteLength))
-    size += 8 + kb.length + v.byteLength
-  }
+  for await (const [k, v] of kv.entries({})) size += pushEntry(parts, k, v)
   return Buffer.concat(parts, size)
+}
+
+/** One entry in the dump format, onto `parts`; answers its length. */
+function pushEntry (parts: Buffer[], k: string, v: Uint8Array): number {
+  const kb = Buffer.from(k, 'utf8')
+  const head = Buffer.alloc(4)
+  head.writeUInt32BE(kb.length)
+  const vhead = Buffer.alloc(4)
+  vhead.writeUInt32BE(v.byteLength)
+  parts.push(head, kb, vhead, Buffer.from(v.buffer, v.byteOffset, v.byteLength))
+  return 8 + kb.length + v.byteLength
 }
 
 /** The entries of a dumped state, in order; throws on a truncated dump. */
@@ -41,15 +44,9 @@ export function * decodeState (data: Uint8Array): Generator<[string, Uint8Array]
 /** The dump format for a list of entries (what dumpState writes). */
 export function encodeState (entries: Iterable<[string, Uint8Array]>): Uint8Array {
   const parts: Buffer[] = []
-  for (const [k, v] of entries) {
-    const kb = Buffer.from(k, 'utf8')
-    const head = Buffer.alloc(4)
-    head.writeUInt32BE(kb.length)
-    const vhead = Buffer.alloc(4)
-    vhead.writeUInt32BE(v.byteLength)
-    parts.push(head, kb, vhead, Buffer.from(v.buffer, v.byteOffset, v.byteLength))
-  }
-  return Buffer.concat(parts)
+  let size = 0
+  for (const [k, v] of entries) size += pushEntry(parts, k, v)
+  return Buffer.concat(parts, size)
 }
 
 /** Replace everything in `kv` with the dumped state, in one atomic batch. */

@@ -14,15 +14,8 @@ import { dumpState } from '../../cluster/metadata/snapshot.js'
 import { compareVersions, merge, tick } from '../../cluster/peering/hlc.js'
 import type { PeeringRecord, ShippedChange } from '../../cluster/peering/model.js'
 import type { Command } from '../../cluster/metadata/commands.js'
+import { D1, M, MT, PEER, SITE_A, SITE_B, body } from './fixtures.js'
 
-const D1 = 'sha256:' + '1'.repeat(64)
-const MT = 'application/vnd.oci.image.manifest.v1+json'
-const PEER = '12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN'
-// Site A's id sorts before B's: on a tie of clocks, B's change wins.
-const SITE_A = '00112233aabbccdd'
-const SITE_B = 'ffeeddcc00112233'
-const M = (n: number): string => 'sha256:' + String(n).repeat(64).slice(0, 64)
-const body = (n: number): string => Buffer.from(`{"schemaVersion":2,"n":${n}}`).toString('base64')
 
 interface Site { id: string; sm: MetadataStateMachine; q: MetadataQueries; pq: PeeringQueries; kv: MemoryKV; other: string }
 

@@ -11,14 +11,8 @@ import { PeeringQueries } from '../../cluster/peering/queries.js'
 import { BUCKETS, bucketOf, childrenFirst, diffRepo, repoHash, repairs, summarize, type RepoView } from '../../cluster/peering/summary.js'
 import type { PeeringRecord, PeeringRules, ShippedChange } from '../../cluster/peering/model.js'
 import type { Command } from '../../cluster/metadata/commands.js'
+import { D1, M, MT, PEER, SITE_A, SITE_B, body } from './fixtures.js'
 
-const D1 = 'sha256:' + '1'.repeat(64)
-const MT = 'application/vnd.oci.image.manifest.v1+json'
-const PEER = '12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN'
-const SITE_A = '00112233aabbccdd'
-const SITE_B = 'ffeeddcc00112233'
-const M = (n: number): string => 'sha256:' + String(n).repeat(64).slice(0, 64)
-const body = (n: number): string => Buffer.from(`{"schemaVersion":2,"n":${n}}`).toString('base64')
 const ALL: PeeringRules = { repos: [], direction: 'pull', deletes: false, access: false }
 
 interface Site { id: string; sm: MetadataStateMachine; q: MetadataQueries; pq: PeeringQueries }
