@@ -1,5 +1,5 @@
 /**
- * Cross-site peering lag (issue 11's benchmark; a first cut, on loopback only): two
+ * Cross-site peering lag (issue 11's benchmark): two
  * single-node sites, B peered with A (pull). Prints
  *   - a small image: from the 201 of its manifest PUT at A until B serves it (runs, median, max);
  *   - N small tags pushed back to back at A: from the last 201 until B serves all of them;
