@@ -323,7 +323,9 @@ t.test('a joining node reports its catch-up: log lines off a terminal', async (t
   const log = (await readFile(n2.logFile, 'utf8')).split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { msg?: string; applied?: number; commit?: number })
   const done = log.find((l) => l.msg === 'caught up with the cluster')
   t.ok(done !== undefined, 'the joiner logs that it caught up')
-  t.ok(done!.applied! >= done!.commit! && done!.commit! > 20, `applied ${done?.applied} of ${done?.commit} committed`)
+  // Caught up: applied what was committed when it joined (the fillers included). The cluster may
+  // commit an entry or two meanwhile (the joiner's own promotion), so commit can be a little ahead.
+  t.ok(done!.applied! > 20 && done!.commit! - done!.applied! <= 3, `applied ${done?.applied} of ${done?.commit} committed`)
 })
 
 t.test('catch-up progress on a terminal is a bar of applied against commit', async (t) => {
