@@ -54,6 +54,22 @@ class Tx {
     return [...out].sort()
   }
 
+  /**
+   * Entries under a prefix, lazily (a caller that stops early reads no further), with this
+   * transaction's writes merged: its deletes skipped, its values seen, its new keys last.
+   */
+  async * scan (prefix: string): AsyncIterable<[string, Uint8Array]> {
+    const seen = new Set<string>()
+    for await (const [k, v] of this.kv.entries(prefixRange(prefix))) {
+      seen.add(k)
+      const p = this.pending.get(k)
+      if (p === null) continue
+      yield [k, p ?? v]
+    }
+    const added = [...this.pending].filter(([k, v]) => v !== null && k.startsWith(prefix) && !seen.has(k)).sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0)
+    for (const [k, v] of added) yield [k, v as Uint8Array]
+  }
+
   put (k: string, v: Uint8Array): void { this.pending.set(k, v) }
   putJSON (k: string, v: unknown): void { this.pending.set(k, encodeJSON(v)) }
   del (k: string): void { this.pending.set(k, null) }

@@ -142,3 +142,26 @@ t.test('a collection in batches: each command does at most `limit`, and says whe
   t.same(seen.sort(), [0, 1, 2, 3, 4].map(blob).sort(), 'every blob collected once, over several commands')
   t.same(await refsOf(kv), {}, 'nothing left')
 })
+
+t.test('a batch that unlinks blobs while older orphans wait: every blob is forgotten, none left linked nowhere', async (t) => {
+  // Batches used to take the sorted union of both and stop at the limit: blobs this batch
+  // left unlinked that sorted after the orphans were cut off with no orphan record, and
+  // stayed forever (metadata and bytes).
+  const { kv, sm } = await fresh()
+  for (let i = 0; i < 3; i++) {
+    await sm.apply({ at: 1, command: { type: 'LinkBlob', repo: 'r', digest: blob(i), size: 10, holder: 'n1', at: 1 } })
+    await sm.apply({ at: 1, command: { type: 'UnlinkBlob', repo: 'r', digest: blob(i) } })
+  }
+  for (let i = 7; i < 10; i++) await sm.apply({ at: 2, command: { type: 'LinkBlob', repo: 's', digest: blob(i), size: 10, holder: 'n1', at: 2 } })
+  const seen: string[] = []
+  for (let round = 0; round < 10; round++) {
+    const res = await sm.apply({ at: 9, command: { type: 'CollectGarbage', before: 5, keep: [], limit: 3, at: 9 } }) as { value: { blobs: Array<{ digest: string }>; more: boolean } }
+    seen.push(...res.value.blobs.map((b) => b.digest))
+    if (!res.value.more) break
+  }
+  t.same(seen.sort(), [0, 1, 2, 7, 8, 9].map(blob).sort(), 'the orphans and the blobs unlinked in the batches are all forgotten')
+  const left: string[] = []
+  for await (const [k] of kv.entries(prefixRange('blob\u0000'))) left.push(k)
+  t.same(left, [], 'no blob record is left')
+  t.same(await refsOf(kv), {}, 'nor any GC key')
+})
