@@ -17,6 +17,7 @@
  */
 import type { Context, Next } from 'koa'
 import { FlotillaError } from '../../storage/errors.js'
+import { parseRepositoryName } from '../../storage/reference.js'
 import type { Action } from '../../cluster/access/model.js'
 import { matchRoute } from '../http/routes.js'
 import { dockerActionFor, type Identity } from './identity.js'
@@ -42,6 +43,21 @@ export function scopeFor (repo: string, a: Action): string {
 }
 
 export const CATALOG_SCOPE = 'registry:catalog:*'
+
+/**
+ * The scope to challenge with: a cross-repository mount (end-11, POST …/blobs/uploads/?mount=D&from=R)
+ * needs pull on R as well, so the first challenge names both scopes, as the CNCF registry's does.
+ * A client that follows one challenge only (the OCI conformance suite's reggie) then gets a token
+ * good for the mount instead of a second 401 (insufficient_scope) it never answers.
+ */
+export function challengeScope (ctx: Context, repo: string, scope: string): string {
+  if (ctx.method !== 'POST' || !/\/blobs\/uploads\/?$/.test(ctx.path)) return scope
+  const mount = ctx.query.mount
+  const from = ctx.query.from
+  if (typeof mount !== 'string' || typeof from !== 'string' || from === repo) return scope
+  try { parseRepositoryName(from) } catch { return scope } // a bad name: the handler answers NAME_INVALID
+  return `${scope} repository:${from}:pull`
+}
 
 /** Refuse `action` on `repo` (or on the registry when repo is undefined): 401 + challenge, or 403. */
 export async function refuse (ctx: Context, auth: AuthService, id: Identity, action: Action | 'signin', repo?: string, scope?: string): Promise<never> {
@@ -87,7 +103,7 @@ export function authorizeV2 (auth: AuthService) {
     if (route === undefined) return await next()
     const action = actionFor(ctx.method, path)
     if (action === undefined) throw new FlotillaError('INTERNAL', `no access rule for ${ctx.method} ${path}: every route must have one`)
-    const scope = scopeFor(route.name, action)
+    const scope = challengeScope(ctx, route.name, scopeFor(route.name, action))
     const id = await auth.identify(ctx, scope)
     const allowed = action === 'write' ? id.canPush(route.name) : id.can(route.name, action)
     if (!allowed) return await refuse(ctx, auth, id, action, route.name, scope)

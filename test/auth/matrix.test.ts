@@ -275,6 +275,9 @@ t.test('the 401 challenge names the scope the route needs', async (t) => {
   t.equal(get.headers.get('www-authenticate'), `Bearer realm="${node.url}/token",service="flotilla",scope="repository:${REPO}:pull"`)
   const post = await fetch(`${node.url}/v2/${REPO}/blobs/uploads/`, { method: 'POST' })
   t.equal(post.headers.get('www-authenticate'), `Bearer realm="${node.url}/token",service="flotilla",scope="repository:${REPO}:pull,push"`)
+  // end-11: a mount with `from` needs pull there too, named in the first challenge (one token serves the mount).
+  const mount = await fetch(`${node.url}/v2/${REPO}/blobs/uploads/?mount=${fixtures.img.config.digest}&from=other/thing`, { method: 'POST' })
+  t.equal(mount.headers.get('www-authenticate'), `Bearer realm="${node.url}/token",service="flotilla",scope="repository:${REPO}:pull,push repository:other/thing:pull"`)
   const del = await fetch(`${node.url}/v2/${REPO}/manifests/v1`, { method: 'DELETE' })
   t.equal(del.headers.get('www-authenticate'), `Bearer realm="${node.url}/token",service="flotilla",scope="repository:${REPO}:delete"`)
   const cat = await fetch(`${node.url}/v2/_catalog`)
@@ -286,7 +289,7 @@ t.test('the 401 challenge names the scope the route needs', async (t) => {
   t.match(scoped.headers.get('www-authenticate') ?? '', /scope="repository:team\/app:pull,push",error="insufficient_scope"/)
   const bad = await fetch(`${node.url}/v2/`, { headers: { authorization: auth.tamperedJwt! } })
   t.match(bad.headers.get('www-authenticate') ?? '', /error="invalid_token"/)
-  await Promise.all([get, post, del, cat, base, scoped, bad].map(async (r) => await r.arrayBuffer()))
+  await Promise.all([get, post, mount, del, cat, base, scoped, bad].map(async (r) => await r.arrayBuffer()))
 })
 
 t.test('_catalog lists only what the caller may read', async (t) => {
