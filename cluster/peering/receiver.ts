@@ -13,13 +13,13 @@
 import { multiaddr } from '@multiformats/multiaddr'
 import type { Logger } from 'pino'
 import type { Host } from '../../net/host.js'
-import { sendRequest } from '../../net/request-response.js'
 import { requestStreamed } from '../../net/streamed-response.js'
 import type { BlobStore } from '../../storage/blobs/blob-store.js'
 import { parseDigest, type Digest } from '../../storage/reference.js'
 import type { CommandSink } from '../metadata/applier.js'
 import type { MetadataQueries } from '../metadata/queries.js'
 import type { PeeringQueries } from './queries.js'
+import { askSite } from './ask.js'
 import { receives, type PeeringRecord, type ShippedChange, type SiteMember } from './model.js'
 import { Reconciler, type ReconcilerDeps } from './reconcile.js'
 import type { SummaryReader } from './summary.js'
@@ -220,27 +220,14 @@ export class SiteReceiver {
 
   /** Ask the other site's members in turn, starting with the last that answered. */
   private async ask (p: PeeringRecord, req: PullRequest): Promise<{ answer: Extract<PullAnswer, { site: string }>; from: string }> {
-    let last: Error = new Error(`site ${p.name} has no member with an address`)
-    const n = p.members.length
-    for (let i = 0; i < n; i++) {
-      const idx = (this.preferred + i) % n
-      const m = p.members[idx]!
-      for (const a of m.addrs) {
-        if (this.stopped) throw new Error('stopped')
-        let bytes: Uint8Array
-        try {
-          bytes = await sendRequest(this.d.host(), multiaddr(`${a}/p2p/${m.peerId}`), SITE_PROTOCOL, enc(req), { timeoutMs: WAIT_MS + 30_000, maxAnswerBytes: 64 * 1024 * 1024 })
-        } catch (err) {
-          last = new Error(`cannot reach ${m.peerId} at ${a}: ${err instanceof Error ? err.message : 'the connection was refused or closed (is this site still pinned there?)'}`)
-          continue
-        }
-        const answer = dec<PullAnswer>(bytes)
-        if ('error' in answer) throw new Error(`member ${m.peerId} refused (${answer.error.status}): ${answer.error.message}`)
-        this.preferred = idx
-        return { answer, from: m.peerId }
-      }
-    }
-    throw last
+    const check = (): void => { if (this.stopped) throw new Error('stopped') }
+    const r = await askSite(this.d.host(), p, enc(req), { protocol: SITE_PROTOCOL, timeoutMs: WAIT_MS + 30_000, maxAnswerBytes: 64 * 1024 * 1024, start: this.preferred, check }, (bytes, peerId) => {
+      const answer = dec<PullAnswer>(bytes)
+      if ('error' in answer) throw new Error(`member ${peerId} refused (${answer.error.status}): ${answer.error.message}`)
+      return answer
+    })
+    this.preferred = r.index
+    return r
   }
 
   /**

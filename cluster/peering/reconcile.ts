@@ -26,12 +26,11 @@
  * looked at again.
  */
 import { createHash } from 'node:crypto'
-import { multiaddr } from '@multiformats/multiaddr'
 import type { Logger } from 'pino'
 import type { Host } from '../../net/host.js'
-import { sendRequest } from '../../net/request-response.js'
 import type { CommandSink } from '../metadata/applier.js'
 import type { MetadataQueries } from '../metadata/queries.js'
+import { askSite } from './ask.js'
 import { receives, sends, type PeeringRecord, type ShippedChange } from './model.js'
 import { dec, enc } from './protocol.js'
 import type { PeeringQueries } from './queries.js'
@@ -260,27 +259,14 @@ export class Reconciler {
 
   private async ask<T> (p: PeeringRecord, req: Record<string, unknown>): Promise<{ answer: T; from: string }> {
     const body = enc({ ...req, site: await this.d.siteId() })
-    let last: Error = new Error(`site ${p.name} has no member with an address`)
-    const n = p.members.length
-    for (let i = 0; i < n; i++) {
-      const idx = (this.preferred + i) % n
-      const m = p.members[idx]!
-      for (const a of m.addrs) {
-        let bytes: Uint8Array
-        try {
-          bytes = await sendRequest(this.d.host(), multiaddr(`${a}/p2p/${m.peerId}`), SITE_SUMMARY_PROTOCOL, body, { timeoutMs: REQUEST_TIMEOUT_MS, maxAnswerBytes: 64 * 1024 * 1024 })
-        } catch (err) {
-          last = new Error(`cannot reach ${m.peerId} at ${a}: ${(err as Error).message}`)
-          continue
-        }
-        const answer = dec<T & { site?: string; error?: { status: number; message: string } }>(bytes)
-        if (answer.error !== undefined) throw new Error(`member ${m.peerId} refused (${answer.error.status}): ${answer.error.message}`)
-        if (answer.site !== p.site) throw new Error(`member ${m.peerId} answered as site ${String(answer.site)}, but the peering is with ${p.site}`)
-        this.preferred = idx
-        return { answer, from: m.peerId }
-      }
-    }
-    throw last
+    const r = await askSite(this.d.host(), p, body, { protocol: SITE_SUMMARY_PROTOCOL, timeoutMs: REQUEST_TIMEOUT_MS, maxAnswerBytes: 64 * 1024 * 1024, start: this.preferred }, (bytes, peerId) => {
+      const answer = dec<T & { site?: string; error?: { status: number; message: string } }>(bytes)
+      if (answer.error !== undefined) throw new Error(`member ${peerId} refused (${answer.error.status}): ${answer.error.message}`)
+      if (answer.site !== p.site) throw new Error(`member ${peerId} answered as site ${String(answer.site)}, but the peering is with ${p.site}`)
+      return answer
+    })
+    this.preferred = r.index
+    return r
   }
 
   private async round (): Promise<RoundReport> {
