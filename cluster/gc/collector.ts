@@ -255,25 +255,35 @@ export class Collector {
       let deleted = 0
       let bytes = 0
       let copies = 0
-      let seen = 0
-      let sliceStart = Date.now()
       const held = new Set(this.opts.inUse.list())
-      for await (const info of this.opts.blobs.list()) {
-        if (++seen % SWEEP_SLICE === 0) { await rest(Date.now() - sliceStart); sliceStart = Date.now() }
-        if (await this.opts.queries.blobRecorded(info.digest)) {
-          if (await this.dropCopy(info.digest, held)) {
+      // A slice at a time: one metadata read for the slice, its deletes side by side, then a
+      // rest (a get and an unlink per file, one after another, ran at ~130 files/s on a
+      // loaded machine: longer than the pushes that made the garbage).
+      const slice = async (infos: Array<{ digest: Digest; size: number }>): Promise<void> => {
+        const started = Date.now()
+        const recorded = await this.opts.queries.blobsRecorded(infos.map((i) => i.digest))
+        await Promise.all(infos.filter((i) => !recorded.has(i.digest)).map(async (info) => {
+          if (await this.opts.blobs.collect(info.digest)) {
             deleted++
-            copies++
             bytes += info.size
+            this.opts.log.debug({ digest: info.digest, size: info.size }, 'gc: blob deleted')
           }
-          continue
-        }
-        if (await this.opts.blobs.collect(info.digest)) {
+        }))
+        // Copies outside the placement go one by one: each is a command through the log.
+        for (const info of infos) {
+          if (!recorded.has(info.digest) || !await this.dropCopy(info.digest, held)) continue
           deleted++
+          copies++
           bytes += info.size
-          this.opts.log.debug({ digest: info.digest, size: info.size }, 'gc: blob deleted')
         }
+        await rest(Date.now() - started)
       }
+      let infos: Array<{ digest: Digest; size: number }> = []
+      for await (const info of this.opts.blobs.list()) {
+        infos.push(info)
+        if (infos.length >= SWEEP_SLICE) { await slice(infos); infos = [] }
+      }
+      await slice(infos)
       this.metrics.deleted.inc(deleted)
       this.metrics.freed.inc(bytes)
       this.metrics.copies.inc(copies)

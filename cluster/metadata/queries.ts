@@ -44,6 +44,22 @@ export class MetadataQueries {
     return (await this.kv.get(key.blob(digest))) !== undefined
   }
 
+  /**
+   * Which of `digests` the metadata records: one range read from the least to the greatest
+   * (the sweep asks for a slice of one or two shards at a time), not a get for each.
+   */
+  async blobsRecorded (digests: readonly string[]): Promise<Set<string>> {
+    const out = new Set<string>()
+    if (digests.length === 0) return out
+    const want = new Set(digests)
+    const sorted = [...want].sort()
+    for await (const [k] of this.kv.entries({ gte: key.blob(sorted[0]!), lte: key.blob(sorted[sorted.length - 1]!) })) {
+      const d = lastPart(k)
+      if (want.has(d)) out.add(d)
+    }
+    return out
+  }
+
   async retentionPolicies (): Promise<RetentionPolicy[]> {
     const out: RetentionPolicy[] = []
     for await (const [, v] of this.kv.entries(prefixRange(key.retentionPrefix()))) out.push(decodeJSON<RetentionPolicy>(v))

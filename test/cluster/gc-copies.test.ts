@@ -51,7 +51,8 @@ t.test('a copy kept outside the placement goes once unread for gc.copyIdle; the 
   await sleep(Math.max(0, readAt + IDLE_MS + 500 - Date.now()))
   const second = await gc()
   const swept = second.nodes.find((n) => n.peerId === other.peerId)
-  t.ok((swept?.copies ?? 0) >= 1, `the other node dropped its copy: ${JSON.stringify(swept)}`)
+  // On a slow machine the first sweep already came after gc.copyIdle and dropped it.
+  t.ok((early?.copies ?? 0) + (swept?.copies ?? 0) >= 1, `the other node dropped its copy: ${JSON.stringify([early, swept])}`)
   t.notOk(await hasBlobOnDisk(other.dataDir, layer), 'the copy is gone from its disk')
   t.ok(await hasBlobOnDisk(home.dataDir, layer), 'the placement keeps its copy')
   t.same(second.blobs, [], 'nothing referenced was forgotten')
