@@ -9,6 +9,8 @@
  *   /v2/<name>/manifests/<reference>        end-3, end-7, end-9
  *   /v2/<name>/tags/list                    end-8a/8b
  *   /v2/<name>/referrers/<digest>           end-12a/12b
+ *
+ * A name under a virtual repository's prefix goes through virtual.ts (its members) instead.
  */
 import type { Context, Next } from 'koa'
 import { FlotillaError } from '../../storage/errors.js'
@@ -18,6 +20,8 @@ import * as blobs from './blobs.js'
 import * as uploads from './uploads.js'
 import * as manifests from './manifests.js'
 import * as listing from './listing.js'
+import { catalogThrough, resolveMountSource, throughVirtual, virtualsOf, VirtualMetrics } from './virtual.js'
+import { virtualOwning } from '../../cluster/metadata/virtual.js'
 
 export type Handler = (ctx: Context, deps: RegistryDeps, name: RepositoryName, param: string) => Promise<void>
 
@@ -72,7 +76,7 @@ export function matchRoute (method: string, path: string): RouteMatch | undefine
   return undefined
 }
 
-export function v2Routes (deps: RegistryDeps) {
+export function v2Routes (deps: RegistryDeps, virtualMetrics = new VirtualMetrics()) {
   return async function v2 (ctx: Context, next: Next): Promise<void> {
     const path = ctx.path
     if (path === '/v2' || path === '/v2/') {
@@ -84,11 +88,18 @@ export function v2Routes (deps: RegistryDeps) {
     }
     if (path === '/v2/_catalog') {
       if (ctx.method !== 'GET') throw new FlotillaError('METHOD_NOT_ALLOWED', `${ctx.method} is not allowed on /v2/_catalog`)
-      return await listing.catalog(ctx, deps)
+      const virtuals = await virtualsOf(deps)
+      return virtuals.length === 0 ? await listing.catalog(ctx, deps) : await catalogThrough(ctx, deps, virtuals)
     }
     if (!path.startsWith('/v2/')) return await next()
     const route = matchRoute(ctx.method, path)
     if (route === undefined) throw new FlotillaError('NOT_FOUND', `no such endpoint: ${ctx.method} ${path.slice(0, 200)}`)
+    const virtuals = await virtualsOf(deps)
+    if (virtuals.length > 0) {
+      if (route.handler === uploads.start) await resolveMountSource(ctx, deps, virtuals)
+      const v = virtualOwning(virtuals, route.name)
+      if (v !== undefined) return await throughVirtual(ctx, deps, virtualMetrics, v, route)
+    }
     await route.handler(ctx, deps, route.name, route.param)
   }
 }
