@@ -95,16 +95,18 @@ export async function pullThrough (ctx: Context, deps: RegistryDeps, metrics: Vi
   let miss: FlotillaError | undefined
   let failure: unknown
   for (const m of ok) {
+    // Set first: a blob served from this node's store writes its headers inside the handler.
+    ctx.set('Flotilla-Resolved-Repository', m.repo)
     try {
       await asMember(ctx, name, m.repo, async () => { await handler(ctx, deps, m.repo, param) })
     } catch (err) {
+      ctx.remove('Flotilla-Resolved-Repository')
       // A member that failed (a remote's upstream down) does not hide the members after it;
       // if none serves, its error says more than a miss.
       if (isMiss(err)) miss ??= err; else failure ??= err
       continue
     }
     metrics.resolutions.inc({ virtual: v.name, member: m.prefix })
-    ctx.set('Flotilla-Resolved-Repository', m.repo)
     return
   }
   metrics.misses.inc({ virtual: v.name })
@@ -203,13 +205,15 @@ export async function resolveMountSource (ctx: Context, deps: RegistryDeps, list
   const v = virtualOwning(list, from)
   if (v === undefined) return
   const id = ctx.state.identity as Identity | undefined
-  if (id !== undefined && !id.couldGet(from, 'read')) return
+  if (id !== undefined && !id.can(from, 'read')) return
   for (const member of resolve(v, from).members) {
     if (id !== undefined && !id.couldGet(member, 'read')) continue
     if (await deps.queries.linkedBlob(member, digest) === undefined) continue
     const q = new URLSearchParams(ctx.querystring)
     q.set('from', member)
     ctx.querystring = q.toString()
+    // The credential names the virtual source (a JWT's scope): read there and on the member suffice.
+    if (id !== undefined) ctx.state.identity = id.through(from, member)
     return
   }
 }

@@ -19,7 +19,7 @@ async function fresh (): Promise<{ q: MetadataQueries; apply: (c: Command) => Pr
   const sm = new MetadataStateMachine(kv, { sync: false })
   return { q: new MetadataQueries(kv), apply: async (c) => await sm.apply({ at: 1, command: c }) }
 }
-const put = (v: Partial<VirtualRepo> & { name: string }): Command => ({ type: 'PutVirtual', virtual: { prefix: 'dev/', members: ['team-a/', 'hub/'], defaultMember: 'team-a/', ...v }, at: 1 })
+const put = (v: Partial<VirtualRepo> & { name: string }): Extract<Command, { type: 'PutVirtual' }> => ({ type: 'PutVirtual', virtual: { prefix: 'dev/', members: ['team-a/', 'hub/'], defaultMember: 'team-a/', ...v }, at: 1 })
 
 t.test('resolution order: a name under the prefix stands for each member, in order; pushes go to the default', async (t) => {
   const v: VirtualRepo = { name: 'dev', prefix: 'dev/', members: ['team-a/', 'hub/'], defaultMember: 'team-a/' }
