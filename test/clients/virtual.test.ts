@@ -14,6 +14,7 @@ import t from 'tap'
 import { mkdtemp } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { createHash } from 'node:crypto'
 import { removeTree } from '../helpers/cleanup.js'
 import { busyboxImage, readOciLayout, writeOciLayout, type BuiltImage } from '../helpers/images.js'
 import { containersEnv } from '../helpers/podman.js'
@@ -102,7 +103,7 @@ t.test('virtual repositories through skopeo', { skip }, async (t) => {
     t.same(await page.json(), { name: 'dev/app', tags: ['1'] })
     t.match(page.headers.get('link'), /last=1/, 'paged like any tag list')
     const cat = await (await get('/v2/_catalog')).json() as { repositories: string[] }
-    t.same(cat.repositories, ['dev/app', 'dev/tool', 'hub/app', 'hub/tool', 'team-a/app'])
+    t.same(cat.repositories, ['dev/app', 'dev/tool', 'hub/app', 'hub/tool', 'team-a/app'], 'each member repository once under dev/, beside the members themselves')
   })
 
   await t.test('push redirection: a push through the virtual name lands in the default member', async (t) => {
@@ -151,7 +152,11 @@ t.test('virtual repositories through skopeo', { skip }, async (t) => {
       const res = await get(`/api/v1/virtuals/${name}`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) })
       return { status: res.status, doc: await res.json() }
     }
-    t.match(await putVirtual('ta', { prefix: 'team-a/', members: ['x/'], defaultMember: 'x/' }), { status: 409, doc: { errors: [{ code: 'ALREADY_EXISTS', message: /overlaps team-a\/|stored under team-a\// }] } }, 'a prefix over a local namespace (also dev\'s member)')
+    t.match(await putVirtual('ta', { prefix: 'team-a/', members: ['x/'], defaultMember: 'x/' }), { status: 400, doc: { errors: [{ code: 'BAD_REQUEST', message: /virtual repository dev has member team-a\/, which overlaps team-a\// }] } }, 'a prefix that is a member of another virtual')
+    const blob = Buffer.from('a blob in a local namespace')
+    const up = await reg.fetch(`/v2/other/x/blobs/uploads/?digest=sha256:${createHash('sha256').update(blob).digest('hex')}`, { method: 'POST', headers: { 'content-type': 'application/octet-stream' }, body: blob })
+    t.equal(up.status, 201, 'other/x exists')
+    t.match(await putVirtual('o', { prefix: 'other/', members: ['x/'], defaultMember: 'x/' }), { status: 409, doc: { errors: [{ code: 'ALREADY_EXISTS', message: /repository other\/x is stored under other\// }] } }, 'a prefix over a local namespace')
     t.match(await putVirtual('d2', { prefix: 'dev/x/', members: ['x/'], defaultMember: 'x/' }), { status: 409, doc: { errors: [{ code: 'ALREADY_EXISTS', message: /overlaps dev\/ of virtual repository dev/ }] } })
     t.match(await putVirtual('y', { prefix: 'y', members: ['hub/'], defaultMember: 'hub/' }), { status: 400, doc: { errors: [{ code: 'BAD_REQUEST', message: /must be a repository namespace ending in "\/"/ }] } })
     const res = await get('/api/v1/virtuals/y', { method: 'PUT', headers: { 'content-type': 'application/json' }, body: '[1' })
