@@ -104,6 +104,20 @@ t.test('virtual repositories through skopeo', { skip }, async (t) => {
     t.match(page.headers.get('link'), /last=1/, 'paged like any tag list')
     const cat = await (await get('/v2/_catalog')).json() as { repositories: string[] }
     t.same(cat.repositories, ['dev/app', 'dev/tool', 'hub/app', 'hub/tool', 'team-a/app'], 'each member repository once under dev/, beside the members themselves')
+    // Referrers of one subject: a signature in both members (one entry), an SBOM in hub only.
+    const empty = Buffer.from('{}')
+    const emptyDigest = `sha256:${createHash('sha256').update(empty).digest('hex')}`
+    const referrer = (kind: string): Buffer => Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json', artifactType: kind, config: { mediaType: 'application/vnd.oci.empty.v1+json', digest: emptyDigest, size: 2 }, layers: [{ mediaType: 'application/vnd.oci.empty.v1+json', digest: emptyDigest, size: 2 }], subject: { mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: a1.manifestDigest, size: a1.manifest.length } }))
+    for (const [repo, kinds] of [['team-a/app', ['application/x-signature']], ['hub/app', ['application/x-signature', 'application/x-sbom']]] as const) {
+      t.equal((await reg.fetch(`/v2/${repo}/blobs/uploads/?digest=${emptyDigest}`, { method: 'POST', headers: { 'content-type': 'application/octet-stream' }, body: empty })).status, 201)
+      for (const k of kinds) {
+        const m = referrer(k)
+        const put = await reg.fetch(`/v2/${repo}/manifests/sha256:${createHash('sha256').update(m).digest('hex')}`, { method: 'PUT', headers: { 'content-type': 'application/vnd.oci.image.manifest.v1+json' }, body: m })
+        t.equal(put.status, 201, `${k} in ${repo}`)
+      }
+    }
+    const refs = await (await reg.fetch(`/v2/dev/app/referrers/${a1.manifestDigest}`)).json() as { manifests: Array<{ artifactType: string }> }
+    t.same(refs.manifests.map((d) => d.artifactType).sort(), ['application/x-sbom', 'application/x-signature'], 'referrers merged, each once')
   })
 
   await t.test('push redirection: a push through the virtual name lands in the default member', async (t) => {
