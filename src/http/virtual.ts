@@ -76,12 +76,20 @@ function readable (ctx: Context, v: VirtualRepo, name: string): { all: string[];
   return { all, ok }
 }
 
+/**
+ * Refuse a caller the members: anonymous gets the usual 401 challenge (signing in may help);
+ * anyone else 403 DENIED (a new token for the virtual name would not change the answer),
+ * audited by the authorization middleware's runAs like every refusal made in a handler.
+ */
+async function refuseMember (ctx: Context, deps: RegistryDeps, name: string, action: 'read' | 'write', why: string): Promise<never> {
+  const id = ctx.state.identity as Identity
+  if (id.anonymous) return await refuse(ctx, deps.auth, id, action, name, scopeFor(name, action))
+  throw new FlotillaError('DENIED', `requested access to the resource is denied: ${why}`)
+}
+
 async function refuseMembers (ctx: Context, deps: RegistryDeps, v: VirtualRepo, name: string, all: string[]): Promise<never> {
   const id = ctx.state.identity as Identity
-  return await refuse(ctx, deps.auth, id, 'read', all[0]!, scopeFor(name, 'read')).catch((err: unknown) => {
-    if (err instanceof FlotillaError && err.code === 'DENIED') throw new FlotillaError('DENIED', `requested access to the resource is denied: ${id.user} may read ${name} but none of the repositories virtual ${v.name} resolves it to (${all.join(', ')}): ask for read on one of them`)
-    throw err
-  })
+  return await refuseMember(ctx, deps, name, 'read', `${id.user} may read ${name} but none of the repositories virtual ${v.name} resolves it to (${all.join(', ')}): ask for read on one of them`)
 }
 
 /**
@@ -172,9 +180,7 @@ async function pushThrough (ctx: Context, deps: RegistryDeps, v: VirtualRepo, na
   const member = resolve(v, name).push as RepositoryName
   const id = ctx.state.identity as Identity | undefined
   if (id !== undefined && !id.through(name, member).canPush(member)) {
-    const err = await refuse(ctx, deps.auth, id, 'write', member, scopeFor(name, 'write')).catch((e: unknown) => e)
-    if (err instanceof FlotillaError && err.code === 'DENIED') throw new FlotillaError('DENIED', `requested access to the resource is denied: pushes to ${name} go to ${member} (the default member of virtual ${v.name}), where ${id.user} may not write: ask for write there`)
-    throw err
+    return await refuseMember(ctx, deps, name, 'write', `pushes to ${name} go to ${member} (the default member of virtual ${v.name}), where ${id.user} may not write: ask for write there`)
   }
   await asMember(ctx, name, member, async () => { await route.handler(ctx, deps, member, route.param) })
   keepVirtualName(ctx, member, name)
@@ -184,7 +190,6 @@ async function pushThrough (ctx: Context, deps: RegistryDeps, v: VirtualRepo, na
 /** Dispatch a /v2/<name>/… request whose name lies under virtual `v`. */
 export async function throughVirtual (ctx: Context, deps: RegistryDeps, metrics: VirtualMetrics, v: VirtualRepo, route: RouteMatch): Promise<void> {
   const { name, handler, param } = route
-  if (name.length === v.prefix.length) throw new FlotillaError('NAME_INVALID', `${name} is the prefix of virtual repository ${v.name}: name a repository under it`)
   if (handler === manifests.get || handler === blobs.get) return await pullThrough(ctx, deps, metrics, v, name, handler, param)
   if (handler === listing.tags) return await tagsThrough(ctx, deps, v, name)
   if (handler === listing.referrers) return await referrersThrough(ctx, deps, v, name, param)

@@ -148,6 +148,8 @@ t.test('virtual repositories through skopeo', { skip }, async (t) => {
     const none = await inspect('dev/app:1', `viaonly:${pw}`)
     t.equal(none.digest, undefined, 'read on the virtual name alone is not enough')
     t.match(none.stderr, /denied/i, none.stderr)
+    const audit = await (await get('/api/v1/audit?user=viaonly&outcome=denied')).json() as { entries: Array<{ code?: string }> }
+    t.ok(audit.entries.some((e) => e.code === 'DENIED'), 'the refusal is in the audit log')
     const noVirtual = await inspect('dev/app:1', `membersonly:${pw}`)
     t.equal(noVirtual.digest, undefined, 'read on the members alone is not enough either')
     t.match(noVirtual.stderr, /denied|unauthorized|authentication required/i, noVirtual.stderr)
