@@ -7,7 +7,9 @@
  *                                 name, remote repositories' pull-through included, works here)
  *   GET tags/list, referrers      the members' lists merged, without duplicates (readTagPage)
  *   PUT manifests, uploads        the default member (`team-a/app`); Location headers keep the
- *   (POST/PATCH/PUT/GET/DELETE)   virtual name, so clients keep talking to `dev/app`
+ *   (POST/PATCH/PUT/GET/DELETE)   virtual name, so clients keep talking to `dev/app`; what a
+ *                                 manifest references that only another member has (the client
+ *                                 saw it through the virtual name) is linked in (linkFromMembers)
  *   DELETE manifests, blobs       405: deletes name the member itself
  *   GET /v2/_catalog              each virtual name a member repository gives, merged in
  *
@@ -27,7 +29,7 @@ import type { DescriptorRecord } from '../../cluster/metadata/commands.js'
 import type { Identity } from '../auth/identity.js'
 import { refuse, scopeFor } from '../auth/authorize.js'
 import { MediaType } from '../oci/manifest.js'
-import type { RegistryDeps } from './deps.js'
+import { submit, type RegistryDeps } from './deps.js'
 import type { RouteMatch } from './routes.js'
 import * as manifests from './manifests.js'
 import * as blobs from './blobs.js'
@@ -175,12 +177,53 @@ async function referrersThrough (ctx: Context, deps: RegistryDeps, v: VirtualRep
   ctx.body = JSON.stringify({ schemaVersion: 2, mediaType: MediaType.OciIndex, manifests: [...seen.values()] })
 }
 
+/**
+ * What a manifest pushed through a virtual name references that the default member lacks: the
+ * client saw it through the virtual name (a HEAD answered by another member) and sent nothing.
+ * Each such blob, and child manifest of an index, is linked into the default member from the
+ * first other member the caller may read that has it, as a cross-repository mount would;
+ * anything no member has is left for the state machine to refuse (MANIFEST_BLOB_UNKNOWN).
+ */
+export function linkFromMembers (deps: RegistryDeps, target: RepositoryName, sources: RepositoryName[]): (refs: { blobs: string[]; manifests: string[] }) => Promise<void> {
+  const linkBlobs = async (digests: string[]): Promise<void> => {
+    for (const d of digests) {
+      if (await deps.queries.linkedBlob(target, d) !== undefined) continue
+      for (const s of sources) {
+        const l = await deps.queries.linkedBlob(s, d)
+        if (l === undefined) continue
+        await submit(deps, { type: 'LinkBlob', repo: target, digest: d, size: l.size, mount: true, at: deps.now() })
+        break
+      }
+    }
+  }
+  return async (refs) => {
+    await deps.sink.barrier()
+    await linkBlobs(refs.blobs)
+    for (const d of refs.manifests) {
+      if (await deps.queries.manifest(target, d) !== undefined) continue
+      for (const s of sources) {
+        const rec = await deps.queries.manifest(s, d)
+        const body = rec === undefined ? undefined : await deps.queries.manifestBody(s, d)
+        if (rec === undefined || body === undefined) continue
+        // A child of an index is an image: its own blobs first (children of children are not followed).
+        await linkBlobs(rec.blobs)
+        await submit(deps, { type: 'PutManifest', repo: target, digest: d, body: Buffer.from(body).toString('base64'), mediaType: rec.mediaType, tags: [], blobs: rec.blobs, manifests: rec.manifests, at: deps.now(), ...(rec.subject !== undefined ? { subject: rec.subject } : {}), ...(rec.artifactType !== undefined ? { artifactType: rec.artifactType } : {}), ...(rec.annotations !== undefined ? { annotations: rec.annotations } : {}) })
+        break
+      }
+    }
+  }
+}
+
 /** A push (manifest PUT, upload routes) through a virtual name: the default member's handler. */
 async function pushThrough (ctx: Context, deps: RegistryDeps, v: VirtualRepo, name: RepositoryName, route: RouteMatch): Promise<void> {
   const member = resolve(v, name).push as RepositoryName
   const id = ctx.state.identity as Identity | undefined
   if (id !== undefined && !id.through(name, member).canPush(member)) {
     return await refuseMember(ctx, deps, name, 'write', `pushes to ${name} go to ${member} (the default member of virtual ${v.name}), where ${id.user} may not write: ask for write there`)
+  }
+  if (route.handler === manifests.put) {
+    const sources = readable(ctx, v, name).ok.map((m) => m.repo).filter((r) => r !== member)
+    ctx.state.linkMissing = linkFromMembers(deps, member, sources)
   }
   await asMember(ctx, name, member, async () => { await route.handler(ctx, deps, member, route.param) })
   keepVirtualName(ctx, member, name)

@@ -127,6 +127,13 @@ t.test('virtual repositories through skopeo', { skip }, async (t) => {
     t.equal((await inspect('team-a/app:3')).digest, a3.manifestDigest, 'in team-a/app')
     t.equal((await inspect('hub/app:3')).digest, undefined, 'not in hub/app')
     t.equal((await inspect('dev/app:3')).digest, a3.manifestDigest, 'and pulled back through dev/app')
+    // b1's layers are all in hub/app: through dev/app skopeo sees them (HEAD 200) and uploads
+    // none, so the push must link them into team-a/app from hub/app, as a mount would.
+    const seen = await push(b1, 'dev/app:5')
+    t.equal(seen.code, 0, `a push of blobs the client saw through the virtual name: ${seen.stderr}`)
+    t.equal((await inspect('team-a/app:5')).digest, b1.manifestDigest, 'lands whole in team-a/app')
+    const layer = await get(`/v2/team-a/app/blobs/${b1.layers[b1.layers.length - 1]!.digest}`, { method: 'HEAD' })
+    t.equal(layer.status, 200, 'hub\'s layer is linked in team-a/app now')
     const fresh = await push(b1, 'dev/new:1')
     t.equal(fresh.code, 0, `a new repository through the virtual name: ${fresh.stderr}`)
     t.equal((await inspect('team-a/new:1')).digest, b1.manifestDigest, 'is created in team-a')
