@@ -94,12 +94,23 @@ export function v2Routes (deps: RegistryDeps, virtualMetrics = new VirtualMetric
     if (!path.startsWith('/v2/')) return await next()
     const route = matchRoute(ctx.method, path)
     if (route === undefined) throw new FlotillaError('NOT_FOUND', `no such endpoint: ${ctx.method} ${path.slice(0, 200)}`)
+    // Virtual repositories are read from this node's state without catching up first (that
+    // would cost every request a round); a read that misses has caught up, and looks again below.
     const virtuals = await virtualsOf(deps)
     if (virtuals.length > 0) {
       if (route.handler === uploads.start) await resolveMountSource(ctx, deps, virtuals)
       const v = virtualOwning(virtuals, route.name)
       if (v !== undefined) return await throughVirtual(ctx, deps, virtualMetrics, v, route)
     }
-    await route.handler(ctx, deps, route.name, route.param)
+    try {
+      await route.handler(ctx, deps, route.name, route.param)
+    } catch (err) {
+      // A virtual repository created through another node a moment ago: the handler caught up
+      // with the log (barrier) before it missed, so this node knows it now.
+      const miss = err instanceof FlotillaError && ['MANIFEST_UNKNOWN', 'BLOB_UNKNOWN', 'NAME_UNKNOWN'].includes(err.code)
+      const v = miss && (ctx.method === 'GET' || ctx.method === 'HEAD') ? virtualOwning(await virtualsOf(deps), route.name) : undefined
+      if (v === undefined) throw err
+      return await throughVirtual(ctx, deps, virtualMetrics, v, route)
+    }
   }
 }
