@@ -111,6 +111,8 @@ export async function pullThrough (ctx: Context, deps: RegistryDeps, metrics: Vi
       await asMember(ctx, name, m.repo, async () => { await handler(ctx, deps, m.repo, param) })
     } catch (err) {
       ctx.remove('Flotilla-Resolved-Repository')
+      // Bad input (a malformed digest) is bad in every member: said at once, not a miss.
+      if (err instanceof FlotillaError && err.status === 400) throw err
       // A member that failed (a remote's upstream down) does not hide the members after it;
       // if none serves, its error says more than a miss.
       if (isMiss(err)) miss ??= err; else failure ??= err
