@@ -9,6 +9,7 @@ import type { RetentionPolicy } from '../retention/policy.js'
 import type { Quota } from './quotas.js'
 import type { Hook } from '../hooks/hooks.js'
 import type { PeeringCommand } from '../peering/commands.js'
+import type { VirtualRepo } from './virtual.js'
 
 export interface DescriptorRecord {
   mediaType: string
@@ -103,6 +104,9 @@ export type Command =
   /** Create or replace a storage quota, counting its namespace's usage now (quotas.ts). */
   | { type: 'PutQuota'; quota: Quota; at: number }
   | { type: 'DeleteQuota'; name: string; at: number }
+  /** Create or replace a virtual repository (virtual.ts): a prefix resolved through members. */
+  | { type: 'PutVirtual'; virtual: VirtualRepo; at: number }
+  | { type: 'DeleteVirtual'; name: string; at: number }
   /** Last pulls of manifests, batched by each node (cluster/retention/pulls.ts); a later time wins. */
   | { type: 'RecordPulls'; pulls: Array<{ repo: string; digest: string; at: number }> }
   /** Forget deduplication records of commands proposed before `before` (ms). */

@@ -27,6 +27,7 @@
  *   ├── retention␀<name>                          → RetentionPolicy    cluster/retention/policy.ts
  *   ├── pulled␀<repo>␀<digest>                    → {at}               last pull of a manifest (batched, to the hour)
  *   ├── quota␀<name>, qusage␀<name>, qlink␀<name>␀<digest>                storage quotas and their usage (quotas.ts)
+ *   ├── virtual␀<name>                            → VirtualRepo        virtual repositories: a prefix over members (virtual.ts)
  *   ├── session␀<clientId>                        → {seq, result, at}  deduplication of retried commands
  *   ├── sitepeer␀<name>                           → PeeringRecord      another site peered with this one (cluster/peering/)
  *   ├── siteseq                                   → {seq}              this site's last change-feed sequence

@@ -9,6 +9,7 @@ import type { DescriptorRecord, ManifestRecord, MemberRecord, UploadRecord } fro
 import type { RepoState, RetentionPolicy } from '../retention/policy.js'
 import { qkey, type Quota } from './quotas.js'
 import { hkey, type Delivery, type DeliveryLog, type Hook } from '../hooks/hooks.js'
+import { vkey, type VirtualRepo } from './virtual.js'
 
 export interface Page<T> {
   items: T[]
@@ -93,6 +94,13 @@ export class MetadataQueries {
       const q = decodeJSON<Quota>(v)
       out.push({ ...q, usedBytes: (await this.json<{ bytes: number }>(qkey.usage(q.name)))?.bytes ?? 0 })
     }
+    return out
+  }
+
+  /** The virtual repositories (virtual.ts), by name. */
+  async virtuals (): Promise<VirtualRepo[]> {
+    const out: VirtualRepo[] = []
+    for await (const [, v] of this.kv.entries(prefixRange(vkey.virtualPrefix()))) out.push(decodeJSON<VirtualRepo>(v))
     return out
   }
 

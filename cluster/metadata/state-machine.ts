@@ -17,6 +17,7 @@ import { collect, maintainRefs, rebuildRefs } from './refs.js'
 import { checkPolicy } from '../retention/policy.js'
 import { deleteQuota, maintainQuotas, putQuota } from './quotas.js'
 import { deleteHook, putHook, queueEvents, recordResult } from '../hooks/hooks.js'
+import { deleteVirtual, guardVirtualNames, putVirtual } from './virtual.js'
 import { isPeeringCommand } from '../peering/commands.js'
 import { appendFeed, applyPeering } from '../peering/apply.js'
 import type { Command, CommandResult, DescriptorRecord, Envelope, ManifestRecord, MemberRecord, UploadRecord } from './commands.js'
@@ -171,6 +172,7 @@ export class MetadataStateMachine {
     if (result.ok) {
       await maintainRefs(tx, at)
       await maintainQuotas(tx)
+      await guardVirtualNames(tx)
     }
     return result
   }
@@ -294,6 +296,11 @@ export class MetadataStateMachine {
         return { ok: true, value: await putQuota(tx, c.quota) }
       case 'DeleteQuota':
         await deleteQuota(tx, c.name)
+        return { ok: true }
+      case 'PutVirtual':
+        return { ok: true, value: await putVirtual(tx, c.virtual) }
+      case 'DeleteVirtual':
+        await deleteVirtual(tx, c.name)
         return { ok: true }
       case 'RecordPulls': {
         for (const p of c.pulls) {

@@ -80,6 +80,19 @@ export class Identity {
     return this.subjectCan(repo, a)
   }
 
+  /**
+   * This identity for a request made through virtual repository name `alias` and served by
+   * member repository `member` (src/http/virtual.ts): on `member` it may do what it may do on
+   * `alias` (the credential's scope names the virtual name only) and what its subject could get
+   * on `member` itself; elsewhere it is unchanged. Both rights are needed, never one alone.
+   */
+  through (alias: string, member: string): Identity {
+    const limit = (repo: string, a: Action): boolean => repo === member
+      ? this.can(alias, a) && this.couldGet(member, a)
+      : this.limit === undefined || this.limit(repo, a)
+    return new Identity(this.user, this.via, this.subjectAdmin, this.grants, limit, this.tokenId, this.baseLimit)
+  }
+
   /** Push: write, or annotate (referrers only; the manifest handler checks which). */
   canPush (repo: string): boolean {
     return this.can(repo, 'write') || this.can(repo, 'annotate')

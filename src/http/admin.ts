@@ -26,6 +26,7 @@
  *   GET    /quotas                          admin          PUT /quotas/:name {repositories, maxBytes}  DELETE /quotas/:name  (admin)
  *   GET    /retention                       admin          PUT /retention/:name {repositories, …}  DELETE /retention/:name  (admin)
  *   POST   /retention/run {dryRun?, policy?}  admin        (cluster/retention/)
+ *   GET    /virtuals                        anyone signed in   PUT /virtuals/:name {prefix, members, defaultMember}  DELETE /virtuals/:name  (admin)
  *
  * Admin means a user with the admin flag who signed in with a password or a verified TLS client
  * certificate (src/tls/client-cert.ts): access tokens and registry JWTs never carry administrator rights.
@@ -46,6 +47,7 @@ import type { RegistryDeps } from './deps.js'
 import { checkPolicy, type RetentionPolicy } from '../../cluster/retention/policy.js'
 import { checkQuota, type Quota } from '../../cluster/metadata/quotas.js'
 import { checkHook, type Hook } from '../../cluster/hooks/hooks.js'
+import { checkVirtual, type VirtualRepo } from '../../cluster/metadata/virtual.js'
 
 export const API_PREFIX = '/api/v1'
 
@@ -375,6 +377,24 @@ export function adminRoutes (deps: RegistryDeps) {
   router.delete('/quotas/:name', async (ctx) => {
     await requireAdmin(ctx)
     await auth.submitAudited({ type: 'DeleteQuota', name: ctx.params.name!, at: deps.now() })
+    ok(ctx)
+  })
+  // Virtual repositories (cluster/metadata/virtual.ts): anyone signed in may see how names resolve.
+  router.get('/virtuals', async (ctx) => {
+    me(ctx)
+    await deps.sink.barrier()
+    ok(ctx, { virtuals: await deps.queries.virtuals() })
+  })
+  router.put('/virtuals/:name', async (ctx) => {
+    await requireAdmin(ctx)
+    const virtual = { ...await jsonBody(ctx), name: ctx.params.name } as unknown as VirtualRepo
+    checkVirtual(virtual)
+    const r = await auth.submitAudited({ type: 'PutVirtual', virtual, at: deps.now() }) as { created: boolean }
+    ok(ctx, { virtual, created: r.created }, r.created ? 201 : 200)
+  })
+  router.delete('/virtuals/:name', async (ctx) => {
+    await requireAdmin(ctx)
+    await auth.submitAudited({ type: 'DeleteVirtual', name: ctx.params.name!, at: deps.now() })
     ok(ctx)
   })
   router.get('/retention', async (ctx) => {

@@ -8,6 +8,7 @@ import type { Logger } from 'pino'
 import { Registry as MetricsRegistry, Counter, Histogram, collectDefaultMetrics, type Metric } from 'prom-client'
 import { errors, registryHeaders, requestLog, singleHost } from './middleware.js'
 import { v2Routes } from './routes.js'
+import { VirtualMetrics } from './virtual.js'
 import { tokenRoutes } from './token.js'
 import { adminRoutes } from './admin.js'
 import { authorizeV2 } from '../auth/authorize.js'
@@ -94,6 +95,8 @@ export function createApp (opts: AppOptions): Koa {
   for (const m of opts.deps.hooks?.all() ?? []) metrics.registry.registerMetric(m)
   for (const m of opts.metrics ?? []) metrics.registry.registerMetric(m)
   for (const m of opts.backups?.all() ?? []) metrics.registry.registerMetric(m)
+  const virtualMetrics = new VirtualMetrics()
+  for (const m of virtualMetrics.all()) metrics.registry.registerMetric(m)
   if (opts.sites !== undefined) for (const m of Object.values(opts.sites.metrics)) metrics.registry.registerMetric(m)
   if (opts.sites !== undefined) for (const m of Object.values(opts.sites.ops.metrics) as Array<Metric<string>>) metrics.registry.registerMetric(m)
   app.use(requestLog(opts.log))
@@ -167,6 +170,6 @@ export function createApp (opts: AppOptions): Koa {
   app.use(adminRoutes(opts.deps))
   app.use(registryHeaders)
   app.use(authorizeV2(opts.deps.auth))
-  app.use(v2Routes(opts.deps))
+  app.use(v2Routes(opts.deps, virtualMetrics))
   return app
 }

@@ -9,7 +9,7 @@ import type { RegistryDeps } from './deps.js'
 
 const MAX_PAGE = 10_000
 
-function pageParams (ctx: Context): { n?: number; last?: string } {
+export function pageParams (ctx: Context): { n?: number; last?: string } {
   const out: { n?: number; last?: string } = {}
   const n = ctx.query.n
   if (n !== undefined) {
@@ -24,15 +24,25 @@ function pageParams (ctx: Context): { n?: number; last?: string } {
   return out
 }
 
-function nextLink (path: string, n: number, last: string): string {
+export function nextLink (path: string, n: number, last: string): string {
   return `<${path}?n=${n}&last=${encodeURIComponent(last)}>; rel="next"`
+}
+
+/**
+ * A page of one repository's tags, or undefined when the registry does not know the
+ * repository: the per-repository read behind a tag list (a virtual repository calls it for
+ * each member, src/http/virtual.ts). The caller has caught up (barrier).
+ */
+export async function readTagPage (deps: RegistryDeps, name: RepositoryName, page: { n?: number; last?: string }): Promise<{ items: string[]; more: boolean } | undefined> {
+  if (!await deps.queries.repoExists(name)) return undefined
+  return page.n === 0 ? { items: [], more: false } : await deps.queries.tags(name, page)
 }
 
 export async function tags (ctx: Context, deps: RegistryDeps, name: RepositoryName): Promise<void> {
   const page = pageParams(ctx)
   await deps.sink.barrier()
-  if (!await deps.queries.repoExists(name)) throw new FlotillaError('NAME_UNKNOWN', `repository ${name} is not known to this registry`, { name })
-  const result = page.n === 0 ? { items: [], more: false } : await deps.queries.tags(name, page)
+  const result = await readTagPage(deps, name, page)
+  if (result === undefined) throw new FlotillaError('NAME_UNKNOWN', `repository ${name} is not known to this registry`, { name })
   if (result.more) ctx.set('Link', nextLink(`/v2/${name}/tags/list`, page.n!, result.items[result.items.length - 1]!))
   ctx.status = 200
   ctx.body = { name, tags: result.items }

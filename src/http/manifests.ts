@@ -109,6 +109,8 @@ export async function put (ctx: Context, deps: RegistryDeps, name: RepositoryNam
   // GC leaves the referenced blobs alone while this PUT is under way (cluster/gc/collector.ts).
   const release = deps.gc?.inUse.hold([...parsed.blobs, ...parsed.manifests])
   try {
+    // Pushed through a virtual name (virtual.ts): what the client saw there is linked in first.
+    await (ctx.state.linkMissing as ((refs: { blobs: string[]; manifests: string[] }) => Promise<void>) | undefined)?.(parsed)
     await commitManifest(deps, name, parsed, cmd)
   } finally {
     release?.()

@@ -1,7 +1,7 @@
 /**
  * The OpenAPI 3.1 document of the admin HTTP API, served at GET /api/v1/openapi.json:
  *
- *   /api/v1/…          users, groups, permission targets, access tokens, immutable tags,
+ *   /api/v1/…          users, groups, permission targets, access tokens, immutable tags, virtual repositories,
  *                      promotion, the audit log (admin.ts)
  *   /api/v1/cluster/…  status, join tokens, joining, leaving, member removal (cluster-api.ts)
  *   /api/v1/sites/…    cross-site peering: tokens, peerings, their status (sites.ts)
@@ -381,6 +381,36 @@ const paths: Record<string, PathItem> = {
       errors: [403, 404],
     }),
   },
+  [`${API_PREFIX}/virtuals`]: {
+    get: op({
+      operationId: 'listVirtuals',
+      tags: ['virtual repositories'],
+      summary: 'List the virtual repositories',
+      description: 'Anyone signed in.',
+      ok: { 200: answer('The virtual repositories', listOf('virtuals', 'VirtualRepository')) },
+    }),
+  },
+  [`${API_PREFIX}/virtuals/{name}`]: {
+    put: op({
+      operationId: 'putVirtual',
+      tags: ['virtual repositories'],
+      summary: 'Create or replace a virtual repository',
+      description: ADMIN + ' A pull of <prefix>X resolves to <member>X for each member in order (the first that has it serves); a push goes to <defaultMember>X. Refused (409) when the prefix overlaps another virtual\'s prefix or names stored repositories; refused (400) when a member is or overlaps a virtual prefix (a virtual in a virtual).',
+      parameters: [pathName('name', 'virtual repository')],
+      requestBody: body({ type: 'object', required: ['prefix', 'members', 'defaultMember'], properties: { prefix: { type: 'string', pattern: '/$', examples: ['dev/'] }, members: { type: 'array', minItems: 1, maxItems: 32, items: { type: 'string', pattern: '/$' }, examples: [['team-a/', 'hub/']] }, defaultMember: { type: 'string', examples: ['team-a/'] } } }),
+      ok: { 200: answer('Replaced', { type: 'object', properties: { virtual: schema('VirtualRepository'), created: { type: 'boolean' } } }), 201: answer('Created', { type: 'object', properties: { virtual: schema('VirtualRepository'), created: { type: 'boolean' } } }) },
+      errors: [400, 403, 409],
+    }),
+    delete: op({
+      operationId: 'deleteVirtual',
+      tags: ['virtual repositories'],
+      summary: 'Remove a virtual repository (its members and their images stay)',
+      description: ADMIN,
+      parameters: [pathName('name', 'virtual repository')],
+      ok: { 200: done },
+      errors: [403, 404],
+    }),
+  },
   [`${API_PREFIX}/retention`]: {
     get: op({
       operationId: 'listRetention',
@@ -616,6 +646,7 @@ export const OPENAPI_DOCUMENT: OpenApiDocument = {
     { name: 'immutable tags', description: 'Repositories whose tags, once pushed, never move.' },
     { name: 'promotion', description: 'Copying images between repositories without pulling and pushing.' },
     { name: 'maintenance', description: 'Garbage collection.' },
+    { name: 'virtual repositories', description: 'Name prefixes resolved through an ordered list of member repositories.' },
     { name: 'audit', description: 'The audit log.' },
     { name: 'cluster', description: 'Cluster membership (/api/v1/cluster).' },
     { name: 'sites', description: 'Cross-site peering (/api/v1/sites).' },
@@ -764,6 +795,16 @@ export const OPENAPI_DOCUMENT: OpenApiDocument = {
           repositories: { type: 'array', items: { type: 'string' } },
           maxBytes: { type: 'integer' },
           usedBytes: { type: 'integer', description: 'Distinct blobs linked into the namespace, each counted once.' },
+        },
+      },
+      VirtualRepository: {
+        type: 'object',
+        required: ['name', 'prefix', 'members', 'defaultMember'],
+        properties: {
+          name: { type: 'string' },
+          prefix: { type: 'string', description: 'Repository names under it are virtual, e.g. dev/.' },
+          members: { type: 'array', items: { type: 'string' }, description: 'Member prefixes (local namespaces or remote repositories), in resolution order.' },
+          defaultMember: { type: 'string', description: 'The member pushes through the virtual name go to.' },
         },
       },
       RetentionPolicy: {

@@ -9,6 +9,8 @@
  *   /v2/<name>/manifests/<reference>        end-3, end-7, end-9
  *   /v2/<name>/tags/list                    end-8a/8b
  *   /v2/<name>/referrers/<digest>           end-12a/12b
+ *
+ * A name under a virtual repository's prefix goes through virtual.ts (its members) instead.
  */
 import type { Context, Next } from 'koa'
 import { FlotillaError } from '../../storage/errors.js'
@@ -18,6 +20,8 @@ import * as blobs from './blobs.js'
 import * as uploads from './uploads.js'
 import * as manifests from './manifests.js'
 import * as listing from './listing.js'
+import { catalogThrough, resolveMountSource, throughVirtual, virtualsOf, VirtualMetrics } from './virtual.js'
+import { virtualOwning } from '../../cluster/metadata/virtual.js'
 
 export type Handler = (ctx: Context, deps: RegistryDeps, name: RepositoryName, param: string) => Promise<void>
 
@@ -72,7 +76,7 @@ export function matchRoute (method: string, path: string): RouteMatch | undefine
   return undefined
 }
 
-export function v2Routes (deps: RegistryDeps) {
+export function v2Routes (deps: RegistryDeps, virtualMetrics = new VirtualMetrics()) {
   return async function v2 (ctx: Context, next: Next): Promise<void> {
     const path = ctx.path
     if (path === '/v2' || path === '/v2/') {
@@ -84,11 +88,29 @@ export function v2Routes (deps: RegistryDeps) {
     }
     if (path === '/v2/_catalog') {
       if (ctx.method !== 'GET') throw new FlotillaError('METHOD_NOT_ALLOWED', `${ctx.method} is not allowed on /v2/_catalog`)
-      return await listing.catalog(ctx, deps)
+      const virtuals = await virtualsOf(deps)
+      return virtuals.length === 0 ? await listing.catalog(ctx, deps) : await catalogThrough(ctx, deps, virtuals)
     }
     if (!path.startsWith('/v2/')) return await next()
     const route = matchRoute(ctx.method, path)
     if (route === undefined) throw new FlotillaError('NOT_FOUND', `no such endpoint: ${ctx.method} ${path.slice(0, 200)}`)
-    await route.handler(ctx, deps, route.name, route.param)
+    // Virtual repositories are read from this node's state without catching up first (that
+    // would cost every request a round); a read that misses has caught up, and looks again below.
+    const virtuals = await virtualsOf(deps)
+    if (virtuals.length > 0) {
+      if (route.handler === uploads.start) await resolveMountSource(ctx, deps, virtuals)
+      const v = virtualOwning(virtuals, route.name)
+      if (v !== undefined) return await throughVirtual(ctx, deps, virtualMetrics, v, route)
+    }
+    try {
+      await route.handler(ctx, deps, route.name, route.param)
+    } catch (err) {
+      // A virtual repository created through another node a moment ago: the handler caught up
+      // with the log (barrier) before it missed, so this node knows it now.
+      const miss = err instanceof FlotillaError && ['MANIFEST_UNKNOWN', 'BLOB_UNKNOWN', 'NAME_UNKNOWN'].includes(err.code)
+      const v = miss && (ctx.method === 'GET' || ctx.method === 'HEAD') ? virtualOwning(await virtualsOf(deps), route.name) : undefined
+      if (v === undefined) throw err
+      return await throughVirtual(ctx, deps, virtualMetrics, v, route)
+    }
   }
 }
