@@ -316,7 +316,7 @@ export function registerAdminCommands (program: Command): void {
       // terminal. A password to ask for is asked before it starts.
       await credentials(o)
       const doc = await spinner(`${o.move === true ? 'moving' : 'promoting'} ${src} to ${dst}`, async () => await api(o, 'POST', '/promote', { from: src, to: dst, move: o.move === true, ...(o.properties !== undefined ? { properties: o.properties } : {}) })) as { digest: string; manifests: string[]; blobs: number; referrers: number; properties?: number }
-      show(o, doc, () => `${o.move === true ? 'moved' : 'promoted'} ${src} to ${dst} (${doc.digest}): ${doc.manifests.length} manifest(s), ${doc.blobs} blob(s), ${doc.referrers} referrer(s), ${doc.properties ?? 0} propert${doc.properties === 1 ? 'y' : 'ies'}\n`)
+      show(o, doc, () => `${o.move === true ? 'moved' : 'promoted'} ${src} to ${dst} (${doc.digest}): ${doc.manifests.length} manifest(s), ${doc.blobs} blob(s), ${doc.referrers} referrer(s)${(doc.properties ?? 0) > 0 ? `, ${doc.properties!} user propert${doc.properties === 1 ? 'y' : 'ies'}` : ''}\n`)
     })
 
   const hook = program.command('hook').description('webhooks: registry events POSTed to a URL, signed and retried (admin)')
