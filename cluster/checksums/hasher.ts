@@ -4,7 +4,9 @@
  * its file once and feeds both hashes.
  *
  * The workers run a small CommonJS body from a string (no loader or build step: the same code
- * under tsx and compiled), with no execArgv of the parent's.
+ * under tsx and compiled), with no execArgv of the parent's, each at a low priority (nice 19 by
+ * default, on Linux per thread): a push must not slow down for them, so on a busy machine the
+ * checksums wait for spare CPU rather than take it from uploads.
  */
 import { Worker } from 'node:worker_threads'
 import { createHash } from 'node:crypto'
@@ -13,9 +15,13 @@ import type { Readable } from 'node:stream'
 export interface FileSums { sha1: string; md5: string; size: number }
 
 const WORKER = `
-const { parentPort } = require('node:worker_threads')
+const { parentPort, workerData } = require('node:worker_threads')
 const { createHash } = require('node:crypto')
-const { openSync, readSync, closeSync } = require('node:fs')
+const { openSync, readSync, closeSync, readlinkSync } = require('node:fs')
+const { setPriority } = require('node:os')
+// Linux: this thread's own nice value (/proc/thread-self names its thread id), so that hashing
+// yields the CPU to request handling whenever both want it. Elsewhere it runs at the process's.
+try { setPriority(Number(readlinkSync('/proc/thread-self').split('/').pop()), workerData.nice) } catch {}
 const buf = Buffer.allocUnsafe(1 << 20)
 parentPort.on('message', ({ id, path }) => {
   let fd
@@ -52,12 +58,12 @@ export class HashPool {
   private next = 1
   private closed = false
 
-  constructor (readonly size: number) {
+  constructor (readonly size: number, private readonly nice = 19) {
     for (let i = 0; i < Math.max(1, size); i++) this.slots.push(this.spawn())
   }
 
   private spawn (): Slot {
-    const worker = new Worker(WORKER, { eval: true, execArgv: [] })
+    const worker = new Worker(WORKER, { eval: true, execArgv: [], workerData: { nice: this.nice } })
     worker.unref()
     const slot: Slot = { worker, job: undefined }
     worker.on('message', (m: { id: number; sha1?: string; md5?: string; size?: number; error?: string; code?: string }) => {
