@@ -22,7 +22,7 @@ import { waitFor } from '../helpers/cluster.js'
 
 const SELF = 'peer-self'
 
-async function setup (t: { teardown: (fn: () => Promise<void>) => void }): Promise<{ kv: MemoryKV; blobs: FsBlobStore; svc: ChecksumService; submitted: Command[]; apply: (c: Command) => Promise<CommandResult> }> {
+async function setup (t: { teardown: (fn: () => Promise<void>) => void }, deferMs = 60_000, flushMs = 50): Promise<{ kv: MemoryKV; blobs: FsBlobStore; svc: ChecksumService; submitted: Command[]; apply: (c: Command) => Promise<CommandResult> }> {
   const dir = await mkdtemp(join(tmpdir(), 'flotilla-checksums-'))
   const kv = new MemoryKV()
   await kv.open()
@@ -32,7 +32,7 @@ async function setup (t: { teardown: (fn: () => Promise<void>) => void }): Promi
   const applier = new LocalApplier(sm)
   const submitted: Command[] = []
   const svc = new ChecksumService({
-    kv, blobs, peerId: SELF, log: pino({ level: 'silent' }), workers: 1, flushMs: 50, deferMs: 60_000, backfillBytesPerSecond: 0, backfillIntervalMs: 0,
+    kv, blobs, peerId: SELF, log: pino({ level: 'silent' }), workers: 1, flushMs, deferMs, backfillBytesPerSecond: 0, backfillIntervalMs: 0,
     sink: { submit: async (c) => { submitted.push(c); return await applier.submit(c) }, barrier: async () => await applier.barrier() },
   })
   // What the node does: every applied command goes to the service.
@@ -44,7 +44,9 @@ async function setup (t: { teardown: (fn: () => Promise<void>) => void }): Promi
 const sums = (b: Buffer): { sha1: string; md5: string } => ({ sha1: createHash('sha1').update(b).digest('hex'), md5: createHash('md5').update(b).digest('hex') })
 
 t.test('blobs this node committed are hashed after the commit and recorded together', async (t) => {
-  const { kv, blobs, svc, submitted, apply } = await setup(t)
+  // No flush on a timer here (the 2-node test covers it): the three are flushed at once, once computed.
+  const { kv, blobs, svc, submitted, apply } = await setup(t, 60_000, 600_000)
+  const computed = async (): Promise<number> => (await svc.computed.get()).values.find((v) => v.labels.why === 'commit')?.value ?? 0
   const data = [randomBytes(3 * 1024 * 1024), randomBytes(1000), randomBytes(10)]
   const digests: string[] = []
   for (const d of data) {
@@ -52,13 +54,13 @@ t.test('blobs this node committed are hashed after the commit and recorded toget
     digests.push(info.digest)
     await apply({ type: 'LinkBlob', repo: 'team/app', digest: info.digest, size: info.size, holder: SELF, at: 1 })
   }
-  for (const [i, d] of digests.entries()) {
-    t.same(await waitFor(`sums of blob ${i}`, async () => await checksumsOf(kv, d), 30_000), sums(data[i]!), `blob ${i}: node:crypto's sums`)
-  }
-  const records = submitted.filter((c) => c.type === 'RecordChecksums')
-  t.ok(records.length < data.length, `batched: ${records.length} command(s) for ${data.length} blobs`)
-  t.equal(await svc.computed.get().then((m) => m.values.find((v) => v.labels.why === 'commit')?.value), 3)
+  await waitFor('three blobs hashed', async () => await computed() === 3 ? true : undefined, 30_000)
+  t.equal(svc.backlog(), 3, 'computed, not recorded yet')
+  await svc.flush()
+  t.equal(submitted.filter((c) => c.type === 'RecordChecksums').length, 1, 'one command for the three')
+  for (const [i, d] of digests.entries()) t.same(await checksumsOf(kv, d), sums(data[i]!), `blob ${i}: node:crypto's sums`)
   t.equal(svc.backlog(), 0)
+  t.equal((await svc.bytesHashed.get()).values[0]?.value, data.reduce((n, d) => n + d.length, 0), 'bytes hashed counted')
 })
 
 t.test('a blob another node committed, or mounted here, is not hashed here', async (t) => {
@@ -72,6 +74,22 @@ t.test('a blob another node committed, or mounted here, is not hashed here', asy
   await waitFor('the marker recorded', async () => submitted.some((c) => c.type === 'RecordChecksums') ? true : undefined, 30_000)
   const recorded = submitted.flatMap((c) => c.type === 'RecordChecksums' ? c.sums.map((s) => s.digest) : [])
   t.same(recorded, [marker.digest])
+})
+
+t.test('a blob that arrived here otherwise (another site, a fetch) is hashed after a delay if nobody has', async (t) => {
+  const { kv, blobs, svc, apply } = await setup(t, 100)
+  const data = randomBytes(5000)
+  const info = await blobs.ingest(Readable.from([data]))
+  await apply({ type: 'AddHolder', digest: info.digest, size: info.size, peerId: SELF })
+  t.same(await waitFor('sums of the arrival', async () => await checksumsOf(kv, info.digest), 30_000), sums(data))
+  t.equal(await svc.computed.get().then((m) => m.values.find((v) => v.labels.why === 'arrival')?.value), 1)
+  // One whose sums some other node recorded meanwhile is not hashed again.
+  const known = await blobs.ingest(Readable.from([randomBytes(100)]))
+  await apply({ type: 'AddHolder', digest: known.digest, size: known.size, peerId: SELF })
+  await apply({ type: 'RecordChecksums', sums: [{ digest: known.digest, sha1: 'a'.repeat(40), md5: 'b'.repeat(32) }] })
+  await new Promise((resolve) => setTimeout(resolve, 500))
+  t.same(await checksumsOf(kv, known.digest), { sha1: 'a'.repeat(40), md5: 'b'.repeat(32) })
+  t.equal(await svc.computed.get().then((m) => m.values.find((v) => v.labels.why === 'arrival')?.value), 1)
 })
 
 t.test('older blobs without sums are backfilled when this node is their first holder', async (t) => {
