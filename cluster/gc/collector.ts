@@ -86,6 +86,9 @@ export interface GcReport {
   nodes: NodeSweep[]
   /** Members that did not answer: they sweep when they come back. */
   pending: string[]
+  /** How long the collection's commands took (ms, rests included), and then the sweeps on every node. */
+  collectMs?: number
+  sweepMs?: number
 }
 
 export interface MemberLink {
@@ -194,6 +197,7 @@ export class Collector {
       return { ...report, unlinked: value.unlinked.length, blobs: value.blobs, bytes: value.bytes }
     }
     // In batches, so that pushes keep committing between them.
+    const collectStart = Date.now()
     for (;;) {
       const t0 = Date.now()
       const res = await sink.submit({ type: 'CollectGarbage', before, keep: [...keep].sort(), limit: COLLECT_BATCH, at })
@@ -206,8 +210,10 @@ export class Collector {
       await rest(Date.now() - t0)
     }
     const value = report
+    report.collectMs = Date.now() - collectStart
     this.metrics.blobs.inc(value.blobs.length)
-    log.info({ unlinked: report.unlinked, blobs: value.blobs.length, bytes: value.bytes, graceMs }, 'gc: collection committed')
+    log.info({ unlinked: report.unlinked, blobs: value.blobs.length, bytes: value.bytes, graceMs, ms: report.collectMs }, 'gc: collection committed')
+    const sweepStart = Date.now()
     const sweeps = await Promise.all([
       this.sweep().then((r): NodeSweep => ({ peerId: this.opts.peerId, ok: true, ...r })),
       ...members.others().filter((p) => !pending.includes(p)).map(async (p): Promise<NodeSweep> => {
@@ -220,6 +226,7 @@ export class Collector {
       }),
     ])
     report.nodes = sweeps
+    report.sweepMs = Date.now() - sweepStart
     for (const s of sweeps) if (!s.ok) report.pending.push(s.peerId)
     return report
   }

@@ -891,6 +891,8 @@ export const OPENAPI_DOCUMENT: OpenApiDocument = {
           keptDigests: { type: 'array', items: { type: 'string' }, description: 'The first 1,000 of them.' },
           nodes: { type: 'array', items: { type: 'object', properties: { peerId: { type: 'string' }, ok: { type: 'boolean' }, deleted: { type: 'integer' }, bytes: { type: 'integer' }, error: { type: 'string' } } }, description: 'What each node deleted from its disk.' },
           pending: { type: 'array', items: { type: 'string' }, description: 'Nodes that did not answer: they delete their bytes when they come back.' },
+          collectMs: { type: 'integer', description: 'How long the collection\'s commands took, in ms (paced: rests included). Not in a dry run.' },
+          sweepMs: { type: 'integer', description: 'How long the sweeps on every node took after it, in ms. Not in a dry run.' },
         },
       },
       Promotion: {
