@@ -16,6 +16,7 @@ import { applyAccess, applyAudited, guardImmutable } from '../access/apply.js'
 import { collect, maintainRefs, rebuildRefs } from './refs.js'
 import { checkPolicy } from '../retention/policy.js'
 import { deleteQuota, maintainQuotas, putQuota } from './quotas.js'
+import { maintainSearch, rebuildSearch } from './search-index.js'
 import { deleteHook, putHook, queueEvents, recordResult } from '../hooks/hooks.js'
 import { isPeeringCommand } from '../peering/commands.js'
 import { appendFeed, applyPeering } from '../peering/apply.js'
@@ -155,6 +156,7 @@ export class MetadataStateMachine {
     if (result.ok) {
       await maintainRefs(tx, at)
       await maintainQuotas(tx)
+      await maintainSearch(tx)
     }
     return result
   }
@@ -251,6 +253,8 @@ export class MetadataStateMachine {
       }
       case 'RebuildRefs':
         return { ok: true, value: await rebuildRefs(tx, c.at) }
+      case 'RebuildSearchIndex':
+        return { ok: true, value: await rebuildSearch(tx) }
       case 'CollectGarbage': {
         if (await tx.get(key.refsVersion()) === undefined) throw new FlotillaError('UNAVAILABLE', 'reference counts are not built yet: the collector rebuilds them first (RebuildRefs), retry')
         return { ok: true, value: await collect(tx, c.before, new Set(c.keep), c.limit ?? Infinity) }

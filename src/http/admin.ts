@@ -26,6 +26,8 @@
  *   GET    /quotas                          admin          PUT /quotas/:name {repositories, maxBytes}  DELETE /quotas/:name  (admin)
  *   GET    /retention                       admin          PUT /retention/:name {repositories, …}  DELETE /retention/:name  (admin)
  *   POST   /retention/run {dryRun?, policy?}  admin        (cluster/retention/)
+ *   GET    /search?q=&name=&tag=&prop=…&n=&cursor=   anyone signed in: matches in repositories they may read (search.ts)
+ *   GET    /latest/REPO?by=semver|time&match=&prop=   read on REPO
  *
  * Admin means a user with the admin flag who signed in with a password or a verified TLS client
  * certificate (src/tls/client-cert.ts): access tokens and registry JWTs never carry administrator rights.
@@ -46,6 +48,7 @@ import type { RegistryDeps } from './deps.js'
 import { checkPolicy, type RetentionPolicy } from '../../cluster/retention/policy.js'
 import { checkQuota, type Quota } from '../../cluster/metadata/quotas.js'
 import { checkHook, type Hook } from '../../cluster/hooks/hooks.js'
+import { searchRoutes } from './search.js'
 
 export const API_PREFIX = '/api/v1'
 
@@ -323,6 +326,9 @@ export function adminRoutes (deps: RegistryDeps) {
     const value = await auth.submitAudited(c)
     ok(ctx, value)
   })
+
+  // Search and latest versions (search.ts)
+  searchRoutes(router, deps, me)
 
   // Audit log
   router.post('/gc', async (ctx) => {
