@@ -29,9 +29,10 @@ export type AccessCommand =
   /**
    * Copy an image (a manifest, an index's children, and all their referrers) from one
    * repository to another without moving a byte of blob data; `move` then removes it from
-   * the source. Reads the source as the state stands when the command is applied.
+   * the source. Reads the source as the state stands when the command is applied. `properties`:
+   * the manifests' user properties come too (cluster/metadata/properties.ts); absent: they do not.
    */
-  | { type: 'Promote'; from: string; digest: string; to: string; tags: string[]; move: boolean; fromTag?: string; at: number }
+  | { type: 'Promote'; from: string; digest: string; to: string; tags: string[]; move: boolean; fromTag?: string; properties?: boolean; at: number }
 
 /** Wraps any command with who asked: applied together with its audit entry, in one batch. */
 export interface AuditedCommand<C> { type: 'Audited'; actor: AuditActor; command: C }

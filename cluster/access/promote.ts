@@ -11,6 +11,7 @@ import { key } from '../metadata/keys.js'
 import type { CommandResult, DescriptorRecord, ManifestRecord } from '../metadata/commands.js'
 import type { AccessCommand } from './commands.js'
 import type { TxLike } from './apply.js'
+import { copyUserProperties } from '../metadata/properties.js'
 
 type Promote = Extract<AccessCommand, { type: 'Promote' }>
 
@@ -55,6 +56,9 @@ export async function applyPromote (tx: TxLike, c: Promote): Promise<CommandResu
     tx.put(key.body(c.to, d), body)
   }
   for (const { subject, desc } of referrers) tx.putJSON(key.referrer(c.to, subject, desc.digest), desc)
+  // Read-only properties follow the manifest records; user properties only when asked.
+  let properties = 0
+  if (c.properties === true) for (const d of manifests.keys()) properties += await copyUserProperties(tx, c.from, c.to, d)
   for (const tag of c.tags) {
     const old = await tx.getJSON<{ digest: string }>(key.tag(c.to, tag))
     if (old !== undefined && old.digest !== c.digest) tx.del(key.tagsOf(c.to, old.digest, tag))
@@ -75,5 +79,5 @@ export async function applyPromote (tx: TxLike, c: Promote): Promise<CommandResu
       if (rec.subject !== undefined) tx.del(key.referrer(c.from, rec.subject, d))
     }
   }
-  return { ok: true, value: { digest: c.digest, manifests: [...manifests.keys()], blobs: blobs.size, referrers: referrers.length } }
+  return { ok: true, value: { digest: c.digest, manifests: [...manifests.keys()], blobs: blobs.size, referrers: referrers.length, properties } }
 }

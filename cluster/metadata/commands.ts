@@ -9,6 +9,7 @@ import type { RetentionPolicy } from '../retention/policy.js'
 import type { Quota } from './quotas.js'
 import type { Hook } from '../hooks/hooks.js'
 import type { PeeringCommand } from '../peering/commands.js'
+import type { PropertyCommand } from './properties.js'
 
 export interface DescriptorRecord {
   mediaType: string
@@ -29,6 +30,8 @@ export interface ManifestRecord {
   subject?: string
   artifactType?: string
   annotations?: Record<string, string>
+  /** Labels and annotations of the image config (read-only properties, properties.ts). */
+  labels?: Record<string, string>
 }
 
 export interface UploadRecord {
@@ -65,6 +68,8 @@ export type Command =
     subject?: string
     artifactType?: string
     annotations?: Record<string, string>
+    /** The image config's labels and annotations, when the config blob was small and at hand. */
+    labels?: Record<string, string>
     at: number
   }
   | { type: 'DeleteTag'; repo: string; tag: string }
@@ -73,6 +78,8 @@ export type Command =
   | AccessCommand
   /** Cross-site peerings, and changes received from another site: cluster/peering/. */
   | PeeringCommand
+  /** Properties of manifests, checksums of blobs: properties.ts. */
+  | PropertyCommand
   /** Any command, applied together with an audit entry naming who asked (cluster/access/apply.ts). */
   | AuditedCommand<Command>
   /** Create the cluster's shared secret (signs join tokens); once, by the founding node. */

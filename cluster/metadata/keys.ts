@@ -38,7 +38,11 @@
  *   ├── sitetrim                                  → {seq, at}          this site's feed is trimmed through seq (SiteTrimFeed)
  *   ├── hlc                                       → {l, c}             this site's hybrid logical clock (cluster/peering/hlc.ts)
  *   ├── tagver␀<repo>␀<tag>                       → {l, c, s, deleted?} the version of a tag's last write or delete (hlc.ts)
- *   └── sitelanded␀<origin>␀<repo>␀<tag>          → {digest, seq, originAt, at}  when a tag from another site last landed here (site explain)
+ *   ├── sitelanded␀<origin>␀<repo>␀<tag>          → {digest, seq, originAt, at}  when a tag from another site last landed here (site explain)
+ *   ├── prop␀<repo>␀<digest>␀<key>␀<value>        → {user?, ro?}       a manifest's properties, user-set or read-only (properties.ts)
+ *   ├── propidx␀<key>␀<value>␀<repo>␀<digest>     → {user?, ro?}       the same, inverted: manifests by property
+ *   ├── sum␀<digest>                              → {sha1, md5}        a blob's SHA-1 and MD5 (hex)
+ *   └── sumidx␀sha1|md5␀<hex>␀<digest>            → {}                 blobs by checksum
  */
 const SEP = '\u0000'
 
@@ -92,6 +96,15 @@ export const key = {
   siteAck: (site: string): string => `siteack${SEP}${site}`,
   siteLanded: (origin: string, repo: string, tag: string): string => `sitelanded${SEP}${origin}${SEP}${repo}${SEP}${tag}`,
   siteTrim: (): string => 'sitetrim',
+  prop: (repo: string, digest: string, k: string, v: string): string => `prop${SEP}${repo}${SEP}${digest}${SEP}${k}${SEP}${v}`,
+  propPrefix: (repo: string, digest: string): string => `prop${SEP}${repo}${SEP}${digest}${SEP}`,
+  propKeyPrefix: (repo: string, digest: string, k: string): string => `prop${SEP}${repo}${SEP}${digest}${SEP}${k}${SEP}`,
+  propIndex: (k: string, v: string, repo: string, digest: string): string => `propidx${SEP}${k}${SEP}${v}${SEP}${repo}${SEP}${digest}`,
+  propIndexKeyPrefix: (k: string): string => `propidx${SEP}${k}${SEP}`,
+  propIndexValuePrefix: (k: string, v: string): string => `propidx${SEP}${k}${SEP}${v}${SEP}`,
+  sum: (digest: string): string => `sum${SEP}${digest}`,
+  sumIndex: (alg: 'sha1' | 'md5', hex: string, digest: string): string => `sumidx${SEP}${alg}${SEP}${hex}${SEP}${digest}`,
+  sumIndexPrefix: (alg: 'sha1' | 'md5', hex: string): string => `sumidx${SEP}${alg}${SEP}${hex}${SEP}`,
 }
 
 /** The parts of a key after its first (its kind): `[repo, digest]` for `link␀<repo>␀<digest>`. */

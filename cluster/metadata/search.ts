@@ -20,10 +20,11 @@ import type { ManifestRecord } from './commands.js'
 import { createdOf, pad, sx, type NumKind } from './search-index.js'
 import { globRegExp, inRange, literalPrefix, textMatches, type Criterion, type Query, type Range } from './search-query.js'
 import { compareSemver, semver } from '../retention/policy.js'
+import { blobsByChecksum, manifestsWithProperty, propertiesOf } from './properties.js'
 
 const SEP = '\u0000'
 
-/** Properties and checksums (cluster/metadata/properties.ts), when this build has them. */
+/** Properties and checksums (cluster/metadata/properties.ts); a seam for unit tests. */
 export interface PropertySource {
   propertiesOf (repo: string, digest: string): Promise<Array<{ key: string; values: string[] }>>
   manifestsWithProperty (key: string, value?: string): AsyncIterable<{ repo: string; digest: string }>
@@ -88,7 +89,14 @@ class Candidate {
 const COST = { digest: 1, checksum: 2, nameExact: 5, tagExact: 10, propEq: 20, namePrefix: 50, tagPrefix: 100, name: 300, typeExact: 2000, range: 5000, propAny: 5000, typeGlob: 8000, tagAny: 50000, all: Infinity }
 
 export class MetadataSearch {
-  constructor (private readonly kv: KV, private readonly properties?: PropertySource) {}
+  private readonly properties: PropertySource
+  constructor (private readonly kv: KV, properties?: PropertySource) {
+    this.properties = properties ?? {
+      propertiesOf: async (repo, digest) => await propertiesOf(kv, repo, digest),
+      manifestsWithProperty: (k, value) => manifestsWithProperty(kv, k, value),
+      blobsByChecksum: async (alg, hex) => await blobsByChecksum(kv, alg, hex),
+    }
+  }
 
   async json<T> (k: string): Promise<T | undefined> {
     const v = await this.kv.get(k)
@@ -96,7 +104,6 @@ export class MetadataSearch {
   }
 
   props (): PropertySource {
-    if (this.properties === undefined) throw new FlotillaError('BAD_REQUEST', 'this registry has no properties or checksums yet: prop:, sha1: and md5: criteria are not available')
     return this.properties
   }
 
@@ -319,7 +326,7 @@ export class MetadataSearch {
     if (created !== undefined) h.createdAt = created
     const pulled = await m.pulled()
     if (pulled !== undefined) h.pulledAt = pulled
-    if (withProperties && this.properties !== undefined) h.properties = Object.fromEntries((await m.properties()).map((p) => [p.key, p.values]))
+    if (withProperties) h.properties = Object.fromEntries((await m.properties()).map((p) => [p.key, p.values]))
     return h
   }
 

@@ -20,6 +20,7 @@ import { maintainSearch, rebuildSearch } from './search-index.js'
 import { deleteHook, putHook, queueEvents, recordResult } from '../hooks/hooks.js'
 import { isPeeringCommand } from '../peering/commands.js'
 import { appendFeed, applyPeering } from '../peering/apply.js'
+import { applyProperties, isPropertyCommand, maintainProperties } from './properties.js'
 import type { Command, CommandResult, DescriptorRecord, Envelope, ManifestRecord, MemberRecord, UploadRecord } from './commands.js'
 
 const enc = new TextEncoder()
@@ -156,6 +157,7 @@ export class MetadataStateMachine {
     if (result.ok) {
       await maintainRefs(tx, at)
       await maintainQuotas(tx)
+      await maintainProperties(tx)
       await maintainSearch(tx)
     }
     return result
@@ -165,6 +167,8 @@ export class MetadataStateMachine {
     if (c.type === 'Audited') return await applyAudited(tx, c, async (inner) => await this.exec(tx, inner))
     if (isAccessCommand(c)) return await applyAccess(tx, c)
     if (isPeeringCommand(c)) return await applyPeering(tx, c, async (inner) => await this.exec(tx, inner))
+    // Properties describe an image; an immutable tag does not freeze them.
+    if (isPropertyCommand(c)) return await applyProperties(tx, c)
     await guardImmutable(tx, c)
     switch (c.type) {
       case 'CreateUpload': {
@@ -349,6 +353,9 @@ export class MetadataStateMachine {
     if (c.subject !== undefined) rec.subject = c.subject
     if (c.artifactType !== undefined) rec.artifactType = c.artifactType
     if (c.annotations !== undefined) rec.annotations = c.annotations
+    // A manifest put again without them (a tag moved by another site) keeps its config's labels.
+    const labels = c.labels ?? (await tx.getJSON<ManifestRecord>(key.manifest(c.repo, c.digest)))?.labels
+    if (labels !== undefined) rec.labels = labels
     tx.putJSON(key.manifest(c.repo, c.digest), rec)
     tx.put(key.body(c.repo, c.digest), body)
     for (const tag of c.tags) {
