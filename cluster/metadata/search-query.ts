@@ -233,7 +233,7 @@ export function parseQuery (src: string, now: number): Query {
   }
   if (toks.length === 0) bad(1, 'the query is empty: give at least one criterion, e.g. name:team/*')
   const q = parseOr()
-  if (i < toks.length) bad(toks[i]!.pos, `unexpected ${JSON.stringify(toks[i]!.text.slice(0, 40))}`)
+  if (i < toks.length) bad(toks[i]!.pos, toks[i]!.kind === ')' ? 'unexpected ): no ( to close' : `unexpected ${JSON.stringify(toks[i]!.text.slice(0, 40))}`)
   return q
 }
 
