@@ -9,6 +9,7 @@ import { RegistryNode, type JoinTarget } from './node.js'
 import { clusterCommands } from './cli/cluster.js'
 import { CliError } from './cli/client.js'
 import { registerAdminCommands } from './cli/admin.js'
+import { propCommands } from './cli/props.js'
 import { siteCommands } from './cli/sites.js'
 import { parseJoinAddress } from '../cluster/join.js'
 import { joinTokenExpiry } from '../cluster/join-token.js'
@@ -152,6 +153,7 @@ function httpsJoinFetch (base: string, tls: ClientTls): JoinFetch {
 }
 
 registerAdminCommands(program)
+propCommands(program)
 clusterCommands(program)
 certCommands(program)
 siteCommands(program)

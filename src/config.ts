@@ -39,6 +39,12 @@
  *     advertise: (p2p address)   FLOTILLA_SITES_ADVERTISE --sites-advertise ADDR  (HOST:PORT or multiaddr other sites dial; cluster/peering/)
  *     reconcileInterval: 5m      FLOTILLA_SITES_RECONCILE_INTERVAL             (a receiving site compares summary hashes with the other this often; 0: only behind a trimmed feed)
  *     feedRetain: 100000         FLOTILLA_SITES_FEED_RETAIN                    (the most change-feed entries kept; acknowledged ones go sooner)
+ *   properties:
+ *     promote: true              FLOTILLA_PROMOTE_PROPERTIES                   (a promotion carries user properties unless it says otherwise)
+ *   checksums:                                                                 (SHA-1 and MD5 of every blob, cluster/checksums/)
+ *     enabled: true              FLOTILLA_CHECKSUMS                            (false: this node computes none; others' still arrive)
+ *     workers: 1                 FLOTILLA_CHECKSUM_WORKERS                     (worker threads hashing at once)
+ *     backfillMiBps: 64          FLOTILLA_CHECKSUM_BACKFILL_MIBPS              (pace of hashing older blobs with none; 0: unpaced)
  *   auth: …                    FLOTILLA_AUTH_*, FLOTILLA_INITIAL_ADMIN_PASSWORD  (src/auth/config.ts)
  *   (env only)                   FLOTILLA_FAULT_INJECTION=1                  (tests only: /api/v1/debug/partition)
  *   (join only)                  FLOTILLA_CA_CERT         --ca-cert FILE       (flotilla join https://…: trust this CA for the
@@ -152,6 +158,22 @@ export const ConfigSchema = z.object({
      */
     feedRetain: z.number().int().min(1).default(100_000),
   }).strict().default({ reconcileInterval: '5m', feedRetain: 100_000 }),
+  /** Properties of manifests (cluster/metadata/properties.ts). */
+  properties: z.object({
+    /** Whether `flotilla promote` (POST /api/v1/promote) carries user properties when the request does not say. */
+    promote: z.boolean().default(true),
+  }).strict().default({ promote: true }),
+  /**
+   * SHA-1 and MD5 of every blob (cluster/checksums/service.ts), computed by the node that
+   * committed it in worker threads right after the commit, off the request path.
+   */
+  checksums: z.object({
+    enabled: z.boolean().default(true),
+    /** Worker threads hashing at once (each reads a file once for both sums, MD5 at ~600 MiB/s a core). */
+    workers: z.number().int().min(1).max(64).default(1),
+    /** How fast older blobs found without sums are hashed in the background, MiB/s; 0: unpaced. */
+    backfillMiBps: z.number().min(0).default(64),
+  }).strict().default({ enabled: true, workers: 1, backfillMiBps: 64 }),
   /** Authentication and access control: src/auth/config.ts. */
   auth: AuthConfigSchema,
   /** Tests only, from FLOTILLA_FAULT_INJECTION (never from the file): serve /api/v1/debug/* (src/http/debug.ts). */
@@ -209,6 +231,10 @@ const ENV: Array<[string, string[], (s: string) => unknown]> = [
   ['FLOTILLA_SITES_ADVERTISE', ['sites', 'advertise'], (s) => s],
   ['FLOTILLA_SITES_RECONCILE_INTERVAL', ['sites', 'reconcileInterval'], (s) => s],
   ['FLOTILLA_SITES_FEED_RETAIN', ['sites', 'feedRetain'], (s) => Number(s)],
+  ['FLOTILLA_PROMOTE_PROPERTIES', ['properties', 'promote'], (s) => s === 'true' || s === '1' ? true : s === 'false' || s === '0' ? false : s],
+  ['FLOTILLA_CHECKSUMS', ['checksums', 'enabled'], (s) => s === 'true' || s === '1' ? true : s === 'false' || s === '0' ? false : s],
+  ['FLOTILLA_CHECKSUM_WORKERS', ['checksums', 'workers'], (s) => Number(s)],
+  ['FLOTILLA_CHECKSUM_BACKFILL_MIBPS', ['checksums', 'backfillMiBps'], (s) => Number(s)],
   ['FLOTILLA_FAULT_INJECTION', ['faultInjection'], (s) => s === 'true' || s === '1' ? true : s === 'false' || s === '0' ? false : s],
   ...AUTH_ENV,
   ...TLS_ENV,

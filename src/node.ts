@@ -52,6 +52,8 @@ import { createPeerCredentials } from '../net/peer-https.js'
 import { startPeerPort, type PeerPort } from './peer-port.js'
 import { BackupSessions } from '../cluster/backup/sessions.js'
 import { SearchService } from './http/search.js'
+import { ChecksumService } from '../cluster/checksums/service.js'
+import { propertyChanges } from './http/properties.js'
 
 export interface JoinTarget {
   /** Any member's HTTP URL, or its libp2p multiaddr ending in /p2p/<peer id> (cluster/join.ts). */
@@ -90,6 +92,8 @@ export class RegistryNode {
   disk: DiskWatch | undefined
   /** Online backups this node serves (cluster/backup/sessions.ts). */
   backups: BackupSessions | undefined
+  /** SHA-1 and MD5 of the blobs this node commits (cluster/checksums/); undefined when checksums.enabled is false. */
+  checksums: ChecksumService | undefined
   /** Sizes of record-less upload sessions at the last sweep (undefined before the first). */
   private orphans: Map<string, number> | undefined
 
@@ -181,6 +185,7 @@ export class RegistryNode {
       sink: { submit: async (c) => await applierOf(cluster).submit(c), barrier: async () => await applierOf(cluster).barrier() },
       log,
       limits: { manifestMaxBytes: config.limits.manifestMaxBytes },
+      promoteProperties: config.properties.promote,
       deleteEnabled: config.storage.delete,
       now: () => Date.now(),
       auth: createAuthService(config.auth, kv, log, { submit: async (c) => await deps.sink.submit(c), barrier: async () => await deps.sink.barrier() }, undefined, certificateUser(config.tls)),
@@ -198,6 +203,7 @@ export class RegistryNode {
     node.disk = disk
     self = node
     node.backups = new BackupSessions({ kv, sink: deps.sink, inUse, nodeId, conf: () => cluster.status().conf })
+    if (config.checksums.enabled) node.checksums = new ChecksumService({ kv, blobs, sink: deps.sink, peerId: nodeId, log, workers: config.checksums.workers, backfillBytesPerSecond: config.checksums.backfillMiBps * 2 ** 20 })
     return node
   }
 
@@ -309,6 +315,7 @@ export class RegistryNode {
     cluster.onApplied = (command, result) => {
       const c = command.type === 'Audited' ? command.command : command
       if (!result.ok) return
+      this.checksums?.onApplied(c)
       if (c.type === 'LinkBlob' || c.type === 'AddHolder') {
         // The metadata knows the blob now: GC's sweep no longer needs its fresh mark to keep it.
         deps.blobs.settle(c.digest as Digest)
@@ -377,7 +384,7 @@ export class RegistryNode {
     // Headers up to 64 KiB (Node's default is 16): the first chunk of an upload chain names the
     // rest of the chain, 53 bytes a peer (cluster/replication/upload-mirror.ts, MAX_CHAIN).
     const api = this.api = await createApiServer(this.config.tls, this.log, { requestTimeout: 0, headersTimeout: 60_000, keepAliveTimeout: 65_000, maxHeaderSize: 64 * 1024 })
-    const app = createApp({ deps: this.deps, log: this.log, ready: () => this.ready && this.cluster.ready(), started: () => this.ready, cluster: this.cluster, sites: this.sites, replicationBacklog: () => this.replicator?.backlog() ?? 0, replicationMetrics: this.replicationMetrics, mirrors, ...(this.faults !== undefined ? { faults: this.faults } : {}), metrics: [...api.metrics, ...(this.disk?.all() ?? []), this.backlogGauge], ...(this.backups !== undefined ? { backups: this.backups } : {}) })
+    const app = createApp({ deps: this.deps, log: this.log, ready: () => this.ready && this.cluster.ready(), started: () => this.ready, cluster: this.cluster, sites: this.sites, replicationBacklog: () => this.replicator?.backlog() ?? 0, replicationMetrics: this.replicationMetrics, mirrors, ...(this.faults !== undefined ? { faults: this.faults } : {}), metrics: [...api.metrics, ...(this.disk?.all() ?? []), this.backlogGauge, propertyChanges, ...(this.checksums?.metrics() ?? [])], ...(this.backups !== undefined ? { backups: this.backups } : {}) })
     const handler = app.callback()
     const server = api.server
     server.on('request', handler)
@@ -426,6 +433,7 @@ export class RegistryNode {
     this.sweeper = setInterval(() => { this.sweepUploads().catch((err: unknown) => this.log.error({ err }, 'upload sweep failed')) }, 3600_000)
     this.sweeper.unref()
     this.startGc()
+    this.checksums?.start()
     this.ready = true
     this.log.info({ listen: this.config.listen, peer: this.peerPort.url, p2p: this.cluster.p2pAddrs(), data: resolve(this.config.data), nodeId: this.nodeId }, 'flotilla node serving')
   }
@@ -438,6 +446,8 @@ export class RegistryNode {
     this.backups?.stop()
     this.deps.retention?.pulls.stop()
     this.deps.hooks?.stop()
+    // Sums computed and not yet recorded are worth a moment; the backfill finds any it loses.
+    await Promise.race([this.checksums?.stop(), new Promise((resolve) => setTimeout(resolve, 2000).unref())])
     // Worth a moment, not a hang: without a quorum the pulls are simply not recorded.
     await Promise.race([this.deps.retention?.pulls.flush().catch(() => {}), new Promise((resolve) => setTimeout(resolve, 2000).unref())])
     this.api?.close()

@@ -17,7 +17,8 @@ export interface Page<T> {
 }
 
 export class MetadataQueries {
-  constructor (private readonly kv: KV) {}
+  /** The metadata store, for reads kept in their own modules (e.g. properties.ts). */
+  constructor (readonly kv: KV) {}
 
   private async json<T> (k: string): Promise<T | undefined> {
     const v = await this.kv.get(k)

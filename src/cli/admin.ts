@@ -10,7 +10,7 @@
  *                | set NAME --repo PATTERN… [--allow-user NAME=ACTIONS…] [--allow-group NAME=ACTIONS…]
  *   flotilla token list [--owner USER] | create NAME --scope PATTERN=ACTIONS… [--expires 30d] [--owner USER] | revoke ID
  *   flotilla immutable list | add PATTERN | rm PATTERN
- *   flotilla promote SRC:TAG DST[:TAG] [--move]
+ *   flotilla promote SRC:TAG DST[:TAG] [--move] [--properties|--no-properties]
  *   flotilla gc [--dry-run] [--grace DURATION]
  *   flotilla quota set NAME --repos P… --max SIZE | list | rm NAME
  *   flotilla hook set NAME --url URL --events E,… [--repos P…] [--secret-stdin] | list | rm NAME | deliveries NAME
@@ -309,12 +309,14 @@ export function registerAdminCommands (program: Command): void {
 
   withConn(program.command('promote <src> <dst>').description('copy SRC:TAG (or SRC@DIGEST) to DST[:TAG] server-side, with its referrers'))
     .option('--move', 'also remove it from the source')
-    .action(async (src: string, dst: string, o: Conn & { move?: boolean }) => {
+    .option('--properties', 'carry the manifests\' user properties (the node\'s default: properties.promote, on unless set off)')
+    .option('--no-properties', 'leave user properties behind (read-only ones, the image\'s annotations and labels, always come)')
+    .action(async (src: string, dst: string, o: Conn & { move?: boolean; properties?: boolean }) => {
       // One request, applied as one command: nothing to count while it runs, so a spinner on a
       // terminal. A password to ask for is asked before it starts.
       await credentials(o)
-      const doc = await spinner(`${o.move === true ? 'moving' : 'promoting'} ${src} to ${dst}`, async () => await api(o, 'POST', '/promote', { from: src, to: dst, move: o.move === true })) as { digest: string; manifests: string[]; blobs: number; referrers: number }
-      show(o, doc, () => `${o.move === true ? 'moved' : 'promoted'} ${src} to ${dst} (${doc.digest}): ${doc.manifests.length} manifest(s), ${doc.blobs} blob(s), ${doc.referrers} referrer(s)\n`)
+      const doc = await spinner(`${o.move === true ? 'moving' : 'promoting'} ${src} to ${dst}`, async () => await api(o, 'POST', '/promote', { from: src, to: dst, move: o.move === true, ...(o.properties !== undefined ? { properties: o.properties } : {}) })) as { digest: string; manifests: string[]; blobs: number; referrers: number; properties?: number }
+      show(o, doc, () => `${o.move === true ? 'moved' : 'promoted'} ${src} to ${dst} (${doc.digest}): ${doc.manifests.length} manifest(s), ${doc.blobs} blob(s), ${doc.referrers} referrer(s), ${doc.properties ?? 0} propert${doc.properties === 1 ? 'y' : 'ies'}\n`)
     })
 
   const hook = program.command('hook').description('webhooks: registry events POSTed to a URL, signed and retried (admin)')

@@ -18,7 +18,10 @@
  *   DELETE /tokens/:id                      admin, its owner (password/certificate), or the token itself   (revoke)
  *   GET    /immutable                       anyone signed in
  *   PUT    /immutable {pattern}             admin          DELETE /immutable?pattern=P  (admin)
- *   POST   /promote {from, to, move?}       read on from, write on to (+ delete on from to move)
+ *   POST   /promote {from, to, move?, properties?}  read on from, write on to (+ delete on from to move);
+ *                                          properties: user properties come too (default: the node's properties.promote)
+ *   GET    /properties?image=  PUT /properties  DELETE /properties?image=&property=   read / annotate (properties.ts)
+ *   GET    /checksums/:digest               anyone signed in: a blob's SHA-1 and MD5 (properties.ts)
  *   GET    /audit?user=&action=&repo=&outcome=&since=&until=&before=&limit=   admin
  *   POST   /gc {dryRun?, graceSeconds?}     admin          (cluster/gc/collector.ts)
  *   GET    /hooks                           admin          PUT /hooks/:name {url, secret, events, repositories}  DELETE /hooks/:name  (admin)
@@ -49,6 +52,7 @@ import { checkPolicy, type RetentionPolicy } from '../../cluster/retention/polic
 import { checkQuota, type Quota } from '../../cluster/metadata/quotas.js'
 import { checkHook, type Hook } from '../../cluster/hooks/hooks.js'
 import { searchRoutes } from './search.js'
+import { propertyRoutes } from './properties.js'
 
 export const API_PREFIX = '/api/v1'
 
@@ -313,6 +317,7 @@ export function adminRoutes (deps: RegistryDeps) {
     const from = parseImageRef(str(b, 'from')!)
     const to = parseImageRef(str(b, 'to')!)
     const move = bool(b, 'move') ?? false
+    const properties = bool(b, 'properties') ?? deps.promoteProperties ?? true
     if (to.digest !== undefined) throw new FlotillaError('BAD_REQUEST', 'the target is REPO or REPO:TAG, not a digest')
     if (!id.can(from.repo, 'read')) await deny(ctx, `read on ${from.repo}`)
     if (!id.can(to.repo, 'write')) await deny(ctx, `write on ${to.repo}`)
@@ -321,7 +326,7 @@ export function adminRoutes (deps: RegistryDeps) {
     const digest = from.digest ?? (from.tag !== undefined ? await deps.queries.resolveTag(from.repo, from.tag) : undefined)
     if (digest === undefined) throw new FlotillaError('MANIFEST_UNKNOWN', `${from.repo}:${from.tag ?? ''} is unknown: give REPO:TAG or REPO@DIGEST`)
     const tag = to.tag ?? from.tag
-    const c: Parameters<typeof auth.submitAudited>[0] = { type: 'Promote', from: from.repo, digest, to: to.repo, tags: tag === undefined ? [] : [tag], move, at: auth.now() }
+    const c: Parameters<typeof auth.submitAudited>[0] = { type: 'Promote', from: from.repo, digest, to: to.repo, tags: tag === undefined ? [] : [tag], move, ...(properties ? { properties: true } : {}), at: auth.now() }
     if (from.tag !== undefined) c.fromTag = from.tag
     const value = await auth.submitAudited(c)
     ok(ctx, value)
@@ -329,6 +334,7 @@ export function adminRoutes (deps: RegistryDeps) {
 
   // Search and latest versions (search.ts)
   searchRoutes(router, deps, me)
+  propertyRoutes(router, deps, { me, deny, jsonBody, parseImageRef })
 
   // Audit log
   router.post('/gc', async (ctx) => {

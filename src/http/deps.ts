@@ -63,6 +63,8 @@ export interface RegistryDeps {
   disk?: { state: () => DiskState; roomElsewhere: () => Promise<string | undefined> }
   /** Webhook deliveries, sent by the leader (cluster/hooks/). */
   hooks?: HookDeliverer
+  /** Whether a promotion carries user properties when the request does not say (config properties.promote). */
+  promoteProperties?: boolean
   /** Retention policies, and the pull times they may use (cluster/retention/). */
   retention?: { runner: RetentionRunner; pulls: PullRecorder }
   /** Search and latest-version lookups over the state machine's indexes (search.ts). */

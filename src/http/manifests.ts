@@ -9,6 +9,7 @@ import { digestAlgorithm, digestOf, parseReference, parseTag, type RepositoryNam
 import { parseManifest } from '../oci/manifest.js'
 import { submit, type RegistryDeps } from './deps.js'
 import { mayPutManifest } from '../auth/checks.js'
+import { configLabels } from './config-labels.js'
 
 /** How much of a refused body is read and thrown away before the connection is cut instead. */
 const DRAIN_LIMIT = 16 * 1024 * 1024
@@ -106,6 +107,9 @@ export async function put (ctx: Context, deps: RegistryDeps, name: RepositoryNam
   if (parsed.subject !== undefined) cmd.subject = parsed.subject
   if (parsed.artifactType !== undefined) cmd.artifactType = parsed.artifactType
   if (parsed.annotations !== undefined) cmd.annotations = parsed.annotations
+  // The image config's labels become read-only properties (cluster/metadata/properties.ts).
+  const labels = await configLabels(deps.blobs, parsed.config)
+  if (labels !== undefined) cmd.labels = labels
   // GC leaves the referenced blobs alone while this PUT is under way (cluster/gc/collector.ts).
   const release = deps.gc?.inUse.hold([...parsed.blobs, ...parsed.manifests])
   try {

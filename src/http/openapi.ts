@@ -2,7 +2,8 @@
  * The OpenAPI 3.1 document of the admin HTTP API, served at GET /api/v1/openapi.json:
  *
  *   /api/v1/…          users, groups, permission targets, access tokens, immutable tags,
- *                      promotion, the audit log (admin.ts), search and latest (search.ts)
+ *                      promotion, the audit log (admin.ts); properties and checksums (properties.ts);
+ *                      search and latest (search.ts)
  *   /api/v1/cluster/…  status, join tokens, joining, leaving, member removal (cluster-api.ts)
  *   /api/v1/sites/…    cross-site peering: tokens, peerings, their status (sites.ts)
  *   /api/v1/backups/…  online backups: the snapshot, its blobs, the lease (backup.ts)
@@ -283,6 +284,7 @@ const paths: Record<string, PathItem> = {
           from: { type: 'string', description: 'REPO:TAG or REPO@DIGEST.', examples: ['staging/app:1.4.2'] },
           to: { type: 'string', description: 'REPO or REPO:TAG; without a tag, the source\'s tag.', examples: ['prod/app'] },
           move: { type: 'boolean', default: false, description: 'Delete the image from the source once copied.' },
+          properties: { type: 'boolean', description: 'Carry the manifests\' user properties too; absent: the node\'s setting properties.promote (on unless turned off). Read-only properties always come.' },
         },
       }),
       ok: { 200: answer('What was copied', schema('Promotion')) },
@@ -322,6 +324,59 @@ const paths: Record<string, PathItem> = {
       ],
       ok: { 200: answer('The newest tag', schema('Latest')) },
       errors: [400, 404, 503],
+      }),
+    },
+
+  [`${API_PREFIX}/properties`]: {
+    get: op({
+      operationId: 'listProperties',
+      tags: ['properties'],
+      summary: 'The properties of a manifest',
+      description: 'Needs read on the repository. A tag stands for the manifest it points at: properties belong to the manifest, so every tag of it shows them.',
+      parameters: [query('image', 'REPO:TAG or REPO@DIGEST.', { type: 'string' }, true)],
+      ok: { 200: answer('The manifest and its properties', schema('Properties')) },
+      errors: [400, 403, 404],
+    }),
+    put: op({
+      operationId: 'setProperties',
+      tags: ['properties'],
+      summary: 'Add properties to a manifest',
+      description: 'Needs annotate on the repository (write implies it). A key may have several values; `replace` drops a key\'s other user values first. Audited.',
+      requestBody: body({
+        type: 'object',
+        required: ['image', 'properties'],
+        properties: {
+          image: { type: 'string', description: 'REPO:TAG or REPO@DIGEST.', examples: ['team/app:1.4.2'] },
+          properties: { type: 'array', minItems: 1, maxItems: 256, items: { type: 'object', required: ['key', 'value'], properties: { key: { type: 'string', minLength: 1, maxLength: 256 }, value: { type: 'string', maxLength: 1024 } } } },
+          replace: { type: 'boolean', default: false },
+        },
+      }),
+      ok: { 200: answer('The manifest\'s properties now', schema('Properties')) },
+      errors: [400, 403, 404],
+    }),
+    delete: op({
+      operationId: 'removeProperties',
+      tags: ['properties'],
+      summary: 'Remove properties from a manifest',
+      description: 'Needs annotate on the repository. A read-only property (an annotation or config label of the image) cannot be removed: 403, and nothing is removed. Audited.',
+      parameters: [
+        query('image', 'REPO:TAG or REPO@DIGEST.', { type: 'string' }, true),
+        query('property', 'KEY (all its values) or KEY=VALUE; repeatable.', { type: 'array', items: { type: 'string' } }, true),
+      ],
+      ok: { 200: answer('The manifest\'s properties now', schema('Properties')) },
+      errors: [400, 403, 404],
+    }),
+  },
+
+  [`${API_PREFIX}/checksums/{digest}`]: {
+    parameters: [{ name: 'digest', in: 'path', required: true, description: 'The blob\'s digest (ALGORITHM:HEX).', schema: { type: 'string' } }],
+    get: op({
+      operationId: 'getChecksums',
+      tags: ['properties'],
+      summary: 'A blob\'s SHA-1 and MD5',
+      description: 'Anyone signed in. Computed once per blob right after its upload, off the request path: 404 naming that for a blob whose sums are not recorded yet.',
+      ok: { 200: answer('The checksums, lowercase hex as sha1sum and md5sum print them', { type: 'object', required: ['digest', 'sha1', 'md5'], properties: { digest: { type: 'string' }, sha1: { type: 'string', pattern: '^[0-9a-f]{40}$' }, md5: { type: 'string', pattern: '^[0-9a-f]{32}$' } } }) },
+      errors: [400, 404],
     }),
   },
 
@@ -651,6 +706,7 @@ export const OPENAPI_DOCUMENT: OpenApiDocument = {
     { name: 'immutable tags', description: 'Repositories whose tags, once pushed, never move.' },
     { name: 'promotion', description: 'Copying images between repositories without pulling and pushing.' },
     { name: 'search', description: 'Searching manifests by name, tag, digest, checksum, property, time, type and size; the latest version of a repository.' },
+    { name: 'properties', description: 'Key/value properties of manifests (user-set, and the image\'s annotations and labels, read-only), and blobs\' SHA-1 and MD5.' },
     { name: 'maintenance', description: 'Garbage collection.' },
     { name: 'audit', description: 'The audit log.' },
     { name: 'cluster', description: 'Cluster membership (/api/v1/cluster).' },
@@ -879,6 +935,22 @@ export const OPENAPI_DOCUMENT: OpenApiDocument = {
           manifests: { type: 'array', items: { type: 'string' }, description: 'Digests of the manifests copied.' },
           blobs: { type: 'integer' },
           referrers: { type: 'integer' },
+          properties: { type: 'integer', description: 'User properties copied.' },
+        },
+      },
+      Properties: {
+        type: 'object',
+        required: ['repo', 'digest', 'properties'],
+        properties: {
+          repo: { type: 'string' },
+          digest: { type: 'string' },
+          tags: { type: 'array', items: { type: 'string' }, description: 'Tags of the manifest (GET only).' },
+          added: { type: 'integer', description: 'Pairs added (PUT only).' },
+          removed: { type: 'integer', description: 'Pairs removed (DELETE only).' },
+          properties: {
+            type: 'array',
+            items: { type: 'object', required: ['key', 'values', 'readOnly'], properties: { key: { type: 'string' }, values: { type: 'array', items: { type: 'string' } }, readOnly: { type: 'boolean', description: 'An annotation or config label of the image: it goes only with the manifest.' } } },
+          },
         },
       },
       ClusterStatus: {

@@ -49,6 +49,8 @@ export interface ParsedManifest {
   /** artifactType, else the config's media type (what the referrers API reports). */
   artifactType?: string
   annotations?: Record<string, string>
+  /** An image manifest's config descriptor. */
+  config?: Descriptor
 }
 
 function invalid (message: string): never {
@@ -144,6 +146,7 @@ export function parseManifest (body: Uint8Array, contentType: string | undefined
     if (!Array.isArray(doc.layers)) invalid('layers must be an array')
     const layers = doc.layers.map((l, i) => sized(parseDescriptor(l, `layers[${i}]`), `layers[${i}]`))
     out.blobs.push(config.digest)
+    out.config = config
     for (const l of layers) if (!FOREIGN_LAYERS.has(l.mediaType) || (l.urls ?? []).length === 0) out.blobs.push(l.digest)
     out.artifactType = config.mediaType
   } else {
