@@ -19,6 +19,7 @@ import { iso, table } from './format.js'
 
 interface Hit { repo: string; digest: string; mediaType: string; artifactType?: string; size: number; pushedAt: number; createdAt?: number; pulledAt?: number; tags: string[]; properties?: Record<string, string[]> }
 
+const OCI_CONFIG = 'application/vnd.oci.image.config.v1+json'
 const repeat = (v: string, prev: string[] = []): string[] => [...prev, v]
 const FLAGS = ['name', 'tag', 'prop', 'sha1', 'md5', 'digest', 'media', 'type', 'pushed', 'created', 'pulled', 'size'] as const
 
@@ -77,7 +78,8 @@ export function searchCommands (program: Command): void {
           h.repo,
           h.digest.slice(0, 19),
           h.tags.length === 0 ? '-' : h.tags.length > 3 ? `${h.tags.slice(0, 3).join(',')},+${h.tags.length - 3}` : h.tags.join(','),
-          shortType(h.artifactType ?? h.mediaType),
+          // An image's artifactType is its config's media type: only another one says more than the manifest's.
+          shortType(h.artifactType !== undefined && h.artifactType !== OCI_CONFIG ? h.artifactType : h.mediaType),
           sizeText(h.size),
           iso(h.pushedAt),
           ...(o.properties === true ? [Object.entries(h.properties ?? {}).map(([k, v]) => `${k}=${v.join('|')}`).join(' ') || '-'] : []),
