@@ -12,6 +12,7 @@
  *   sx␀media␀<mediaType>␀<repo>␀<digest>    → {}         by media type
  *   sx␀atype␀<artifactType>␀<repo>␀<digest> → {}         by artifact type (manifests that have one)
  *   sx␀tag␀<tag>␀<repo>                     → {digest}   tags by name across repositories
+ *   sx␀tags␀<repo>␀<digest>                 → {tags}     a manifest's tags in one read (tagsof␀… needs a scan)
  *   sx␀version                              → {version}  the indexes are complete (a backfill ran)
  *
  * Like refs.ts they are derived from a command's writes (maintainSearch), not from each
@@ -48,6 +49,7 @@ export const sx = {
   strPrefix: (kind: StrKind, value?: string): string => value === undefined ? `sx${SEP}${kind}${SEP}` : `sx${SEP}${kind}${SEP}${value}${SEP}`,
   tag: (tag: string, repo: string): string => `sx${SEP}tag${SEP}${tag}${SEP}${repo}`,
   tagPrefix: (tag?: string): string => tag === undefined ? `sx${SEP}tag${SEP}` : `sx${SEP}tag${SEP}${tag}${SEP}`,
+  tagsOf: (repo: string, digest: string): string => `sx${SEP}tags${SEP}${repo}${SEP}${digest}`,
 }
 export type NumKind = 'at' | 'created' | 'pulled' | 'size'
 export type StrKind = 'media' | 'atype'
@@ -78,6 +80,14 @@ const PULLED = `pulled${SEP}`
 
 /** Bring the indexes in line with the writes a command made (call once, after the command). */
 export async function maintainSearch (tx: RefsTx): Promise<void> {
+  // Tags gained and lost per manifest (`repo␀digest`), settled after every write is seen.
+  const moved = new Map<string, { add: Set<string>; del: Set<string> }>()
+  const touch = (repo: string, digest: string): { add: Set<string>; del: Set<string> } => {
+    const id = `${repo}${SEP}${digest}`
+    let m = moved.get(id)
+    if (m === undefined) { m = { add: new Set(), del: new Set() }; moved.set(id, m) }
+    return m
+  }
   for (const [k, after] of [...tx.writes()]) {
     if (k.startsWith(MANIFEST)) {
       const [repo, digest] = partsOf(k) as [string, string]
@@ -92,14 +102,29 @@ export async function maintainSearch (tx: RefsTx): Promise<void> {
       if (parts.length !== 2) continue
       const [repo, tag] = parts as [string, string]
       const now = parse<{ digest: string }>(after)
+      const was = parse<{ digest: string }>(await tx.before(k))
       if (now === undefined) tx.del(sx.tag(tag, repo)); else tx.putJSON(sx.tag(tag, repo), { digest: now.digest })
+      if (was?.digest === now?.digest) continue
+      if (was !== undefined) touch(repo, was.digest).del.add(tag)
+      if (now !== undefined) touch(repo, now.digest).add.add(tag)
     } else if (k.startsWith(PULLED)) {
       const [repo, digest] = partsOf(k) as [string, string]
       const was = parse<{ at: number }>(await tx.before(k))
       const now = parse<{ at: number }>(after)
       if (was !== undefined && was.at !== now?.at) tx.del(sx.num('pulled', was.at, repo, digest))
       if (now !== undefined) tx.putJSON(sx.num('pulled', now.at, repo, digest), {})
+    } else if (k.startsWith(MANIFEST) && after === null) {
+      touch(...partsOf(k) as [string, string])
     }
+  }
+  for (const [id, m] of moved) {
+    const [repo, digest] = id.split(SEP) as [string, string]
+    const k = sx.tagsOf(repo, digest)
+    if (await tx.get(`${MANIFEST}${repo}${SEP}${digest}`) === undefined) { tx.del(k); continue }
+    const tags = new Set((await tx.getJSON<{ tags: string[] }>(k))?.tags ?? [])
+    for (const t of m.del) tags.delete(t)
+    for (const t of m.add) tags.add(t)
+    if (tags.size === 0) tx.del(k); else tx.putJSON(k, { tags: [...tags].sort() })
   }
 }
 
@@ -116,13 +141,22 @@ export async function rebuildSearch (tx: TxLike): Promise<{ manifests: number; t
     for (const x of manifestKeys(repo, digest, rec)) tx.putJSON(x, {})
   }
   let tags = 0
+  const lists = new Map<string, string[]>()
   for (const k of await tx.keys(TAG)) {
     const parts = partsOf(k)
     if (parts.length !== 2) continue
     const t = await tx.getJSON<{ digest: string }>(k)
     if (t === undefined) continue
     tx.putJSON(sx.tag(parts[1]!, parts[0]!), { digest: t.digest })
+    const id = `${parts[0]!}${SEP}${t.digest}`
+    const list = lists.get(id) ?? []
+    list.push(parts[1]!)
+    lists.set(id, list)
     tags++
+  }
+  for (const [id, list] of lists) {
+    const [repo, digest] = id.split(SEP) as [string, string]
+    if (await tx.get(`${MANIFEST}${repo}${SEP}${digest}`) !== undefined) tx.putJSON(sx.tagsOf(repo, digest), { tags: list.sort() })
   }
   for (const k of await tx.keys(PULLED)) {
     const [repo, digest] = partsOf(k) as [string, string]

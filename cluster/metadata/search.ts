@@ -57,6 +57,8 @@ export interface SearchPage {
 
 interface Source {
   cost: number
+  /** The criterion this source yields exactly the matches of (then not checked again per candidate). */
+  exact?: Query
   /** Candidates as `repo␀digest`, sorted, unique, each after `after`. */
   keys (after: string | undefined): AsyncIterable<string>
 }
@@ -112,11 +114,9 @@ export class MetadataSearch {
     return (await this.kv.get(sx.version())) !== undefined
   }
 
+  /** A manifest's tags, sorted: one read of sx␀tags␀… (a scan of tagsof␀… costs far more per result). */
   async tagsOf (repo: string, digest: string): Promise<string[]> {
-    const prefix = key.tagsOfPrefix(repo, digest)
-    const out: string[] = []
-    for await (const [k] of this.kv.entries(prefixRange(prefix))) out.push(k.slice(prefix.length))
-    return out
+    return (await this.json<{ tags: string[] }>(sx.tagsOf(repo, digest)))?.tags ?? []
   }
 
   private async * scan (prefix: string, from?: string): AsyncIterable<string> {
@@ -157,6 +157,24 @@ export class MetadataSearch {
     }
   }
 
+  /**
+   * A source read in order from keys `prefix` + `repo␀digest…`, seeking past the cursor: the
+   * first page of a large match costs a page, not the whole match.
+   */
+  private ordered (cost: number, prefix: string, pick: (rest: string, value: Uint8Array) => string | undefined): Source {
+    const kv = this.kv
+    return {
+      cost,
+      keys: async function * (after) {
+        const r = prefixRange(prefix)
+        for await (const [k, v] of kv.entries(after === undefined ? r : { gt: prefix + after, lt: r.lt })) {
+          const c = pick(k.slice(prefix.length), v)
+          if (c !== undefined && (after === undefined || c > after)) yield c
+        }
+      },
+    }
+  }
+
   private numRange (kind: NumKind, r: Range): Source {
     const p = sx.numPrefix(kind)
     const self = this
@@ -181,7 +199,14 @@ export class MetadataSearch {
       if (subs.some((s) => s === undefined)) return undefined
       return this.collected(subs.reduce((n, s) => n + s!.cost, 0), async function * () { for (const s of subs) yield * s!.keys(undefined) })
     }
-    return this.criterionSource(q.c, canRead)
+    const src = this.criterionSource(q.c, canRead)
+    // These sources yield exactly their criterion's matches; the others (ranges, tag globs,
+    // property existence and ranges) a superset, checked per candidate.
+    const f = q.c.field
+    const exact = f === 'name' || f === 'digest' || f === 'sha1' || f === 'md5' || f === 'media' || f === 'type' ||
+      (f === 'tag' && q.c.text.mode === 'exact') || (f === 'prop' && q.c.is?.op === '=')
+    if (src !== undefined && exact) src.exact = q
+    return src
   }
 
   private criterionSource (c: Criterion, canRead: (repo: string) => boolean): Source | undefined {
@@ -208,12 +233,8 @@ export class MetadataSearch {
         })
       case 'tag': {
         const t = c.text
-        if (t.mode === 'exact') {
-          return this.collected(COST.tagExact, async function * () {
-            const p = sx.tagPrefix(t.value)
-            for await (const [k, v] of self.kv.entries(prefixRange(p))) yield join(k.slice(p.length), decodeJSON<{ digest: string }>(v).digest)
-          })
-        }
+        // sx␀tag␀<tag>␀<repo> → {digest}: one entry per repository, in repository order.
+        if (t.mode === 'exact') return this.ordered(COST.tagExact, sx.tagPrefix(t.value), (repo, v) => join(repo, decodeJSON<{ digest: string }>(v).digest))
         const lit = t.mode === 'glob' ? literalPrefix(t.value) : ''
         return this.collected(lit.length >= 2 ? COST.tagPrefix : COST.tagAny, async function * () {
           const base = sx.tagPrefix()
@@ -226,10 +247,11 @@ export class MetadataSearch {
       case 'media': case 'type': {
         const kind = c.field === 'media' ? 'media' : 'atype'
         const t = c.text
-        const lit = t.mode === 'exact' ? t.value : t.mode === 'glob' ? literalPrefix(t.value) : ''
+        if (t.mode === 'exact') return this.ordered(COST.typeExact, sx.strPrefix(kind, t.value), (rest) => rest)
+        const lit = t.mode === 'glob' ? literalPrefix(t.value) : ''
         const base = sx.strPrefix(kind)
-        return this.collected(t.mode === 'exact' ? COST.typeExact : COST.typeGlob, async function * () {
-          for await (const [k] of self.kv.entries(prefixRange(t.mode === 'exact' ? sx.strPrefix(kind, t.value) : base + lit))) {
+        return this.collected(COST.typeGlob, async function * () {
+          for await (const [k] of self.kv.entries(prefixRange(base + lit))) {
             const parts = partsOf(k.slice(3))
             const [value, repo, digest] = [parts.slice(0, -2).join(SEP), parts[parts.length - 2]!, parts[parts.length - 1]!]
             if (textMatches(t, value)) yield join(repo, digest)
@@ -242,6 +264,8 @@ export class MetadataSearch {
       case 'size': return this.numRange('size', c.range)
       case 'prop': {
         const eq = c.is?.op === '=' ? c.is.value : undefined
+        // propidx␀<key>␀<value>␀<repo>␀<digest> (properties.ts): one value's entries come in (repo, digest) order.
+        if (eq !== undefined) return this.ordered(COST.propEq, key.propIndexValuePrefix(c.key, eq), (rest) => rest)
         return this.collected(eq !== undefined ? COST.propEq : COST.propAny, async function * () {
           for await (const m of self.props().manifestsWithProperty(c.key, eq)) yield join(m.repo, m.digest)
         })
@@ -262,11 +286,11 @@ export class MetadataSearch {
     if (q.op === 'and') { for (const sub of q.of) if (!await this.test(sub, m, ctx)) return false; return true }
     if (q.op === 'or') { for (const sub of q.of) if (await this.test(sub, m, ctx)) return true; return false }
     const c = q.c
+    if (c.field === 'name') return textMatches(c.text, m.repo)
+    if (c.field === 'tag') return (await m.tags()).some((t) => textMatches(c.text, t))
     const rec = await m.record()
     if (rec === undefined) return false
     switch (c.field) {
-      case 'name': return textMatches(c.text, m.repo)
-      case 'tag': return (await m.tags()).some((t) => textMatches(c.text, t))
       case 'digest': return m.digest === c.digest || rec.blobs.includes(c.digest) || rec.manifests.includes(c.digest)
       case 'sha1': case 'md5': { const set = ctx.checksums.get(c)!; return rec.blobs.some((b) => set.has(b)) || rec.manifests.some((b) => set.has(b)) }
       case 'media': return textMatches(c.text, rec.mediaType)
@@ -302,6 +326,8 @@ export class MetadataSearch {
     const canRead = (repo: string): boolean => { let v = readable.get(repo); if (v === undefined) { v = opts.canRead(repo); readable.set(repo, v) } return v }
     const after = opts.cursor === undefined ? undefined : decodeCursor(opts.cursor)
     const src = this.source(q, canRead) ?? this.criterionSource({ field: 'name', text: { mode: 'glob', value: '*' } }, canRead)!
+    // What the source answers exactly need not be checked again: the root, or one term of a root AND.
+    const rest: Query | undefined = src.exact === q ? undefined : q.op === 'and' && src.exact !== undefined && q.of.includes(src.exact) ? { op: 'and', of: q.of.filter((x) => x !== src.exact) } : q
     const ctx = { checksums: new Map<Criterion, Set<string>>() }
     await this.checksumBlobs(q, ctx.checksums)
     const items: SearchHit[] = []
@@ -311,7 +337,8 @@ export class MetadataSearch {
       const [repo, digest] = split(k)
       if (!canRead(repo)) continue
       const m = new Candidate(this, repo, digest)
-      if (!await this.test(q, m, ctx)) continue
+      if (rest !== undefined && !await this.test(rest, m, ctx)) continue
+      if (rest === undefined && await m.record() === undefined) continue
       if (items.length === opts.limit) return { items, cursor: encodeCursor(join(items[items.length - 1]!.repo, items[items.length - 1]!.digest)), scanned }
       items.push(await this.hit(m, opts.withProperties === true))
     }
@@ -342,12 +369,11 @@ export class MetadataSearch {
     for await (const [k, val] of this.kv.entries(prefixRange(prefix))) {
       const tag = k.slice(prefix.length)
       if (re !== undefined && !re.test(tag)) continue
+      // Tags that are no version are skipped before their value is even parsed.
+      const v = opts.by === 'semver' ? semver(tag) : undefined
+      if (opts.by === 'semver' && v === undefined) continue
       const t = decodeJSON<{ digest: string; at: number }>(val)
-      if (opts.by === 'semver') {
-        const v = semver(tag)
-        if (v === undefined) continue
-        tags.push({ tag, digest: t.digest, at: t.at, v })
-      } else tags.push({ tag, digest: t.digest, at: t.at })
+      tags.push({ tag, digest: t.digest, at: t.at, ...(v !== undefined ? { v } : {}) })
     }
     // Newest first; ties (the same version as v1.2 and 1.2.0, or one push time) by the later push, then the tag.
     tags.sort((a, b) => (opts.by === 'semver' ? compareSemver(a.v!, b.v!) : 0) || b.at - a.at || (a.tag < b.tag ? 1 : a.tag > b.tag ? -1 : 0))

@@ -88,6 +88,8 @@ export interface StateMachineOptions {
    * a Raft member need not, since it replays the durable log after a crash.
    */
   sync: boolean
+  /** Keep the search indexes (search-index.ts); false only for the benchmark's baseline (bench:search). */
+  searchIndex?: boolean
 }
 
 export class MetadataStateMachine {
@@ -158,7 +160,7 @@ export class MetadataStateMachine {
       await maintainRefs(tx, at)
       await maintainQuotas(tx)
       await maintainProperties(tx)
-      await maintainSearch(tx)
+      if (this.opts.searchIndex !== false) await maintainSearch(tx)
     }
     return result
   }

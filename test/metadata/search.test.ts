@@ -153,6 +153,9 @@ t.test('the indexes follow tag moves, deletes, pulls and promotion with properti
   // `latest` moves from m2 to m3.
   await apply({ type: 'PutManifest', repo: 'team/app', digest: d('3'), body: Buffer.alloc(300, 1).toString('base64'), mediaType: OCI, tags: ['latest'], blobs: [d('c')], manifests: [], artifactType: SBOM, annotations: { 'org.opencontainers.image.created': '2024-05-20T00:00:00Z' }, at: NOW })
   t.same(await find(s, 'tag=latest'), ['team/app@m3'])
+  const tagsOf = async (digest: string): Promise<string[][]> => (await s.search(parseQuery(`digest:${digest}`, NOW), { limit: 10, canRead: everyone })).items.filter((h) => h.digest === digest).map((h) => h.tags)
+  t.same(await tagsOf(d('2')), [['v1.2.0']], 'a moved tag leaves its old manifest\'s tags')
+  t.same(await tagsOf(d('3')), [['latest', 'v2.0.0-rc.1']])
   t.same(await find(s, 'pushed>=now-1h'), ['team/app@m3'], 'pushed again: its push time moved in the index')
   await apply({ type: 'DeleteTag', repo: 'team/web', tag: 'prod' })
   t.same(await find(s, 'tag=prod'), [])
@@ -168,6 +171,12 @@ t.test('the indexes follow tag moves, deletes, pulls and promotion with properti
   t.same(await find(s, `md5:${'b'.repeat(32)}`), ['prod/app@m2'])
   // Nothing is left over for the deleted manifest in any index.
   for await (const [k] of kv.entries(prefixRange('sx\u0000'))) if (k.includes(`team/app\u0000${d('2')}`)) t.fail(`left over: ${k.replace(/\u0000/g, '␀')}`)
+  // And what all those changes left is what a backfill computes from scratch.
+  const dump = async (): Promise<string[]> => { const out: string[] = []; for await (const [k, v] of kv.entries(prefixRange('sx\u0000'))) out.push(`${k}=${Buffer.from(v).toString()}`); return out }
+  const kept = await dump()
+  await kv.batch(kept.map((e) => ({ type: 'del' as const, key: e.slice(0, e.indexOf('=')) })))
+  await apply({ type: 'RebuildSearchIndex', at: NOW })
+  t.same(await dump(), kept, 'the indexes kept through moves, deletes, pulls and a promotion equal a rebuild')
 })
 
 t.test('the one-time backfill builds the same indexes as applying commands did', async (t) => {
