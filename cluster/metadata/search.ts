@@ -59,8 +59,11 @@ interface Source {
   cost: number
   /** The criterion this source yields exactly the matches of (then not checked again per candidate). */
   exact?: Query
-  /** Candidates as `repo␀digest`, sorted, unique, each after `after`. */
-  keys (after: string | undefined): AsyncIterable<string>
+  /**
+   * Candidates as `repo␀digest`, sorted, unique, each after `after`; only those starting with
+   * `within` when given (a repository-name prefix the query requires: a source seeks to it).
+   */
+  keys (after: string | undefined, within?: string): AsyncIterable<string>
 }
 
 const split = (k: string): [string, string] => { const i = k.indexOf(SEP); return [k.slice(0, i), k.slice(i + 1)] }
@@ -146,12 +149,12 @@ export class MetadataSearch {
   }
 
   /** A source whose candidates come unordered: read them all, sort, and start after the cursor. */
-  private collected (cost: number, gather: () => AsyncIterable<string>): Source {
+  private collected (cost: number, gather: (within?: string) => AsyncIterable<string>): Source {
     return {
       cost,
-      keys: async function * (after) {
+      keys: async function * (after, within) {
         const set = new Set<string>()
-        for await (const k of gather()) set.add(k)
+        for await (const k of gather(within)) if (within === undefined || k.startsWith(within)) set.add(k)
         for (const k of [...set].sort()) if (after === undefined || k > after) yield k
       },
     }
@@ -165,11 +168,13 @@ export class MetadataSearch {
     const kv = this.kv
     return {
       cost,
-      keys: async function * (after) {
-        const r = prefixRange(prefix)
-        for await (const [k, v] of kv.entries(after === undefined ? r : { gt: prefix + after, lt: r.lt })) {
+      keys: async function * (after, within) {
+        // Keys may end with the repository (sx␀tag␀…): the window is the name prefix without its separator.
+        const r = prefixRange(prefix + (within ?? '').replace(/\u0000$/, ''))
+        const range = after !== undefined && prefix + after >= r.gte ? { gt: prefix + after, lt: r.lt } : r
+        for await (const [k, v] of kv.entries(range)) {
           const c = pick(k.slice(prefix.length), v)
-          if (c !== undefined && (after === undefined || c > after)) yield c
+          if (c !== undefined && (after === undefined || c > after) && (within === undefined || c.startsWith(within))) yield c
         }
       },
     }
@@ -197,7 +202,7 @@ export class MetadataSearch {
     if (q.op === 'or') {
       const subs = q.of.map((sub) => this.source(sub, canRead))
       if (subs.some((s) => s === undefined)) return undefined
-      return this.collected(subs.reduce((n, s) => n + s!.cost, 0), async function * () { for (const s of subs) yield * s!.keys(undefined) })
+      return this.collected(subs.reduce((n, s) => n + s!.cost, 0), async function * (within) { for (const s of subs) yield * s!.keys(undefined, within) })
     }
     const src = this.criterionSource(q.c, canRead)
     // These sources yield exactly their criterion's matches; the others (ranges, tag globs,
@@ -300,6 +305,8 @@ export class MetadataSearch {
       case 'created': { const t = createdOf(rec); return t !== undefined && inRange(c.range, t) }
       case 'pulled': { const t = await m.pulled(); return t !== undefined && inRange(c.range, t) }
       case 'prop': {
+        // Equality is one read of the inverted index; the rest need the manifest's properties.
+        if (c.is?.op === '=') return await this.kv.get(key.propIndex(c.key, c.is.value, m.repo, m.digest)) !== undefined
         const p = (await m.properties()).find((x) => x.key === c.key)
         if (p === undefined) return false
         const is = c.is
@@ -328,11 +335,19 @@ export class MetadataSearch {
     const src = this.source(q, canRead) ?? this.criterionSource({ field: 'name', text: { mode: 'glob', value: '*' } }, canRead)!
     // What the source answers exactly need not be checked again: the root, or one term of a root AND.
     const rest: Query | undefined = src.exact === q ? undefined : q.op === 'and' && src.exact !== undefined && q.of.includes(src.exact) ? { op: 'and', of: q.of.filter((x) => x !== src.exact) } : q
+    // A repository-name prefix the whole query requires (a name criterion at its root or in its
+    // root AND): every source seeks to it rather than reading the matches elsewhere and dropping them.
+    let within: string | undefined
+    for (const x of q.op === 'and' ? q.of : [q]) {
+      if (x.op !== 'is' || x.c.field !== 'name' || x.c.text.mode === 'sub') continue
+      const p = x.c.text.mode === 'exact' ? x.c.text.value + SEP : literalPrefix(x.c.text.value)
+      if (p !== '' && (within === undefined || p.length > within.length)) within = p
+    }
     const ctx = { checksums: new Map<Criterion, Set<string>>() }
     await this.checksumBlobs(q, ctx.checksums)
     const items: SearchHit[] = []
     let scanned = 0
-    for await (const k of src.keys(after)) {
+    for await (const k of src.keys(after, within)) {
       scanned++
       const [repo, digest] = split(k)
       if (!canRead(repo)) continue
@@ -378,9 +393,10 @@ export class MetadataSearch {
     // Newest first; ties (the same version as v1.2 and 1.2.0, or one push time) by the later push, then the tag.
     tags.sort((a, b) => (opts.by === 'semver' ? compareSemver(a.v!, b.v!) : 0) || b.at - a.at || (a.tag < b.tag ? 1 : a.tag > b.tag ? -1 : 0))
     for (const t of tags) {
-      if (opts.prop !== undefined) {
-        const p = (await this.props().propertiesOf(repo, t.digest)).find((x) => x.key === opts.prop!.key)
-        if (p === undefined || (opts.prop.value !== undefined && !p.values.includes(opts.prop.value))) continue
+      if (opts.prop?.value !== undefined) {
+        if (await this.kv.get(key.propIndex(opts.prop.key, opts.prop.value, repo, t.digest)) === undefined) continue
+      } else if (opts.prop !== undefined) {
+        if (!(await this.props().propertiesOf(repo, t.digest)).some((x) => x.key === opts.prop!.key)) continue
       }
       const rec = await this.json<ManifestRecord>(key.manifest(repo, t.digest))
       if (rec === undefined) continue

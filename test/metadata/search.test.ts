@@ -119,6 +119,12 @@ t.test('AND, OR, NOT, parentheses, and criteria side by side', async (t) => {
     ['not (prop:qa.status or size>=700)', ['team/app@m1', 'team/app@i1']],
     [`digest:${d('a')} AND NOT (name=team/web OR pushed>=now-3d)`, ['team/app@m1']],
     ['(tag:v1.* OR tag:v0.*) AND (size<600 OR prop:build>50)', ['team/app@m1', 'team/web@w1']],
+    // A name prefix in the root AND: the other criterion's source seeks to it (exact tag, property, digest, OR).
+    ['name=team/web AND tag=prod', ['team/web@w1']],
+    ['name=team/we AND tag=prod', []],
+    ['name:team/a* AND prop:qa.status=approved', ['team/app@m2']],
+    [`name:other/* AND digest:${d('a')}`, ['other/tool@o1']],
+    ['name:team/w* AND (tag=prod OR tag=v1.0)', ['team/web@w1']],
   ]
   for (const [q, want] of cases) t.same(await find(s, q), want, q)
 })
