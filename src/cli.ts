@@ -19,6 +19,7 @@ import { p2pListenFailure } from './listen-errors.js'
 import { certCommands } from './cli/cert.js'
 import { backupCommands } from './cli/backup.js'
 import { virtualCommands } from './cli/virtual.js'
+import { searchCommands } from './cli/search.js'
 import { checkTlsFiles } from './tls/server.js'
 import { clientTls, explainTlsFailure, httpsFetch, type ClientTls, type TlsOptions } from './cli/tls.js'
 import type { JoinFetch } from '../cluster/cluster.js'
@@ -159,6 +160,7 @@ certCommands(program)
 siteCommands(program)
 backupCommands(program)
 virtualCommands(program)
+searchCommands(program)
 
 try {
   await program.parseAsync(process.argv)

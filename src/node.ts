@@ -51,6 +51,7 @@ import { certificateUser } from './tls/client-cert.js'
 import { createPeerCredentials } from '../net/peer-https.js'
 import { startPeerPort, type PeerPort } from './peer-port.js'
 import { BackupSessions } from '../cluster/backup/sessions.js'
+import { SearchService } from './http/search.js'
 import { ChecksumService } from '../cluster/checksums/service.js'
 import { propertyChanges } from './http/properties.js'
 
@@ -191,6 +192,7 @@ export class RegistryNode {
     }
     let self: RegistryNode | undefined
     deps.retention = { runner: new RetentionRunner({ queries: cluster.queries, sink: deps.sink, immutable: async (repo) => await deps.auth.queries.isImmutable(repo), unshipped: async () => await self?.sites.unshipped() ?? new Map<string, string[]>(), log }), pulls: new PullRecorder(deps.sink, log) }
+    deps.search = new SearchService(kv, deps.sink, log)
     deps.hooks = new HookDeliverer({ queries: cluster.queries, sink: deps.sink, isLeader: () => cluster.driver?.isLeader ?? false, log })
     const inUse = new InUse()
     const call = memberCall(cluster, nodeId, identity.privateKey)

@@ -96,6 +96,8 @@ export type Command =
   | { type: 'IssueJoinToken'; id: string; expiresAt: number; at: number }
   /** Recompute GC's reference counts from scratch (refs.ts); once, on a store that predates them. */
   | { type: 'RebuildRefs'; at: number }
+  /** Build the search indexes from scratch (search-index.ts); once, on a store that predates them. */
+  | { type: 'RebuildSearchIndex'; at: number }
   /**
    * Garbage collection (refs.ts collect): unlink blobs unreferenced since `before` (ms) and
    * forget blobs no repository links, except the digests in `keep`; at most `limit` of each.

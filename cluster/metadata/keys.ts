@@ -26,6 +26,7 @@
  *   ├── refs␀version                              → {version}          the four above are complete (cluster/metadata/refs.ts)
  *   ├── retention␀<name>                          → RetentionPolicy    cluster/retention/policy.ts
  *   ├── pulled␀<repo>␀<digest>                    → {at}               last pull of a manifest (batched, to the hour)
+ *   ├── sx␀<index>␀…                              → {} / {digest}      search indexes and sx␀version (search-index.ts)
  *   ├── quota␀<name>, qusage␀<name>, qlink␀<name>␀<digest>                storage quotas and their usage (quotas.ts)
  *   ├── virtual␀<name>                            → VirtualRepo        virtual repositories: a prefix over members (virtual.ts)
  *   ├── session␀<clientId>                        → {seq, result, at}  deduplication of retried commands

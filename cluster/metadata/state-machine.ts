@@ -16,6 +16,7 @@ import { applyAccess, applyAudited, guardImmutable } from '../access/apply.js'
 import { collect, maintainRefs, rebuildRefs } from './refs.js'
 import { checkPolicy } from '../retention/policy.js'
 import { deleteQuota, maintainQuotas, putQuota } from './quotas.js'
+import { maintainSearch, rebuildSearch } from './search-index.js'
 import { deleteHook, putHook, queueEvents, recordResult } from '../hooks/hooks.js'
 import { deleteVirtual, guardVirtualNames, putVirtual } from './virtual.js'
 import { isPeeringCommand } from '../peering/commands.js'
@@ -104,6 +105,8 @@ export interface StateMachineOptions {
    * a Raft member need not, since it replays the durable log after a crash.
    */
   sync: boolean
+  /** Keep the search indexes (search-index.ts); false only for the benchmark's baseline (bench:search). */
+  searchIndex?: boolean
 }
 
 export class MetadataStateMachine {
@@ -175,6 +178,7 @@ export class MetadataStateMachine {
       await maintainQuotas(tx)
       await guardVirtualNames(tx)
       await maintainProperties(tx)
+      if (this.opts.searchIndex !== false) await maintainSearch(tx)
     }
     return result
   }
@@ -273,6 +277,8 @@ export class MetadataStateMachine {
       }
       case 'RebuildRefs':
         return { ok: true, value: await rebuildRefs(tx, c.at) }
+      case 'RebuildSearchIndex':
+        return { ok: true, value: await rebuildSearch(tx) }
       case 'CollectGarbage': {
         if (await tx.get(key.refsVersion()) === undefined) throw new FlotillaError('UNAVAILABLE', 'reference counts are not built yet: the collector rebuilds them first (RebuildRefs), retry')
         return { ok: true, value: await collect(tx, c.before, new Set(c.keep), c.limit ?? Infinity) }

@@ -63,7 +63,7 @@ export function semver (tag: string): { core: number[]; pre: string | undefined 
 }
 
 /** Newer first. */
-function compareSemver (a: NonNullable<ReturnType<typeof semver>>, b: NonNullable<ReturnType<typeof semver>>): number {
+export function compareSemver (a: NonNullable<ReturnType<typeof semver>>, b: NonNullable<ReturnType<typeof semver>>): number {
   for (let i = 0; i < 3; i++) if (a.core[i] !== b.core[i]) return b.core[i]! - a.core[i]!
   // A release is newer than its pre-releases.
   if (a.pre === b.pre) return 0

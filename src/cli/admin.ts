@@ -29,7 +29,7 @@ import { grantsText, iso, printJson, record, table } from './format.js'
 import { DURATION_FORMS, durationSeconds, parseDurationOption, parseTimeOption } from './duration.js'
 import { spinner } from './progress.js'
 
-interface Conn { node?: string; user?: string; json?: boolean; caCert?: string; clientCert?: string; clientKey?: string }
+export interface Conn { node?: string; user?: string; json?: boolean; caCert?: string; clientCert?: string; clientKey?: string }
 
 export { CliError }
 
@@ -42,7 +42,7 @@ export async function api (opts: Conn, method: string, path: string, body?: unkn
 const LONG_MS = 6 * 3_600_000
 
 /** The API's document with --json; otherwise what `human` prints. */
-function show (o: Conn, doc: unknown, human: () => string): void {
+export function show (o: Conn, doc: unknown, human: () => string): void {
   if (o.json === true) printJson(doc)
   else process.stdout.write(human())
 }

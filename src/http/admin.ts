@@ -30,6 +30,8 @@
  *   GET    /retention                       admin          PUT /retention/:name {repositories, …}  DELETE /retention/:name  (admin)
  *   POST   /retention/run {dryRun?, policy?}  admin        (cluster/retention/)
  *   GET    /virtuals                        anyone signed in   PUT /virtuals/:name {prefix, members, defaultMember}  DELETE /virtuals/:name  (admin)
+ *   GET    /search?q=&name=&tag=&prop=…&n=&cursor=   anyone signed in: matches in repositories they may read (search.ts)
+ *   GET    /latest/REPO?by=semver|time&match=&prop=   read on REPO
  *
  * Admin means a user with the admin flag who signed in with a password or a verified TLS client
  * certificate (src/tls/client-cert.ts): access tokens and registry JWTs never carry administrator rights.
@@ -51,6 +53,7 @@ import { checkPolicy, type RetentionPolicy } from '../../cluster/retention/polic
 import { checkQuota, type Quota } from '../../cluster/metadata/quotas.js'
 import { checkHook, type Hook } from '../../cluster/hooks/hooks.js'
 import { checkVirtual, type VirtualRepo } from '../../cluster/metadata/virtual.js'
+import { searchRoutes } from './search.js'
 import { propertyRoutes } from './properties.js'
 
 export const API_PREFIX = '/api/v1'
@@ -331,6 +334,8 @@ export function adminRoutes (deps: RegistryDeps) {
     ok(ctx, value)
   })
 
+  // Search and latest versions (search.ts)
+  searchRoutes(router, deps, me)
   propertyRoutes(router, deps, { me, deny, jsonBody, parseImageRef })
 
   // Audit log

@@ -93,6 +93,7 @@ export function createApp (opts: AppOptions): Koa {
   for (const m of opts.deps.gc?.collector.all() ?? []) metrics.registry.registerMetric(m)
   for (const m of opts.deps.retention?.runner.all() ?? []) metrics.registry.registerMetric(m)
   for (const m of opts.deps.hooks?.all() ?? []) metrics.registry.registerMetric(m)
+  for (const m of opts.deps.search?.all() ?? []) metrics.registry.registerMetric(m)
   for (const m of opts.metrics ?? []) metrics.registry.registerMetric(m)
   for (const m of opts.backups?.all() ?? []) metrics.registry.registerMetric(m)
   const virtualMetrics = new VirtualMetrics()

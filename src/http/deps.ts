@@ -17,6 +17,7 @@ import type { DiskState } from '../../storage/disk-watch.js'
 import type { HookDeliverer } from '../../cluster/hooks/deliverer.js'
 import type { PullRecorder } from '../../cluster/retention/pulls.js'
 import type { PeerClient, PeerTarget } from '../../net/peer-https.js'
+import type { SearchService } from './search.js'
 
 /** Blobs across nodes: present in a cluster, absent on a lone node in tests. */
 export interface BlobReplication {
@@ -66,6 +67,8 @@ export interface RegistryDeps {
   promoteProperties?: boolean
   /** Retention policies, and the pull times they may use (cluster/retention/). */
   retention?: { runner: RetentionRunner; pulls: PullRecorder }
+  /** Search and latest-version lookups over the state machine's indexes (search.ts). */
+  search?: SearchService
 }
 
 /** Submit a command and turn a refusal into the error it names. */

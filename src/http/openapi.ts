@@ -2,7 +2,8 @@
  * The OpenAPI 3.1 document of the admin HTTP API, served at GET /api/v1/openapi.json:
  *
  *   /api/v1/…          users, groups, permission targets, access tokens, immutable tags, virtual repositories,
- *                      promotion, the audit log (admin.ts); properties and checksums (properties.ts)
+ *                      promotion, the audit log (admin.ts); properties and checksums (properties.ts);
+ *                      search and latest (search.ts)
  *   /api/v1/cluster/…  status, join tokens, joining, leaving, member removal (cluster-api.ts)
  *   /api/v1/sites/…    cross-site peering: tokens, peerings, their status (sites.ts)
  *   /api/v1/backups/…  online backups: the snapshot, its blobs, the lease (backup.ts)
@@ -290,6 +291,41 @@ const paths: Record<string, PathItem> = {
       errors: [400, 403, 404, 409],
     }),
   },
+
+  [`${API_PREFIX}/search`]: {
+    get: op({
+      operationId: 'search',
+      tags: ['search'],
+      summary: 'Manifests matching criteria, in repositories the caller may read',
+      description: 'Criteria combine with AND, OR, NOT and parentheses in `q` (e.g. `name:team/* AND (prop:qa.status=approved OR tag:v1.*) AND NOT media:*index*`); each other criterion parameter is one criterion without its field (`name=team/*`, `pushed=>=2024-01-01`, `size=1MB..10MB`, `prop=qa.status=approved`), repeatable, all ANDed with `q`. Results come in (repository, digest) order, `n` at a time; when more follow, `cursor` and a Link header (rel="next") give the next page. Repositories the caller may not read are left out. `created` is the org.opencontainers.image.created annotation; pull times are batched and may lag. A malformed query answers 400 naming the position.',
+      parameters: [
+        query('q', 'A query expression (see the description).', { type: 'string', examples: ['name:team/* AND NOT tag:*-rc*'] }),
+        ...(['name', 'tag', 'digest', 'sha1', 'md5', 'prop', 'media', 'type', 'artifactType', 'pushed', 'created', 'pulled', 'size'].map((k) => query(k, `One ${k} criterion (repeatable), as in q without \`${k}:\`.`, { type: 'array', items: { type: 'string' } }))),
+        query('n', 'Results per page (default 100, at most 1000).', { type: 'integer', minimum: 1, maximum: 1000 }),
+        query('cursor', 'Where to go on: the previous page\'s cursor.', { type: 'string' }),
+        query('properties', '`true`: each result lists its properties.', { type: 'boolean' }),
+      ],
+      ok: { 200: { ...answer('A page of matches', schema('SearchPage')), headers: { Link: { description: 'The next page, `<…>; rel="next"`, when more follow.', schema: { type: 'string' } } } } },
+      errors: [400, 503],
+    }),
+  },
+
+  [`${API_PREFIX}/latest/{repo}`]: {
+    parameters: [{ name: 'repo', in: 'path', required: true, description: 'The repository (slashes included, not encoded).', schema: { type: 'string' } }],
+    get: op({
+      operationId: 'latest',
+      tags: ['search'],
+      summary: 'The newest tag of a repository, by semantic version or by push time',
+      description: 'Needs read on the repository (else 404, as for an unknown one). `by=semver` (default) orders tags read as versions (1.2.3, v1.2, 2.0.0-rc.1; a release above its pre-releases) and ignores the others; `by=time` orders by the tag\'s last push. `match` keeps only tags matching a glob; `prop` only manifests with that property (and value).',
+      parameters: [
+        query('by', 'semver (default) or time.', { type: 'string', enum: ['semver', 'time'] }),
+        query('match', 'A tag pattern (* and ?).', { type: 'string', examples: ['v1.*'] }),
+        query('prop', 'KEY or KEY=VALUE.', { type: 'string', examples: ['qa.status=approved'] }),
+      ],
+      ok: { 200: answer('The newest tag', schema('Latest')) },
+      errors: [400, 404, 503],
+      }),
+    },
 
   [`${API_PREFIX}/properties`]: {
     get: op({
@@ -699,6 +735,7 @@ export const OPENAPI_DOCUMENT: OpenApiDocument = {
     { name: 'tokens', description: 'Access tokens for robots and CI jobs, and the offline tokens `docker login` keeps.' },
     { name: 'immutable tags', description: 'Repositories whose tags, once pushed, never move.' },
     { name: 'promotion', description: 'Copying images between repositories without pulling and pushing.' },
+    { name: 'search', description: 'Searching manifests by name, tag, digest, checksum, property, time, type and size; the latest version of a repository.' },
     { name: 'properties', description: 'Key/value properties of manifests (user-set, and the image\'s annotations and labels, read-only), and blobs\' SHA-1 and MD5.' },
     { name: 'maintenance', description: 'Garbage collection.' },
     { name: 'virtual repositories', description: 'Name prefixes resolved through an ordered list of member repositories.' },
@@ -893,6 +930,44 @@ export const OPENAPI_DOCUMENT: OpenApiDocument = {
           pending: { type: 'array', items: { type: 'string' }, description: 'Nodes that did not answer: they delete their bytes when they come back.' },
           collectMs: { type: 'integer', description: 'How long the collection\'s commands took, in ms (paced: rests included). Not in a dry run.' },
           sweepMs: { type: 'integer', description: 'How long the sweeps on every node took after it, in ms. Not in a dry run.' },
+        },
+      },
+      SearchHit: {
+        type: 'object',
+        required: ['repo', 'digest', 'mediaType', 'size', 'pushedAt', 'tags'],
+        properties: {
+          repo: { type: 'string' },
+          digest: { type: 'string' },
+          mediaType: { type: 'string' },
+          artifactType: { type: 'string' },
+          size: { type: 'integer', description: 'The manifest\'s size in bytes.' },
+          pushedAt: { type: 'integer', description: 'Last push of the manifest (ms since the epoch).' },
+          createdAt: { type: 'integer', description: 'org.opencontainers.image.created (ms), when present.' },
+          pulledAt: { type: 'integer', description: 'Last recorded pull (ms); batched, may lag.' },
+          tags: { type: 'array', items: { type: 'string' } },
+          properties: { type: 'object', additionalProperties: { type: 'array', items: { type: 'string' } }, description: 'With properties=true.' },
+        },
+      },
+      SearchPage: {
+        type: 'object',
+        required: ['items'],
+        properties: {
+          items: { type: 'array', items: schema('SearchHit') },
+          cursor: { type: 'string', description: 'Present when more results follow: pass it as cursor.' },
+        },
+      },
+      Latest: {
+        type: 'object',
+        required: ['repo', 'tag', 'digest', 'mediaType', 'size', 'pushedAt', 'candidates'],
+        properties: {
+          repo: { type: 'string' },
+          tag: { type: 'string' },
+          digest: { type: 'string' },
+          mediaType: { type: 'string' },
+          size: { type: 'integer' },
+          pushedAt: { type: 'integer', description: 'Last push of the tag (ms).' },
+          version: { type: 'string', description: 'The version the tag reads as (by=semver).' },
+          candidates: { type: 'integer', description: 'Tags that matched before the property filter.' },
         },
       },
       Promotion: {

@@ -20,7 +20,7 @@ import { startInProcess } from '../helpers/inproc.js'
 function routesOf (router: { stack: Array<{ path: string | RegExp; methods: string[] }> }): string[] {
   return router.stack.flatMap((layer) => {
     if (typeof layer.path !== 'string') throw new Error(`a route by regular expression (${String(layer.path)}) cannot be listed in the document`)
-    const path = layer.path.replace(/:([A-Za-z0-9_]+)/g, '{$1}')
+    const path = layer.path.replace(/:([A-Za-z0-9_]+)/g, '{$1}').replace(/\{\*([A-Za-z0-9_]+)\}/g, '{$1}')
     return layer.methods.filter((m) => m !== 'HEAD').map((m) => `${m} ${path}`)
   })
 }
