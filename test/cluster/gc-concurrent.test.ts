@@ -1,7 +1,7 @@
 /**
  * Garbage collection under load (issue 12): on a 3-node cluster of real processes, clients on
  * every node push images (a layer shared across clients, a layer of their own), move tags and
- * delete old manifests for GC_STRESS_SECONDS (default 60), while collections with no grace at
+ * delete old manifests for GC_STRESS_SECONDS (default 120: "for minutes"), while collections with no grace at
  * all (the harshest setting) run through random nodes. Afterwards:
  *   - every tag points at an image that is whole on every node, and each tag whose last push was
  *     acknowledged points at that push;
@@ -17,7 +17,7 @@ import { join } from 'node:path'
 import { authFetch, checkImage, pushHttp, startTestCluster, type ClusterNode } from '../helpers/cluster.js'
 import { blob, descriptor, sha256, OCI_MANIFEST, OCI_CONFIG, type Image } from '../helpers/oci.js'
 
-const SECONDS = Number(process.env.GC_STRESS_SECONDS ?? 60)
+const SECONDS = Number(process.env.GC_STRESS_SECONDS ?? 120)
 const c = await startTestCluster(t, { size: 3, env: { FLOTILLA_GC_INTERVAL: '0' } })
 const creds = c.credentials
 
