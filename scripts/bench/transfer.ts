@@ -13,6 +13,7 @@
 import { spawn } from 'node:child_process'
 import { createServer, request, type IncomingMessage, type ServerResponse } from 'node:http'
 import { createReadStream } from 'node:fs'
+import type { Readable } from 'node:stream'
 import { writeFile, rm, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
@@ -96,8 +97,9 @@ async function main (): Promise<void> {
   const http: number[] = []
   const nodeHttp: number[] = []
   const peerHttps: number[] = []
+  const peerGet: number[] = []
   // CPU seconds spent by the client (this process) and the server, per path.
-  const cpu = { nodeHttp: { client: 0, server: 0 }, peerHttps: { client: 0, server: 0 } }
+  const cpu = { nodeHttp: { client: 0, server: 0 }, peerHttps: { client: 0, server: 0 }, peerGet: { client: 0, server: 0 } }
   const serverCpu = async (): Promise<number> => Number(await (await fetch(`${info.http}/cpu`)).text())
   const timed = async (path: keyof typeof cpu, run: () => Promise<void>): Promise<number> => {
     const s0 = await serverCpu()
@@ -111,7 +113,7 @@ async function main (): Promise<void> {
   }
   // node:http and the peer port, read the way a replica is stored: BlobFetcher's answer is a
   // plain Readable that the upload store drains through 'data' events (storage/blobs/source.ts).
-  const drain = async (res: IncomingMessage, what: string): Promise<void> => {
+  const drain = async (res: Readable, what: string): Promise<void> => {
     let n = 0
     res.on('data', (chunk: Buffer) => { n += chunk.byteLength })
     await new Promise<void>((resolve, reject) => { res.once('end', resolve); res.once('error', reject) })
@@ -139,6 +141,11 @@ async function main (): Promise<void> {
     peerHttps.push(await timed('peerHttps', async () => {
       await drain(await new Promise<IncomingMessage>((resolve, reject) => client.request(info.peer, { path: '/blob', headers: { authorization: auth2 } }, resolve).on('error', reject).end()), 'peer HTTPS')
     }))
+    // What replication uses: PeerClient.get reads the TLS socket into one reused buffer.
+    const auth3 = await signRequest(key, peer, 'GET', '/blob')
+    peerGet.push(await timed('peerGet', async () => {
+      await drain(await client.get(info.peer, { method: 'GET', path: '/blob', headers: { authorization: auth3 }, timeoutMs: 60_000 }), 'peer get')
+    }))
   }
   client.close()
   await host.stop()
@@ -148,18 +155,22 @@ async function main (): Promise<void> {
   const h = median(http)
   const nh = median(nodeHttp)
   const ph = median(peerHttps)
+  const pg = median(peerGet)
   process.stdout.write(`blob transfer between two processes, ${size / MiB} MiB, median of ${rounds}\n`)
   process.stdout.write(`  libp2p (tcp+noise+yamux)          ${fmt(l)} MiB/s\n`)
   process.stdout.write(`  plain HTTP, fetch                 ${fmt(h)} MiB/s\n`)
   process.stdout.write(`  plain HTTP, node:http             ${fmt(nh)} MiB/s\n`)
   process.stdout.write(`  peer port (mutual TLS), node:http ${fmt(ph)} MiB/s\n`)
+  process.stdout.write(`  peer port, PeerClient.get         ${fmt(pg)} MiB/s\n`)
   process.stdout.write(`  plain fetch / libp2p              ${fmt(h / l, 2)}x\n`)
   process.stdout.write(`  peer port / plain node:http       ${fmt(ph / nh, 2)}x\n`)
+  process.stdout.write(`  peer get / plain node:http        ${fmt(pg / nh, 2)}x  (issue 16: at least 0.8x)\n`)
   process.stdout.write(`  peer port / plain fetch           ${fmt(ph / h, 2)}x\n`)
   const gib = rounds * size / (1024 * MiB)
   const per = (c: { client: number; server: number }): string => `client ${fmt(c.client / gib, 2)}, server ${fmt(c.server / gib, 2)}`
   process.stdout.write(`  CPU s per GiB, plain node:http    ${per(cpu.nodeHttp)}\n`)
   process.stdout.write(`  CPU s per GiB, peer port          ${per(cpu.peerHttps)}\n`)
+  process.stdout.write(`  CPU s per GiB, peer get           ${per(cpu.peerGet)}\n`)
 }
 
 await main()
