@@ -263,8 +263,10 @@ class PinnedAgent extends HttpsAgent {
 const BULK_IDLE_MS = 30_000
 /** Idle bulk connections kept per member. */
 const BULK_FREE = 16
-/** The buffer a bulk connection reads into, reused for every read (a TLS record holds at most 16 KiB). */
-const BULK_READ = 64 * 1024
+/** Slabs a bulk connection reads into, one after the other. */
+const BULK_SLAB = 1 << 20
+/** Room below which the next read goes into a fresh slab (a TLS record holds at most 16 KiB). */
+const BULK_MIN_ROOM = 16 * 1024
 
 /** A peer-port connection read through `onread` into one reused buffer, for PeerClient.get. */
 interface BulkConn {
@@ -273,6 +275,9 @@ interface BulkConn {
   reader: ResponseReader | undefined
   /** What ended the connection, for the answer being read. */
   failure: Error | undefined
+  /** The slab reads land in, and how much of it is filled. */
+  slab: Buffer | undefined
+  fill: number
 }
 
 export interface PeerGetOptions {
@@ -420,14 +425,19 @@ export class PeerClient {
   }
 
   private async dialBulk (peerId: string, host: string, port: number): Promise<BulkConn> {
-    const buffer = Buffer.allocUnsafe(BULK_READ)
-    const conn: BulkConn = { socket: undefined as unknown as TLSSocket, reader: undefined, failure: undefined }
+    const conn: BulkConn = { socket: undefined as unknown as TLSSocket, reader: undefined, failure: undefined, slab: undefined, fill: 0 }
+    // TLS decrypts each read straight into the connection's current slab, after the bytes
+    // before it: the body's chunks are views of it, and no byte of a slab is written twice.
     const onread = {
-      buffer,
+      buffer: (): Buffer => {
+        if (conn.slab === undefined || conn.slab.length - conn.fill < BULK_MIN_ROOM) { conn.slab = Buffer.allocUnsafeSlow(BULK_SLAB); conn.fill = 0 }
+        return conn.slab.subarray(conn.fill)
+      },
       callback: (n: number, buf: Uint8Array): boolean => {
+        conn.fill += n
         // Bytes on an idle connection answer nothing we asked: drop it.
         if (conn.reader === undefined) { this.metrics.getFailures.inc({ reason: 'overrun' }); conn.socket?.destroy(); return false }
-        conn.reader.feed(buf.subarray(0, n))
+        conn.reader.feed(buf.subarray(0, n), true)
         return true
       },
     }

@@ -4,11 +4,13 @@
  *
  * Why: node's TLS socket hands every read (at most one 16 KiB TLS record) to JS in a fresh
  * buffer, and node's HTTP client passes each on as a chunk: allocation, GC and many small
- * writes made the peer port 0.7× of plain HTTP (scripts/bench/transfer.ts). The socket here
- * reads into one reused buffer (the `onread` option), and this reader copies the body out of
- * it into slabs of SLAB bytes, handing out each filled stretch of a slab once: no memory is
- * written twice, so the upload store may keep the chunks it is given (storage/blobs/fs-io.ts
- * writeHashed holds them until their write is done).
+ * writes made the peer port 0.7× of plain HTTP (scripts/bench/transfer.ts). There the socket
+ * reads with `onread` into 1 MiB slabs, each read right after the one before, and this reader
+ * hands the body out as views of those slabs, consecutive reads joined into one chunk (up to
+ * CHUNK bytes): no copy, and no byte of a slab is ever written twice, so the upload store may
+ * keep the chunks it is given (storage/blobs/fs-io.ts writeHashed holds them until their write
+ * is done). Bytes fed without that guarantee (`owned` false: a reused buffer) are copied into
+ * slabs of the reader's own first.
  *
  *   feed(bytes) ──► head: status line, headers (up to MAX_HEAD bytes; 1xx heads skipped)
  *                   body: Content-Length bytes (the blob route), or chunked, or until close;
@@ -23,10 +25,12 @@ import type { IncomingHttpHeaders } from 'node:http'
 
 /** Largest response head accepted (the peer port's server allows heads this large). */
 export const MAX_HEAD = 64 * 1024
-/** Bytes per slab the body is copied into: chunks of up to this size reach the consumer. */
+/** Bytes per slab the body is copied into (when the bytes fed are not ours to keep). */
 export const SLAB = 1 << 20
 /** A slab with less room than this left is replaced by a fresh one. */
-const SLAB_MIN_ROOM = 64 * 1024
+const SLAB_MIN_ROOM = 16 * 1024
+/** Chunks handed to the consumer are at most this long. */
+export const CHUNK = 1 << 20
 /** Body bytes wait at most this long for more to fill a bigger chunk. */
 const FLUSH_MS = 1
 /** Buffered body bytes beyond which the connection stops reading until the consumer catches up. */
@@ -95,9 +99,13 @@ export class ResponseReader {
   private framing: Framing = { kind: 'none' }
   private keepAlive = true
   private received = 0
+  /** Our own slab (bytes fed without ownership are copied here) and how far it is filled. */
   private slab: Buffer | undefined
-  private slabStart = 0
   private slabFill = 0
+  /** Body bytes gathered and not yet handed out: one stretch of one buffer. */
+  private run: { buffer: ArrayBufferLike; start: number; end: number } | undefined
+  /** The bytes of the current feed() are the caller's to give: held by reference, never copied. */
+  private owned = false
   private timer: NodeJS.Timeout | undefined
   // Chunked framing: the size line being read, the data left in the current chunk, and where we are.
   private chunkState: 'size' | 'data' | 'data-crlf' | 'trailer' = 'size'
@@ -116,9 +124,13 @@ export class ResponseReader {
   /** Whether the answer was read to its end. */
   get finished (): boolean { return this.state === 'done' }
 
-  /** Bytes off the connection; `bytes` is only read during the call. */
-  feed (bytes: Uint8Array): void {
+  /**
+   * Bytes off the connection. Unless `owned`, they are only read during the call (a reused
+   * buffer). `owned`: they are never written again, and the body's chunks may point into them.
+   */
+  feed (bytes: Uint8Array, owned = false): void {
     let at = 0
+    this.owned = owned
     this.feeding = true
     try {
       while (at < bytes.length) {
@@ -286,36 +298,47 @@ export class ResponseReader {
     this.res!.destroy(new ResponseError(reason, message))
   }
 
-  /** Copy body bytes into the current slab; push when the slab is full, or soon. */
+  /**
+   * Body bytes: held by reference when the caller owns them (`feed(…, true)`), else copied into
+   * a slab of our own first. Stretches that follow each other in memory (consecutive reads
+   * into one slab) are handed out as one chunk: when the run breaks, grows to CHUNK bytes,
+   * the body ends, or FLUSH_MS after the run began.
+   */
   private deliver (bytes: Uint8Array, at: number, n: number): void {
     if (n === 0) return
     this.received += n
+    if (this.owned) { this.extend(bytes.buffer, bytes.byteOffset + at, n); return }
     while (n > 0) {
       if (this.slab === undefined || this.slab.length - this.slabFill < SLAB_MIN_ROOM) {
-        this.flush()
         this.slab = Buffer.allocUnsafeSlow(SLAB)
-        this.slabStart = 0
         this.slabFill = 0
       }
       const k = Math.min(n, this.slab.length - this.slabFill)
       this.slab.set(k === bytes.length && at === 0 ? bytes : bytes.subarray(at, at + k), this.slabFill)
+      this.extend(this.slab.buffer, this.slab.byteOffset + this.slabFill, k)
       this.slabFill += k
       at += k
       n -= k
     }
-    if (this.slab!.length - this.slabFill < SLAB_MIN_ROOM) this.flush()
+  }
+
+  private extend (buffer: ArrayBufferLike, offset: number, n: number): void {
+    if (this.run !== undefined && (this.run.buffer !== buffer || this.run.end !== offset)) this.flush()
+    if (this.run === undefined) this.run = { buffer, start: offset, end: offset + n }
+    else this.run.end += n
+    if (this.run.end - this.run.start >= CHUNK) this.flush()
     else this.timer ??= setTimeout(() => { this.timer = undefined; this.flush() }, FLUSH_MS)
   }
 
-  /** Hand the filled, not yet delivered stretch of the slab to the consumer. */
+  /** Hand the run gathered so far to the consumer. */
   private flush (): void {
     clearTimeout(this.timer)
     this.timer = undefined
-    if (this.slab === undefined || this.slabFill === this.slabStart) return
-    const chunk = this.slab.subarray(this.slabStart, this.slabFill)
-    this.slabStart = this.slabFill
+    const r = this.run
+    if (r === undefined) return
+    this.run = undefined
     if (this.res!.destroyed) return
-    if (!this.res!.push(chunk)) this.hooks.pause()
+    if (!this.res!.push(Buffer.from(r.buffer, r.start, r.end - r.start))) this.hooks.pause()
   }
 
   private finish (reusable: boolean): void {
