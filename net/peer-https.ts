@@ -362,9 +362,11 @@ export class PeerClient {
     if (/[\r\n]/.test(head.join('')) || /\s/.test(o.path)) throw new Error(`refusing to send a request with a line break or blank in its path or headers: ${JSON.stringify(o.path)}`)
     const conn = this.idleBulk(target.peerId) ?? await this.dialBulk(target.peerId, url.hostname.replace(/^\[|\]$/g, ''), Number(url.port))
     const s = conn.socket
-    const reader = new ResponseReader(o.method, {
-      pause: () => s.pause(),
-      resume: () => s.resume(),
+    // pause/resume only while this answer owns the connection: a consumer still reading an
+    // earlier answer's chunks must not resume the socket under the next one.
+    const reader: ResponseReader = new ResponseReader(o.method, {
+      pause: () => { if (conn.reader === reader) s.pause() },
+      resume: () => { if (conn.reader === reader) s.resume() },
       done: (reusable) => {
         conn.reader = undefined
         if (reader.overrun) this.metrics.getFailures.inc({ reason: 'overrun' })

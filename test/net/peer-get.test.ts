@@ -219,6 +219,8 @@ const srv = new PeerServer({
     // Says more than its Content-Length, bypassing node's HTTP server.
     if (req.url === '/overrun') { req.socket.write('HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhelloWORLD'); return }
     if (req.url === '/silent') return // never answers
+    // No length: the body ends with the connection.
+    if (req.url === '/until-close') { req.socket.end('HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nall of it until close'); return }
     if (req.url === '/slow') { res.setHeader('content-length', blob.length); res.write(blob.subarray(0, SLAB)); return } // and then nothing
     res.statusCode = 404
     res.end('{"errors":[{"code":"BLOB_UNKNOWN"}]}')
@@ -271,6 +273,17 @@ t.test('get: a peer that says more than its Content-Length loses the connection'
   await collect(again)
   t.equal(await count(m, 'connections', 'outbound'), 2)
   t.equal(await count(m, 'getFailures', 'overrun'), 1)
+})
+
+t.test('get: an answer without a length ends with the connection', async (t) => {
+  const m = createPeerMetrics()
+  const client = new PeerClient(member.creds, m)
+  t.teardown(() => client.close())
+  const res = await client.get(target, { method: 'GET', path: '/until-close', timeoutMs: 20_000 })
+  const { chunks, error } = await collect(res)
+  t.equal(error, undefined)
+  t.equal(Buffer.concat(chunks).toString(), 'all of it until close')
+  t.equal(await count(m, 'getFailures', 'connection'), 0)
 })
 
 t.test('get: silence before the head, and in the middle of the body, times out', async (t) => {
