@@ -2,10 +2,12 @@
  * Blob transfer between two processes: a libp2p stream (TCP + noise + yamux, what Raft and
  * gossip use) against peer-authenticated HTTP: plain (fetch, and node:http as replication
  * used it before the peer port) and over the peer port (net/peer-https.ts: mutual TLS with
- * libp2p certificates, what replication uses now). Prints MiB/s of each and the ratios, and for
- * node:http and the peer port the CPU seconds each side spent per GiB (process.cpuUsage: it
- * says where the time goes, and unlike MiB/s it barely moves when other processes load the
- * machine). The server side is this script run again with --serve; it answers with a
+ * libp2p certificates), read by node:https and by PeerClient.get (TLS decrypts into slabs
+ * whose bytes are never reused, net/peer-response.ts: what replication uses now; issue 16
+ * asks for at least 0.8× of plain node:http). Prints MiB/s of each and the ratios, and for
+ * node:http and both peer-port readers the CPU seconds each side spent per GiB
+ * (process.cpuUsage: it says where the time goes, and moves less than MiB/s when other
+ * processes load the machine). The server side is this script run again with --serve; it answers with a
  * Content-Length, as the node's blob route does.
  *
  *   npm run bench:transfer -- [--size-mib 1024] [--rounds 3]
