@@ -443,6 +443,7 @@ export class Cluster {
     peerRequests: this.peerMetrics.requests,
     peerReplaysRefused: this.peerMetrics.replaysRefused,
     peerInternalOnClientPort: this.peerMetrics.internalOnClientPort,
+    peerGetFailures: this.peerMetrics.getFailures,
     // Where this node's Raft stands, read at each scrape.
     term: new Gauge({ name: 'flotilla_raft_term', help: 'Current Raft term', registers: [], collect: () => { this.metrics.term.set(this.driver?.status().term ?? 0) } }),
     commit: new Gauge({ name: 'flotilla_raft_commit_index', help: 'Highest log index known committed', registers: [], collect: () => { this.metrics.commit.set(this.driver?.status().commit ?? 0) } }),

@@ -21,10 +21,11 @@ import { Agent as HttpsAgent, request as httpsRequest } from 'node:https'
 import { createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net'
 import { connect as tlsConnect, createServer as createTlsServer, type ConnectionOptions, type Server as TlsServer, type TLSSocket } from 'node:tls'
 import { createHash } from 'node:crypto'
-import type { Duplex } from 'node:stream'
+import type { Duplex, Readable } from 'node:stream'
 import type { PrivateKey } from '@libp2p/interface'
 import { createLibp2pCertificate, verifyLibp2pCertificate } from './libp2p-cert.js'
 import { Counter } from 'prom-client'
+import { ResponseError, ResponseReader } from './peer-response.js'
 
 /** This node's certificate and its key (PEM), per the libp2p TLS spec. */
 export interface PeerCredentials { cert: string; key: string }
@@ -49,6 +50,7 @@ export function createPeerMetrics (): {
   requests: Counter<'kind'>
   replaysRefused: Counter
   internalOnClientPort: Counter
+  getFailures: Counter<'reason'>
 } {
   return {
     handshakeFailures: new Counter({ name: 'flotilla_peer_tls_handshake_failures_total', help: 'Peer-port connections refused or failed before any HTTP, by direction and reason (plain-http, no-certificate, bad-certificate, not-member, wrong-peer, tls-error, timeout)', labelNames: ['direction', 'reason'] as const, registers: [] }),
@@ -56,6 +58,7 @@ export function createPeerMetrics (): {
     requests: new Counter({ name: 'flotilla_peer_requests_total', help: 'Requests served on the peer port, by kind (internal: /internal/v1 routes; forwarded: a request a member passed on; other)', labelNames: ['kind'] as const, registers: [] }),
     replaysRefused: new Counter({ name: 'flotilla_peer_replays_refused_total', help: 'Node-to-node requests refused because their signed nonce was already used (a replay)', registers: [] }),
     internalOnClientPort: new Counter({ name: 'flotilla_peer_internal_on_client_port_total', help: 'Node-to-node (/internal/v1) requests refused on the client port because this node has a peer port', registers: [] }),
+    getFailures: new Counter({ name: 'flotilla_peer_get_failures_total', help: 'Bulk reads from a member\'s peer port (blob copies) that failed, by reason (connection, timeout, bad-head, short-body, bad-chunk; overrun: bytes after the body, the connection dropped)', labelNames: ['reason'] as const, registers: [] }),
   }
 }
 export type PeerMetrics = ReturnType<typeof createPeerMetrics>
@@ -192,6 +195,53 @@ export class PeerServer {
 }
 
 /**
+ * Dial a member's peer port: TLS 1.3 with our certificate, then check that the server's
+ * certificate carries the expected peer id. `cb` gets the socket only once it is verified.
+ * `extra` adds socket options (the bulk path reads with `onread`).
+ */
+function dialPeer (peerId: string, creds: PeerCredentials, metrics: PeerMetrics, host: string, port: number, extra: Partial<ConnectionOptions>, cb: (err: Error | null, s?: TLSSocket) => void): void {
+  let done = false
+  const finish = (err: Error | null, sock?: TLSSocket): void => { if (!done) { done = true; cb(err, sock) } }
+  const fail = (reason: string, err: Error): void => {
+    metrics.handshakeFailures.inc({ direction: 'outbound', reason })
+    s.destroy()
+    finish(err)
+  }
+  let connected = false
+  const s = tlsConnect({
+    host,
+    port,
+    ...TLS_OPTIONS,
+    cert: creds.cert,
+    key: creds.key,
+    // The certificate is self-signed: it is checked below, against the member we meant to reach.
+    rejectUnauthorized: false,
+    highWaterMark: 1 << 20,
+    ...extra,
+  } as ConnectionOptions)
+  s.once('connect', () => { connected = true })
+  s.setTimeout(HANDSHAKE_MS, () => fail('timeout', new Error(`the peer port of ${peerId} at ${host}:${port} did not finish the TLS handshake in ${HANDSHAKE_MS} ms`)))
+  s.once('error', (err) => {
+    if (done) return
+    if (connected) metrics.handshakeFailures.inc({ direction: 'outbound', reason: 'tls-error' })
+    finish(err)
+  })
+  s.once('secureConnect', () => {
+    s.setTimeout(0)
+    const raw = s.getPeerCertificate(false)?.raw as Buffer | undefined
+    if (raw === undefined || raw.length === 0) { fail('no-certificate', new Error(`the peer port at ${host}:${port} presented no certificate`)); return }
+    peerIdOfCertificate(raw).then((peer) => {
+      if (peer !== peerId) {
+        fail('wrong-peer', new Error(`the peer port at ${host}:${port} is ${peer}, not the member ${peerId} it is recorded for: refused (a stale address, or someone in the way)`))
+        return
+      }
+      metrics.connections.inc({ direction: 'outbound' })
+      finish(null, s)
+    }, (err: unknown) => fail('bad-certificate', new Error(`the peer port at ${host}:${port} presented an invalid libp2p certificate: ${(err as Error).message}`)))
+  })
+}
+
+/**
  * An HTTPS agent pinned to one member: it dials, checks that the server's certificate carries
  * the expected peer id, and only then hands the socket to HTTP. Keeps connections alive.
  */
@@ -204,47 +254,42 @@ class PinnedAgent extends HttpsAgent {
 
   // Node's Agent waits for the callback when createConnection returns nothing.
   override createConnection (options: RequestOptions, cb?: (err: Error | null, s: Duplex) => void): undefined {
-    let done = false
-    const finish = (err: Error | null, sock?: Socket): void => { if (!done) { done = true; cb!(err, sock!) } }
-    const fail = (reason: string, err: Error): void => {
-      this.metrics.handshakeFailures.inc({ direction: 'outbound', reason })
-      s.destroy()
-      finish(err)
-    }
-    let connected = false
-    const s = tlsConnect({
-      host: options.host ?? undefined,
-      port: Number(options.port),
-      ...TLS_OPTIONS,
-      cert: this.creds.cert,
-      key: this.creds.key,
-      // The certificate is self-signed: it is checked below, against the member we meant to reach.
-      rejectUnauthorized: false,
-      highWaterMark: 1 << 20,
-    } as ConnectionOptions)
-    s.once('connect', () => { connected = true })
-    s.setTimeout(HANDSHAKE_MS, () => fail('timeout', new Error(`the peer port of ${this.peerId} at ${String(options.host)}:${String(options.port)} did not finish the TLS handshake in ${HANDSHAKE_MS} ms`)))
-    s.once('error', (err) => {
-      if (done) return
-      if (connected) this.metrics.handshakeFailures.inc({ direction: 'outbound', reason: 'tls-error' })
-      finish(err)
-    })
-    s.once('secureConnect', () => {
-      s.setTimeout(0)
-      const raw = s.getPeerCertificate(false)?.raw as Buffer | undefined
-      if (raw === undefined || raw.length === 0) { fail('no-certificate', new Error(`the peer port at ${String(options.host)}:${String(options.port)} presented no certificate`)); return }
-      peerIdOfCertificate(raw).then((peer) => {
-        if (peer !== this.peerId) {
-          fail('wrong-peer', new Error(`the peer port at ${String(options.host)}:${String(options.port)} is ${peer}, not the member ${this.peerId} it is recorded for: refused (a stale address, or someone in the way)`))
-          return
-        }
-        this.metrics.connections.inc({ direction: 'outbound' })
-        finish(null, s)
-      }, (err: unknown) => fail('bad-certificate', new Error(`the peer port at ${String(options.host)}:${String(options.port)} presented an invalid libp2p certificate: ${(err as Error).message}`)))
-    })
+    dialPeer(this.peerId, this.creds, this.metrics, options.host ?? 'localhost', Number(options.port), {}, (err, s) => cb!(err, s!))
     return undefined
   }
 }
+
+/** How long a bulk connection waits idle for the next get (the server keeps one 65 s). */
+const BULK_IDLE_MS = 30_000
+/** Idle bulk connections kept per member. */
+const BULK_FREE = 16
+/** Slabs a bulk connection reads into, one after the other. */
+const BULK_SLAB = 1 << 20
+/** Room below which the next read goes into a fresh slab (a TLS record holds at most 16 KiB). */
+const BULK_MIN_ROOM = 16 * 1024
+
+/** A peer-port connection read through `onread` into one reused buffer, for PeerClient.get. */
+interface BulkConn {
+  socket: TLSSocket
+  /** The answer being read; undefined while idle. */
+  reader: ResponseReader | undefined
+  /** What ended the connection, for the answer being read. */
+  failure: Error | undefined
+  /** The slab reads land in, and how much of it is filled. */
+  slab: Buffer | undefined
+  fill: number
+}
+
+export interface PeerGetOptions {
+  method: 'GET' | 'HEAD'
+  path: string
+  headers?: Record<string, string>
+  /** The connection may be silent this long before the answer fails ("stopped answering"). */
+  timeoutMs: number
+}
+
+/** A streamed answer: a PeerResponse (peer port) or node's IncomingMessage (a member without one). */
+export type PeerBody = Readable & { statusCode?: number; headers: IncomingHttpHeaders }
 
 export interface PeerCallOptions {
   method: string
@@ -256,9 +301,14 @@ export interface PeerCallOptions {
 
 export interface PeerAnswer { status: number; headers: IncomingHttpHeaders; body: Buffer }
 
-/** The client side: one pinned, keep-alive agent per member. */
+/**
+ * The client side: one pinned, keep-alive agent per member, and for bulk reads (get) kept-alive
+ * connections of its own per member, read without node's HTTP client.
+ */
 export class PeerClient {
   private readonly agents = new Map<string, PinnedAgent>()
+  /** Bulk connections per member: all of them, and the idle ones (most recently used last). */
+  private readonly bulk = new Map<string, { all: Set<BulkConn>; idle: BulkConn[] }>()
 
   constructor (private readonly creds: PeerCredentials, private readonly metrics: PeerMetrics) {}
 
@@ -288,15 +338,132 @@ export class PeerClient {
     })
   }
 
+  /**
+   * A GET or HEAD whose answer streams (a blob, or a range of one). Over the peer port the
+   * answer is read off the TLS socket into one reused buffer and copied into large chunks
+   * (net/peer-response.ts): about twice as fast as node's HTTPS client for bulk copies. Resolves
+   * once the answer's head is in; a failure after that destroys the returned stream with the
+   * error. Destroying the stream before its end drops the connection.
+   */
+  async get (target: PeerTarget, o: PeerGetOptions): Promise<PeerBody> {
+    const url = new URL(target.url)
+    if (url.protocol !== 'https:') {
+      return await new Promise<IncomingMessage>((resolve, reject) => {
+        const req = this.request(target, { path: o.path, method: o.method, headers: o.headers ?? {}, timeout: o.timeoutMs }, resolve)
+        req.on('timeout', () => req.destroy(new Error(`peer ${target.peerId} stopped answering`)))
+        req.on('error', reject)
+        req.end()
+      })
+    }
+    const head = [`${o.method} ${o.path} HTTP/1.1`, `host: ${url.host}`]
+    for (const [k, v] of Object.entries(o.headers ?? {})) head.push(`${k}: ${v}`)
+    const text = head.join('\r\n') + '\r\n\r\n'
+    // No way to smuggle a second request (or header) through a path or a value.
+    if (/[\r\n]/.test(head.join('')) || /\s/.test(o.path)) throw new Error(`refusing to send a request with a line break or blank in its path or headers: ${JSON.stringify(o.path)}`)
+    const conn = this.idleBulk(target.peerId) ?? await this.dialBulk(target.peerId, url.hostname.replace(/^\[|\]$/g, ''), Number(url.port))
+    const s = conn.socket
+    // pause/resume only while this answer owns the connection: a consumer still reading an
+    // earlier answer's chunks must not resume the socket under the next one.
+    const reader: ResponseReader = new ResponseReader(o.method, {
+      pause: () => { if (conn.reader === reader) s.pause() },
+      resume: () => { if (conn.reader === reader) s.resume() },
+      done: (reusable) => {
+        conn.reader = undefined
+        if (reader.overrun) this.metrics.getFailures.inc({ reason: 'overrun' })
+        if (reusable && !s.destroyed) this.parkBulk(target.peerId, conn)
+        else s.destroy()
+      },
+      abort: () => { conn.reader = undefined; s.destroy() },
+      failed: (reason) => this.metrics.getFailures.inc({ reason }),
+    })
+    conn.reader = reader
+    conn.failure = undefined
+    s.setTimeout(o.timeoutMs)
+    s.write(text)
+    try {
+      return await reader.response
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException
+      throw Object.assign(new Error(`peer ${target.peerId} at ${url.host}: ${e.message}`), { code: e.code, reason: err instanceof ResponseError ? err.reason : undefined })
+    }
+  }
+
   /** Drop a member's connections (it was removed, or its address changed). */
   forget (peerId: string): void {
     this.agents.get(peerId)?.destroy()
     this.agents.delete(peerId)
+    for (const c of this.bulk.get(peerId)?.all ?? []) c.socket.destroy()
+    this.bulk.delete(peerId)
   }
 
   close (): void {
     for (const a of this.agents.values()) a.destroy()
     this.agents.clear()
+    for (const b of this.bulk.values()) for (const c of b.all) c.socket.destroy()
+    this.bulk.clear()
+  }
+
+  private bulkOf (peerId: string): { all: Set<BulkConn>; idle: BulkConn[] } {
+    let b = this.bulk.get(peerId)
+    if (b === undefined) { b = { all: new Set(), idle: [] }; this.bulk.set(peerId, b) }
+    return b
+  }
+
+  private idleBulk (peerId: string): BulkConn | undefined {
+    const idle = this.bulk.get(peerId)?.idle
+    for (let c = idle?.pop(); c !== undefined; c = idle!.pop()) {
+      if (!c.socket.destroyed && c.socket.readyState === 'open') return c
+    }
+    return undefined
+  }
+
+  private parkBulk (peerId: string, conn: BulkConn): void {
+    const b = this.bulkOf(peerId)
+    if (b.idle.length >= BULK_FREE || !b.all.has(conn)) { conn.socket.destroy(); return }
+    conn.socket.setTimeout(BULK_IDLE_MS)
+    // Reading on while idle: the peer closing the connection is noticed (and any stray byte refused).
+    conn.socket.resume()
+    b.idle.push(conn)
+  }
+
+  private async dialBulk (peerId: string, host: string, port: number): Promise<BulkConn> {
+    const conn: BulkConn = { socket: undefined as unknown as TLSSocket, reader: undefined, failure: undefined, slab: undefined, fill: 0 }
+    // TLS decrypts each read straight into the connection's current slab, after the bytes
+    // before it: the body's chunks are views of it, and no byte of a slab is written twice.
+    const onread = {
+      buffer: (): Buffer => {
+        if (conn.slab === undefined || conn.slab.length - conn.fill < BULK_MIN_ROOM) { conn.slab = Buffer.allocUnsafeSlow(BULK_SLAB); conn.fill = 0 }
+        return conn.slab.subarray(conn.fill)
+      },
+      callback: (n: number, buf: Uint8Array): boolean => {
+        conn.fill += n
+        // Bytes on an idle connection answer nothing we asked: drop it.
+        if (conn.reader === undefined) { this.metrics.getFailures.inc({ reason: 'overrun' }); conn.socket?.destroy(); return false }
+        conn.reader.feed(buf.subarray(0, n), true)
+        return true
+      },
+    }
+    const s = await new Promise<TLSSocket>((resolve, reject) => dialPeer(peerId, this.creds, this.metrics, host, port, { onread } as Partial<ConnectionOptions>, (err, sock) => { if (err !== null) reject(err); else resolve(sock!) }))
+    conn.socket = s
+    const b = this.bulkOf(peerId)
+    b.all.add(conn)
+    const end = (err?: Error): void => {
+      const r = conn.reader
+      if (r !== undefined && !r.finished) r.end(err)
+    }
+    s.on('timeout', () => {
+      if (conn.reader !== undefined) end(new ResponseError('timeout', `peer ${peerId} stopped answering`))
+      s.destroy()
+    })
+    s.on('error', (err) => { conn.failure = err; end(err) })
+    s.on('end', () => end())
+    s.on('close', () => {
+      end(conn.failure ?? new Error('the connection closed'))
+      b.all.delete(conn)
+      const i = b.idle.indexOf(conn)
+      if (i >= 0) b.idle.splice(i, 1)
+    })
+    return conn
   }
 
   private agentFor (peerId: string): PinnedAgent {

@@ -21,6 +21,8 @@ import { backupCommands } from './cli/backup.js'
 import { virtualCommands } from './cli/virtual.js'
 import { searchCommands } from './cli/search.js'
 import { checkTlsFiles } from './tls/server.js'
+import { loadTrust } from './tls/trust.js'
+import { rootCertificates } from 'node:tls'
 import { clientTls, explainTlsFailure, httpsFetch, type ClientTls, type TlsOptions } from './cli/tls.js'
 import type { JoinFetch } from '../cluster/cluster.js'
 
@@ -41,7 +43,7 @@ program
   .description('A container registry that runs as a cluster of equal peers.')
   .version(packageVersion(), '-V, --version', 'print the version')
 
-interface ServeFlags { data?: string; listen?: string; p2p?: string; advertise?: string; config?: string; logLevel?: string; sitesAdvertise?: string; peerListen?: string; tlsCertificate?: string; tlsKey?: string; tlsClientCa?: string; tlsClientAuth?: string }
+interface ServeFlags { data?: string; listen?: string; p2p?: string; advertise?: string; config?: string; logLevel?: string; sitesAdvertise?: string; peerListen?: string; tlsCertificate?: string; tlsKey?: string; tlsClientCa?: string; tlsClientAuth?: string; tlsTrust?: string }
 
 function serveOptions (cmd: Command): Command {
   return cmd
@@ -52,6 +54,7 @@ function serveOptions (cmd: Command): Command {
     .option('--tls-certificate <file>', 'serve HTTPS with this PEM certificate (and chain); reloaded when it changes (env FLOTILLA_TLS_CERTIFICATE)')
     .option('--tls-key <file>', 'the PEM private key of --tls-certificate (env FLOTILLA_TLS_KEY)')
     .option('--tls-client-ca <file>', 'PEM CA bundle for client certificates (mTLS; env FLOTILLA_TLS_CLIENT_CA)')
+    .option('--tls-trust <files>', 'PEM CA bundles (comma-separated) trusted besides the system\'s for outgoing HTTPS: site links, webhooks, joins (env FLOTILLA_TLS_TRUST)')
     .addOption(new Option('--tls-client-auth <mode>', 'client certificates: none, optional, or require (default require with --tls-client-ca; env FLOTILLA_TLS_CLIENT_AUTH)').choices(['none', 'optional', 'require']))
     .option('--sites-advertise <address>', 'HOST:PORT or multiaddr other sites dial to reach this node\'s p2p port (default: its own; env FLOTILLA_SITES_ADVERTISE)')
     .option('--peer-listen <host:port>', 'peer port: node-to-node HTTPS, mutual TLS with libp2p certificates (default <listen host>:0, env FLOTILLA_PEER_LISTEN)')
@@ -59,10 +62,15 @@ function serveOptions (cmd: Command): Command {
     .addOption(new Option('--log-level <level>', 'log level (env FLOTILLA_LOG_LEVEL)').choices(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']))
 }
 
-async function serve (opts: ServeFlags & { forceNewCluster?: boolean }, join?: JoinTarget): Promise<void> {
+async function serve (opts: ServeFlags & { forceNewCluster?: boolean }, join?: JoinTarget, joinTls?: ClientTls): Promise<void> {
   const config = await loadConfig(opts)
   // Bad TLS files stop the start here, before the data dir is touched (src/tls/pair.ts says why).
   await checkTlsFiles(config.tls)
+  // A join to an https:// member: --ca-cert (FLOTILLA_CA_CERT), else the node's tls.trust, on top of the system's CAs.
+  if (join !== undefined && joinTls !== undefined) {
+    const trust = joinTls.ca === undefined ? loadTrust(config.tls.trust ?? []) : []
+    join = { ...join, fetch: httpsJoinFetch(join.address, trust.length > 0 ? { ...joinTls, ca: [...rootCertificates, ...trust] } : joinTls) }
+  }
   const log = createLogger(config.log.level)
   const profiled = await startCpuProfile(process.env.FLOTILLA_CPU_PROFILE)
   if (opts.forceNewCluster === true) process.stderr.write(FORCE_WARNING)
@@ -137,8 +145,8 @@ serveOptions(program.command('join'))
     if (expiry !== undefined && expiry <= Date.now()) throw new CliError(`the join token expired at ${new Date(expiry).toISOString()}: ask a member for a new one with flotilla token`)
     // An https:// member: its certificate is checked against --ca-cert (or FLOTILLA_CA_CERT) and
     // the system's CAs, as every other command does (src/cli/tls.ts); files are read now, so a bad path is said at once.
-    const joinFetch = where.kind === 'http' && where.url.startsWith('https:') ? httpsJoinFetch(where.url, clientTls(opts)) : undefined
-    await serve(opts, { address, token, ...(joinFetch !== undefined ? { fetch: joinFetch } : {}) })
+    const https = where.kind === 'http' && where.url.startsWith('https:')
+    await serve(opts, { address, token }, https ? clientTls(opts) : undefined)
   })
 
 /** POST the join to an https:// member with our CA and client certificate; a TLS failure is said with its cause and fix. */

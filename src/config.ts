@@ -12,6 +12,8 @@
  *     clientCA: FILE             FLOTILLA_TLS_CLIENT_CA   --tls-client-ca FILE (PEM CA bundle that signs client certificates)
  *     clientAuth: none           FLOTILLA_TLS_CLIENT_AUTH --tls-client-auth M  (none | optional | require: refused at the handshake)
  *     clientCertUser: cn         FLOTILLA_TLS_CLIENT_CERT_USER                 (cn: a verified certificate's subject CN signs in as that user; none)
+ *     trust: [FILE, …]           FLOTILLA_TLS_TRUST       --tls-trust FILE[,FILE] (PEM CAs trusted, besides the system's, for outgoing
+ *                                                         HTTPS: site links, webhooks, joins; env/flag: comma-separated)
  *   peerListen: <listen host>:0  FLOTILLA_PEER_LISTEN     --peer-listen HOST:PORT (node-to-node HTTPS, net/peer-https.ts;
  *                                                         its URL travels in the member record)
  *   cluster:
@@ -252,6 +254,7 @@ export interface FlagValues {
   tlsKey?: string
   tlsClientCa?: string
   tlsClientAuth?: string
+  tlsTrust?: string
   peerListen?: string
 }
 
@@ -290,6 +293,7 @@ export async function loadConfig (flags: FlagValues, env: NodeJS.ProcessEnv = pr
   if (flags.tlsKey !== undefined) set(fromFlags, ['tls', 'key'], flags.tlsKey)
   if (flags.tlsClientCa !== undefined) set(fromFlags, ['tls', 'clientCA'], flags.tlsClientCa)
   if (flags.tlsClientAuth !== undefined) set(fromFlags, ['tls', 'clientAuth'], flags.tlsClientAuth)
+  if (flags.tlsTrust !== undefined) set(fromFlags, ['tls', 'trust'], flags.tlsTrust)
   if (flags.peerListen !== undefined) fromFlags.peerListen = flags.peerListen
   const merged = merge(merge(fromFile, fromEnv), fromFlags)
   const result = ConfigSchema.safeParse(merged)
@@ -302,7 +306,7 @@ export async function loadConfig (flags: FlagValues, env: NodeJS.ProcessEnv = pr
 
 const FLAGS: Record<string, string> = {
   data: '--data', listen: '--listen', p2p: '--p2p', advertise: '--advertise', 'log.level': '--log-level', 'sites.advertise': '--sites-advertise', peerListen: '--peer-listen',
-  'tls.certificate': '--tls-certificate', 'tls.key': '--tls-key', 'tls.clientCA': '--tls-client-ca', 'tls.clientAuth': '--tls-client-auth',
+  'tls.certificate': '--tls-certificate', 'tls.key': '--tls-key', 'tls.clientCA': '--tls-client-ca', 'tls.clientAuth': '--tls-client-auth', 'tls.trust': '--tls-trust',
 }
 
 /** ` (--listen, FLOTILLA_LISTEN)`: where a setting can come from besides the file, for its error. */

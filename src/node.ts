@@ -48,6 +48,8 @@ import { signRequest } from '../net/peer-auth.js'
 import { listenFailure } from './listen-errors.js'
 import { createApiServer, type ApiServer } from './tls/server.js'
 import { certificateUser } from './tls/client-cert.js'
+import { loadTrust } from './tls/trust.js'
+import { trustedFetch } from '../net/trusted-fetch.js'
 import { createPeerCredentials } from '../net/peer-https.js'
 import { startPeerPort, type PeerPort } from './peer-port.js'
 import { BackupSessions } from '../cluster/backup/sessions.js'
@@ -128,6 +130,7 @@ export class RegistryNode {
       access: deps.auth.queries,
       reconcileIntervalMs: durationMs(config.sites.reconcileInterval)!,
       feedRetain: config.sites.feedRetain,
+      fetch: trustedFetch(loadTrust(config.tls.trust ?? [])),
     })
   }
 
@@ -193,7 +196,7 @@ export class RegistryNode {
     let self: RegistryNode | undefined
     deps.retention = { runner: new RetentionRunner({ queries: cluster.queries, sink: deps.sink, immutable: async (repo) => await deps.auth.queries.isImmutable(repo), unshipped: async () => await self?.sites.unshipped() ?? new Map<string, string[]>(), log }), pulls: new PullRecorder(deps.sink, log) }
     deps.search = new SearchService(kv, deps.sink, log)
-    deps.hooks = new HookDeliverer({ queries: cluster.queries, sink: deps.sink, isLeader: () => cluster.driver?.isLeader ?? false, log })
+    deps.hooks = new HookDeliverer({ queries: cluster.queries, sink: deps.sink, isLeader: () => cluster.driver?.isLeader ?? false, log, fetch: trustedFetch(loadTrust(config.tls.trust ?? [])) })
     const inUse = new InUse()
     const call = memberCall(cluster, nodeId, identity.privateKey)
     deps.gc = { collector: gcCollector(cluster, deps, inUse, call, log, async (d) => await self?.extraCopy(d) ?? false), inUse, graceMs: durationMs(config.gc.grace)! }

@@ -20,6 +20,7 @@ import { Counter, Histogram } from 'prom-client'
 import type { CommandSink } from '../metadata/applier.js'
 import type { MetadataQueries } from '../metadata/queries.js'
 import type { Delivery, Hook } from './hooks.js'
+import type { FetchLike } from '../../net/trusted-fetch.js'
 
 const TICK_MS = 1_000
 const TIMEOUT_MS = 10_000
@@ -34,6 +35,8 @@ export interface DelivererOptions {
   isLeader: () => boolean
   log: Logger
   now?: () => number
+  /** fetch() with the CAs of tls.trust (net/trusted-fetch.ts); the global fetch when absent. */
+  fetch?: FetchLike
 }
 
 export class HookDeliverer {
@@ -87,7 +90,7 @@ export class HookDeliverer {
     let status: number | undefined
     let error: string | undefined
     try {
-      const res = await fetch(h.url, {
+      const res = await (this.opts.fetch ?? fetch)(h.url, {
         method: 'POST',
         headers: { 'content-type': 'application/json', 'flotilla-event': d.event.type, 'flotilla-delivery': d.event.id, 'flotilla-signature': signature(h.secret, body), 'user-agent': 'flotilla-webhook/1' },
         body,

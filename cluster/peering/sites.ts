@@ -35,6 +35,7 @@ import { SiteReceiver, type ReceiverState } from './receiver.js'
 import { SiteOps, SITE_HANDSHAKE_PROTOCOL } from './ops.js'
 import type { AccessQueries } from '../access/queries.js'
 import { randomUUID } from 'node:crypto'
+import type { FetchLike } from '../../net/trusted-fetch.js'
 import { SITE_SUMMARY_PROTOCOL, SummarySource, type ReconcileState, type RoundReport } from './reconcile.js'
 
 export const HANDSHAKE_PATH = '/api/v1/sites/handshake'
@@ -108,6 +109,8 @@ export interface SitesDeps {
   reconcileIntervalMs?: number
   /** `sites.feedRetain`: the most entries the change feed keeps (older ones go even unacknowledged). */
   feedRetain?: number
+  /** fetch() with the CAs of tls.trust (net/trusted-fetch.ts), for a handshake to an https:// site; the global fetch when absent. */
+  fetch?: FetchLike
 }
 
 /** How often the leader looks at trimming the feed. */
@@ -603,10 +606,12 @@ export class Sites {
     const opts = { address }
     let res: Response
     try {
-      res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', authorization: await this.d.cluster.forwarding.mark('POST', HANDSHAKE_PATH) }, body: JSON.stringify(req), signal: AbortSignal.timeout(30_000) })
+      res = await (this.d.fetch ?? fetch)(url, { method: 'POST', headers: { 'content-type': 'application/json', authorization: await this.d.cluster.forwarding.mark('POST', HANDSHAKE_PATH) }, body: JSON.stringify(req), signal: AbortSignal.timeout(30_000) })
     } catch (err) {
       const cause = (err as { cause?: { message?: string; code?: string } }).cause
-      throw new FlotillaError('BAD_REQUEST', `cannot reach the other site at ${opts.address}: ${cause?.message ?? cause?.code ?? (err as Error).message}. Check the address (any member's HTTP URL)`)
+      // A certificate this node cannot verify: most often a private CA, which tls.trust adds.
+      const untrusted = /CERT|SIGNATURE|ISSUER/.test(cause?.code ?? '')
+      throw new FlotillaError('BAD_REQUEST', `cannot reach the other site at ${opts.address}: ${cause?.message ?? cause?.code ?? (err as Error).message}. ${untrusted ? 'If its certificate comes from a private CA, give this site\'s nodes that CA with tls.trust (--tls-trust FILE, FLOTILLA_TLS_TRUST)' : 'Check the address (any member\'s HTTP URL)'}`)
     }
     const text = await res.text()
     let doc: Partial<HandshakeAnswer> & { errors?: Array<{ code?: string; message?: string }> }

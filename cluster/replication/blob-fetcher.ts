@@ -7,10 +7,9 @@
  * connection resumes where it stopped (Range: bytes=N-) instead of starting over, and the
  * digest is verified when the session is committed into the blob store.
  */
-import type { IncomingMessage } from 'node:http'
 import type { PrivateKey } from '@libp2p/interface'
 import { signRequest } from '../../net/peer-auth.js'
-import type { PeerClient, PeerTarget } from '../../net/peer-https.js'
+import type { PeerBody, PeerClient, PeerTarget } from '../../net/peer-https.js'
 import type { BlobInfo, BlobStore, UploadStore } from '../../storage/blobs/blob-store.js'
 import { parseDigest, digestHex } from '../../storage/reference.js'
 
@@ -28,22 +27,17 @@ export class BlobFetcher {
   constructor (private readonly opts: BlobFetcherOptions) {}
 
   /**
-   * GET a blob (or a range of it) from a peer; the response body streams. node:http rather
-   * than fetch: its response is a plain Readable, several times cheaper per byte than the
-   * web stream fetch hands back.
+   * GET a blob (or a range of it) from a peer; the response body streams, a plain Readable
+   * (PeerClient.get: read off the peer port into large chunks; fetch's web stream costs
+   * several times more per byte).
    */
-  async get (peer: string, digest: string, range?: { start: number; end?: number }, method: 'GET' | 'HEAD' = 'GET'): Promise<IncomingMessage> {
+  async get (peer: string, digest: string, range?: { start: number; end?: number }, method: 'GET' | 'HEAD' = 'GET'): Promise<PeerBody> {
     const target = this.opts.target(peer)
     if (target === undefined) throw new Error(`no address known for peer ${peer}`)
     const path = `/internal/v1/blobs/${digest}`
     const headers: Record<string, string> = { authorization: await signRequest(this.opts.privateKey, this.opts.peerId, method, path) }
     if (range !== undefined) headers.range = `bytes=${range.start}-${range.end ?? ''}`
-    return await new Promise<IncomingMessage>((resolve, reject) => {
-      const req = this.opts.client.request(target, { path, method, headers, timeout: 60_000 }, resolve)
-      req.on('timeout', () => req.destroy(new Error(`peer ${peer} stopped answering`)))
-      req.on('error', reject)
-      req.end()
-    })
+    return await this.opts.client.get(target, { method, path, headers, timeoutMs: 60_000 })
   }
 
   /** Upload-session id used to assemble a replica of `digest`. */

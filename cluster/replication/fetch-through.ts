@@ -5,7 +5,7 @@
  * guarantee checks it too (every registry client does).
  */
 import { PassThrough, type Readable } from 'node:stream'
-import type { IncomingMessage } from 'node:http'
+import type { PeerBody } from '../../net/peer-https.js'
 import { randomBytes } from 'node:crypto'
 import type { Logger } from 'pino'
 import type { ByteRange, UploadStore, BlobStore } from '../../storage/blobs/blob-store.js'
@@ -29,7 +29,7 @@ export interface FetchThroughDeps {
 
 export async function fetchThrough (deps: FetchThroughDeps, digest: Digest, range?: ByteRange): Promise<Readable | undefined> {
   for (const peer of await deps.replicator.candidates(digest)) {
-    let res: IncomingMessage
+    let res: PeerBody
     try {
       res = await deps.fetcher.get(peer, digest, range)
     } catch (err) {

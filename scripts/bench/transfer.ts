@@ -2,18 +2,21 @@
  * Blob transfer between two processes: a libp2p stream (TCP + noise + yamux, what Raft and
  * gossip use) against peer-authenticated HTTP: plain (fetch, and node:http as replication
  * used it before the peer port) and over the peer port (net/peer-https.ts: mutual TLS with
- * libp2p certificates, what replication uses now). Prints MiB/s of each and the ratios, and for
- * node:http and the peer port the CPU seconds each side spent per GiB (process.cpuUsage: it
- * says where the time goes, and unlike MiB/s it barely moves when other processes load the
- * machine). The server side is this script run again with --serve; it answers with a
- * Content-Length, as the node's blob route does.
+ * libp2p certificates), read by node:https and by PeerClient.get (TLS decrypts into slabs
+ * whose bytes are never reused, net/peer-response.ts: what replication uses now; issue 16
+ * asks for at least 0.8× of plain node:http). Prints MiB/s of each and the ratios, and for
+ * node:http and both peer-port readers the CPU seconds each side spent per GiB
+ * (process.cpuUsage: it says where the time goes, and moves less than MiB/s when other
+ * processes load the machine). The server side is this script run again with --serve; it
+ * answers with a Content-Length, from a ring of reused buffers, as the node's blob route does.
  *
  *   npm run bench:transfer -- [--size-mib 1024] [--rounds 3]
  */
 import { spawn } from 'node:child_process'
 import { createServer, request, type IncomingMessage, type ServerResponse } from 'node:http'
 import { createReadStream } from 'node:fs'
-import { writeFile, rm, stat } from 'node:fs/promises'
+import type { Readable } from 'node:stream'
+import { open, writeFile, rm, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { generateKeyPair } from '@libp2p/crypto/keys'
@@ -34,9 +37,33 @@ const cpuSeconds = (): number => { const u = process.cpuUsage(); return (u.user 
 
 async function serve (file: string): Promise<void> {
   const { size } = await stat(file)
+  // As the node's blob route sends (storage/blobs/fs-blob-store.ts writeTo, page-cache case):
+  // a ring of 4 buffers of 1 MiB, each read again once the socket took its last write. Piping
+  // createReadStream (a fresh buffer per read) cost the server about twice the CPU per GiB on
+  // the peer port (1.0 against 0.45 s), which made the bench the sender's, not the reader's.
   const send = (res: ServerResponse): void => {
     res.setHeader('content-length', size)
-    createReadStream(file, { highWaterMark: 1 << 20 }).pipe(res)
+    void (async () => {
+      const fh = await open(file, 'r')
+      try {
+        const ring = Array.from({ length: 4 }, () => Buffer.allocUnsafe(1 << 20))
+        const taken: Array<Promise<void> | undefined> = new Array(ring.length)
+        for (let pos = 0, i = 0; pos < size; i = (i + 1) % ring.length) {
+          await taken[i]
+          const b = ring[i]!
+          const { bytesRead } = await fh.read(b, 0, Math.min(b.length, size - pos), pos)
+          if (bytesRead === 0) throw new Error(`${file} ended early at byte ${pos}`)
+          pos += bytesRead
+          taken[i] = new Promise<void>((resolve) => res.write(b.subarray(0, bytesRead), () => resolve()))
+        }
+        await Promise.all(taken)
+        res.end()
+      } catch (err) {
+        res.destroy(err as Error)
+      } finally {
+        await fh.close()
+      }
+    })()
   }
   const key = await generateKeyPair('Ed25519')
   const host = await createHost({ privateKey: key, listen: ['/ip4/127.0.0.1/tcp/0'], admit: () => true })
@@ -96,8 +123,9 @@ async function main (): Promise<void> {
   const http: number[] = []
   const nodeHttp: number[] = []
   const peerHttps: number[] = []
+  const peerGet: number[] = []
   // CPU seconds spent by the client (this process) and the server, per path.
-  const cpu = { nodeHttp: { client: 0, server: 0 }, peerHttps: { client: 0, server: 0 } }
+  const cpu = { nodeHttp: { client: 0, server: 0 }, peerHttps: { client: 0, server: 0 }, peerGet: { client: 0, server: 0 } }
   const serverCpu = async (): Promise<number> => Number(await (await fetch(`${info.http}/cpu`)).text())
   const timed = async (path: keyof typeof cpu, run: () => Promise<void>): Promise<number> => {
     const s0 = await serverCpu()
@@ -111,7 +139,7 @@ async function main (): Promise<void> {
   }
   // node:http and the peer port, read the way a replica is stored: BlobFetcher's answer is a
   // plain Readable that the upload store drains through 'data' events (storage/blobs/source.ts).
-  const drain = async (res: IncomingMessage, what: string): Promise<void> => {
+  const drain = async (res: Readable, what: string): Promise<void> => {
     let n = 0
     res.on('data', (chunk: Buffer) => { n += chunk.byteLength })
     await new Promise<void>((resolve, reject) => { res.once('end', resolve); res.once('error', reject) })
@@ -139,6 +167,11 @@ async function main (): Promise<void> {
     peerHttps.push(await timed('peerHttps', async () => {
       await drain(await new Promise<IncomingMessage>((resolve, reject) => client.request(info.peer, { path: '/blob', headers: { authorization: auth2 } }, resolve).on('error', reject).end()), 'peer HTTPS')
     }))
+    // What replication uses: PeerClient.get reads the TLS socket into one reused buffer.
+    const auth3 = await signRequest(key, peer, 'GET', '/blob')
+    peerGet.push(await timed('peerGet', async () => {
+      await drain(await client.get(info.peer, { method: 'GET', path: '/blob', headers: { authorization: auth3 }, timeoutMs: 60_000 }), 'peer get')
+    }))
   }
   client.close()
   await host.stop()
@@ -148,18 +181,22 @@ async function main (): Promise<void> {
   const h = median(http)
   const nh = median(nodeHttp)
   const ph = median(peerHttps)
+  const pg = median(peerGet)
   process.stdout.write(`blob transfer between two processes, ${size / MiB} MiB, median of ${rounds}\n`)
   process.stdout.write(`  libp2p (tcp+noise+yamux)          ${fmt(l)} MiB/s\n`)
   process.stdout.write(`  plain HTTP, fetch                 ${fmt(h)} MiB/s\n`)
   process.stdout.write(`  plain HTTP, node:http             ${fmt(nh)} MiB/s\n`)
   process.stdout.write(`  peer port (mutual TLS), node:http ${fmt(ph)} MiB/s\n`)
+  process.stdout.write(`  peer port, PeerClient.get         ${fmt(pg)} MiB/s\n`)
   process.stdout.write(`  plain fetch / libp2p              ${fmt(h / l, 2)}x\n`)
   process.stdout.write(`  peer port / plain node:http       ${fmt(ph / nh, 2)}x\n`)
+  process.stdout.write(`  peer get / plain node:http        ${fmt(pg / nh, 2)}x  (issue 16: at least 0.8x)\n`)
   process.stdout.write(`  peer port / plain fetch           ${fmt(ph / h, 2)}x\n`)
   const gib = rounds * size / (1024 * MiB)
   const per = (c: { client: number; server: number }): string => `client ${fmt(c.client / gib, 2)}, server ${fmt(c.server / gib, 2)}`
   process.stdout.write(`  CPU s per GiB, plain node:http    ${per(cpu.nodeHttp)}\n`)
   process.stdout.write(`  CPU s per GiB, peer port          ${per(cpu.peerHttps)}\n`)
+  process.stdout.write(`  CPU s per GiB, peer get           ${per(cpu.peerGet)}\n`)
 }
 
 await main()

@@ -8,6 +8,14 @@
  *     clientAuth: …         FLOTILLA_TLS_CLIENT_AUTH       --tls-client-auth MODE   none | optional | require (default: require
  *                                                                                   when clientCA is set, else none)
  *     clientCertUser: cn    FLOTILLA_TLS_CLIENT_CERT_USER                           cn | none
+ *     trust: [FILE, …]      FLOTILLA_TLS_TRUST (FILE,FILE) --tls-trust FILE[,FILE] PEM CA bundles trusted, besides the system's CAs,
+ *                                                                                   for this node's outgoing HTTPS: site links
+ *                                                                                   (flotilla site peer https://…), webhooks, and
+ *                                                                                   flotilla join https://… (when --ca-cert is not given)
+ *
+ * `trust` needs no TLS of this node's own (src/tls/trust.ts reads the files at start: a bad one
+ * stops it). Members talk to each other over their peer ports, which trust no CA
+ * (net/peer-https.ts); `trust` is for everything else a node dials.
  *
  * With certificate and key the API listens with TLS 1.2 or 1.3 only (no plain HTTP, no redirect).
  * The files are watched and reloaded without a restart (src/tls/reload.ts).
@@ -29,6 +37,8 @@ export const TlsConfigSchema = z.object({
   clientCA: z.string().min(1).optional(),
   clientAuth: z.enum(CLIENT_AUTH).optional(),
   clientCertUser: z.enum(['cn', 'none']).default('cn'),
+  // One file, a comma-separated list (as FLOTILLA_TLS_TRUST gives it), or a YAML list.
+  trust: z.preprocess((v) => typeof v === 'string' ? v.split(',').map((f) => f.trim()).filter((f) => f !== '') : v, z.array(z.string().min(1))).optional(),
 }).strict().superRefine((v, ctx) => {
   if ((v.certificate === undefined) !== (v.key === undefined)) {
     ctx.addIssue({ code: 'custom', message: `tls.certificate and tls.key go together: set both (--tls-certificate FILE --tls-key FILE) or neither; only ${v.certificate !== undefined ? 'the certificate' : 'the key'} is set` })
@@ -58,4 +68,5 @@ export const TLS_ENV: Array<[string, string[], (s: string) => unknown]> = [
   ['FLOTILLA_TLS_CLIENT_CA', ['tls', 'clientCA'], (s) => s],
   ['FLOTILLA_TLS_CLIENT_AUTH', ['tls', 'clientAuth'], (s) => s],
   ['FLOTILLA_TLS_CLIENT_CERT_USER', ['tls', 'clientCertUser'], (s) => s],
+  ['FLOTILLA_TLS_TRUST', ['tls', 'trust'], (s) => s],
 ]

@@ -8,6 +8,7 @@
  *   flotilla_tls_certificate_expiry_seconds      the serving certificate's notAfter, unix seconds
  *   flotilla_tls_handshake_failures_total{reason} refused handshakes (no client certificate, an untrusted one, a bad protocol…)
  */
+import { loadTrust } from './trust.js'
 import { createServer as createHttpServer, type Server as HttpServer, type ServerOptions as HttpServerOptions } from 'node:http'
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https'
 import type { SecureContextOptions } from 'node:tls'
@@ -55,6 +56,7 @@ function handshakeReason (err: Error & { code?: string; reason?: string }): stri
 /** Read and check the TLS files, if TLS is on: a TlsFileError naming the file and the fix, before anything else starts. */
 export async function checkTlsFiles (tls: TlsConfig): Promise<void> {
   if (tlsEnabled(tls)) await loadKeyPair({ certificate: tls.certificate, key: tls.key, clientCA: tls.clientCA })
+  loadTrust(tls.trust ?? [])
 }
 
 /**
