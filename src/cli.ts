@@ -17,6 +17,7 @@ import { watchCatchUp } from './cli/progress.js'
 import { p2pListenFailure } from './listen-errors.js'
 import { certCommands } from './cli/cert.js'
 import { backupCommands } from './cli/backup.js'
+import { remoteCommands } from './cli/remote.js'
 import { checkTlsFiles } from './tls/server.js'
 import { clientTls, explainTlsFailure, httpsFetch, type ClientTls, type TlsOptions } from './cli/tls.js'
 import type { JoinFetch } from '../cluster/cluster.js'
@@ -155,6 +156,7 @@ clusterCommands(program)
 certCommands(program)
 siteCommands(program)
 backupCommands(program)
+remoteCommands(program)
 
 try {
   await program.parseAsync(process.argv)

@@ -9,6 +9,7 @@ import type { RetentionPolicy } from '../retention/policy.js'
 import type { Quota } from './quotas.js'
 import type { Hook } from '../hooks/hooks.js'
 import type { PeeringCommand } from '../peering/commands.js'
+import type { RemoteRecord } from '../remote/model.js'
 
 export interface DescriptorRecord {
   mediaType: string
@@ -65,6 +66,11 @@ export type Command =
     subject?: string
     artifactType?: string
     annotations?: Record<string, string>
+    /**
+     * A manifest cached from a remote's upstream (cluster/remote/): its blobs and child
+     * manifests are fetched when first pulled, so they need not be in the repository yet.
+     */
+    partial?: boolean
     at: number
   }
   | { type: 'DeleteTag'; repo: string; tag: string }
@@ -103,6 +109,11 @@ export type Command =
   /** Create or replace a storage quota, counting its namespace's usage now (quotas.ts). */
   | { type: 'PutQuota'; quota: Quota; at: number }
   | { type: 'DeleteQuota'; name: string; at: number }
+  /** Remote repositories, pull-through caches of another registry (cluster/remote/model.ts). */
+  | { type: 'PutRemote'; remote: RemoteRecord; at: number }
+  | { type: 'DeleteRemote'; name: string; at: number }
+  /** A remote's cached tag was checked upstream at `at` and still names `digest` (its TTL starts again). */
+  | { type: 'RemoteTagChecked'; repo: string; tag: string; digest: string; at: number }
   /** Last pulls of manifests, batched by each node (cluster/retention/pulls.ts); a later time wins. */
   | { type: 'RecordPulls'; pulls: Array<{ repo: string; digest: string; at: number }> }
   /** Forget deduplication records of commands proposed before `before` (ms). */

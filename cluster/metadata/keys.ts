@@ -37,6 +37,8 @@
  *   ├── sitetrim                                  → {seq, at}          this site's feed is trimmed through seq (SiteTrimFeed)
  *   ├── hlc                                       → {l, c}             this site's hybrid logical clock (cluster/peering/hlc.ts)
  *   ├── tagver␀<repo>␀<tag>                       → {l, c, s, deleted?} the version of a tag's last write or delete (hlc.ts)
+ *   ├── remote␀<name>                           → RemoteRecord       a pull-through cache (cluster/remote/model.ts)
+ *   ├── rchecked␀<repo>␀<tag>                    → {digest, at}       when a remote's cached tag was last checked upstream
  *   └── sitelanded␀<origin>␀<repo>␀<tag>          → {digest, seq, originAt, at}  when a tag from another site last landed here (site explain)
  */
 const SEP = '\u0000'
@@ -91,6 +93,9 @@ export const key = {
   siteAck: (site: string): string => `siteack${SEP}${site}`,
   siteLanded: (origin: string, repo: string, tag: string): string => `sitelanded${SEP}${origin}${SEP}${repo}${SEP}${tag}`,
   siteTrim: (): string => 'sitetrim',
+  remote: (name: string): string => `remote${SEP}${name}`,
+  remotePrefix: (): string => `remote${SEP}`,
+  remoteChecked: (repo: string, tag: string): string => `rchecked${SEP}${repo}${SEP}${tag}`,
 }
 
 /** The parts of a key after its first (its kind): `[repo, digest]` for `link␀<repo>␀<digest>`. */

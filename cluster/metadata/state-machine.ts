@@ -19,6 +19,7 @@ import { deleteQuota, maintainQuotas, putQuota } from './quotas.js'
 import { deleteHook, putHook, queueEvents, recordResult } from '../hooks/hooks.js'
 import { isPeeringCommand } from '../peering/commands.js'
 import { appendFeed, applyPeering } from '../peering/apply.js'
+import { applyRemote } from '../remote/apply.js'
 import type { Command, CommandResult, DescriptorRecord, Envelope, ManifestRecord, MemberRecord, UploadRecord } from './commands.js'
 
 const enc = new TextEncoder()
@@ -279,6 +280,10 @@ export class MetadataStateMachine {
       case 'DeleteQuota':
         await deleteQuota(tx, c.name)
         return { ok: true }
+      case 'PutRemote':
+      case 'DeleteRemote':
+      case 'RemoteTagChecked':
+        return await applyRemote(tx, c)
       case 'RecordPulls': {
         for (const p of c.pulls) {
           // A pull of a manifest deleted since is not worth remembering.
@@ -328,13 +333,14 @@ export class MetadataStateMachine {
 
   private async putManifest (tx: Tx, c: Extract<Command, { type: 'PutManifest' }>): Promise<CommandResult> {
     // Checked here, not only by the HTTP layer, so a blob deleted by a command
-    // committed just before this one cannot leave a dangling manifest.
-    for (const d of c.blobs) {
+    // committed just before this one cannot leave a dangling manifest. A manifest cached
+    // from a remote (partial) gets its blobs as they are first pulled.
+    for (const d of c.partial === true ? [] : c.blobs) {
       if (await tx.get(key.link(c.repo, d)) === undefined) {
         throw new FlotillaError('MANIFEST_BLOB_UNKNOWN', `manifest references blob ${d}, which is not in ${c.repo}: push the blob first`, { digest: d })
       }
     }
-    for (const d of c.manifests) {
+    for (const d of c.partial === true ? [] : c.manifests) {
       if (await tx.get(key.manifest(c.repo, d)) === undefined) {
         throw new FlotillaError('MANIFEST_BLOB_UNKNOWN', `index references manifest ${d}, which is not in ${c.repo}: push the child manifest first`, { digest: d })
       }

@@ -29,7 +29,7 @@ import { grantsText, iso, printJson, record, table } from './format.js'
 import { DURATION_FORMS, durationSeconds, parseDurationOption, parseTimeOption } from './duration.js'
 import { spinner } from './progress.js'
 
-interface Conn { node?: string; user?: string; json?: boolean; caCert?: string; clientCert?: string; clientKey?: string }
+export interface Conn { node?: string; user?: string; json?: boolean; caCert?: string; clientCert?: string; clientKey?: string }
 
 export { CliError }
 
@@ -42,7 +42,7 @@ export async function api (opts: Conn, method: string, path: string, body?: unkn
 const LONG_MS = 6 * 3_600_000
 
 /** The API's document with --json; otherwise what `human` prints. */
-function show (o: Conn, doc: unknown, human: () => string): void {
+export function show (o: Conn, doc: unknown, human: () => string): void {
   if (o.json === true) printJson(doc)
   else process.stdout.write(human())
 }
@@ -144,7 +144,7 @@ const detailText = (d: Record<string, unknown> | undefined): string => Object.en
 }).join(' ') || '-'
 const auditRow = (e: AuditDoc): string[] => [iso(e.at), e.user + (e.token !== undefined ? ` (token ${e.token})` : ''), e.address, e.action, e.repo ?? '-', e.outcome + (e.code !== undefined ? ` ${e.code}` : ''), detailText(e.detail)]
 
-async function readStdin (): Promise<string> {
+export async function readStdin (): Promise<string> {
   const chunks: Buffer[] = []
   for await (const c of process.stdin) chunks.push(c as Buffer)
   return Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '')
@@ -164,7 +164,7 @@ function splitAssign (s: string): [string, string[]] {
 
 const collect = (v: string, prev: string[] = []): string[] => [...prev, v]
 
-function withConn (c: Command): Command {
+export function withConn (c: Command): Command {
   return c
     .option('--node <url>', 'node URL (env FLOTILLA_NODE, default http://127.0.0.1:5000)')
     .option('--user <name:password>', 'credentials (env FLOTILLA_USER; NAME alone asks for the password); a token works as the password')

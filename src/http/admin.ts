@@ -26,6 +26,7 @@
  *   GET    /quotas                          admin          PUT /quotas/:name {repositories, maxBytes}  DELETE /quotas/:name  (admin)
  *   GET    /retention                       admin          PUT /retention/:name {repositories, …}  DELETE /retention/:name  (admin)
  *   POST   /retention/run {dryRun?, policy?}  admin        (cluster/retention/)
+ *   GET    /remotes                         admin          PUT /remotes/:name {prefix, upstream, …}  DELETE /remotes/:name  (admin; remotes-api.ts)
  *
  * Admin means a user with the admin flag who signed in with a password or a verified TLS client
  * certificate (src/tls/client-cert.ts): access tokens and registry JWTs never carry administrator rights.
@@ -46,6 +47,7 @@ import type { RegistryDeps } from './deps.js'
 import { checkPolicy, type RetentionPolicy } from '../../cluster/retention/policy.js'
 import { checkQuota, type Quota } from '../../cluster/metadata/quotas.js'
 import { checkHook, type Hook } from '../../cluster/hooks/hooks.js'
+import { registerRemoteRoutes } from './remotes-api.js'
 
 export const API_PREFIX = '/api/v1'
 
@@ -404,6 +406,8 @@ export function adminRoutes (deps: RegistryDeps) {
     const only = str(b, 'policy', false)
     ok(ctx, await runner.run({ dryRun: b.dryRun === true, ...(only !== undefined ? { only } : {}) }))
   })
+
+  registerRemoteRoutes(router, deps, { requireAdmin, jsonBody, ok })
 
   router.get('/audit', async (ctx) => {
     await requireAdmin(ctx)

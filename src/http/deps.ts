@@ -17,6 +17,7 @@ import type { DiskState } from '../../storage/disk-watch.js'
 import type { HookDeliverer } from '../../cluster/hooks/deliverer.js'
 import type { PullRecorder } from '../../cluster/retention/pulls.js'
 import type { PeerClient, PeerTarget } from '../../net/peer-https.js'
+import type { RemoteService } from './remote.js'
 
 /** Blobs across nodes: present in a cluster, absent on a lone node in tests. */
 export interface BlobReplication {
@@ -64,6 +65,8 @@ export interface RegistryDeps {
   hooks?: HookDeliverer
   /** Retention policies, and the pull times they may use (cluster/retention/). */
   retention?: { runner: RetentionRunner; pulls: PullRecorder }
+  /** Remote repositories, pull-through caches of other registries (remote.ts). */
+  remotes?: RemoteService
 }
 
 /** Submit a command and turn a refusal into the error it names. */

@@ -28,7 +28,15 @@ function nextLink (path: string, n: number, last: string): string {
   return `<${path}?n=${n}&last=${encodeURIComponent(last)}>; rel="next"`
 }
 
+/** end-8a/8b; a repository under a remote's prefix lists the upstream's tags (remote.ts). */
 export async function tags (ctx: Context, deps: RegistryDeps, name: RepositoryName): Promise<void> {
+  const remote = await deps.remotes?.remoteFor(name)
+  if (remote !== undefined) return await deps.remotes!.tags(ctx, remote, name)
+  await tagsLocal(ctx, deps, name)
+}
+
+/** end-8a/8b from this registry's own tags only. */
+export async function tagsLocal (ctx: Context, deps: RegistryDeps, name: RepositoryName): Promise<void> {
   const page = pageParams(ctx)
   await deps.sink.barrier()
   if (!await deps.queries.repoExists(name)) throw new FlotillaError('NAME_UNKNOWN', `repository ${name} is not known to this registry`, { name })

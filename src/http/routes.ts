@@ -89,6 +89,11 @@ export function v2Routes (deps: RegistryDeps) {
     if (!path.startsWith('/v2/')) return await next()
     const route = matchRoute(ctx.method, path)
     if (route === undefined) throw new FlotillaError('NOT_FOUND', `no such endpoint: ${ctx.method} ${path.slice(0, 200)}`)
+    if (ctx.method === 'POST' || ctx.method === 'PUT' || ctx.method === 'PATCH') {
+      // A remote repository is a read-only cache of its upstream (remote.ts).
+      const r = await deps.remotes?.remoteFor(route.name)
+      if (r !== undefined) throw new FlotillaError('DENIED', `${route.name} belongs to remote repository ${r.name}, a read-only cache of ${r.upstream}: pushes are refused; push to a name outside ${r.prefix}`)
+    }
     await route.handler(ctx, deps, route.name, route.param)
   }
 }

@@ -1,0 +1,219 @@
+/**
+ * Filling a remote repository's cache with one blob: one download from the upstream per
+ * blob and node (single flight), written into an upload session and followed by every
+ * reader at once, late ones included, so each client streams while the blob arrives.
+ *
+ *   upstream ──► upload session file ──► verified (digest, size) ──► blob store ──► recorded
+ *                     ▲  ▲  ▲
+ *                readers follow the file as it grows; the last byte is held back until
+ *                the digest is verified, so no client ever gets a whole blob that is wrong
+ *
+ * On a bad answer (wrong digest, short body, an error mid-way) nothing is stored or recorded,
+ * every reader's stream fails (the client sees its transfer cut, not a wrong blob) and the
+ * cause is logged and counted. Which member fills a blob for the whole cluster is decided by
+ * the caller (src/http/remote.ts: the first of the blob's rendezvous ranking that answers).
+ */
+import { open, type FileHandle } from 'node:fs/promises'
+import { Readable } from 'node:stream'
+import type { Logger } from 'pino'
+import type { BlobStore, ByteRange, UploadStore } from '../../storage/blobs/blob-store.js'
+import { digestHex, type Digest } from '../../storage/reference.js'
+import { UpstreamFailure } from './upstream.js'
+import type { RemoteMetrics } from './metrics.js'
+
+/** An upstream blob response, about to be read. */
+export interface FillSource { body: Readable; size: number | undefined }
+
+const CHUNK = 1 << 20
+/** How often a reader waiting for bytes looks at the file even without news (the write may land after the count). */
+const POLL_MS = 20
+
+export class BlobFill {
+  size: number | undefined
+  /** Bytes handed to the upload file so far. */
+  written = 0
+  state: 'starting' | 'running' | 'verified' | 'failed' = 'starting'
+  error: Error | undefined
+  path: string | undefined
+  private waiters: Array<() => void> = []
+  /** Resolves once the upstream answered (size known) or the fill failed before (rejects). */
+  readonly started: Promise<void>
+  /** Resolves once the blob is verified and stored, rejects when the fill failed. */
+  readonly done: Promise<void>
+  private startedResolve!: () => void
+  private startedReject!: (err: Error) => void
+  private doneResolve!: () => void
+  private doneReject!: (err: Error) => void
+
+  constructor (readonly digest: Digest, readonly remote: string, private readonly blobs: BlobStore) {
+    this.started = new Promise((resolve, reject) => { this.startedResolve = resolve; this.startedReject = reject })
+    this.done = new Promise((resolve, reject) => { this.doneResolve = resolve; this.doneReject = reject })
+    this.started.catch(() => {})
+    this.done.catch(() => {})
+  }
+
+  /** Wake every reader waiting for bytes. */
+  changed (): void {
+    const w = this.waiters
+    this.waiters = []
+    for (const f of w) f()
+  }
+
+  private async wait (ms: number): Promise<void> {
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(resolve, ms)
+      this.waiters.push(() => { clearTimeout(t); resolve() })
+    })
+  }
+
+  markStarted (size: number | undefined, path: string | undefined): void {
+    this.size = size
+    this.path = path
+    this.state = 'running'
+    this.startedResolve()
+    this.changed()
+  }
+
+  markVerified (size: number): void {
+    this.size = size
+    this.state = 'verified'
+    this.doneResolve()
+    this.changed()
+  }
+
+  markFailed (err: Error): void {
+    this.state = 'failed'
+    this.error = err
+    this.startedReject(err)
+    this.doneReject(err)
+    this.changed()
+  }
+
+  /** The blob (or a range of it) as it arrives; fails if the fill does. Call after `started`. */
+  reader (range?: ByteRange): Readable {
+    return Readable.from(this.chunks(range?.start ?? 0, range?.end), { objectMode: false, highWaterMark: CHUNK })
+  }
+
+  private async * chunks (start: number, end: number | undefined): AsyncGenerator<Buffer> {
+    let fh: FileHandle | undefined
+    let pos = start
+    try {
+      if (this.state === 'running' && this.path !== undefined) {
+        try { fh = await open(this.path, 'r') } catch { fh = undefined }
+      }
+      for (;;) {
+        if (this.state === 'failed') throw this.error!
+        if (fh === undefined) {
+          // No file to follow (gone into the store already, or none): the stored blob, once verified.
+          await this.done
+          const size = this.size!
+          const last = end ?? size - 1
+          if (pos > last) return
+          for await (const c of await this.blobs.read(this.digest, { start: pos, end: last })) yield c as Buffer
+          return
+        }
+        const last = end ?? (this.size !== undefined ? this.size - 1 : undefined)
+        if (last !== undefined && pos > last) return
+        // Until verified, the last byte stays back: a client never holds a whole blob that is wrong.
+        const limit = this.state === 'verified' ? this.size! : this.written - 1
+        if (this.state === 'verified' && pos >= limit) return
+        const upto = Math.min(limit, last !== undefined ? last + 1 : Infinity)
+        if (pos < upto) {
+          const buf = Buffer.allocUnsafe(Math.min(CHUNK, upto - pos))
+          const { bytesRead } = await fh.read(buf, 0, buf.length, pos)
+          if (bytesRead > 0) { pos += bytesRead; yield buf.subarray(0, bytesRead); continue }
+        }
+        await this.wait(POLL_MS)
+      }
+    } finally {
+      await fh?.close()
+    }
+  }
+}
+
+export interface BlobFillsOptions {
+  uploads: UploadStore
+  blobs: BlobStore
+  log: Logger
+  metrics?: RemoteMetrics
+  /** Hold digests against garbage collection while they are filled (cluster/gc/collector.ts). */
+  hold?: (digests: string[]) => () => void
+}
+
+export class BlobFills {
+  private readonly fills = new Map<string, BlobFill>()
+
+  constructor (private readonly opts: BlobFillsOptions) {}
+
+  /** The fill of `digest` under way on this node, if any. */
+  get (digest: string): BlobFill | undefined {
+    return this.fills.get(digest)
+  }
+
+  /** Fills under way (for metrics and tests). */
+  active (): number { return this.fills.size }
+
+  /**
+   * Join the fill of `digest`, or start one: `fetch` opens the upstream response, `record`
+   * links the verified blob in the metadata. The fill goes on if every reader leaves.
+   */
+  fill (digest: Digest, remote: string, fetch: () => Promise<FillSource>, record: (size: number) => Promise<void>): BlobFill {
+    const running = this.fills.get(digest)
+    if (running !== undefined) return running
+    const f = new BlobFill(digest, remote, this.opts.blobs)
+    this.fills.set(digest, f)
+    const release = this.opts.hold?.([digest]) ?? (() => {})
+    void this.run(f, fetch, record).finally(() => {
+      release()
+      this.fills.delete(digest)
+    })
+    return f
+  }
+
+  private async run (f: BlobFill, fetch: () => Promise<FillSource>, record: (size: number) => Promise<void>): Promise<void> {
+    const { uploads, blobs, log, metrics } = this.opts
+    const id = `remote-${digestHex(f.digest).slice(0, 64)}`
+    let created = false
+    try {
+      const have = await blobs.stat(f.digest)
+      if (have === undefined) {
+        const src = await fetch()
+        await uploads.remove(id).catch(() => false)
+        await uploads.create(id)
+        created = true
+        f.markStarted(src.size, uploads.filePath?.(id))
+        const counted = async function * (): AsyncGenerator<Buffer> {
+          for await (const c of src.body) {
+            const b = c as Buffer
+            f.written += b.length
+            metrics?.bytes.inc({ remote: f.remote }, b.length)
+            f.changed()
+            yield b
+          }
+        }
+        const n = await uploads.append(id, counted())
+        if (f.size !== undefined && n !== f.size) throw new UpstreamFailure('bad_answer', `the upstream sent ${n} of the ${f.size} bytes of blob ${f.digest}`)
+        // Verifies the digest; on a mismatch nothing becomes visible.
+        const info = await uploads.commit(id, f.digest, blobs)
+        created = false
+        f.markVerified(info.size)
+      } else {
+        f.markStarted(have.size, undefined)
+        f.markVerified(have.size)
+      }
+      await record(f.size!)
+    } catch (err) {
+      const e = err as Error & { code?: string }
+      const cause = err instanceof UpstreamFailure ? err.why : e.code === 'DIGEST_INVALID' ? 'digest' : e.code === 'SIZE_INVALID' ? 'size' : /aborted|premature|ECONNRESET|socket hang up/i.test(e.message) ? 'truncated' : 'other'
+      if (f.state !== 'verified') {
+        metrics?.fillErrors.inc({ remote: f.remote, cause })
+        log.warn({ remote: f.remote, digest: f.digest, cause, err: e.message }, 'remote: filling a blob from the upstream failed; nothing was cached')
+        const shown = e.code === 'DIGEST_INVALID' ? new UpstreamFailure('bad_answer', `the upstream sent bytes for blob ${f.digest} that do not match its digest: nothing was cached`) : err instanceof UpstreamFailure ? err : new UpstreamFailure('bad_answer', `the upstream's answer for blob ${f.digest} broke off (${cause}: ${e.message}): nothing was cached`)
+        f.markFailed(shown)
+      } else {
+        log.warn({ remote: f.remote, digest: f.digest, err: e.message }, 'remote: a filled blob could not be recorded yet; the next pull records it')
+      }
+      if (created) await uploads.remove(id).catch(() => false)
+    }
+  }
+}
