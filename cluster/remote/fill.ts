@@ -89,6 +89,14 @@ export class BlobFill {
     this.changed()
   }
 
+  /**
+   * Resolves once a reader would get its first byte, or the fill ended either way: a caller
+   * that waits for it can still answer a fill that failed at once with an error status.
+   */
+  async firstByte (): Promise<void> {
+    while (this.state === 'starting' || (this.state === 'running' && this.written < 2)) await this.wait(POLL_MS)
+  }
+
   /** The blob (or a range of it) as it arrives; fails if the fill does. Call after `started`. */
   reader (range?: ByteRange): Readable {
     return Readable.from(this.chunks(range?.start ?? 0, range?.end), { objectMode: false, highWaterMark: CHUNK })

@@ -20,6 +20,7 @@
  */
 import type { Context } from 'koa'
 import type { IncomingMessage } from 'node:http'
+import { Readable } from 'node:stream'
 import { createHash } from 'node:crypto'
 import { FlotillaError } from '../../storage/errors.js'
 import { digestAlgorithm, digestOf, parseDigest, parseReference, type Digest, type RepositoryName } from '../../storage/reference.js'
@@ -54,6 +55,24 @@ export interface RemoteServiceOptions {
 
 /** What a remote pull needs: the remote and the name upstream. */
 export interface RemoteTarget { remote: RemoteRecord; upstream: string }
+
+/**
+ * The stream with its first chunk read already: a fill that fails before its first byte is
+ * then the client's clear error status, not a response cut before its headers.
+ */
+async function primed (stream: Readable): Promise<Readable> {
+  const it = stream[Symbol.asyncIterator]()
+  const first = await it.next() as IteratorResult<Buffer>
+  return Readable.from((async function * () {
+    if (first.done === true) return
+    yield first.value
+    for (;;) {
+      const n = await it.next() as IteratorResult<Buffer>
+      if (n.done === true) return
+      yield n.value
+    }
+  })(), { objectMode: false })
+}
 
 export class RemoteService {
   private list: Promise<RemoteRecord[]> | undefined
@@ -296,7 +315,8 @@ export class RemoteService {
       if (peer === deps.nodeId) {
         const f = this.localFill(t, name, digest)
         await f.started
-        return { size: f.size, body: f.reader() }
+        await f.firstByte()
+        return { size: f.size, body: await primed(f.reader()) }
       }
       let res: IncomingMessage
       try {
@@ -343,12 +363,18 @@ export class RemoteService {
     if (r === undefined) throw new FlotillaError('NAME_UNKNOWN', `${name} belongs to no remote here`)
     const t = this.target(r, name)
     const f = this.localFill(t, name, digest)
-    try { await f.started } catch (err) { throw this.clientError(err, 'blob', name) }
-    const range = f.size === undefined ? undefined : parseRange(ctx.get('range'), f.size)
+    let body: Readable
+    let range: ReturnType<typeof parseRange>
+    try {
+      await f.started
+      await f.firstByte()
+      range = f.size === undefined ? undefined : parseRange(ctx.get('range'), f.size)
+      body = await primed(f.reader(range))
+    } catch (err) { throw this.clientError(err, 'blob', name) }
     if (f.size !== undefined) blobHeaders(ctx, digest, f.size, range)
     else ctx.status = 200
-    if (ctx.method === 'HEAD') return
-    ctx.body = f.reader(range)
+    if (ctx.method === 'HEAD') { body.destroy(); return }
+    ctx.body = body
     if (f.size !== undefined) ctx.length = range === undefined ? f.size : range.end - range.start + 1
   }
 
