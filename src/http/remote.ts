@@ -27,7 +27,7 @@ import { digestAlgorithm, digestOf, parseDigest, parseReference, type Digest, ty
 import { remoteAllows, remoteOf, upstreamName, upstreamOrigin, type RemoteRecord } from '../../cluster/remote/model.js'
 import { decryptSecret } from '../../cluster/remote/secret.js'
 import { Upstream, UpstreamFailure, failureOf, readAll } from '../../cluster/remote/upstream.js'
-import { BlobFills, type BlobFill } from '../../cluster/remote/fill.js'
+import { BlobFills, type BlobFill, type FillSource } from '../../cluster/remote/fill.js'
 import type { RemoteMetrics } from '../../cluster/remote/metrics.js'
 import { rank } from '../../cluster/replication/replicator.js'
 import { parseManifest } from '../oci/manifest.js'
@@ -85,6 +85,7 @@ export class RemoteService {
   constructor (private readonly opts: RemoteServiceOptions) {
     const { deps } = opts
     this.metrics = opts.metrics
+    this.metrics.activeFills = () => this.fills.active()
     this.fills = new BlobFills({ uploads: deps.uploads, blobs: deps.blobs, log: deps.log, metrics: opts.metrics, hold: (d) => deps.gc?.inUse.hold(d) ?? (() => {}) })
   }
 
@@ -269,7 +270,7 @@ export class RemoteService {
     }
     metrics.cache.inc({ remote: r.name, kind: 'blob', result: 'miss' })
     if (ctx.method === 'HEAD') return await this.headUpstream(ctx, t, name, digest)
-    let got: { size: number | undefined; body: NodeJS.ReadableStream }
+    let got: { size: number | undefined; body: Readable }
     try {
       got = await this.blobStream(t, name, digest)
     } catch (err) {
@@ -278,7 +279,7 @@ export class RemoteService {
     const range = got.size === undefined ? undefined : parseRange(ctx.get('range'), got.size)
     if (range !== undefined && range.start > 0) {
       // A range of a blob not cached yet: served once it is (ranges of a fill are for peers).
-      (got.body as unknown as { destroy: () => void }).destroy()
+      got.body.destroy()
       throw new FlotillaError('UPSTREAM_UNAVAILABLE', `blob ${digest} of ${name} is being fetched from the upstream: retry the range request in a moment`)
     }
     if (got.size !== undefined) {
@@ -305,19 +306,32 @@ export class RemoteService {
   }
 
   /**
-   * The blob's bytes as they arrive from the upstream: through this node's fill when it is the
-   * first of the blob's ranking that answers, else streamed from that member's fill.
+   * The blob's bytes as they arrive, through this node's fill of it (joined when under way).
+   * The fill's source is the upstream when this node is the first of the blob's rendezvous
+   * ranking that answers, else that member's fill (internal route): one upstream download for
+   * the cluster, one stream per other node, however many clients pull at once.
    */
-  private async blobStream (t: RemoteTarget, name: RepositoryName, digest: Digest): Promise<{ size: number | undefined; body: NodeJS.ReadableStream }> {
+  private async blobStream (t: RemoteTarget, name: RepositoryName, digest: Digest): Promise<{ size: number | undefined; body: Readable }> {
+    const f = this.localFill(t, name, digest, true)
+    await f.started
+    await f.firstByte()
+    return { size: f.size, body: await primed(f.reader()) }
+  }
+
+  /** The upstream's answer for a blob, or the failure it means. */
+  private async upstreamBlob (t: RemoteTarget, digest: Digest): Promise<FillSource> {
+    const res = await (await this.client(t.remote)).request('GET', `/v2/${t.upstream}/blobs/${digest}`, t.upstream)
+    if (res.statusCode !== 200) { res.resume(); throw failureOf(res.statusCode ?? 0, `blob ${digest} of ${t.upstream}`, upstreamOrigin(t.remote)) }
+    const size = Number(res.headers['content-length'] ?? NaN)
+    return { body: res, size: Number.isSafeInteger(size) ? size : undefined }
+  }
+
+  /** The blob from the first member of its ranking that answers; this node itself: the upstream. */
+  private async sourceBlob (t: RemoteTarget, name: RepositoryName, digest: Digest): Promise<FillSource> {
     const { deps, metrics } = this.opts
     const members = this.opts.members()
     for (const peer of rank(digest, members.length > 0 ? members : [deps.nodeId])) {
-      if (peer === deps.nodeId) {
-        const f = this.localFill(t, name, digest)
-        await f.started
-        await f.firstByte()
-        return { size: f.size, body: await primed(f.reader()) }
-      }
+      if (peer === deps.nodeId) return await this.upstreamBlob(t, digest)
       let res: IncomingMessage
       try {
         res = await this.opts.peerGet(peer, `/internal/v1/remote/blobs/${digest}/${name}`)
@@ -341,17 +355,13 @@ export class RemoteService {
     throw new FlotillaError('UPSTREAM_UNAVAILABLE', `no member could fetch blob ${digest} of ${name} from the upstream: retry shortly`)
   }
 
-  /** Start or join this node's fill of a blob; once verified it is linked in `name` with this node as holder. */
-  private localFill (t: RemoteTarget, name: RepositoryName, digest: Digest): BlobFill {
+  /**
+   * Start or join this node's fill of a blob (from the upstream, or through the cluster's
+   * filler when `viaPeers`); once verified it is linked in `name` with this node as a holder.
+   */
+  private localFill (t: RemoteTarget, name: RepositoryName, digest: Digest, viaPeers: boolean): BlobFill {
     const { deps } = this.opts
-    const r = t.remote
-    const origin = upstreamOrigin(r)
-    return this.fills.fill(digest, r.name, async () => {
-      const res = await (await this.client(r)).request('GET', `/v2/${t.upstream}/blobs/${digest}`, t.upstream)
-      if (res.statusCode !== 200) { res.resume(); throw failureOf(res.statusCode ?? 0, `blob ${digest} of ${t.upstream}`, origin) }
-      const size = Number(res.headers['content-length'] ?? NaN)
-      return { body: res, size: Number.isSafeInteger(size) ? size : undefined }
-    }, async (size) => {
+    return this.fills.fill(digest, t.remote.name, async () => viaPeers ? await this.sourceBlob(t, name, digest) : await this.upstreamBlob(t, digest), async (size) => {
       await submit(deps, { type: 'LinkBlob', repo: name, digest, size, holder: deps.nodeId, at: deps.now() })
     })
   }
@@ -362,7 +372,7 @@ export class RemoteService {
     const r = await this.remoteFor(name)
     if (r === undefined) throw new FlotillaError('NAME_UNKNOWN', `${name} belongs to no remote here`)
     const t = this.target(r, name)
-    const f = this.localFill(t, name, digest)
+    const f = this.localFill(t, name, digest, false)
     let body: Readable
     let range: ReturnType<typeof parseRange>
     try {
