@@ -17,7 +17,8 @@ import { open, type FileHandle } from 'node:fs/promises'
 import { Readable } from 'node:stream'
 import type { Logger } from 'pino'
 import type { BlobStore, ByteRange, UploadStore } from '../../storage/blobs/blob-store.js'
-import { digestHex, type Digest } from '../../storage/reference.js'
+import { createHash } from 'node:crypto'
+import { digestAlgorithm, digestHex, digestOf, type Digest } from '../../storage/reference.js'
 import { UpstreamFailure } from './upstream.js'
 import type { RemoteMetrics } from './metrics.js'
 
@@ -33,6 +34,11 @@ export class BlobFill {
   /** Bytes handed to the upload file so far. */
   written = 0
   state: 'starting' | 'running' | 'verified' | 'failed' = 'starting'
+  /**
+   * Every byte arrived and hashes to the digest (checked as the bytes pass): readers may have
+   * the last one while the copy is still being made durable and committed.
+   */
+  complete = false
   error: Error | undefined
   path: string | undefined
   private waiters: Array<() => void> = []
@@ -71,6 +77,11 @@ export class BlobFill {
     this.path = path
     this.state = 'running'
     this.startedResolve()
+    this.changed()
+  }
+
+  markComplete (): void {
+    this.complete = true
     this.changed()
   }
 
@@ -122,9 +133,10 @@ export class BlobFill {
         }
         const last = end ?? (this.size !== undefined ? this.size - 1 : undefined)
         if (last !== undefined && pos > last) return
-        // Until verified, the last byte stays back: a client never holds a whole blob that is wrong.
-        const limit = this.state === 'verified' ? this.size! : this.written - 1
-        if (this.state === 'verified' && pos >= limit) return
+        // Until the bytes are known good, the last one stays back: a client never holds a whole blob that is wrong.
+        const done = this.state === 'verified' || this.complete
+        const limit = done ? this.size ?? this.written : this.written - 1
+        if (done && pos >= limit) return
         const upto = Math.min(limit, last !== undefined ? last + 1 : Infinity)
         if (pos < upto) {
           const buf = Buffer.allocUnsafe(Math.min(CHUNK, upto - pos))
@@ -190,16 +202,25 @@ export class BlobFills {
         await uploads.create(id)
         created = true
         f.markStarted(src.size, uploads.filePath?.(id))
+        // Hashed as the bytes pass (the upload store hashes again at commit, once the clients
+        // have everything): a right digest lets readers finish before the copy is durable.
+        const alg = digestAlgorithm(f.digest)
+        const hash = createHash(alg)
         const counted = async function * (): AsyncGenerator<Buffer> {
           for await (const c of src.body) {
             const b = c as Buffer
+            hash.update(b)
             f.written += b.length
             metrics?.bytes.inc({ remote: f.remote }, b.length)
             f.changed()
             yield b
           }
+          if (f.size !== undefined && f.written !== f.size) throw new UpstreamFailure('bad_answer', `the upstream sent ${f.written} of the ${f.size} bytes of blob ${f.digest}`)
+          if (digestOf(alg, hash.digest('hex')) !== f.digest) throw Object.assign(new Error(`the bytes do not match ${f.digest}`), { code: 'DIGEST_INVALID' })
+          f.size = f.written
+          f.markComplete()
         }
-        const n = await uploads.append(id, counted())
+        const n = await uploads.append(id, counted(), { deferHash: true })
         if (f.size !== undefined && n !== f.size) throw new UpstreamFailure('bad_answer', `the upstream sent ${n} of the ${f.size} bytes of blob ${f.digest}`)
         // Verifies the digest; on a mismatch nothing becomes visible.
         const info = await uploads.commit(id, f.digest, blobs)
