@@ -67,9 +67,17 @@ export function remoteOf (name: string, remotes: readonly RemoteRecord[]): Remot
   return undefined
 }
 
-/** The upstream name of a repository of `r`: its prefix stripped. */
+/** Docker Hub's hosts: there, a one-component name is an official image under `library/`. */
+const DOCKER_HUB = new Set(['registry-1.docker.io', 'index.docker.io', 'docker.io', 'registry.hub.docker.com'])
+
+/**
+ * The upstream name of a repository of `r`: its prefix stripped (`hub/library/alpine` is
+ * `library/alpine`). On Docker Hub a single component gets `library/`, as docker itself adds it
+ * (`hub/alpine` is `library/alpine`).
+ */
 export function upstreamName (r: RemoteRecord, name: string): string {
-  return name.slice(r.prefix.length)
+  const rest = name.slice(r.prefix.length)
+  return !rest.includes('/') && DOCKER_HUB.has(new URL(r.upstream).hostname) ? `library/${rest}` : rest
 }
 
 /** Whether `r` lets `upstream` (a name with the prefix stripped) be pulled: allowed and not blocked. */

@@ -35,6 +35,8 @@ t.test('a name finds its remote by prefix; allow and block patterns apply to the
   t.equal(remoteOf('hubble/app', list), undefined, 'a prefix is whole components')
   t.equal(remoteOf('hub', list), undefined)
   t.equal(upstreamName(list[0]!, 'hub/library/alpine'), 'library/alpine')
+  t.equal(upstreamName(list[0]!, 'hub/alpine'), 'library/alpine', 'Docker Hub: official images are under library/')
+  t.equal(upstreamName(remote({ upstream: 'http://127.0.0.1:5000' }), 'hub/alpine'), 'alpine', 'elsewhere the name stays')
   const r = remote({ allow: ['library/*'], block: ['library/evil'] })
   t.ok(remoteAllows(r, 'library/alpine'))
   t.notOk(remoteAllows(r, 'library/evil'), 'block wins')
