@@ -30,6 +30,8 @@ export interface ManifestRecord {
   subject?: string
   artifactType?: string
   annotations?: Record<string, string>
+  /** Cached from a remote's upstream (PutManifest partial): not shipped to peered sites. */
+  cached?: boolean
 }
 
 export interface UploadRecord {

@@ -351,6 +351,7 @@ export class MetadataStateMachine {
     if (c.subject !== undefined) rec.subject = c.subject
     if (c.artifactType !== undefined) rec.artifactType = c.artifactType
     if (c.annotations !== undefined) rec.annotations = c.annotations
+    if (c.partial === true) rec.cached = true
     tx.putJSON(key.manifest(c.repo, c.digest), rec)
     tx.put(key.body(c.repo, c.digest), body)
     for (const tag of c.tags) {

@@ -5,6 +5,7 @@
  */
 import t from 'tap'
 import { MemoryKV } from '../../storage/kv/memory-kv.js'
+import { prefixRange } from '../../storage/kv/kv.js'
 import { MetadataStateMachine } from '../../cluster/metadata/state-machine.js'
 import { MetadataQueries } from '../../cluster/metadata/queries.js'
 import type { Command } from '../../cluster/metadata/commands.js'
@@ -67,7 +68,10 @@ t.test('state machine: remotes, their checked tags, and manifests cached before 
   const digest = 'sha256:' + 'b'.repeat(64)
   const put: Command = { type: 'PutManifest', repo: 'hub/library/alpine', digest, body: Buffer.from('{}').toString('base64'), mediaType: 'application/vnd.oci.image.manifest.v1+json', tags: ['3'], blobs: [blob], manifests: [], at: 10 }
   t.equal((await apply(put)).code, 'MANIFEST_BLOB_UNKNOWN', 'a pushed manifest needs its blobs')
+  const feed = async (): Promise<number> => { let n = 0; for await (const _ of kv.entries(prefixRange('feed\u0000'))) n++; return n }
+  const before = await feed()
   t.ok((await apply({ ...put, partial: true })).ok, 'a cached one gets them when first pulled')
+  t.equal(await feed(), before, 'a cached manifest is not shipped to peered sites (each site fronts the upstream itself)')
   t.same(await q.tagInfo('hub/library/alpine', '3'), { digest, checkedAt: 10 })
   t.ok((await apply({ type: 'RemoteTagChecked', repo: 'hub/library/alpine', tag: '3', digest, at: 50 })).ok)
   t.same(await q.tagInfo('hub/library/alpine', '3'), { digest, checkedAt: 50 }, 'checked again: the TTL starts over')
