@@ -27,7 +27,7 @@ export interface FillSource { body: Readable; size: number | undefined }
 
 const CHUNK = 1 << 20
 /** How often a reader waiting for bytes looks at the file even without news (the write may land after the count). */
-const POLL_MS = 20
+const POLL_MS = 5
 
 export class BlobFill {
   size: number | undefined
