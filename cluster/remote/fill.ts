@@ -14,10 +14,10 @@
  * the caller (src/http/remote.ts: the first of the blob's rendezvous ranking that answers).
  */
 import { open, type FileHandle } from 'node:fs/promises'
-import { Readable } from 'node:stream'
+import { PassThrough, Readable } from 'node:stream'
 import type { Logger } from 'pino'
 import type { BlobStore, ByteRange, UploadStore } from '../../storage/blobs/blob-store.js'
-import { createHash } from 'node:crypto'
+import { createHash, randomBytes } from 'node:crypto'
 import { digestAlgorithm, digestHex, digestOf, type Digest } from '../../storage/reference.js'
 import { UpstreamFailure } from './upstream.js'
 import type { RemoteMetrics } from './metrics.js'
@@ -26,6 +26,22 @@ import type { RemoteMetrics } from './metrics.js'
 export interface FillSource { body: Readable; size: number | undefined }
 
 const CHUNK = 1 << 20
+/**
+ * The last bytes to arrive, kept in memory: readers close behind the download (the usual case)
+ * take them from here, without waiting for the file write to land and reading it back.
+ */
+const WINDOW = 80 << 20
+/** How far the download may run ahead of the file write (held in memory meanwhile). */
+const LAG = 64 << 20
+
+/** Resolves when `s` drains or closes (a closed stream never drains). */
+async function drained (s: PassThrough): Promise<void> {
+  await new Promise<void>((resolve) => {
+    const done = (): void => { s.off('drain', done); s.off('close', done); resolve() }
+    s.on('drain', done)
+    s.on('close', done)
+  })
+}
 /** How often a reader waiting for bytes looks at the file even without news (the write may land after the count). */
 const POLL_MS = 5
 
@@ -42,6 +58,8 @@ export class BlobFill {
   error: Error | undefined
   path: string | undefined
   private waiters: Array<() => void> = []
+  private window: Array<{ at: number; buf: Buffer }> = []
+  private windowBytes = 0
   /** Resolves once the upstream answered (size known) or the fill failed before (rejects). */
   readonly started: Promise<void>
   /** Resolves once the blob is verified and stored, rejects when the fill failed. */
@@ -56,6 +74,23 @@ export class BlobFill {
     this.done = new Promise((resolve, reject) => { this.doneResolve = resolve; this.doneReject = reject })
     this.started.catch(() => {})
     this.done.catch(() => {})
+  }
+
+  /** A chunk arrived at offset `written` (call before counting it). */
+  remember (buf: Buffer): void {
+    this.window.push({ at: this.written, buf })
+    this.windowBytes += buf.length
+    while (this.windowBytes > WINDOW && this.window.length > 1) this.windowBytes -= this.window.shift()!.buf.length
+  }
+
+  /** Bytes from `pos` (before `upto`) still in the window, or undefined. */
+  private fromMemory (pos: number, upto: number): Buffer | undefined {
+    for (let i = this.window.length - 1; i >= 0; i--) {
+      const c = this.window[i]!
+      if (pos >= c.at + c.buf.length) return undefined
+      if (pos >= c.at) return c.buf.subarray(pos - c.at, Math.min(c.buf.length, upto - c.at))
+    }
+    return undefined
   }
 
   /** Wake every reader waiting for bytes. */
@@ -88,6 +123,8 @@ export class BlobFill {
   markVerified (size: number): void {
     this.size = size
     this.state = 'verified'
+    this.window = []
+    this.windowBytes = 0
     this.doneResolve()
     this.changed()
   }
@@ -139,6 +176,8 @@ export class BlobFill {
         if (done && pos >= limit) return
         const upto = Math.min(limit, last !== undefined ? last + 1 : Infinity)
         if (pos < upto) {
+          const m = this.fromMemory(pos, upto)
+          if (m !== undefined && m.length > 0) { pos += m.length; yield m; continue }
           const buf = Buffer.allocUnsafe(Math.min(CHUNK, upto - pos))
           const { bytesRead } = await fh.read(buf, 0, buf.length, pos)
           if (bytesRead > 0) { pos += bytesRead; yield buf.subarray(0, bytesRead); continue }
@@ -179,48 +218,65 @@ export class BlobFills {
    */
   fill (digest: Digest, remote: string, fetch: () => Promise<FillSource>, record: (size: number) => Promise<void>): BlobFill {
     const running = this.fills.get(digest)
-    if (running !== undefined) return running
+    // A failed fill still cleaning up is not joined: the next pull tries the upstream again.
+    if (running !== undefined && running.state !== 'failed') return running
     const f = new BlobFill(digest, remote, this.opts.blobs)
     this.fills.set(digest, f)
     const release = this.opts.hold?.([digest]) ?? (() => {})
     void this.run(f, fetch, record).finally(() => {
       release()
-      this.fills.delete(digest)
+      if (this.fills.get(digest) === f) this.fills.delete(digest)
     })
     return f
   }
 
   private async run (f: BlobFill, fetch: () => Promise<FillSource>, record: (size: number) => Promise<void>): Promise<void> {
     const { uploads, blobs, log, metrics } = this.opts
-    const id = `remote-${digestHex(f.digest).slice(0, 64)}`
+    // Its own session: a failed fill of the same blob may still be removing its file.
+    const id = `remote-${digestHex(f.digest).slice(0, 64)}-${randomBytes(6).toString('hex')}`
     let created = false
     try {
       const have = await blobs.stat(f.digest)
       if (have === undefined) {
         const src = await fetch()
-        await uploads.remove(id).catch(() => false)
         await uploads.create(id)
         created = true
         f.markStarted(src.size, uploads.filePath?.(id))
+        const t0 = Date.now()
         // Hashed as the bytes pass (the upload store hashes again at commit, once the clients
         // have everything): a right digest lets readers finish before the copy is durable.
         const alg = digestAlgorithm(f.digest)
         const hash = createHash(alg)
-        const counted = async function * (): AsyncGenerator<Buffer> {
-          for await (const c of src.body) {
-            const b = c as Buffer
-            hash.update(b)
-            f.written += b.length
-            metrics?.bytes.inc({ remote: f.remote }, b.length)
-            f.changed()
-            yield b
+        // The download runs ahead of the disk by up to LAG bytes (readers take them from the
+        // window in memory): clients go at the upstream's pace, not at the pace of the writes.
+        const toDisk = new PassThrough({ highWaterMark: LAG })
+        // Its failure is reported through the download; an 'error' nobody hears would end the process.
+        toDisk.on('error', () => {})
+        const download = (async (): Promise<void> => {
+          try {
+            for await (const c of src.body) {
+              const b = c as Buffer
+              hash.update(b)
+              f.remember(b)
+              f.written += b.length
+              metrics?.bytes.inc({ remote: f.remote }, b.length)
+              f.changed()
+              if (!toDisk.write(b)) await drained(toDisk)
+            }
+            if (f.size !== undefined && f.written !== f.size) throw new UpstreamFailure('bad_answer', `the upstream sent ${f.written} of the ${f.size} bytes of blob ${f.digest}`)
+            if (digestOf(alg, hash.digest('hex')) !== f.digest) throw Object.assign(new Error(`the bytes do not match ${f.digest}`), { code: 'DIGEST_INVALID' })
+            f.size = f.written
+            f.markComplete()
+            log.info({ remote: f.remote, digest: f.digest, bytes: f.written, ms: Date.now() - t0 }, 'remote: blob downloaded from the upstream and verified')
+            toDisk.end()
+          } catch (err) {
+            // Never end()ed: the append fails too, and nothing is committed.
+            toDisk.destroy(err as Error)
+            throw err
           }
-          if (f.size !== undefined && f.written !== f.size) throw new UpstreamFailure('bad_answer', `the upstream sent ${f.written} of the ${f.size} bytes of blob ${f.digest}`)
-          if (digestOf(alg, hash.digest('hex')) !== f.digest) throw Object.assign(new Error(`the bytes do not match ${f.digest}`), { code: 'DIGEST_INVALID' })
-          f.size = f.written
-          f.markComplete()
-        }
-        const n = await uploads.append(id, counted(), { deferHash: true })
+        })()
+        download.catch(() => {})
+        const [n] = await Promise.all([uploads.append(id, toDisk, { deferHash: true }), download])
         if (f.size !== undefined && n !== f.size) throw new UpstreamFailure('bad_answer', `the upstream sent ${n} of the ${f.size} bytes of blob ${f.digest}`)
         // Verifies the digest; on a mismatch nothing becomes visible.
         const info = await uploads.commit(id, f.digest, blobs)
