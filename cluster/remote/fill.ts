@@ -59,6 +59,7 @@ export class BlobFill {
   path: string | undefined
   private waiters: Array<() => void> = []
   private window: Array<{ at: number; buf: Buffer }> = []
+  private head = 0
   private windowBytes = 0
   /** Resolves once the upstream answered (size known) or the fill failed before (rejects). */
   readonly started: Promise<void>
@@ -80,15 +81,29 @@ export class BlobFill {
   remember (buf: Buffer): void {
     this.window.push({ at: this.written, buf })
     this.windowBytes += buf.length
-    while (this.windowBytes > WINDOW && this.window.length > 1) this.windowBytes -= this.window.shift()!.buf.length
+    while (this.windowBytes > WINDOW && this.window.length - this.head > 1) this.windowBytes -= this.window[this.head++]!.buf.length
+    // Dropped entries are cut off now and then, not one by one (shift() moves the whole array).
+    if (this.head > 4096) { this.window = this.window.slice(this.head); this.head = 0 }
   }
 
-  /** Bytes from `pos` (before `upto`) still in the window, or undefined. */
+  /** Bytes from `pos` (before `upto`) still in the window, up to 1 MiB at once; undefined when not there. */
   private fromMemory (pos: number, upto: number): Buffer | undefined {
-    for (let i = this.window.length - 1; i >= 0; i--) {
+    for (let i = this.window.length - 1; i >= this.head; i--) {
       const c = this.window[i]!
       if (pos >= c.at + c.buf.length) return undefined
-      if (pos >= c.at) return c.buf.subarray(pos - c.at, Math.min(c.buf.length, upto - c.at))
+      if (pos < c.at) continue
+      const first = c.buf.subarray(pos - c.at, Math.min(c.buf.length, upto - c.at))
+      // A reader behind the tail takes several chunks in one write.
+      const parts = [first]
+      let n = first.length
+      for (let j = i + 1; j < this.window.length && n < CHUNK; j++) {
+        const d = this.window[j]!
+        if (d.at >= upto) break
+        const part = d.buf.subarray(0, Math.min(d.buf.length, upto - d.at))
+        parts.push(part)
+        n += part.length
+      }
+      return parts.length === 1 ? first : Buffer.concat(parts, n)
     }
     return undefined
   }
@@ -124,6 +139,7 @@ export class BlobFill {
     this.size = size
     this.state = 'verified'
     this.window = []
+    this.head = 0
     this.windowBytes = 0
     this.doneResolve()
     this.changed()
@@ -254,15 +270,24 @@ export class BlobFills {
         toDisk.on('error', () => {})
         const download = (async (): Promise<void> => {
           try {
-            for await (const c of src.body) {
-              const b = c as Buffer
-              hash.update(b)
-              f.remember(b)
-              f.written += b.length
-              metrics?.bytes.inc({ remote: f.remote }, b.length)
-              f.changed()
-              if (!toDisk.write(b)) await drained(toDisk)
-            }
+            await new Promise<void>((resolve, reject) => {
+              const body = src.body
+              let counted = 0
+              const count = (): void => { metrics?.bytes.inc({ remote: f.remote }, counted); counted = 0 }
+              // 'data' rather than for await: a chunk is often 16 KiB, and each costs little this way.
+              body.on('data', (b: Buffer) => {
+                hash.update(b)
+                f.remember(b)
+                f.written += b.length
+                counted += b.length
+                if (counted >= 1 << 20) count()
+                f.changed()
+                if (!toDisk.write(b)) { body.pause(); void drained(toDisk).then(() => body.resume()) }
+              })
+              body.once('end', () => { count(); resolve() })
+              body.once('error', (err) => { count(); reject(err) })
+              body.once('close', () => { if (!body.readableEnded) { count(); reject(Object.assign(new Error('aborted'), { code: 'ECONNRESET' })) } })
+            })
             if (f.size !== undefined && f.written !== f.size) throw new UpstreamFailure('bad_answer', `the upstream sent ${f.written} of the ${f.size} bytes of blob ${f.digest}`)
             if (digestOf(alg, hash.digest('hex')) !== f.digest) throw Object.assign(new Error(`the bytes do not match ${f.digest}`), { code: 'DIGEST_INVALID' })
             f.size = f.written
