@@ -20,6 +20,7 @@ import { certCommands } from './cli/cert.js'
 import { backupCommands } from './cli/backup.js'
 import { virtualCommands } from './cli/virtual.js'
 import { searchCommands } from './cli/search.js'
+import { remoteCommands } from './cli/remote.js'
 import { checkTlsFiles } from './tls/server.js'
 import { loadTrust } from './tls/trust.js'
 import { rootCertificates } from 'node:tls'
@@ -169,6 +170,7 @@ siteCommands(program)
 backupCommands(program)
 virtualCommands(program)
 searchCommands(program)
+remoteCommands(program)
 
 try {
   await program.parseAsync(process.argv)

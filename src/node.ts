@@ -56,6 +56,9 @@ import { BackupSessions } from '../cluster/backup/sessions.js'
 import { SearchService } from './http/search.js'
 import { ChecksumService } from '../cluster/checksums/service.js'
 import { propertyChanges } from './http/properties.js'
+import { RemoteService } from './http/remote.js'
+import { RemoteMetrics } from '../cluster/remote/metrics.js'
+import type { IncomingMessage } from 'node:http'
 
 export interface JoinTarget {
   /** Any member's HTTP URL, or its libp2p multiaddr ending in /p2p/<peer id> (cluster/join.ts). */
@@ -202,6 +205,8 @@ export class RegistryNode {
     deps.gc = { collector: gcCollector(cluster, deps, inUse, call, log, async (d) => await self?.extraCopy(d) ?? false), inUse, graceMs: durationMs(config.gc.grace)! }
     const disk = new DiskWatch(dataDir, { highPercent: config.storage.diskHighWatermark, lowPercent: Math.min(config.storage.diskLowWatermark, config.storage.diskHighWatermark) }, log)
     deps.disk = { state: () => disk.state(), roomElsewhere: roomElsewhere(cluster, nodeId, call) }
+    // Remote repositories (src/http/remote.ts): a blob is filled from the upstream by one member, the others stream from it.
+    deps.remotes = new RemoteService({ deps, metrics: new RemoteMetrics(), members: () => cluster.memberIds(), peerGet: peerGet(cluster, nodeId, identity.privateKey) })
     const node = new RegistryNode(config, log, nodeId, kv, deps, cluster, identity.privateKey, joinTarget, faults)
     node.disk = disk
     self = node
@@ -324,6 +329,7 @@ export class RegistryNode {
         deps.blobs.settle(c.digest as Digest)
         void replicator.onBlobKnown(c.digest, c.size)
       }
+      if (c.type === 'PutRemote' || c.type === 'DeleteRemote') deps.remotes?.invalidate()
       // Other sites long-polling this site's change feed hear of a new entry at once.
       this.sites.notify()
       // A webhook delivery may have been queued: the leader sends it now rather than at its next tick.
@@ -484,6 +490,21 @@ function memberCall (cluster: Cluster, nodeId: string, privateKey: PrivateKey): 
     const text = res.body.toString('utf8')
     if (res.status < 200 || res.status >= 300) throw new Error(`${method} ${path} answered ${res.status}: ${text.slice(0, 200)}`)
     return JSON.parse(text) as unknown
+  }
+}
+
+/** A signed GET to another member's internal route, over its peer port; the body streams. */
+function peerGet (cluster: Cluster, nodeId: string, privateKey: PrivateKey): (peer: string, path: string) => Promise<IncomingMessage> {
+  return async (peer, path) => {
+    const target = cluster.peerTarget(peer)
+    if (target === undefined) throw new Error(`no address known for member ${peer}`)
+    const headers = { authorization: await signRequest(privateKey, nodeId, 'GET', path) }
+    return await new Promise<IncomingMessage>((resolve, reject) => {
+      const req = cluster.peerClient.request(target, { path, method: 'GET', headers, timeout: 60_000 }, resolve)
+      req.on('timeout', () => req.destroy(new Error(`member ${peer} stopped answering`)))
+      req.on('error', reject)
+      req.end()
+    })
   }
 }
 

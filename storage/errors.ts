@@ -36,6 +36,8 @@ export const ERRORS = {
   ALREADY_EXISTS: { status: 409, oci: 'CONFLICT', message: 'already exists' },
   NOT_FOUND: { status: 404, oci: 'NAME_UNKNOWN', message: 'not found' },
   BAD_REQUEST: { status: 400, oci: 'UNSUPPORTED', message: 'bad request' },
+  UPSTREAM_ERROR: { status: 502, oci: 'UNAVAILABLE', message: 'the upstream registry of a remote repository answered badly' },
+  UPSTREAM_UNAVAILABLE: { status: 503, oci: 'UNAVAILABLE', message: 'the upstream registry of a remote repository cannot be reached' },
   UNAVAILABLE: { status: 503, oci: 'UNAVAILABLE', message: 'service unavailable' },
   INTERNAL: { status: 500, oci: 'UNKNOWN', message: 'internal error' },
 } as const satisfies Record<string, { status: number; oci: string; message: string }>

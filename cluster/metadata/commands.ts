@@ -11,6 +11,7 @@ import type { Hook } from '../hooks/hooks.js'
 import type { PeeringCommand } from '../peering/commands.js'
 import type { VirtualRepo } from './virtual.js'
 import type { PropertyCommand } from './properties.js'
+import type { RemoteRecord } from '../remote/model.js'
 
 export interface DescriptorRecord {
   mediaType: string
@@ -33,6 +34,8 @@ export interface ManifestRecord {
   annotations?: Record<string, string>
   /** Labels and annotations of the image config (read-only properties, properties.ts). */
   labels?: Record<string, string>
+  /** Cached from a remote's upstream (PutManifest partial): not shipped to peered sites. */
+  cached?: boolean
 }
 
 export interface UploadRecord {
@@ -71,6 +74,11 @@ export type Command =
     annotations?: Record<string, string>
     /** The image config's labels and annotations, when the config blob was small and at hand. */
     labels?: Record<string, string>
+    /**
+     * A manifest cached from a remote's upstream (cluster/remote/): its blobs and child
+     * manifests are fetched when first pulled, so they need not be in the repository yet.
+     */
+    partial?: boolean
     at: number
   }
   | { type: 'DeleteTag'; repo: string; tag: string }
@@ -116,6 +124,11 @@ export type Command =
   /** Create or replace a virtual repository (virtual.ts): a prefix resolved through members. */
   | { type: 'PutVirtual'; virtual: VirtualRepo; at: number }
   | { type: 'DeleteVirtual'; name: string; at: number }
+  /** Remote repositories, pull-through caches of another registry (cluster/remote/model.ts). */
+  | { type: 'PutRemote'; remote: RemoteRecord; at: number }
+  | { type: 'DeleteRemote'; name: string; at: number }
+  /** A remote's cached tag was checked upstream at `at` and still names `digest` (its TTL starts again). */
+  | { type: 'RemoteTagChecked'; repo: string; tag: string; digest: string; at: number }
   /** Last pulls of manifests, batched by each node (cluster/retention/pulls.ts); a later time wins. */
   | { type: 'RecordPulls'; pulls: Array<{ repo: string; digest: string; at: number }> }
   /** Forget deduplication records of commands proposed before `before` (ms). */

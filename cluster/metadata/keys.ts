@@ -40,6 +40,8 @@
  *   ├── hlc                                       → {l, c}             this site's hybrid logical clock (cluster/peering/hlc.ts)
  *   ├── tagver␀<repo>␀<tag>                       → {l, c, s, deleted?} the version of a tag's last write or delete (hlc.ts)
  *   ├── sitelanded␀<origin>␀<repo>␀<tag>          → {digest, seq, originAt, at}  when a tag from another site last landed here (site explain)
+ *   ├── remote␀<name>                             → RemoteRecord       a pull-through cache (cluster/remote/model.ts)
+ *   ├── rchecked␀<repo>␀<tag>                     → {digest, at}       when a remote's cached tag was last checked upstream
  *   ├── prop␀<repo>␀<digest>␀<key>␀<value>        → {user?, ro?}       a manifest's properties, user-set or read-only (properties.ts)
  *   ├── propidx␀<key>␀<value>␀<repo>␀<digest>     → {user?, ro?}       the same, inverted: manifests by property
  *   ├── sum␀<digest>                              → {sha1, md5}        a blob's SHA-1 and MD5 (hex)
@@ -106,6 +108,9 @@ export const key = {
   sum: (digest: string): string => `sum${SEP}${digest}`,
   sumIndex: (alg: 'sha1' | 'md5', hex: string, digest: string): string => `sumidx${SEP}${alg}${SEP}${hex}${SEP}${digest}`,
   sumIndexPrefix: (alg: 'sha1' | 'md5', hex: string): string => `sumidx${SEP}${alg}${SEP}${hex}${SEP}`,
+  remote: (name: string): string => `remote${SEP}${name}`,
+  remotePrefix: (): string => `remote${SEP}`,
+  remoteChecked: (repo: string, tag: string): string => `rchecked${SEP}${repo}${SEP}${tag}`,
 }
 
 /** The parts of a key after its first (its kind): `[repo, digest]` for `link␀<repo>␀<digest>`. */

@@ -10,6 +10,7 @@ import type { RepoState, RetentionPolicy } from '../retention/policy.js'
 import { qkey, type Quota } from './quotas.js'
 import { hkey, type Delivery, type DeliveryLog, type Hook } from '../hooks/hooks.js'
 import { vkey, type VirtualRepo } from './virtual.js'
+import type { RemoteRecord } from '../remote/model.js'
 
 export interface Page<T> {
   items: T[]
@@ -158,6 +159,21 @@ export class MetadataQueries {
       const b = decodeJSON<{ size: number; links: number }>(v)
       if (b.links > 0) yield { digest: k.slice(prefix.length), size: b.size }
     }
+  }
+
+  /** The remote repositories (pull-through caches), by name; passwords still encrypted. */
+  async remotes (): Promise<RemoteRecord[]> {
+    const out: RemoteRecord[] = []
+    for await (const [, v] of this.kv.entries(prefixRange(key.remotePrefix()))) out.push(decodeJSON<RemoteRecord>(v))
+    return out
+  }
+
+  /** A tag with when it was written or, for a remote's cached tag, last checked upstream (ms). */
+  async tagInfo (repo: string, tag: string): Promise<{ digest: string; checkedAt: number } | undefined> {
+    const t = await this.json<{ digest: string; at: number }>(key.tag(repo, tag))
+    if (t === undefined) return undefined
+    const c = await this.json<{ digest: string; at: number }>(key.remoteChecked(repo, tag))
+    return { digest: t.digest, checkedAt: c !== undefined && c.digest === t.digest ? Math.max(c.at, t.at) : t.at }
   }
 
   async resolveTag (repo: string, tag: string): Promise<string | undefined> {

@@ -22,6 +22,7 @@ import { deleteVirtual, guardVirtualNames, putVirtual } from './virtual.js'
 import { isPeeringCommand } from '../peering/commands.js'
 import { appendFeed, applyPeering } from '../peering/apply.js'
 import { applyProperties, isPropertyCommand, maintainProperties } from './properties.js'
+import { applyRemote } from '../remote/apply.js'
 import type { Command, CommandResult, DescriptorRecord, Envelope, ManifestRecord, MemberRecord, UploadRecord } from './commands.js'
 
 const enc = new TextEncoder()
@@ -312,6 +313,10 @@ export class MetadataStateMachine {
       case 'DeleteVirtual':
         await deleteVirtual(tx, c.name)
         return { ok: true }
+      case 'PutRemote':
+      case 'DeleteRemote':
+      case 'RemoteTagChecked':
+        return await applyRemote(tx, c)
       case 'RecordPulls': {
         for (const p of c.pulls) {
           // A pull of a manifest deleted since is not worth remembering.
@@ -361,13 +366,14 @@ export class MetadataStateMachine {
 
   private async putManifest (tx: Tx, c: Extract<Command, { type: 'PutManifest' }>): Promise<CommandResult> {
     // Checked here, not only by the HTTP layer, so a blob deleted by a command
-    // committed just before this one cannot leave a dangling manifest.
-    for (const d of c.blobs) {
+    // committed just before this one cannot leave a dangling manifest. A manifest cached
+    // from a remote (partial) gets its blobs as they are first pulled.
+    for (const d of c.partial === true ? [] : c.blobs) {
       if (await tx.get(key.link(c.repo, d)) === undefined) {
         throw new FlotillaError('MANIFEST_BLOB_UNKNOWN', `manifest references blob ${d}, which is not in ${c.repo}: push the blob first`, { digest: d })
       }
     }
-    for (const d of c.manifests) {
+    for (const d of c.partial === true ? [] : c.manifests) {
       if (await tx.get(key.manifest(c.repo, d)) === undefined) {
         throw new FlotillaError('MANIFEST_BLOB_UNKNOWN', `index references manifest ${d}, which is not in ${c.repo}: push the child manifest first`, { digest: d })
       }
@@ -381,6 +387,7 @@ export class MetadataStateMachine {
     // A manifest put again without them (a tag moved by another site) keeps its config's labels.
     const labels = c.labels ?? (await tx.getJSON<ManifestRecord>(key.manifest(c.repo, c.digest)))?.labels
     if (labels !== undefined) rec.labels = labels
+    if (c.partial === true) rec.cached = true
     tx.putJSON(key.manifest(c.repo, c.digest), rec)
     tx.put(key.body(c.repo, c.digest), body)
     for (const tag of c.tags) {

@@ -46,6 +46,7 @@ export function feedOps (tx: TxWrites): FeedOp[] {
   const ops: FeedOp[] = []
   const puts = new Map<string, FeedOp & { op: 'put' }>()
   const deletedManifests = new Set<string>()
+  const cached = new Set<string>()
   const writes = [...tx.writes()]
   for (const [k, v] of writes) {
     const parts = k.split(SEP)
@@ -55,6 +56,8 @@ export function feedOps (tx: TxWrites): FeedOp[] {
         deletedManifests.add(`${repo}${SEP}${digest}`)
         ops.push({ op: 'delete', repo, digest })
       } else {
+        // A remote repository's cache is each site's own (every site may front the upstream).
+        if ((JSON.parse(dec.decode(v)) as { cached?: boolean }).cached === true) { cached.add(`${repo}${SEP}${digest}`); continue }
         const op = { op: 'put' as const, repo, digest, tags: [] as string[] }
         puts.set(`${repo}${SEP}${digest}`, op)
         ops.push(op)
@@ -72,6 +75,7 @@ export function feedOps (tx: TxWrites): FeedOp[] {
       continue
     }
     const digest = (JSON.parse(dec.decode(v)) as { digest: string }).digest
+    if (cached.has(`${repo}${SEP}${digest}`)) continue
     const put = puts.get(`${repo}${SEP}${digest}`)
     if (put !== undefined) put.tags.push(tag)
     else ops.push({ op: 'put', repo, digest, tags: [tag] })

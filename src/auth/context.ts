@@ -12,7 +12,7 @@ export type RequestActor = Omit<AuditActor, 'at'>
 export const requestActor = new AsyncLocalStorage<RequestActor>()
 
 /** Commands not worth an audit entry: upload bookkeeping (the blob's LinkBlob is recorded). */
-const UNAUDITED = new Set(['CreateUpload', 'DeleteUpload', 'Audited', 'AppendAudit', 'InitSigningKey', 'BootstrapAdmin', 'ExpireSessions'])
+const UNAUDITED = new Set(['CreateUpload', 'DeleteUpload', 'Audited', 'AppendAudit', 'InitSigningKey', 'BootstrapAdmin', 'ExpireSessions', 'RemoteTagChecked'])
 
 export function shouldAudit (type: string): boolean {
   return !UNAUDITED.has(type)

@@ -144,7 +144,7 @@ const detailText = (d: Record<string, unknown> | undefined): string => Object.en
 }).join(' ') || '-'
 const auditRow = (e: AuditDoc): string[] => [iso(e.at), e.user + (e.token !== undefined ? ` (token ${e.token})` : ''), e.address, e.action, e.repo ?? '-', e.outcome + (e.code !== undefined ? ` ${e.code}` : ''), detailText(e.detail)]
 
-async function readStdin (): Promise<string> {
+export async function readStdin (): Promise<string> {
   const chunks: Buffer[] = []
   for await (const c of process.stdin) chunks.push(c as Buffer)
   return Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '')

@@ -32,6 +32,7 @@
  *   GET    /virtuals                        anyone signed in   PUT /virtuals/:name {prefix, members, defaultMember}  DELETE /virtuals/:name  (admin)
  *   GET    /search?q=&name=&tag=&prop=…&n=&cursor=   anyone signed in: matches in repositories they may read (search.ts)
  *   GET    /latest/REPO?by=semver|time&match=&prop=   read on REPO
+ *   GET    /remotes                         admin          PUT /remotes/:name {prefix, upstream, …}  DELETE /remotes/:name  (admin; remotes-api.ts)
  *
  * Admin means a user with the admin flag who signed in with a password or a verified TLS client
  * certificate (src/tls/client-cert.ts): access tokens and registry JWTs never carry administrator rights.
@@ -55,6 +56,7 @@ import { checkHook, type Hook } from '../../cluster/hooks/hooks.js'
 import { checkVirtual, type VirtualRepo } from '../../cluster/metadata/virtual.js'
 import { searchRoutes } from './search.js'
 import { propertyRoutes } from './properties.js'
+import { registerRemoteRoutes } from './remotes-api.js'
 
 export const API_PREFIX = '/api/v1'
 
@@ -436,6 +438,8 @@ export function adminRoutes (deps: RegistryDeps) {
     const only = str(b, 'policy', false)
     ok(ctx, await runner.run({ dryRun: b.dryRun === true, ...(only !== undefined ? { only } : {}) }))
   })
+
+  registerRemoteRoutes(router, deps, { requireAdmin, jsonBody, ok })
 
   router.get('/audit', async (ctx) => {
     await requireAdmin(ctx)

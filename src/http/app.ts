@@ -94,6 +94,7 @@ export function createApp (opts: AppOptions): Koa {
   for (const m of opts.deps.retention?.runner.all() ?? []) metrics.registry.registerMetric(m)
   for (const m of opts.deps.hooks?.all() ?? []) metrics.registry.registerMetric(m)
   for (const m of opts.deps.search?.all() ?? []) metrics.registry.registerMetric(m)
+  for (const m of opts.deps.remotes?.metrics.all() ?? []) metrics.registry.registerMetric(m)
   for (const m of opts.metrics ?? []) metrics.registry.registerMetric(m)
   for (const m of opts.backups?.all() ?? []) metrics.registry.registerMetric(m)
   const virtualMetrics = new VirtualMetrics()
@@ -153,7 +154,7 @@ export function createApp (opts: AppOptions): Koa {
     const cluster = opts.cluster
     const { deps } = opts
     const mirrors = opts.mirrors ?? new MirrorReceiver({ peerId: deps.nodeId, uploads: deps.uploads, blobs: deps.blobs, sink: deps.sink })
-    app.use(internalRoutes({ blobs: deps.blobs, admits: (p) => cluster.admits(p), removed: (p) => cluster.wasRemoved(p), liveConnection: async (p) => await cluster.liveConnection(p), mirrors, peerPort: () => cluster.hasPeerPort(), metrics: cluster.peerMetrics, ...(opts.replicationMetrics !== undefined ? { replicationMetrics: opts.replicationMetrics } : {}), ...(deps.gc !== undefined ? { gc: { inUse: () => deps.gc!.collector.inUse(), sweep: async () => await deps.gc!.collector.sweep() } } : {}), ...(deps.disk !== undefined ? { disk: { state: () => deps.disk!.state() } } : {}) }))
+    app.use(internalRoutes({ blobs: deps.blobs, admits: (p) => cluster.admits(p), removed: (p) => cluster.wasRemoved(p), liveConnection: async (p) => await cluster.liveConnection(p), mirrors, peerPort: () => cluster.hasPeerPort(), metrics: cluster.peerMetrics, ...(opts.replicationMetrics !== undefined ? { replicationMetrics: opts.replicationMetrics } : {}), ...(deps.gc !== undefined ? { gc: { inUse: () => deps.gc!.collector.inUse(), sweep: async () => await deps.gc!.collector.sweep() } } : {}), ...(deps.disk !== undefined ? { disk: { state: () => deps.disk!.state() } } : {}), ...(deps.remotes !== undefined ? { remoteFill: async (ctx, repo, digest) => await deps.remotes!.serveFill(ctx, repo, digest) } : {}) }))
     app.use(clusterRoutes(cluster, opts.replicationBacklog, deps.disk?.state).routes())
   }
   // Before the admin API, which answers 404 for every path it does not know.

@@ -38,7 +38,15 @@ export function parseRange (header: string, size: number): ByteRange | undefined
   return { start, end }
 }
 
+/** end-2: a blob of a repository; one under a remote's prefix is fetched upstream when not cached (remote.ts). */
 export async function get (ctx: Context, deps: RegistryDeps, name: RepositoryName, param: string): Promise<void> {
+  const remote = await deps.remotes?.remoteFor(name)
+  if (remote !== undefined) return await deps.remotes!.getBlob(ctx, remote, name, param)
+  await getLocal(ctx, deps, name, param)
+}
+
+/** end-2 from this registry's own blobs only. */
+export async function getLocal (ctx: Context, deps: RegistryDeps, name: RepositoryName, param: string): Promise<void> {
   const digest = parseDigest(param)
   await deps.sink.barrier()
   const linked = await deps.queries.linkedBlob(name, digest)
@@ -52,7 +60,7 @@ export async function get (ctx: Context, deps: RegistryDeps, name: RepositoryNam
   await serveLocal(ctx, deps, digest, info.size)
 }
 
-function blobHeaders (ctx: Context, digest: Digest, size: number, range: ByteRange | undefined): number {
+export function blobHeaders (ctx: Context, digest: Digest, size: number, range: ByteRange | undefined): number {
   ctx.set('Docker-Content-Digest', digest)
   ctx.set('ETag', `"${digest}"`)
   ctx.set('Accept-Ranges', 'bytes')

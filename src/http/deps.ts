@@ -18,6 +18,7 @@ import type { HookDeliverer } from '../../cluster/hooks/deliverer.js'
 import type { PullRecorder } from '../../cluster/retention/pulls.js'
 import type { PeerClient, PeerTarget } from '../../net/peer-https.js'
 import type { SearchService } from './search.js'
+import type { RemoteService } from './remote.js'
 
 /** Blobs across nodes: present in a cluster, absent on a lone node in tests. */
 export interface BlobReplication {
@@ -69,6 +70,8 @@ export interface RegistryDeps {
   retention?: { runner: RetentionRunner; pulls: PullRecorder }
   /** Search and latest-version lookups over the state machine's indexes (search.ts). */
   search?: SearchService
+  /** Remote repositories, pull-through caches of other registries (remote.ts). */
+  remotes?: RemoteService
 }
 
 /** Submit a command and turn a refusal into the error it names. */

@@ -17,6 +17,8 @@
  *   POST     /internal/v1/mirrors/<id>/commit/<digest>  keep the mirrored bytes as a blob, pass the commit
  *                                                       on (201 {size, holders}; Flotilla-Mirror: the quorum)
  *   DELETE   /internal/v1/mirrors/<id>                  the upload was cancelled: here and down the chain
+ *   GET|HEAD /internal/v1/remote/blobs/<digest>/<repo>  a remote repository's blob, filled from its upstream by this
+ *                                                       node (or being filled) and streamed as it arrives (src/http/remote.ts)
  *   GET      /internal/v1/disk                          this node's disk: {full, freeBytes, totalBytes, usedPercent}
  *   GET      /internal/v1/gc/in-use                     digests this node is using now {digests} (cluster/gc/)
  *   POST     /internal/v1/gc/sweep                      delete blobs the metadata forgot {deleted, bytes}
@@ -30,7 +32,7 @@ import { checkSignature, ReplayGuard } from '../../net/peer-auth.js'
 import { peerOfRequest, type PeerMetrics } from '../../net/peer-https.js'
 import { FORWARDED } from './forwarded.js'
 import { FlotillaError } from '../../storage/errors.js'
-import { parseDigest } from '../../storage/reference.js'
+import { parseDigest, parseRepositoryName, type RepositoryName } from '../../storage/reference.js'
 import type { BlobStore } from '../../storage/blobs/blob-store.js'
 import { serveLocal } from './blobs.js'
 import { safeDecode } from './routes.js'
@@ -64,6 +66,8 @@ export interface InternalRoutesOptions {
   replicationMetrics?: ReplicationMetrics
   gc?: InternalGc
   disk?: InternalDisk
+  /** A remote repository's blob, filled here for the cluster (src/http/remote.ts serveFill). */
+  remoteFill?: (ctx: Context, repo: RepositoryName, digest: string) => Promise<void>
 }
 
 export function internalRoutes (opts: InternalRoutesOptions) {
@@ -117,6 +121,12 @@ export function internalRoutes (opts: InternalRoutesOptions) {
       if (ctx.path === '/internal/v1/gc/in-use' && ctx.method === 'GET') { ctx.body = { digests: opts.gc.inUse() }; return }
       if (ctx.path === '/internal/v1/gc/sweep' && ctx.method === 'POST') { longRequest(ctx); ctx.body = await opts.gc.sweep(); return }
       if (ctx.path === '/internal/v1/gc/in-use' || ctx.path === '/internal/v1/gc/sweep') throw new FlotillaError('METHOD_NOT_ALLOWED', `${ctx.method} is not allowed on ${ctx.path}`)
+    }
+    const rf = /^\/internal\/v1\/remote\/blobs\/([^/]+)\/(.+)$/.exec(ctx.path)
+    if (rf !== null && opts.remoteFill !== undefined) {
+      if (ctx.method !== 'GET' && ctx.method !== 'HEAD') throw new FlotillaError('METHOD_NOT_ALLOWED', `${ctx.method} is not allowed here`)
+      countSent(ctx, opts.replicationMetrics)
+      return await opts.remoteFill(ctx, parseRepositoryName(rf[2]!), safeDecode(rf[1]!))
     }
     const m = /^\/internal\/v1\/blobs\/([^/]+)$/.exec(ctx.path)
     if (m === null) throw new FlotillaError('NOT_FOUND', `no such internal route: ${ctx.path.slice(0, 100)}`)

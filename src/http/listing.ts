@@ -31,17 +31,33 @@ export function nextLink (path: string, n: number, last: string): string {
 /**
  * A page of one repository's tags, or undefined when the registry does not know the
  * repository: the per-repository read behind a tag list (a virtual repository calls it for
- * each member, src/http/virtual.ts). The caller has caught up (barrier).
+ * each member, src/http/virtual.ts). A name under a remote's prefix lists the upstream's tags
+ * (the cached ones when the upstream does not answer). The caller has caught up (barrier).
  */
 export async function readTagPage (deps: RegistryDeps, name: RepositoryName, page: { n?: number; last?: string }): Promise<{ items: string[]; more: boolean } | undefined> {
+  const remote = await deps.remotes?.remoteFor(name)
+  if (remote !== undefined) return await deps.remotes!.tagPage(remote, name, page)
+  return await readLocalTagPage(deps, name, page)
+}
+
+/** This registry's own tags of a repository (a remote's cached ones included). */
+export async function readLocalTagPage (deps: RegistryDeps, name: RepositoryName, page: { n?: number; last?: string }): Promise<{ items: string[]; more: boolean } | undefined> {
   if (!await deps.queries.repoExists(name)) return undefined
   return page.n === 0 ? { items: [], more: false } : await deps.queries.tags(name, page)
 }
 
+/** end-8a/8b; a repository under a remote's prefix lists the upstream's tags (remote.ts). */
 export async function tags (ctx: Context, deps: RegistryDeps, name: RepositoryName): Promise<void> {
+  const remote = await deps.remotes?.remoteFor(name)
+  if (remote !== undefined) return await deps.remotes!.tags(ctx, remote, name)
+  await tagsLocal(ctx, deps, name)
+}
+
+/** end-8a/8b from this registry's own tags only. */
+export async function tagsLocal (ctx: Context, deps: RegistryDeps, name: RepositoryName): Promise<void> {
   const page = pageParams(ctx)
   await deps.sink.barrier()
-  const result = await readTagPage(deps, name, page)
+  const result = await readLocalTagPage(deps, name, page)
   if (result === undefined) throw new FlotillaError('NAME_UNKNOWN', `repository ${name} is not known to this registry`, { name })
   if (result.more) ctx.set('Link', nextLink(`/v2/${name}/tags/list`, page.n!, result.items[result.items.length - 1]!))
   ctx.status = 200

@@ -44,7 +44,15 @@ function drain (req: Readable): void {
   req.resume()
 }
 
+/** end-3: a manifest of a repository; one under a remote's prefix comes from its cache or upstream (remote.ts). */
 export async function get (ctx: Context, deps: RegistryDeps, name: RepositoryName, param: string): Promise<void> {
+  const remote = await deps.remotes?.remoteFor(name)
+  if (remote !== undefined) return await deps.remotes!.getManifestForClient(ctx, remote, name, param)
+  await getLocal(ctx, deps, name, param)
+}
+
+/** end-3 from this registry's own metadata only. */
+export async function getLocal (ctx: Context, deps: RegistryDeps, name: RepositoryName, param: string): Promise<void> {
   let ref: ReturnType<typeof parseReference>
   try {
     ref = parseReference(param)

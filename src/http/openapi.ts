@@ -6,6 +6,7 @@
  *                      search and latest (search.ts)
  *   /api/v1/cluster/…  status, join tokens, joining, leaving, member removal (cluster-api.ts)
  *   /api/v1/sites/…    cross-site peering: tokens, peerings, their status (sites.ts)
+ *   /api/v1/remotes/…  remote repositories, pull-through caches (remotes-api.ts)
  *   /api/v1/backups/…  online backups: the snapshot, its blobs, the lease (backup.ts)
  *
  * Left out, on purpose:
@@ -544,6 +545,50 @@ const paths: Record<string, PathItem> = {
     }),
   },
 
+  [`${API_PREFIX}/remotes`]: {
+    get: op({
+      operationId: 'listRemotes',
+      tags: ['maintenance'],
+      summary: 'List the remote repositories (pull-through caches); passwords are never shown',
+      description: ADMIN,
+      ok: { 200: answer('The remotes', { type: 'object', properties: { remotes: { type: 'array', items: schema('Remote') } } }) },
+      errors: [403],
+    }),
+  },
+  [`${API_PREFIX}/remotes/{name}`]: {
+    put: op({
+      operationId: 'putRemote',
+      tags: ['maintenance'],
+      summary: 'Create or replace a remote repository (a pull-through cache of another registry)',
+      description: ADMIN + ' Pulls of PREFIX+NAME fetch NAME from the upstream once for the whole cluster, then serve it from the cache; a cached tag is checked upstream again after ttlSeconds, and served anyway when the upstream fails. Pushes under the prefix are refused. The password is stored encrypted with the cluster key.',
+      parameters: [pathName('name', 'remote')],
+      requestBody: body({
+        type: 'object',
+        required: ['prefix', 'upstream'],
+        properties: {
+          prefix: { type: 'string', description: 'Repository name prefix ending with /, e.g. hub/.' },
+          upstream: { type: 'string', description: 'http:// or https:// origin of the upstream registry.' },
+          username: { type: 'string' },
+          password: { type: 'string', writeOnly: true },
+          ttlSeconds: { type: 'integer', minimum: 0, default: 300 },
+          allow: { type: 'array', items: { type: 'string' }, default: ['**'], description: 'Upstream repository patterns that may be pulled.' },
+          block: { type: 'array', items: { type: 'string' }, default: [], description: 'Upstream repository patterns that may not be pulled (wins over allow).' },
+        },
+      }),
+      ok: { 200: answer('The remote, without its password', { type: 'object', properties: { remote: schema('Remote') } }) },
+      errors: [400, 403, 409],
+    }),
+    delete: op({
+      operationId: 'deleteRemote',
+      tags: ['maintenance'],
+      summary: 'Remove a remote repository (what it cached stays until GC or retention removes it)',
+      description: ADMIN,
+      parameters: [pathName('name', 'remote')],
+      ok: { 200: answer('Removed', { type: 'object' }) },
+      errors: [403, 404],
+    }),
+  },
+
   [`${API_PREFIX}/audit`]: {
     get: op({
       operationId: 'listAudit',
@@ -866,6 +911,21 @@ export const OPENAPI_DOCUMENT: OpenApiDocument = {
           detail: { type: 'object', description: 'Non-secret details: digest, tag, target name …' },
           outcome: { type: 'string', enum: ['ok', 'failed', 'denied'] },
           code: { type: 'string', description: 'The error code when the outcome is not ok.' },
+        },
+      },
+      Remote: {
+        type: 'object',
+        required: ['name', 'prefix', 'upstream', 'ttlSeconds', 'allow', 'block', 'hasPassword'],
+        properties: {
+          name: { type: 'string' },
+          prefix: { type: 'string' },
+          upstream: { type: 'string' },
+          username: { type: 'string' },
+          hasPassword: { type: 'boolean', description: 'Whether credentials are stored (the password itself is never shown).' },
+          ttlSeconds: { type: 'integer' },
+          allow: { type: 'array', items: { type: 'string' } },
+          block: { type: 'array', items: { type: 'string' } },
+          at: { type: 'integer', description: 'When it was last set (epoch ms).' },
         },
       },
       Hook: {

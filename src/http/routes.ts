@@ -94,6 +94,11 @@ export function v2Routes (deps: RegistryDeps, virtualMetrics = new VirtualMetric
     if (!path.startsWith('/v2/')) return await next()
     const route = matchRoute(ctx.method, path)
     if (route === undefined) throw new FlotillaError('NOT_FOUND', `no such endpoint: ${ctx.method} ${path.slice(0, 200)}`)
+    if (ctx.method === 'POST' || ctx.method === 'PUT' || ctx.method === 'PATCH') {
+      // A remote repository is a read-only cache of its upstream (remote.ts).
+      const r = await deps.remotes?.remoteFor(route.name)
+      if (r !== undefined) throw new FlotillaError('DENIED', `${route.name} belongs to remote repository ${r.name}, a read-only cache of ${r.upstream}: pushes are refused; push to a name outside ${r.prefix}`)
+    }
     // Virtual repositories are read from this node's state without catching up first (that
     // would cost every request a round); a read that misses has caught up, and looks again below.
     const virtuals = await virtualsOf(deps)

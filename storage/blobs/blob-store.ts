@@ -116,4 +116,9 @@ export interface UploadStore {
   remove (id: string): Promise<boolean>
   /** Ids of uploads present (for cleanup of abandoned sessions). */
   list (): AsyncIterable<string>
+  /**
+   * The file holding an upload's bytes, for readers that follow it while it is written (a
+   * remote repository's fill, cluster/remote/fill.ts). Optional: without it they wait for the blob.
+   */
+  filePath? (id: string): string
 }

@@ -54,6 +54,10 @@ export class FsUploadStore implements UploadStore {
 
   async close (): Promise<void> {}
 
+  filePath (id: string): string {
+    return this.pathOf(id)
+  }
+
   private pathOf (id: string): string {
     return join(this.dir, id)
   }
