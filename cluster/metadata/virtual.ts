@@ -11,9 +11,9 @@
  * virtual prefix (a virtual in a virtual: cycles), a default that is not a member. Once a
  * virtual exists, no command may create a repository under its prefix (guardVirtualNames).
  *
- * Remote repositories (issue 13, part 1) claim prefixes too: `prefixClaims` below is where
+ * Remote repositories claim prefixes too: `prefixClaims` below is where
  * their records are checked against a new virtual prefix, and a new remote prefix must be
- * checked against `virtualOwning` / `overlaps` in the same way.
+ * checked against the virtuals in the same way (cluster/remote/apply.ts).
  *
  * Pure parts (validation, `resolve`) are shared with the HTTP layer (src/http/virtual.ts).
  */
@@ -21,7 +21,8 @@ import { FlotillaError } from '../../storage/errors.js'
 import { isValidName } from '../access/model.js'
 import type { TxLike } from '../access/apply.js'
 import type { RefsTx } from './refs.js'
-import { partsOf } from './keys.js'
+import { key, partsOf } from './keys.js'
+import type { RemoteRecord } from '../remote/model.js'
 
 export interface VirtualRepo {
   name: string
@@ -108,6 +109,13 @@ const prefixClaims: Array<(tx: TxLike, prefix: string) => Promise<string | undef
     if (under !== undefined) return `repository ${partsOf(under)[0]!} is stored under ${prefix}: a virtual prefix must name no stored repository (choose another prefix, or delete those repositories)`
     return undefined
   },
+  async (tx, prefix) => {
+    for (const k of await tx.keys(key.remotePrefix())) {
+      const r = await tx.getJSON<RemoteRecord>(k)
+      if (r !== undefined && overlaps(r.prefix, prefix)) return `prefix ${prefix} overlaps ${r.prefix} of remote repository ${r.name}: a name belongs to one remote or virtual repository (choose another prefix; a remote can be a member)`
+    }
+    return undefined
+  },
 ]
 
 /** Create or replace a virtual repository (PutVirtual). */
@@ -126,6 +134,10 @@ export async function putVirtual (tx: TxLike, v: VirtualRepo): Promise<{ created
   for (const claim of prefixClaims) {
     const why = await claim(tx, v.prefix)
     if (why !== undefined) throw new FlotillaError('ALREADY_EXISTS', why)
+  }
+  for (const k of await tx.keys(key.remotePrefix())) {
+    const r = await tx.getJSON<RemoteRecord>(k)
+    if (r !== undefined && overlaps(r.prefix, v.defaultMember)) throw new FlotillaError('BAD_REQUEST', `default member ${v.defaultMember} is remote repository ${r.name} (${r.prefix}), a read-only cache: pushes through ${v.prefix} need a local member as the default (--default)`)
   }
   const created = await tx.get(vkey.virtual(v.name)) === undefined
   tx.putJSON(vkey.virtual(v.name), v)

@@ -6,6 +6,7 @@ import { FlotillaError } from '../../storage/errors.js'
 import type { TxLike } from '../access/apply.js'
 import type { Command } from '../metadata/commands.js'
 import { key } from '../metadata/keys.js'
+import { listVirtuals, overlaps } from '../metadata/virtual.js'
 import { checkRemote, prefixesOverlap, type RemoteRecord } from './model.js'
 
 type RemoteCommand = Extract<Command, { type: 'PutRemote' | 'DeleteRemote' | 'RemoteTagChecked' }>
@@ -20,6 +21,10 @@ export async function applyRemote (tx: TxLike, c: RemoteCommand): Promise<{ ok: 
         if (prefixesOverlap(other.prefix, c.remote.prefix)) {
           throw new FlotillaError('ALREADY_EXISTS', `prefix ${c.remote.prefix} overlaps remote ${other.name}'s prefix ${other.prefix}: each repository name may belong to one remote only`)
         }
+      }
+      for (const v of await listVirtuals(tx)) {
+        if (overlaps(v.prefix, c.remote.prefix)) throw new FlotillaError('ALREADY_EXISTS', `prefix ${c.remote.prefix} overlaps ${v.prefix} of virtual repository ${v.name}: a name belongs to one remote or virtual repository (choose another prefix)`)
+        if (overlaps(v.defaultMember, c.remote.prefix)) throw new FlotillaError('ALREADY_EXISTS', `prefix ${c.remote.prefix} would make ${v.defaultMember}, where pushes through virtual repository ${v.name} go, a read-only cache: choose another prefix`)
       }
       tx.putJSON(key.remote(c.remote.name), c.remote)
       return { ok: true }

@@ -77,3 +77,15 @@ t.test('nothing is created under a virtual prefix: not by a push, a link or an u
   t.match(await apply({ type: 'PutManifest', repo: 'dev/app', digest: d('2'), body: Buffer.from('{}').toString('base64'), mediaType: 'application/vnd.oci.image.manifest.v1+json', tags: ['1'], blobs: [], manifests: [], at: 1 }), { ok: false, code: 'NAME_INVALID' })
   t.notOk(await q.repoExists('dev/app'))
 })
+
+t.test('remote and virtual repositories never claim the same names; a remote may be a member, never the default', async (t) => {
+  const { q, apply } = await fresh()
+  const hub = { name: 'hub', prefix: 'hub/', upstream: 'https://registry.example', ttlSeconds: 300, allow: ['**'], block: [], at: 1 }
+  t.ok((await apply({ type: 'PutRemote', remote: hub, at: 1 })).ok, 'remote hub/')
+  t.match(await apply(put({ name: 'cache', prefix: 'hub/x/', members: ['team-a/'], defaultMember: 'team-a/' })), { ok: false, code: 'ALREADY_EXISTS', message: /remote repository hub/ }, 'a virtual prefix inside the remote\'s')
+  t.match(await apply(put({ name: 'dev' })), { ok: true }, 'a virtual with the remote as a member')
+  t.match(await apply(put({ name: 'pull', prefix: 'pull/', members: ['hub/', 'team-a/'], defaultMember: 'hub/' })), { ok: false, code: 'BAD_REQUEST', message: /read-only cache/ }, 'the remote as the default member (pushes go there)')
+  t.match(await apply({ type: 'PutRemote', remote: { ...hub, name: 'dev-cache', prefix: 'dev/cache/' }, at: 2 }), { ok: false, code: 'ALREADY_EXISTS', message: /virtual repository dev/ }, 'a remote prefix inside a virtual\'s')
+  t.match(await apply({ type: 'PutRemote', remote: { ...hub, name: 'team', prefix: 'team-a/' }, at: 2 }), { ok: false, code: 'ALREADY_EXISTS', message: /pushes through virtual repository dev/ }, 'a remote over a virtual\'s default member')
+  t.same((await q.virtuals()).map((v) => v.name), ['dev'], 'only the first virtual exists')
+})

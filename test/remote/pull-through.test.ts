@@ -12,7 +12,8 @@ import { createHash, randomBytes } from 'node:crypto'
 import { startDocker } from '../helpers/docker.js'
 import { busyboxImage, textEntries, OCI_MANIFEST, OCI_CONFIG, OCI_LAYER_GZIP } from '../helpers/images.js'
 import http from 'node:http'
-import { authFetch, basicAuth, runCli, startTestCluster, waitFor, type ClusterNode, type Credentials } from '../helpers/cluster.js'
+import { authFetch, basicAuth, pushHttp, runCli, startTestCluster, waitFor, type ClusterNode, type Credentials } from '../helpers/cluster.js'
+import { image as ociImage } from '../helpers/oci.js'
 import { startUpstream } from '../helpers/upstream.js'
 import { requireTool } from '../helpers/tools.js'
 
@@ -118,6 +119,29 @@ t.test('remote repositories on three nodes in front of a real registry', async (
     const res = await authFetch(`${n2.url}/v2/hub/library/busybox/manifests/2`, creds, { method: 'PUT', headers: { 'content-type': OCI_MANIFEST }, body: image.manifest })
     t.equal(res.status, 403)
     t.match(await res.text(), /remote repository hub, a read-only cache of .*pushes are refused/)
+  })
+
+  await t.test('a virtual repository over a local namespace and the remote: resolution in order, merged tags', async (t) => {
+    const put = await authFetch(`${n1.url}/api/v1/virtuals/dev`, creds, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prefix: 'dev/', members: ['team/', 'hub/'], defaultMember: 'team/' }) })
+    t.equal(put.status, 201, await put.text())
+    const refused = await authFetch(`${n1.url}/api/v1/virtuals/cache`, creds, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prefix: 'pull/', members: ['hub/'], defaultMember: 'hub/' }) })
+    t.equal(refused.status, 400, 'a remote as the default member (where pushes go) is refused')
+    const local = ociImage({ layers: 1, seed: 'virtual-local' })
+    t.equal((await pushHttp(n1.url, creds, 'team/library/busybox', local, 'local')).outcome, 'ok', 'a local image in team/')
+    const before = (await up.requests()).length
+    const fromHub = await authFetch(`${n2.url}/v2/dev/library/busybox/manifests/1`, creds, { headers: { accept: ACCEPT } })
+    t.equal(fromHub.status, 200, 'dev/library/busybox:1 resolves')
+    t.equal(fromHub.headers.get('flotilla-resolved-repository'), 'hub/library/busybox', 'through the remote member, team/ having no tag 1')
+    t.equal(fromHub.headers.get('docker-content-digest'), image.manifestDigest)
+    await fromHub.arrayBuffer()
+    t.equal((await pullHttp(n3, creds, 'dev/library/busybox', '1')).digest, image.manifestDigest, 'pulled whole through the virtual name, from the cache')
+    t.equal((await pullHttp(n3, creds, 'dev/library/busybox', 'local')).digest, local.digest, 'the local member first for its own tag')
+    t.equal((await up.requests()).filter((r) => r.method === 'GET' && r.path.includes('/blobs/')).length, (await up.requests()).slice(0, before).filter((r) => r.method === 'GET' && r.path.includes('/blobs/')).length, 'no blob downloaded again')
+    const tags = await authFetch(`${n2.url}/v2/dev/library/busybox/tags/list`, creds)
+    t.equal(tags.status, 200)
+    const doc = await tags.json() as { tags: string[] }
+    t.ok(doc.tags.includes('1') && doc.tags.includes('local'), `the tag list merges the upstream's and the local one: ${JSON.stringify(doc.tags)}`)
+    t.equal(new Set(doc.tags).size, doc.tags.length, 'without duplicates')
   })
 
   let moved = ''
