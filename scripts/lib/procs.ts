@@ -151,7 +151,9 @@ export async function startFlotilla (opts: FlotillaOptions = {}): Promise<Runnin
   const tlsArgs = opts.tls === undefined ? [] : ['--tls-certificate', opts.tls.certificate, '--tls-key', opts.tls.key]
   const adminPassword = opts.adminPassword ?? `test-${randomBytes(12).toString('hex')}`
   const authEnv: Record<string, string> = { FLOTILLA_INITIAL_ADMIN_PASSWORD: adminPassword, FLOTILLA_AUTH_ANONYMOUS: opts.anonymous ?? '' }
-  const proc = spawn(process.execPath, [join(ROOT, 'bin', 'flotilla.mjs'), 'serve', '--data', dataDir, '--listen', host, ...tlsArgs, ...(opts.args ?? [])], {
+  // FLOTILLA_NODE_ARGS: node options for the node under test (e.g. --cpu-prof, which NODE_OPTIONS refuses).
+  const nodeArgs = (process.env.FLOTILLA_NODE_ARGS ?? '').split(' ').filter((a) => a !== '')
+  const proc = spawn(process.execPath, [...nodeArgs, join(ROOT, 'bin', 'flotilla.mjs'), 'serve', '--data', dataDir, '--listen', host, ...tlsArgs, ...(opts.args ?? [])], {
     cwd: ROOT,
     env: { ...process.env, FLOTILLA_LOG_LEVEL: process.env.FLOTILLA_LOG_LEVEL ?? 'info', ...authEnv, ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],
