@@ -54,7 +54,7 @@ import { createPeerCredentials } from '../net/peer-https.js'
 import { startPeerPort, type PeerPort } from './peer-port.js'
 import { BackupSessions } from '../cluster/backup/sessions.js'
 import { SearchService } from './http/search.js'
-import { ChecksumService } from '../cluster/checksums/service.js'
+import { ChecksumService, WriteActivity } from '../cluster/checksums/service.js'
 import { propertyChanges } from './http/properties.js'
 import { RemoteService } from './http/remote.js'
 import { RemoteMetrics } from '../cluster/remote/metrics.js'
@@ -99,6 +99,8 @@ export class RegistryNode {
   backups: BackupSessions | undefined
   /** SHA-1 and MD5 of the blobs this node commits (cluster/checksums/); undefined when checksums.enabled is false. */
   checksums: ChecksumService | undefined
+  /** Uploads under way here: checksum hashing yields to them. */
+  readonly writes = new WriteActivity()
   /** Sizes of record-less upload sessions at the last sweep (undefined before the first). */
   private orphans: Map<string, number> | undefined
 
@@ -211,7 +213,7 @@ export class RegistryNode {
     node.disk = disk
     self = node
     node.backups = new BackupSessions({ kv, sink: deps.sink, inUse, nodeId, conf: () => cluster.status().conf })
-    if (config.checksums.enabled) node.checksums = new ChecksumService({ kv, blobs, sink: deps.sink, peerId: nodeId, log, workers: config.checksums.workers, backfillBytesPerSecond: config.checksums.backfillMiBps * 2 ** 20 })
+    if (config.checksums.enabled) node.checksums = new ChecksumService({ kv, blobs, sink: deps.sink, peerId: nodeId, log, workers: config.checksums.workers, backfillBytesPerSecond: config.checksums.backfillMiBps * 2 ** 20, activity: node.writes })
     return node
   }
 
@@ -393,7 +395,7 @@ export class RegistryNode {
     // Headers up to 64 KiB (Node's default is 16): the first chunk of an upload chain names the
     // rest of the chain, 53 bytes a peer (cluster/replication/upload-mirror.ts, MAX_CHAIN).
     const api = this.api = await createApiServer(this.config.tls, this.log, { requestTimeout: 0, headersTimeout: 60_000, keepAliveTimeout: 65_000, maxHeaderSize: 64 * 1024 })
-    const app = createApp({ deps: this.deps, log: this.log, ready: () => this.ready && this.cluster.ready(), started: () => this.ready, cluster: this.cluster, sites: this.sites, replicationBacklog: () => this.replicator?.backlog() ?? 0, replicationMetrics: this.replicationMetrics, mirrors, ...(this.faults !== undefined ? { faults: this.faults } : {}), metrics: [...api.metrics, ...(this.disk?.all() ?? []), this.backlogGauge, propertyChanges, ...(this.checksums?.metrics() ?? [])], ...(this.backups !== undefined ? { backups: this.backups } : {}) })
+    const app = createApp({ deps: this.deps, log: this.log, writes: this.writes, ready: () => this.ready && this.cluster.ready(), started: () => this.ready, cluster: this.cluster, sites: this.sites, replicationBacklog: () => this.replicator?.backlog() ?? 0, replicationMetrics: this.replicationMetrics, mirrors, ...(this.faults !== undefined ? { faults: this.faults } : {}), metrics: [...api.metrics, ...(this.disk?.all() ?? []), this.backlogGauge, propertyChanges, ...(this.checksums?.metrics() ?? [])], ...(this.backups !== undefined ? { backups: this.backups } : {}) })
     const handler = app.callback()
     const server = api.server
     server.on('request', handler)

@@ -15,6 +15,7 @@ import { authorizeV2 } from '../auth/authorize.js'
 import { clusterApiGuard } from '../auth/cluster-guard.js'
 import type { RegistryDeps } from './deps.js'
 import type { Cluster } from '../../cluster/cluster.js'
+import type { WriteActivity } from '../../cluster/checksums/service.js'
 import { clusterRoutes } from './cluster-api.js'
 import { internalRoutes } from './internal.js'
 import { MirrorReceiver } from '../../cluster/replication/mirror-receiver.js'
@@ -30,6 +31,8 @@ import type { BackupSessions } from '../../cluster/backup/sessions.js'
 export interface AppOptions {
   deps: RegistryDeps
   log: Logger
+  /** Counts requests writing blob bytes (uploads), which background hashing yields to. */
+  writes?: WriteActivity
   /** Answers /readyz: false while the node is not yet able to serve. */
   ready: () => boolean
   /** Whether the node finished starting (a joiner: caught up, blob replication wired). */
@@ -102,6 +105,14 @@ export function createApp (opts: AppOptions): Koa {
   if (opts.sites !== undefined) for (const m of Object.values(opts.sites.metrics)) metrics.registry.registerMetric(m)
   if (opts.sites !== undefined) for (const m of Object.values(opts.sites.ops.metrics) as Array<Metric<string>>) metrics.registry.registerMetric(m)
   app.use(requestLog(opts.log))
+  if (opts.writes !== undefined) {
+    const writes = opts.writes
+    app.use(async (ctx, next) => {
+      if (ctx.method === 'GET' || ctx.method === 'HEAD' || !ctx.path.startsWith('/v2/') || !ctx.path.includes('/blobs/uploads')) return await next()
+      writes.begin()
+      try { await next() } finally { writes.end() }
+    })
+  }
   app.use(async (ctx, next) => {
     const route = routeOf(ctx.path)
     const end = metrics.duration.startTimer({ method: ctx.method, route })

@@ -17,12 +17,12 @@ import { MetadataStateMachine } from '../../cluster/metadata/state-machine.js'
 import { LocalApplier } from '../../cluster/metadata/applier.js'
 import type { Command, CommandResult } from '../../cluster/metadata/commands.js'
 import { checksumsOf } from '../../cluster/metadata/properties.js'
-import { ChecksumService } from '../../cluster/checksums/service.js'
+import { ChecksumService, WriteActivity } from '../../cluster/checksums/service.js'
 import { waitFor } from '../helpers/cluster.js'
 
 const SELF = 'peer-self'
 
-async function setup (t: { teardown: (fn: () => Promise<void>) => void }, deferMs = 60_000, flushMs = 50): Promise<{ kv: MemoryKV; blobs: FsBlobStore; svc: ChecksumService; submitted: Command[]; apply: (c: Command) => Promise<CommandResult> }> {
+async function setup (t: { teardown: (fn: () => Promise<void>) => void }, deferMs = 60_000, flushMs = 50, yieldTo?: { activity: WriteActivity; maxYieldMs: number }): Promise<{ kv: MemoryKV; blobs: FsBlobStore; svc: ChecksumService; submitted: Command[]; apply: (c: Command) => Promise<CommandResult> }> {
   const dir = await mkdtemp(join(tmpdir(), 'flotilla-checksums-'))
   const kv = new MemoryKV()
   await kv.open()
@@ -32,7 +32,7 @@ async function setup (t: { teardown: (fn: () => Promise<void>) => void }, deferM
   const applier = new LocalApplier(sm)
   const submitted: Command[] = []
   const svc = new ChecksumService({
-    kv, blobs, peerId: SELF, log: pino({ level: 'silent' }), workers: 1, flushMs, deferMs, backfillBytesPerSecond: 0, backfillIntervalMs: 0,
+    kv, blobs, peerId: SELF, log: pino({ level: 'silent' }), workers: 1, flushMs, deferMs, backfillBytesPerSecond: 0, backfillIntervalMs: 0, ...yieldTo,
     sink: { submit: async (c) => { submitted.push(c); return await applier.submit(c) }, barrier: async () => await applier.barrier() },
   })
   // What the node does: every applied command goes to the service.
@@ -110,4 +110,29 @@ t.test('older blobs without sums are backfilled when this node is their first ho
   await svc.flush()
   t.ok(await checksumsOf(kv, other.digest))
   t.equal(await svc.backfill(), 0, 'nothing left')
+})
+
+t.test('hashing yields to uploads under way, for at most maxYieldMs', async (t) => {
+  const activity = new WriteActivity()
+  const { kv, blobs, apply } = await setup(t, 60_000, 20, { activity, maxYieldMs: 60_000 })
+  const data = randomBytes(4096)
+  const info = await blobs.ingest(Readable.from([data]))
+  activity.begin()
+  await apply({ type: 'LinkBlob', repo: 'team/app', digest: info.digest, size: info.size, holder: SELF, at: 1 })
+  await new Promise((resolve) => setTimeout(resolve, 600))
+  t.equal(await checksumsOf(kv, info.digest), undefined, 'not hashed while an upload is under way')
+  activity.end()
+  await waitFor('hashed once the uploads ended', async () => await checksumsOf(kv, info.digest), 30_000)
+  t.same(await checksumsOf(kv, info.digest), sums(data))
+
+  // Uploads that never stop: the sums come anyway once the blob has waited maxYieldMs.
+  const busy = new WriteActivity()
+  const other = await setup(t, 60_000, 20, { activity: busy, maxYieldMs: 300 })
+  const more = randomBytes(2048)
+  const b = await other.blobs.ingest(Readable.from([more]))
+  busy.begin()
+  await other.apply({ type: 'LinkBlob', repo: 'team/app', digest: b.digest, size: b.size, holder: SELF, at: 1 })
+  await waitFor('hashed after maxYieldMs', async () => await checksumsOf(other.kv, b.digest), 30_000)
+  t.same(await checksumsOf(other.kv, b.digest), sums(more), 'while the upload is still under way')
+  busy.end()
 })
