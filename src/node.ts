@@ -55,6 +55,7 @@ import { startPeerPort, type PeerPort } from './peer-port.js'
 import { BackupSessions } from '../cluster/backup/sessions.js'
 import { SearchService } from './http/search.js'
 import { ChecksumService, WriteActivity } from '../cluster/checksums/service.js'
+import { CachedList } from './http/cached-list.js'
 import { propertyChanges } from './http/properties.js'
 import { RemoteService } from './http/remote.js'
 import { RemoteMetrics } from '../cluster/remote/metrics.js'
@@ -188,6 +189,7 @@ export class RegistryNode {
       blobs,
       uploads,
       queries: cluster.queries,
+      virtuals: new CachedList(async () => await cluster.queries.virtuals()),
       // The HTTP server listens before the cluster starts (a joiner must know its own URL), so
       // requests can come before the applier exists: they get 503 (retry), not a TypeError's 500.
       sink: { submit: async (c) => await applierOf(cluster).submit(c), barrier: async () => await applierOf(cluster).barrier() },
@@ -332,6 +334,7 @@ export class RegistryNode {
         void replicator.onBlobKnown(c.digest, c.size)
       }
       if (c.type === 'PutRemote' || c.type === 'DeleteRemote') deps.remotes?.invalidate()
+      if (c.type === 'PutVirtual' || c.type === 'DeleteVirtual') deps.virtuals?.invalidate()
       // Other sites long-polling this site's change feed hear of a new entry at once.
       this.sites.notify()
       // A webhook delivery may have been queued: the leader sends it now rather than at its next tick.

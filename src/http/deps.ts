@@ -19,6 +19,8 @@ import type { PullRecorder } from '../../cluster/retention/pulls.js'
 import type { PeerClient, PeerTarget } from '../../net/peer-https.js'
 import type { SearchService } from './search.js'
 import type { RemoteService } from './remote.js'
+import type { CachedList } from './cached-list.js'
+import type { VirtualRepo } from '../../cluster/metadata/virtual.js'
 
 /** Blobs across nodes: present in a cluster, absent on a lone node in tests. */
 export interface BlobReplication {
@@ -72,6 +74,8 @@ export interface RegistryDeps {
   search?: SearchService
   /** Remote repositories, pull-through caches of other registries (remote.ts). */
   remotes?: RemoteService
+  /** The virtual repositories, kept in memory (virtual.ts; the node drops it on PutVirtual/DeleteVirtual). */
+  virtuals?: CachedList<VirtualRepo>
 }
 
 /** Submit a command and turn a refusal into the error it names. */

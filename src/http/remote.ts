@@ -35,6 +35,7 @@ import { submit, type RegistryDeps } from './deps.js'
 import { blobHeaders, getLocal as getLocalBlob, parseRange } from './blobs.js'
 import { getLocal as getLocalManifest } from './manifests.js'
 import { nextLink, pageParams, readLocalTagPage, tagsLocal } from './listing.js'
+import { CachedList } from './cached-list.js'
 
 /** Every manifest type a remote asks its upstream for (Accept), Docker's and OCI's. */
 const MANIFEST_ACCEPT_ALL = [
@@ -75,8 +76,7 @@ async function primed (stream: Readable): Promise<Readable> {
 }
 
 export class RemoteService {
-  private list: Promise<RemoteRecord[]> | undefined
-  private listAt = 0
+  private readonly list: CachedList<RemoteRecord>
   private readonly upstreams = new Map<string, { at: number; client: Upstream }>()
   private readonly manifestFills = new Map<string, Promise<void>>()
   readonly fills: BlobFills
@@ -86,23 +86,16 @@ export class RemoteService {
     const { deps } = opts
     this.metrics = opts.metrics
     this.metrics.activeFills = () => this.fills.active()
+    this.list = new CachedList(async () => await deps.queries.remotes())
     this.fills = new BlobFills({ uploads: deps.uploads, blobs: deps.blobs, log: deps.log, metrics: opts.metrics, hold: (d) => deps.gc?.inUse.hold(d) ?? (() => {}) })
   }
 
   /** Forget the cached list of remotes (a PutRemote or DeleteRemote was applied). */
-  invalidate (): void { this.list = undefined }
+  invalidate (): void { this.list.invalidate() }
 
   /** The remote a repository name belongs to (its prefix), or undefined for a local repository. */
   async remoteFor (name: string): Promise<RemoteRecord | undefined> {
-    // Dropped when a remote changes here (invalidate), and after a few seconds anyway (a snapshot installed).
-    if (this.list === undefined || Date.now() - this.listAt > 5_000) { this.list = this.opts.deps.queries.remotes(); this.listAt = Date.now() }
-    const l = this.list
-    try {
-      return remoteOf(name, await l)
-    } catch (err) {
-      if (this.list === l) this.list = undefined
-      throw err
-    }
+    return remoteOf(name, await this.list.get())
   }
 
   /** The remote and upstream name of `name`, refused when its patterns do not allow it. */

@@ -113,7 +113,7 @@ export function v2Routes (deps: RegistryDeps, virtualMetrics = new VirtualMetric
       // A virtual repository created through another node a moment ago: the handler caught up
       // with the log (barrier) before it missed, so this node knows it now.
       const miss = err instanceof FlotillaError && ['MANIFEST_UNKNOWN', 'BLOB_UNKNOWN', 'NAME_UNKNOWN'].includes(err.code)
-      const v = miss && (ctx.method === 'GET' || ctx.method === 'HEAD') ? virtualOwning(await virtualsOf(deps), route.name) : undefined
+      const v = miss && (ctx.method === 'GET' || ctx.method === 'HEAD') ? virtualOwning(await virtualsOf(deps, { fresh: true }), route.name) : undefined
       if (v === undefined) throw err
       return await throughVirtual(ctx, deps, virtualMetrics, v, route)
     }

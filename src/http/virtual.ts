@@ -41,9 +41,13 @@ export class VirtualMetrics {
   all (): Metric[] { return [this.resolutions, this.misses] }
 }
 
-/** The virtual repositories, read from this node's metadata (a new one is seen once applied here). */
-export async function virtualsOf (deps: RegistryDeps): Promise<VirtualRepo[]> {
-  return await deps.queries.virtuals()
+/**
+ * The virtual repositories as this node knows them (a new one is seen once applied here):
+ * from memory on most requests, read afresh with `fresh` (a miss that has caught up).
+ */
+export async function virtualsOf (deps: RegistryDeps, opts: { fresh?: boolean } = {}): Promise<VirtualRepo[]> {
+  if (opts.fresh === true || deps.virtuals === undefined) return await deps.queries.virtuals()
+  return await deps.virtuals.get()
 }
 
 /** Misses: the member has no such manifest, blob or repository. Anything else is a failure. */
