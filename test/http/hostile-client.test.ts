@@ -77,7 +77,22 @@ interface Req {
 }
 
 /** One request over its own connection, as written (node:http keeps `..` and odd bytes). */
+/**
+ * A body too large may be refused from its headers while this client still writes it: the
+ * server answers and closes, and node:http then reports the broken write, not the answer it
+ * never read. Such a request is sent once more (the same race twice in a row is rare).
+ */
 async function send (base: string, r: Req, timeoutMs = TIMEOUT_MS): Promise<Answer> {
+  try {
+    return await sendOnce(base, r, timeoutMs)
+  } catch (err) {
+    const code = (err as { code?: string }).code
+    if (r.body === undefined || Buffer.byteLength(r.body) < 1024 * 1024 || (code !== 'EPIPE' && code !== 'ECONNRESET')) throw err
+    return await sendOnce(base, r, timeoutMs)
+  }
+}
+
+async function sendOnce (base: string, r: Req, timeoutMs = TIMEOUT_MS): Promise<Answer> {
   const url = new URL(base)
   return await new Promise((resolve, reject) => {
     const headers = { ...r.headers }
