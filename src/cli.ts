@@ -26,6 +26,7 @@ import { loadTrust } from './tls/trust.js'
 import { rootCertificates } from 'node:tls'
 import { clientTls, explainTlsFailure, httpsFetch, type ClientTls, type TlsOptions } from './cli/tls.js'
 import type { JoinFetch } from '../cluster/cluster.js'
+import { guardUnhandledRejections } from './unhandled.js'
 
 /** package.json's version: next to src/ when run from the sources, two levels up from dist/src/. */
 function packageVersion (): string {
@@ -73,6 +74,7 @@ async function serve (opts: ServeFlags & { forceNewCluster?: boolean }, join?: J
     join = { ...join, fetch: httpsJoinFetch(join.address, trust.length > 0 ? { ...joinTls, ca: [...rootCertificates, ...trust] } : joinTls) }
   }
   const log = createLogger(config.log.level)
+  guardUnhandledRejections(log)
   const profiled = await startCpuProfile(process.env.FLOTILLA_CPU_PROFILE)
   if (opts.forceNewCluster === true) process.stderr.write(FORCE_WARNING)
   const node = await RegistryNode.open(config, log, join, { forceNewCluster: opts.forceNewCluster === true })

@@ -59,6 +59,7 @@ import { CachedList } from './http/cached-list.js'
 import { propertyChanges } from './http/properties.js'
 import { RemoteService } from './http/remote.js'
 import { RemoteMetrics } from '../cluster/remote/metrics.js'
+import { unhandledCancellations } from './unhandled.js'
 import type { IncomingMessage } from 'node:http'
 
 export interface JoinTarget {
@@ -398,7 +399,7 @@ export class RegistryNode {
     // Headers up to 64 KiB (Node's default is 16): the first chunk of an upload chain names the
     // rest of the chain, 53 bytes a peer (cluster/replication/upload-mirror.ts, MAX_CHAIN).
     const api = this.api = await createApiServer(this.config.tls, this.log, { requestTimeout: 0, headersTimeout: 60_000, keepAliveTimeout: 65_000, maxHeaderSize: 64 * 1024 })
-    const app = createApp({ deps: this.deps, log: this.log, writes: this.writes, ready: () => this.ready && this.cluster.ready(), started: () => this.ready, cluster: this.cluster, sites: this.sites, replicationBacklog: () => this.replicator?.backlog() ?? 0, replicationMetrics: this.replicationMetrics, mirrors, ...(this.faults !== undefined ? { faults: this.faults } : {}), metrics: [...api.metrics, ...(this.disk?.all() ?? []), this.backlogGauge, propertyChanges, ...(this.checksums?.metrics() ?? [])], ...(this.backups !== undefined ? { backups: this.backups } : {}) })
+    const app = createApp({ deps: this.deps, log: this.log, writes: this.writes, ready: () => this.ready && this.cluster.ready(), started: () => this.ready, cluster: this.cluster, sites: this.sites, replicationBacklog: () => this.replicator?.backlog() ?? 0, replicationMetrics: this.replicationMetrics, mirrors, ...(this.faults !== undefined ? { faults: this.faults } : {}), metrics: [...api.metrics, ...(this.disk?.all() ?? []), this.backlogGauge, propertyChanges, unhandledCancellations, ...(this.checksums?.metrics() ?? [])], ...(this.backups !== undefined ? { backups: this.backups } : {}) })
     const handler = app.callback()
     const server = api.server
     server.on('request', handler)
