@@ -26,6 +26,20 @@ export function trustedFetch (extraCAs: string[]): FetchLike {
   }
 }
 
+/**
+ * The CA list for a node:https agent that trusts `extraCAs` besides the system's (and
+ * NODE_EXTRA_CA_CERTS); undefined when there are none, so the agent keeps node's defaults.
+ */
+export function trustedCAs (extraCAs: string[]): string[] | undefined {
+  return extraCAs.length === 0 ? undefined : [...rootCertificates, ...processExtraCAs(), ...extraCAs]
+}
+
+/** Whether a TLS error means the peer's certificate chain is not trusted (a private CA, self-signed). */
+export function untrustedCertificate (err: unknown): boolean {
+  const code = (err as { code?: unknown } | undefined)?.code
+  return typeof code === 'string' && /^(UNABLE_TO_VERIFY_LEAF_SIGNATURE|UNABLE_TO_GET_ISSUER_CERT(_LOCALLY)?|SELF_SIGNED_CERT_IN_CHAIN|DEPTH_ZERO_SELF_SIGNED_CERT|CERT_UNTRUSTED)$/.test(code)
+}
+
 /** NODE_EXTRA_CA_CERTS still counts: giving node:https a CA list would otherwise drop it. */
 function processExtraCAs (): string[] {
   const file = process.env.NODE_EXTRA_CA_CERTS

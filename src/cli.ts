@@ -56,7 +56,7 @@ function serveOptions (cmd: Command): Command {
     .option('--tls-certificate <file>', 'serve HTTPS with this PEM certificate (and chain); reloaded when it changes (env FLOTILLA_TLS_CERTIFICATE)')
     .option('--tls-key <file>', 'the PEM private key of --tls-certificate (env FLOTILLA_TLS_KEY)')
     .option('--tls-client-ca <file>', 'PEM CA bundle for client certificates (mTLS; env FLOTILLA_TLS_CLIENT_CA)')
-    .option('--tls-trust <files>', 'PEM CA bundles (comma-separated) trusted besides the system\'s for outgoing HTTPS: site links, webhooks, joins (env FLOTILLA_TLS_TRUST)')
+    .option('--tls-trust <files>', 'PEM CA bundles (comma-separated) trusted besides the system\'s for outgoing HTTPS: site links, webhooks, joins, remote upstreams (env FLOTILLA_TLS_TRUST)')
     .addOption(new Option('--tls-client-auth <mode>', 'client certificates: none, optional, or require (default require with --tls-client-ca; env FLOTILLA_TLS_CLIENT_AUTH)').choices(['none', 'optional', 'require']))
     .option('--sites-advertise <address>', 'HOST:PORT or multiaddr other sites dial to reach this node\'s p2p port (default: its own; env FLOTILLA_SITES_ADVERTISE)')
     .option('--peer-listen <host:port>', 'peer port: node-to-node HTTPS, mutual TLS with libp2p certificates (default <listen host>:0, env FLOTILLA_PEER_LISTEN)')

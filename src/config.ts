@@ -13,7 +13,7 @@
  *     clientAuth: none           FLOTILLA_TLS_CLIENT_AUTH --tls-client-auth M  (none | optional | require: refused at the handshake)
  *     clientCertUser: cn         FLOTILLA_TLS_CLIENT_CERT_USER                 (cn: a verified certificate's subject CN signs in as that user; none)
  *     trust: [FILE, …]           FLOTILLA_TLS_TRUST       --tls-trust FILE[,FILE] (PEM CAs trusted, besides the system's, for outgoing
- *                                                         HTTPS: site links, webhooks, joins; env/flag: comma-separated)
+ *                                                         HTTPS: site links, webhooks, joins, remote upstreams; env/flag: comma-separated)
  *   peerListen: <listen host>:0  FLOTILLA_PEER_LISTEN     --peer-listen HOST:PORT (node-to-node HTTPS, net/peer-https.ts;
  *                                                         its URL travels in the member record)
  *   cluster:

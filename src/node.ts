@@ -211,7 +211,7 @@ export class RegistryNode {
     const disk = new DiskWatch(dataDir, { highPercent: config.storage.diskHighWatermark, lowPercent: Math.min(config.storage.diskLowWatermark, config.storage.diskHighWatermark) }, log)
     deps.disk = { state: () => disk.state(), roomElsewhere: roomElsewhere(cluster, nodeId, call) }
     // Remote repositories (src/http/remote.ts): a blob is filled from the upstream by one member, the others stream from it.
-    deps.remotes = new RemoteService({ deps, metrics: new RemoteMetrics(), members: () => cluster.memberIds(), peerGet: peerGet(cluster, nodeId, identity.privateKey) })
+    deps.remotes = new RemoteService({ deps, metrics: new RemoteMetrics(), members: () => cluster.memberIds(), peerGet: peerGet(cluster, nodeId, identity.privateKey), trust: loadTrust(config.tls.trust ?? []) })
     const node = new RegistryNode(config, log, nodeId, kv, deps, cluster, identity.privateKey, joinTarget, faults)
     node.disk = disk
     self = node

@@ -10,6 +10,7 @@
 import http, { type IncomingMessage } from 'node:http'
 import https from 'node:https'
 import type { RemoteMetrics } from './metrics.js'
+import { untrustedCertificate } from '../../net/trusted-fetch.js'
 
 export interface UpstreamCredentials { username: string; password: string }
 
@@ -23,6 +24,11 @@ export class UpstreamFailure extends Error {
 }
 
 const agents = { http: new http.Agent({ keepAlive: true, maxSockets: 64 }), https: new https.Agent({ keepAlive: true, maxSockets: 64 }) }
+
+/** An https agent trusting `ca` (the system's CAs plus the node's tls.trust: net/trusted-fetch.ts). */
+export function httpsAgent (ca: string[] | undefined): https.Agent {
+  return ca === undefined ? agents.https : new https.Agent({ keepAlive: true, maxSockets: 64, ca })
+}
 
 /** How long to wait for an upstream's answer headers, and for more bytes of a body. */
 const TIMEOUT_MS = 30_000
@@ -41,6 +47,8 @@ export class Upstream {
     private readonly remote: string,
     private readonly creds: UpstreamCredentials | undefined,
     private readonly metrics?: RemoteMetrics,
+    /** For https:// upstreams (and redirects to https://): one that trusts the node's tls.trust CAs. */
+    private readonly tlsAgent: https.Agent = agents.https,
   ) {}
 
   /**
@@ -94,9 +102,9 @@ export class Upstream {
   private async send (method: string, url: URL, headers: Record<string, string>, kind: string, redirects = 0): Promise<IncomingMessage> {
     const mod = url.protocol === 'https:' ? https : http
     const res = await new Promise<IncomingMessage>((resolve, reject) => {
-      const req = mod.request(url, { method, headers: { 'user-agent': 'flotilla-remote', ...headers }, agent: url.protocol === 'https:' ? agents.https : agents.http, timeout: TIMEOUT_MS }, resolve)
+      const req = mod.request(url, { method, headers: { 'user-agent': 'flotilla-remote', ...headers }, agent: url.protocol === 'https:' ? this.tlsAgent : agents.http, timeout: TIMEOUT_MS }, resolve)
       req.on('timeout', () => req.destroy(new Error(`no answer within ${TIMEOUT_MS} ms`)))
-      req.on('error', (err) => reject(new UpstreamFailure('unreachable', `the upstream ${url.origin} cannot be reached: ${err.message}`)))
+      req.on('error', (err) => reject(new UpstreamFailure('unreachable', `the upstream ${url.origin} cannot be reached: ${err.message}${untrustedCertificate(err) ? ' (if its certificate comes from a private CA, give the nodes that CA with tls.trust: --tls-trust FILE, FLOTILLA_TLS_TRUST)' : ''}`)))
       req.end()
     })
     this.metrics?.requests.inc({ remote: this.remote, kind, status: String(res.statusCode ?? 0) })

@@ -26,7 +26,9 @@ import { FlotillaError } from '../../storage/errors.js'
 import { digestAlgorithm, digestOf, parseDigest, parseReference, type Digest, type RepositoryName } from '../../storage/reference.js'
 import { remoteAllows, remoteOf, upstreamName, upstreamOrigin, type RemoteRecord } from '../../cluster/remote/model.js'
 import { decryptSecret } from '../../cluster/remote/secret.js'
-import { Upstream, UpstreamFailure, failureOf, readAll } from '../../cluster/remote/upstream.js'
+import { Upstream, UpstreamFailure, failureOf, httpsAgent, readAll } from '../../cluster/remote/upstream.js'
+import { trustedCAs } from '../../net/trusted-fetch.js'
+import type { Agent as HttpsAgent } from 'node:https'
 import { BlobFills, type BlobFill, type FillSource } from '../../cluster/remote/fill.js'
 import type { RemoteMetrics } from '../../cluster/remote/metrics.js'
 import { rank } from '../../cluster/replication/replicator.js'
@@ -52,6 +54,8 @@ export interface RemoteServiceOptions {
   members: () => string[]
   /** A signed GET to a member's internal route (its peer port); rejects when it cannot be reached. */
   peerGet: (peer: string, path: string) => Promise<IncomingMessage>
+  /** CAs for https:// upstreams besides the system's (tls.trust); none: the system's only. */
+  trust?: string[]
 }
 
 /** What a remote pull needs: the remote and the name upstream. */
@@ -81,10 +85,12 @@ export class RemoteService {
   private readonly manifestFills = new Map<string, Promise<void>>()
   readonly fills: BlobFills
   readonly metrics: RemoteMetrics
+  private readonly tlsAgent: HttpsAgent
 
   constructor (private readonly opts: RemoteServiceOptions) {
     const { deps } = opts
     this.metrics = opts.metrics
+    this.tlsAgent = httpsAgent(trustedCAs(opts.trust ?? []))
     this.metrics.activeFills = () => this.fills.active()
     this.list = new CachedList(async () => await deps.queries.remotes())
     this.fills = new BlobFills({ uploads: deps.uploads, blobs: deps.blobs, log: deps.log, metrics: opts.metrics, hold: (d) => deps.gc?.inUse.hold(d) ?? (() => {}) })
@@ -114,7 +120,7 @@ export class RemoteService {
       if (info === undefined) throw new FlotillaError('UNAVAILABLE', 'the cluster key is not there yet: retry')
       creds = { username: r.username, password: decryptSecret(r.password, info) }
     }
-    const client = new Upstream(upstreamOrigin(r), r.name, creds, this.opts.metrics)
+    const client = new Upstream(upstreamOrigin(r), r.name, creds, this.opts.metrics, this.tlsAgent)
     this.upstreams.set(r.name, { at: r.at, client })
     return client
   }

@@ -12,6 +12,7 @@ import { mkdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { randomBytes, X509Certificate } from 'node:crypto'
 import { SignJWT, importPKCS8 } from 'jose'
+import { Agent } from 'undici'
 import { freePort, tempDir, waitForHttp } from '../../scripts/lib/procs.js'
 import { createCA } from '../../src/tls/issue.js'
 import type { Lifecycle } from './registry.js'
@@ -19,6 +20,8 @@ import type { Lifecycle } from './registry.js'
 export interface UpstreamOptions {
   /** Docker token auth with these credentials (the issuer refuses others); anonymous when absent. */
   token?: { username: string; password: string }
+  /** Serve HTTPS with this pair, signed by `ca` (a PEM file): the test's own pushes trust it. */
+  tls?: { certificate: string; key: string; ca: string }
 }
 
 export interface Upstream {
@@ -73,7 +76,11 @@ export async function startUpstream (t: Lifecycle, opts: UpstreamOptions = {}): 
     authLines.push('auth:', '  token:', `    realm: http://127.0.0.1:${ip.port}/token`, '    service: flotilla-test-upstream', '    issuer: flotilla-test-issuer', `    rootcertbundle: ${bundle}`)
   }
   const config = join(base, 'config.yml')
-  await writeFile(config, ['version: 0.1', 'log: {level: error}', 'storage:', `  filesystem: {rootdirectory: ${data}}`, '  delete: {enabled: true}', `http: {addr: ${host}}`, ...authLines, ''].join('\n'))
+  const tls = opts.tls
+  const scheme = tls === undefined ? 'http' : 'https'
+  const caPem = tls === undefined ? undefined : await readFile(tls.ca)
+  const dispatcher = caPem === undefined ? undefined : new Agent({ connect: { ca: caPem.toString() } })
+  await writeFile(config, ['version: 0.1', 'log: {level: error}', 'storage:', `  filesystem: {rootdirectory: ${data}}`, '  delete: {enabled: true}', `http: {addr: ${host}${tls !== undefined ? `, tls: {certificate: ${tls.certificate}, key: ${tls.key}}` : ''}}`, ...authLines, ''].join('\n'))
   let proc: ChildProcess | undefined
   const start = async (): Promise<void> => {
     // Its access log (combined format) goes to stdout; REGISTRY_* variables would override the config.
@@ -82,7 +89,7 @@ export async function startUpstream (t: Lifecycle, opts: UpstreamOptions = {}): 
     p.stdout!.pipe(createWriteStream(accessLog, { flags: 'a' }))
     p.stderr!.pipe(createWriteStream(join(base, 'registry.log'), { flags: 'a' }))
     proc = p
-    await waitForHttp(`http://${host}/v2/`, 20_000, p)
+    await waitForHttp(`${scheme}://${host}/v2/`, 20_000, p, caPem)
   }
   const stop = async (): Promise<void> => {
     const p = proc
@@ -95,11 +102,12 @@ export async function startUpstream (t: Lifecycle, opts: UpstreamOptions = {}): 
   t.teardown(async () => {
     await stop()
     await new Promise<void>((resolve) => { if (issuer === undefined) resolve(); else issuer.close(() => resolve()) })
+    await dispatcher?.close()
     if (!t.passing()) t.comment(`upstream log:\n${(await readFile(join(base, 'registry.log'), 'utf8').catch(() => '')).split('\n').slice(-30).join('\n')}`)
     await rm(base, { recursive: true, force: true })
   })
   return {
-    url: `http://${host}`,
+    url: `${scheme}://${host}`,
     host,
     get tokensIssued () { return state.tokensIssued },
     async requests () {
@@ -113,7 +121,7 @@ export async function startUpstream (t: Lifecycle, opts: UpstreamOptions = {}): 
     async push (repo, tag, blobs, manifest, mediaType) {
       let auth: string | undefined
       const send = async (method: string, path: string, body: Buffer | undefined, headers: Record<string, string> = {}): Promise<Response> => {
-        const go = async (): Promise<Response> => await fetch(`http://${host}${path}`, { method, headers: { ...headers, ...(auth !== undefined ? { authorization: auth } : {}) }, ...(body !== undefined ? { body } : {}) })
+        const go = async (): Promise<Response> => await fetch(`${scheme}://${host}${path}`, { method, headers: { ...headers, ...(auth !== undefined ? { authorization: auth } : {}) }, ...(body !== undefined ? { body } : {}), ...(dispatcher !== undefined ? { dispatcher } : {}) } as RequestInit)
         let res = await go()
         if (res.status === 401 && opts.token !== undefined) {
           await res.arrayBuffer()
@@ -128,7 +136,7 @@ export async function startUpstream (t: Lifecycle, opts: UpstreamOptions = {}): 
         // POST then PUT: distribution 2.8 has no single-request upload.
         const start = await send('POST', `/v2/${repo}/blobs/uploads/`, undefined)
         await start.arrayBuffer()
-        const loc = new URL(start.headers.get('location') ?? '', `http://${host}`)
+        const loc = new URL(start.headers.get('location') ?? '', `${scheme}://${host}`)
         loc.searchParams.set('digest', digest)
         const res = await send('PUT', loc.pathname + loc.search, data, { 'content-type': 'application/octet-stream' })
         await res.arrayBuffer()
