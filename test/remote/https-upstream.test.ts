@@ -2,7 +2,8 @@
  * Issue 13, remote repositories: an https:// upstream (Debian's docker-registry 2.8.2 serving
  * TLS with a certificate from a private CA). A node given that CA with tls.trust
  * (--tls-trust) pulls through it; a node without it is refused by the TLS check, and the
- * client is told the cause and the fix, with nothing cached.
+ * client is told the cause and the fix, with nothing cached. The remote's allow and block
+ * patterns refuse other names before the upstream is asked.
  */
 import t from 'tap'
 import { createHash, randomBytes } from 'node:crypto'
@@ -41,7 +42,7 @@ t.test('an https:// upstream with a private CA: pulled through with tls.trust, r
   ])
   nodes.push(trusting, plain)
   for (const n of [trusting, plain]) {
-    const put = await authFetch(`${n.url}/api/v1/remotes/corp`, n.credentials!, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prefix: 'corp/', upstream: up.url }) })
+    const put = await authFetch(`${n.url}/api/v1/remotes/corp`, n.credentials!, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prefix: 'corp/', upstream: up.url, allow: ['library/**'], block: ['library/internal-*'] }) })
     t.equal(put.status, 200, `remote corp/ -> ${up.url} on ${n.url}: ${await put.clone().text()}`)
     await put.arrayBuffer()
   }
@@ -60,6 +61,18 @@ t.test('an https:// upstream with a private CA: pulled through with tls.trust, r
     }
     const blobGets = (await up.requests()).filter((r) => r.method === 'GET' && r.path.includes('/blobs/'))
     t.equal(blobGets.length, 2, 'each blob came over TLS from the upstream once')
+  })
+
+  await t.test('allow and block patterns: a name outside them is refused before the upstream is asked', async (t) => {
+    const creds = trusting.credentials!
+    const before = (await up.requests()).length
+    for (const name of ['corp/library/internal-tools', 'corp/other/app']) {
+      const res = await authFetch(`${trusting.url}/v2/${name}/manifests/1`, creds, { headers: { accept: OCI_MANIFEST } })
+      const text = await res.text()
+      t.equal(res.status, 403, `${name}: ${text}`)
+      t.match(text, /"code":"DENIED".*not allowed by remote corp \(its allow and block patterns exclude /, 'in words')
+    }
+    t.equal((await up.requests()).length, before, 'the upstream was not asked')
   })
 
   await t.test('a node without the CA is refused by the TLS check: the client is told why and what to do', async (t) => {
