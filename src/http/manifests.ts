@@ -89,6 +89,8 @@ export async function put (ctx: Context, deps: RegistryDeps, name: RepositoryNam
   const max = deps.limits.manifestMaxBytes
   const declared = ctx.get('content-length')
   if (declared !== '' && Number(declared) > max) {
+    // node:http reads and drops an unread body to keep the connection: not a huge one.
+    if (!(Number(declared) <= DRAIN_LIMIT)) ctx.set('Connection', 'close')
     throw new FlotillaError('MANIFEST_TOO_LARGE', `manifest of ${declared} bytes is larger than the ${max}-byte limit`)
   }
   const body = await readLimited(ctx.req, max, 'MANIFEST_TOO_LARGE')
