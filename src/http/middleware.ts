@@ -29,7 +29,10 @@ export function requestLog (log: Logger) {
         err: ctx.state.errorCode as string | undefined,
         event,
       }
-      if (ctx.status >= 500) log.error(entry, 'request'); else log.info(entry, 'request')
+      // A 503 is a state the node says it is in (not ready yet, no leader, upstream down), not a fault of its own.
+      if (ctx.status === 503) log.warn(entry, 'request')
+      else if (ctx.status >= 500) log.error(entry, 'request')
+      else log.info(entry, 'request')
     }
     ctx.res.once('finish', () => done('finish'))
     ctx.res.once('close', () => done(ctx.res.writableFinished ? 'finish' : 'aborted'))
