@@ -23,6 +23,7 @@ import type { PrivateKey } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { createHost, type Host } from '../net/host.js'
 import { sendRequest } from '../net/request-response.js'
+import { closeConnection } from '../net/close-connection.js'
 import { signRequest, verifyRequest } from '../net/peer-auth.js'
 import type { Faults } from '../net/faults.js'
 import { PeerClient, createPeerMetrics, type PeerCredentials, type PeerTarget } from '../net/peer-https.js'
@@ -509,7 +510,13 @@ export class Cluster {
     if (t === 'RemovePeer' && result.ok) {
       this.transport.forget(env.command.peerId)
       this.peerClient.forget(env.command.peerId)
-      for (const c of this.host?.getConnections() ?? []) if (c.remotePeer.toString() === env.command.peerId) void c.close()
+      // Not `void c.close()`: its rejection (a stream still sending to the removed node after
+      // libp2p's 1 s close timeout, or the node exiting meanwhile) went unhandled and ended this process.
+      const gone = env.command.peerId
+      for (const c of this.host?.getConnections() ?? []) {
+        if (c.remotePeer.toString() !== gone) continue
+        void closeConnection(c, 2000).then((how) => { if (how === 'aborted') this.opts.log.debug({ peer: gone }, 'the removed peer\'s connection did not close in 2 s: aborted') })
+      }
     }
     if (t === 'RemovePeer' && result.ok && env.command.peerId === this.peerId) this.markRemoved('its removal was applied')
     this.onApplied?.(env.command, result)

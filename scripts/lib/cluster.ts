@@ -164,7 +164,9 @@ export async function startNode (opts: NodeOptions): Promise<ClusterNode> {
   const common = ['--data', dataDir, '--listen', host, '--p2p', `127.0.0.1:${p2pPort}`, ...opts.args ?? []]
   const args = opts.join !== undefined ? ['join', opts.join.url, '--token', opts.join.token, ...common] : ['serve', ...common]
   const tlsEnv = await nodeTlsEnv()
-  const proc = spawn(process.execPath, [CLI, ...args], {
+  // FLOTILLA_NODE_ARGS: node options for every node (e.g. --cpu-prof, or --import of a probe), as in procs.ts.
+  const nodeArgs = (process.env.FLOTILLA_NODE_ARGS ?? '').split(' ').filter((a) => a !== '')
+  const proc = spawn(process.execPath, [...nodeArgs, CLI, ...args], {
     cwd: ROOT,
     env: {
       ...process.env,
