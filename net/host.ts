@@ -45,7 +45,10 @@ export async function createHost (opts: HostOptions): Promise<Host> {
     addresses: { listen: opts.listen },
     transports: [tcp()],
     connectionEncrypters: [noise()],
-    streamMuxers: [yamux()],
+    // A paused stream (net/streamed-response.ts pauses while its reader is behind) sends no
+    // window updates, but the peer may still send what the window allows, up to yamux's 16 MiB:
+    // with the default 4 MiB read buffer that aborted the stream.
+    streamMuxers: [yamux({ streamOptions: { maxReadBufferLength: 20 * 1024 * 1024 } })],
     connectionGater: {
       // Loopback and private addresses are where clusters live; the gater's default would refuse them.
       denyDialMultiaddr: () => false,

@@ -55,9 +55,10 @@ export async function serveRequests (host: Host, protocol: string, handler: Requ
 /** Send one request to the peer at `addr` (which names its /p2p/ id) and read its answer. */
 export async function sendRequest (host: Host, addr: Multiaddr, protocol: string, request: Uint8Array, opts: { timeoutMs: number; maxAnswerBytes: number }): Promise<Uint8Array> {
   const signal = AbortSignal.timeout(opts.timeoutMs)
-  // The protocol's name goes out with the request (no round trip to negotiate it first), and
-  // the answer is returned without waiting for the close handshake: over a WAN each of those
-  // cost a round trip per request.
+  // The answer is returned without waiting for the close handshake: over a WAN that cost a
+  // round trip per request. (negotiateFully: false asks for optimistic protocol selection, which
+  // libp2p 3.3's multistream-select declares but does not implement yet: negotiation still
+  // costs a round trip.)
   const stream = await host.dialProtocol(addr, protocol, { signal, negotiateFully: false })
   try {
     const lp = lpStream(stream, { maxDataLength: opts.maxAnswerBytes })

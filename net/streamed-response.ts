@@ -106,7 +106,28 @@ class FlowReader {
 }
 
 async function write (stream: Stream, bytes: Uint8Array, idleMs: number): Promise<void> {
-  if (!stream.send(bytes)) await stream.onDrain({ signal: AbortSignal.timeout(idleMs) })
+  if (!stream.send(bytes)) await drained(stream, idleMs)
+}
+
+/**
+ * The stream's next 'drain' event. Not stream.onDrain(): libp2p 3.3 keeps the promise of the
+ * first drain and answers every later call with it at once, so after one drain nothing held
+ * the sender back (a 9.5 MiB write buffer was seen).
+ */
+async function drained (stream: Stream, idleMs: number): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    const done = (err?: Error): void => {
+      clearTimeout(timer)
+      stream.removeEventListener('drain', onDrain)
+      stream.removeEventListener('close', onClose)
+      if (err === undefined) resolve(); else reject(err)
+    }
+    const onDrain = (): void => { done() }
+    const onClose = (evt: Event): void => { done((evt as Event & { error?: Error }).error ?? new Error('the stream closed while a write waited for it to drain')) }
+    const timer = setTimeout(() => { done(new Error(`the peer read nothing for ${idleMs} ms`)) }, idleMs)
+    stream.addEventListener('drain', onDrain)
+    stream.addEventListener('close', onClose)
+  })
 }
 
 export async function serveStreamed (host: Host, protocol: string, handler: StreamedHandler, opts: { maxRequestBytes: number; idleTimeoutMs: number; maxInboundStreams?: number }): Promise<void> {
@@ -130,7 +151,8 @@ export async function serveStreamed (host: Host, protocol: string, handler: Stre
  * read waits at most `idleTimeoutMs`; leaving the body early aborts the stream.
  */
 export async function requestStreamed (host: Host, addr: Multiaddr, protocol: string, request: Uint8Array, opts: { idleTimeoutMs: number; maxHeaderBytes: number }): Promise<{ header: Uint8Array; body: (length?: number) => AsyncGenerator<Uint8Array>; cancel: () => void }> {
-  // Optimistic negotiation: the protocol's name goes out with the request (a round trip saved per blob over a WAN).
+  // Asks for optimistic negotiation (the protocol's name sent with the request); libp2p 3.3's
+  // multistream-select does not implement it yet, so it still costs a round trip per stream.
   const stream = await host.dialProtocol(addr, protocol, { signal: AbortSignal.timeout(opts.idleTimeoutMs), negotiateFully: false })
   try {
     const reader = new FlowReader(stream)
