@@ -27,7 +27,7 @@ import { digestAlgorithm, digestOf, parseDigest, parseReference, type Digest, ty
 import { remoteAllows, remoteOf, upstreamName, upstreamOrigin, type RemoteRecord } from '../../cluster/remote/model.js'
 import { decryptSecret } from '../../cluster/remote/secret.js'
 import { Upstream, UpstreamFailure, failureOf, readAll } from '../../cluster/remote/upstream.js'
-import { BlobFills, type BlobFill, type FillSource } from '../../cluster/remote/fill.js'
+import { BlobFills, type BlobFill, type FillReader, type FillSource } from '../../cluster/remote/fill.js'
 import type { RemoteMetrics } from '../../cluster/remote/metrics.js'
 import { rank } from '../../cluster/replication/replicator.js'
 import { parseManifest } from '../oci/manifest.js'
@@ -58,21 +58,17 @@ export interface RemoteServiceOptions {
 export interface RemoteTarget { remote: RemoteRecord; upstream: string }
 
 /**
- * The stream with its first chunk read already: a fill that fails before its first byte is
- * then the client's clear error status, not a response cut before its headers.
+ * A fill's reader with its first chunk read already: a fill that fails before its first byte
+ * is then the client's clear error status, not a response cut before its headers.
  */
-async function primed (stream: Readable): Promise<Readable> {
-  const it = stream[Symbol.asyncIterator]()
-  const first = await it.next() as IteratorResult<Buffer>
-  return Readable.from((async function * () {
-    if (first.done === true) return
-    yield first.value
-    for (;;) {
-      const n = await it.next() as IteratorResult<Buffer>
-      if (n.done === true) return
-      yield n.value
-    }
-  })(), { objectMode: false })
+async function primed (r: FillReader): Promise<Readable> {
+  try {
+    await r.prime()
+  } catch (err) {
+    r.destroy()
+    throw err
+  }
+  return r
 }
 
 export class RemoteService {
