@@ -37,6 +37,11 @@ const CHUNK = 1 << 20
  * collection than the reads from the page cache it saved.
  */
 const WINDOW = 8 << 20
+/**
+ * A reader at the head of the download waits for this many bytes (or the end) before it hands
+ * them on: the response then writes several chunks at once (one writev), not one per chunk.
+ */
+const BATCH = 256 << 10
 /** How far the download may run ahead of the file write (held in memory meanwhile). */
 const LAG = 16 << 20
 
@@ -197,6 +202,8 @@ export class FillReader extends Readable {
   private pumping = false
   private wanted = false
   private gone = false
+  /** The end of the batch being handed on (BATCH). */
+  private until = 0
 
   constructor (private readonly fill: BlobFill, start: number, private readonly end: number | undefined) {
     super({ highWaterMark: CHUNK })
@@ -274,6 +281,13 @@ export class FillReader extends Readable {
       if ((f.complete || f.state === 'verified') && this.pos >= limit) return null
       const upto = Math.min(limit, last !== undefined ? last + 1 : Infinity)
       if (this.pos < upto) {
+        // More bytes for this reader still to come, and fewer than a batch at hand: wait for
+        // them. A batch once started is handed on whole, its chunks in one go.
+        const more = !(f.complete || f.state === 'verified') && (last === undefined || limit <= last)
+        if (more && this.pos >= this.until) {
+          if (upto - this.pos < BATCH) { await f.wait(); continue }
+          this.until = upto
+        }
         const m = f.fromMemory(this.pos, upto)
         if (m !== undefined) { this.pos += m.length; return m }
         const buf = Buffer.allocUnsafe(Math.min(CHUNK, upto - this.pos))

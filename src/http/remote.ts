@@ -32,7 +32,7 @@ import type { RemoteMetrics } from '../../cluster/remote/metrics.js'
 import { rank } from '../../cluster/replication/replicator.js'
 import { parseManifest } from '../oci/manifest.js'
 import { submit, type RegistryDeps } from './deps.js'
-import { blobHeaders, getLocal as getLocalBlob, parseRange } from './blobs.js'
+import { blobHeaders, parseRange, serveLinked } from './blobs.js'
 import { getLocal as getLocalManifest } from './manifests.js'
 import { nextLink, pageParams, readLocalTagPage, tagsLocal } from './listing.js'
 import { CachedList } from './cached-list.js'
@@ -244,17 +244,20 @@ export class RemoteService {
     const digest = parseDigest(param)
     const t = this.target(r, name)
     await deps.sink.barrier()
-    if (await deps.queries.linkedBlob(name, digest) !== undefined) {
+    // Cached: served as a local repository's blob is (the same file serving, the same headers).
+    const linked = await deps.queries.linkedBlob(name, digest)
+    if (linked !== undefined) {
       metrics.cache.inc({ remote: r.name, kind: 'blob', result: 'hit' })
-      return await getLocalBlob(ctx, deps, name, param)
+      return await serveLinked(ctx, deps, digest, linked.size)
     }
     // Cached for another repository (or pushed): linked here too, no download.
     const known = await deps.queries.knownBlob(digest)
     if (known !== undefined) {
       await submit(deps, { type: 'LinkBlob', repo: name, digest, size: known.size, mount: true, at: deps.now() }).catch(() => {})
-      if (await deps.queries.linkedBlob(name, digest) !== undefined) {
+      const now = await deps.queries.linkedBlob(name, digest)
+      if (now !== undefined) {
         metrics.cache.inc({ remote: r.name, kind: 'blob', result: 'hit' })
-        return await getLocalBlob(ctx, deps, name, param)
+        return await serveLinked(ctx, deps, digest, now.size)
       }
     }
     metrics.cache.inc({ remote: r.name, kind: 'blob', result: 'miss' })
