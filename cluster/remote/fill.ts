@@ -399,7 +399,7 @@ export class BlobFills {
               body.once('error', (err) => { count(); reject(err) })
               body.once('close', () => { if (!body.readableEnded) { count(); reject(Object.assign(new Error('aborted'), { code: 'ECONNRESET' })) } })
             })
-            if (f.size !== undefined && f.written !== f.size) throw new UpstreamFailure('bad_answer', `the upstream sent ${f.written} of the ${f.size} bytes of blob ${f.digest}`)
+            if (f.size !== undefined && f.written !== f.size) throw new UpstreamFailure('bad_answer', `the upstream sent ${f.written} of the ${f.size} bytes of blob ${f.digest}: nothing was cached`)
             digest = digestOf(alg, hash.digest('hex'))
             if (digest !== f.digest) throw Object.assign(new Error(`the bytes do not match ${f.digest}`), { code: 'DIGEST_INVALID' })
             f.size = f.written
@@ -414,7 +414,7 @@ export class BlobFills {
         })()
         download.catch(() => {})
         const [n] = await Promise.all([uploads.append(id, toDisk, { deferHash: true }), download])
-        if (f.size !== undefined && n !== f.size) throw new UpstreamFailure('bad_answer', `the upstream sent ${n} of the ${f.size} bytes of blob ${f.digest}`)
+        if (f.size !== undefined && n !== f.size) throw new UpstreamFailure('bad_answer', `the upstream sent ${n} of the ${f.size} bytes of blob ${f.digest}: nothing was cached`)
         // The digest was checked as the bytes passed (the store checks it is the one asked for,
         // and hashes the file itself if it cannot vouch that it holds exactly those bytes).
         const info = await uploads.commit(id, f.digest, blobs, { hashed: { digest: digest!, size: n } })
