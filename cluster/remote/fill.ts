@@ -39,7 +39,7 @@ const CHUNK = 1 << 20
 const WINDOW = 8 << 20
 /**
  * A reader at the head of the download waits for this many bytes (or the end) before it hands
- * them on: the response then writes several chunks at once (one writev), not one per chunk.
+ * them on: it wakes once per batch, not once per upstream chunk (often 30–64 KiB).
  */
 const BATCH = 256 << 10
 /** How far the download may run ahead of the file write (held in memory meanwhile). */
