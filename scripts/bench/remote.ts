@@ -10,12 +10,12 @@
  * A pull is the manifest by tag then every blob, one after the other, bodies drained (not
  * hashed: the servers are measured, not this client). Each repetition uses a new image.
  *
- * Before each of the two cached-side pulls the node is left to finish its background work
+ * The cached and local pulls alternate, --pulls of each per rep. Before each, the node is left to finish its background work
  * (checksums of the new blob, the fill's last steps), which would otherwise slow whichever
  * came first. Each pull also reports the CPU time the node spent on it (from /proc), a figure
  * that the machine's load sways much less than MiB/s.
  *
- *   npm run bench:remote -- [--size-mib 200] [--reps 3] [--json FILE]
+ *   npm run bench:remote -- [--size-mib 200] [--reps 3] [--pulls 3] [--json FILE]
  */
 import { parseArgs } from 'node:util'
 import http from 'node:http'
@@ -26,9 +26,11 @@ import { dirname } from 'node:path'
 import { loadavg } from 'node:os'
 import { startFlotilla, startReference, OPEN_ANONYMOUS, type RunningRegistry } from '../lib/procs.js'
 
-const { values: argv } = parseArgs({ options: { 'size-mib': { type: 'string', default: '200' }, reps: { type: 'string', default: '3' }, json: { type: 'string' } } })
+const { values: argv } = parseArgs({ options: { 'size-mib': { type: 'string', default: '200' }, reps: { type: 'string', default: '3' }, pulls: { type: 'string', default: '3' }, json: { type: 'string' } } })
 const SIZE = Number(argv['size-mib']) * 2 ** 20
 const REPS = Number(argv.reps)
+/** Cached and local pulls per rep, alternated: one each was too few against a loaded machine's noise. */
+const PULLS = Number(argv.pulls)
 const sha = (b: Buffer): string => 'sha256:' + createHash('sha256').update(b).digest('hex')
 const OCI = 'application/vnd.oci.image.manifest.v1+json'
 const agent = new http.Agent({ keepAlive: true })
@@ -146,8 +148,9 @@ try {
     // Alternated, so that neither side always goes first.
     const c = async (): Promise<void> => { await idle(node!.url); const m = await measured(pid, node!.url, `hub/library/cached${i}`, '1'); cached.push(m.speed); cpu.cached.push(m.cpu) }
     const l = async (): Promise<void> => { await idle(node!.url); const m = await measured(pid, node!.url, `bench/local${i}`, '1'); local.push(m.speed); cpu.local.push(m.cpu) }
-    if (i % 2 === 0) { await c(); await l() } else { await l(); await c() }
-    console.log(`rep ${i + 1}: direct ${direct[i]!.toFixed(0)} MiB/s, first through Flotilla ${first[i]!.toFixed(0)} MiB/s (node CPU ${cpu.first[i]} ms), cached ${cached[i]!.toFixed(0)} MiB/s (${cpu.cached[i]} ms), local ${local[i]!.toFixed(0)} MiB/s (${cpu.local[i]} ms); load ${loadavg()[0]!.toFixed(1)}`)
+    for (let k = 0; k < PULLS; k++) if ((i + k) % 2 === 0) { await c(); await l() } else { await l(); await c() }
+    const mine = (xs: number[]): string => xs.slice(-PULLS).map((x) => x.toFixed(0)).join('/')
+    console.log(`rep ${i + 1}: direct ${direct[i]!.toFixed(0)} MiB/s, first through Flotilla ${first[i]!.toFixed(0)} MiB/s (node CPU ${cpu.first[i]} ms), cached ${mine(cached)} MiB/s (${mine(cpu.cached)} ms), local ${mine(local)} MiB/s (${mine(cpu.local)} ms); load ${loadavg()[0]!.toFixed(1)}`)
   }
   const r1 = median(first) / median(direct)
   const r2 = median(cached) / median(local)
@@ -157,7 +160,7 @@ try {
   console.log(`| first, through Flotilla | ${median(first).toFixed(0)} | ${median(cpu.first)} | straight from the upstream | ${median(direct).toFixed(0)} | - | ${r1.toFixed(2)}× | ≥ 0.8× |`)
   console.log(`| cached, through Flotilla | ${median(cached).toFixed(0)} | ${median(cpu.cached)} | local repository | ${median(local).toFixed(0)} | ${median(cpu.local)} | ${r2.toFixed(2)}× | ≥ 0.95× |`)
   console.log(`load average ${loadavg().map((l) => l.toFixed(1)).join(' ')}`)
-  if (argv.json !== undefined) await writeFile(argv.json, JSON.stringify({ sizeMiB: SIZE / 2 ** 20, reps: REPS, direct, first, cached, local, cpu, firstRatio: r1, cachedRatio: r2, load: loadavg() }, null, 2))
+  if (argv.json !== undefined) await writeFile(argv.json, JSON.stringify({ sizeMiB: SIZE / 2 ** 20, reps: REPS, pulls: PULLS, direct, first, cached, local, cpu, firstRatio: r1, cachedRatio: r2, load: loadavg() }, null, 2))
 } finally {
   await node?.stop()
   await upstream?.stop()
