@@ -10,9 +10,9 @@
  * A pull is the manifest by tag then every blob, one after the other, bodies drained (not
  * hashed: the servers are measured, not this client). Each repetition uses a new image.
  *
- * The cached and local pulls alternate, --pulls of each per rep. Before each, the node is left to finish its background work
- * (checksums of the new blob, the fill's last steps), which would otherwise slow whichever
- * came first. Each pull also reports the CPU time the node spent on it (from /proc), a figure
+ * The cached and local pulls alternate, --pulls of each per rep. Before each, the node is
+ * left to finish its background work (checksums of the new blob, the fill's last steps),
+ * which would otherwise slow whichever came first. Each pull also reports the CPU time the node spent on it (from /proc), a figure
  * that the machine's load sways much less than MiB/s.
  *
  *   npm run bench:remote -- [--size-mib 200] [--reps 3] [--pulls 3] [--json FILE]
