@@ -5,8 +5,10 @@
  *
  *   upstream ──► upload session file ──► verified (digest, size) ──► blob store ──► recorded
  *                     ▲  ▲  ▲
- *                readers follow the file as it grows; the last byte is held back until
- *                the digest is verified, so no client ever gets a whole blob that is wrong
+ *                readers take the upstream's chunks as they pass (a window of the last few
+ *                MiB), or the file when further behind; the last chunk is held back until
+ *                the digest is verified, so no client ever gets a whole blob that is wrong.
+ *                That check is the only hash: the upload store's commit takes its digest.
  *
  * On a bad answer (wrong digest, short body, an error mid-way) nothing is stored or recorded,
  * every reader's stream fails (the client sees its transfer cut, not a wrong blob) and the
@@ -25,14 +27,23 @@ import type { RemoteMetrics } from './metrics.js'
 /** An upstream blob response, about to be read. */
 export interface FillSource { body: Readable; size: number | undefined }
 
+/** Bytes a reader reads from the file at once, and buffers ahead of its client at most. */
 const CHUNK = 1 << 20
 /**
- * The last bytes to arrive, kept in memory: readers close behind the download (the usual case)
- * take them from here, without waiting for the file write to land and reading it back.
+ * The last chunks to arrive, kept in memory (the upstream's own buffers, never copied): a
+ * reader at the head of the download (the usual case: one client per fill) or a little behind
+ * it (a second client, a peer's stream) takes them from here; one further behind reads the file.
+ * Measured with a 200 MiB blob: an 80 MiB window of 64 KiB buffers cost more in garbage
+ * collection than the reads from the page cache it saved.
  */
-const WINDOW = 80 << 20
+const WINDOW = 8 << 20
+/**
+ * A reader at the head of the download waits for this many bytes (or the end) before it hands
+ * them on: it wakes once per batch, not once per upstream chunk (often 30–64 KiB).
+ */
+const BATCH = 256 << 10
 /** How far the download may run ahead of the file write (held in memory meanwhile). */
-const LAG = 64 << 20
+const LAG = 16 << 20
 
 /** Resolves when `s` drains or closes (a closed stream never drains). */
 async function drained (s: PassThrough): Promise<void> {
@@ -42,17 +53,17 @@ async function drained (s: PassThrough): Promise<void> {
     s.on('close', done)
   })
 }
-/** How often a reader waiting for bytes looks at the file even without news (the write may land after the count). */
+/** How often a reader waiting for bytes in the file looks again (the write lands after the count). */
 const POLL_MS = 5
 
 export class BlobFill {
   size: number | undefined
-  /** Bytes handed to the upload file so far. */
+  /** Bytes received (hashed, and handed to the upload file) so far. */
   written = 0
   state: 'starting' | 'running' | 'verified' | 'failed' = 'starting'
   /**
    * Every byte arrived and hashes to the digest (checked as the bytes pass): readers may have
-   * the last one while the copy is still being made durable and committed.
+   * the last chunk while the copy is still being made durable and committed.
    */
   complete = false
   error: Error | undefined
@@ -61,6 +72,8 @@ export class BlobFill {
   private window: Array<{ at: number; buf: Buffer }> = []
   private head = 0
   private windowBytes = 0
+  /** Length of the last chunk: held back from readers until the digest is verified. */
+  private lastLength = 0
   /** Resolves once the upstream answered (size known) or the fill failed before (rejects). */
   readonly started: Promise<void>
   /** Resolves once the blob is verified and stored, rejects when the fill failed. */
@@ -70,53 +83,58 @@ export class BlobFill {
   private doneResolve!: () => void
   private doneReject!: (err: Error) => void
 
-  constructor (readonly digest: Digest, readonly remote: string, private readonly blobs: BlobStore) {
+  constructor (readonly digest: Digest, readonly remote: string, readonly blobs: BlobStore) {
     this.started = new Promise((resolve, reject) => { this.startedResolve = resolve; this.startedReject = reject })
     this.done = new Promise((resolve, reject) => { this.doneResolve = resolve; this.doneReject = reject })
     this.started.catch(() => {})
     this.done.catch(() => {})
   }
 
-  /** A chunk arrived at offset `written` (call before counting it). */
-  remember (buf: Buffer): void {
+  /** A chunk arrived: kept in the window, counted, and readers waiting at the head woken. */
+  arrived (buf: Buffer): void {
     this.window.push({ at: this.written, buf })
     this.windowBytes += buf.length
-    while (this.windowBytes > WINDOW && this.window.length - this.head > 1) this.windowBytes -= this.window[this.head++]!.buf.length
+    while (this.windowBytes > WINDOW && this.window.length - this.head > 2) this.windowBytes -= this.window[this.head++]!.buf.length
     // Dropped entries are cut off now and then, not one by one (shift() moves the whole array).
-    if (this.head > 4096) { this.window = this.window.slice(this.head); this.head = 0 }
+    if (this.head > 1024) { this.window = this.window.slice(this.head); this.head = 0 }
+    this.written += buf.length
+    this.lastLength = buf.length
+    this.changed()
   }
 
-  /** Bytes from `pos` (before `upto`) still in the window, up to 1 MiB at once; undefined when not there. */
-  private fromMemory (pos: number, upto: number): Buffer | undefined {
+  /**
+   * Bytes readers may have: all once verified, else all but the last chunk. Until the bytes are
+   * known good a client never holds a whole blob that is wrong.
+   */
+  released (): number {
+    return this.complete || this.state === 'verified' ? this.size ?? this.written : this.written - this.lastLength
+  }
+
+  /** Bytes from `pos` (before `upto`) still in the window, as one of its chunks (a view, not a copy); undefined when not there. */
+  fromMemory (pos: number, upto: number): Buffer | undefined {
     for (let i = this.window.length - 1; i >= this.head; i--) {
       const c = this.window[i]!
       if (pos >= c.at + c.buf.length) return undefined
       if (pos < c.at) continue
-      const first = c.buf.subarray(pos - c.at, Math.min(c.buf.length, upto - c.at))
-      // A reader behind the tail takes several chunks in one write.
-      const parts = [first]
-      let n = first.length
-      for (let j = i + 1; j < this.window.length && n < CHUNK; j++) {
-        const d = this.window[j]!
-        if (d.at >= upto) break
-        const part = d.buf.subarray(0, Math.min(d.buf.length, upto - d.at))
-        parts.push(part)
-        n += part.length
-      }
-      return parts.length === 1 ? first : Buffer.concat(parts, n)
+      const from = pos - c.at
+      const to = Math.min(c.buf.length, upto - c.at)
+      return from === 0 && to === c.buf.length ? c.buf : c.buf.subarray(from, to)
     }
     return undefined
   }
 
   /** Wake every reader waiting for bytes. */
   changed (): void {
+    if (this.waiters.length === 0) return
     const w = this.waiters
     this.waiters = []
     for (const f of w) f()
   }
 
-  private async wait (ms: number): Promise<void> {
+  /** Until the next change (new bytes, the end either way), or at most `ms`. */
+  async wait (ms?: number): Promise<void> {
     await new Promise<void>((resolve) => {
+      if (ms === undefined) { this.waiters.push(resolve); return }
       const t = setTimeout(resolve, ms)
       this.waiters.push(() => { clearTimeout(t); resolve() })
     })
@@ -148,6 +166,9 @@ export class BlobFill {
   markFailed (err: Error): void {
     this.state = 'failed'
     this.error = err
+    this.window = []
+    this.head = 0
+    this.windowBytes = 0
     this.startedReject(err)
     this.doneReject(err)
     this.changed()
@@ -158,51 +179,142 @@ export class BlobFill {
    * that waits for it can still answer a fill that failed at once with an error status.
    */
   async firstByte (): Promise<void> {
-    while (this.state === 'starting' || (this.state === 'running' && this.written < 2)) await this.wait(POLL_MS)
+    while (this.state === 'starting' || (this.state === 'running' && !this.complete && this.released() === 0)) await this.wait()
   }
 
   /** The blob (or a range of it) as it arrives; fails if the fill does. Call after `started`. */
-  reader (range?: ByteRange): Readable {
-    return Readable.from(this.chunks(range?.start ?? 0, range?.end), { objectMode: false, highWaterMark: CHUNK })
+  reader (range?: ByteRange): FillReader {
+    return new FillReader(this, range?.start ?? 0, range?.end)
+  }
+}
+
+/**
+ * One client's stream of a fill. At the head of the download it hands on the upstream's chunks
+ * as they are released (views of the same buffers: no copy, no re-chunking); behind the window
+ * it reads the upload file, which it opened first so a rename into the blob store does not
+ * matter; with no file (the blob was stored already) it reads the blob store.
+ */
+export class FillReader extends Readable {
+  private pos: number
+  private fh: FileHandle | undefined
+  private opened = false
+  private stored: AsyncIterator<Buffer> | undefined
+  private pumping = false
+  private wanted = false
+  private gone = false
+  /** The end of the batch being handed on (BATCH). */
+  private until = 0
+
+  constructor (private readonly fill: BlobFill, start: number, private readonly end: number | undefined) {
+    super({ highWaterMark: CHUNK })
+    this.pos = start
   }
 
-  private async * chunks (start: number, end: number | undefined): AsyncGenerator<Buffer> {
-    let fh: FileHandle | undefined
-    let pos = start
+  /**
+   * Read the first bytes ahead (into the stream's buffer): rejects if the fill fails before,
+   * so the caller can still answer with an error status rather than a response cut short.
+   */
+  async prime (): Promise<void> {
+    this.pumping = true
     try {
-      if (this.state === 'running' && this.path !== undefined) {
-        try { fh = await open(this.path, 'r') } catch { fh = undefined }
-      }
-      for (;;) {
-        if (this.state === 'failed') throw this.error!
-        if (fh === undefined) {
-          // No file to follow (gone into the store already, or none): the stored blob, once verified.
-          await this.done
-          const size = this.size!
-          const last = end ?? size - 1
-          if (pos > last) return
-          for await (const c of await this.blobs.read(this.digest, { start: pos, end: last })) yield c as Buffer
-          return
-        }
-        const last = end ?? (this.size !== undefined ? this.size - 1 : undefined)
-        if (last !== undefined && pos > last) return
-        // Until the bytes are known good, the last one stays back: a client never holds a whole blob that is wrong.
-        const done = this.state === 'verified' || this.complete
-        const limit = done ? this.size ?? this.written : this.written - 1
-        if (done && pos >= limit) return
-        const upto = Math.min(limit, last !== undefined ? last + 1 : Infinity)
-        if (pos < upto) {
-          const m = this.fromMemory(pos, upto)
-          if (m !== undefined && m.length > 0) { pos += m.length; yield m; continue }
-          const buf = Buffer.allocUnsafe(Math.min(CHUNK, upto - pos))
-          const { bytesRead } = await fh.read(buf, 0, buf.length, pos)
-          if (bytesRead > 0) { pos += bytesRead; yield buf.subarray(0, bytesRead); continue }
-        }
-        await this.wait(POLL_MS)
-      }
+      this.push(await this.next())
     } finally {
-      await fh?.close()
+      this.pumping = false
     }
+    if (this.wanted) void this.pump()
+  }
+
+  override _read (): void {
+    this.wanted = true
+    if (!this.pumping) void this.pump()
+  }
+
+  private async pump (): Promise<void> {
+    this.pumping = true
+    try {
+      while (this.wanted && !this.gone) {
+        this.wanted = false
+        const b = await this.next()
+        // push() may call _read() again (wanted); true: there is room for more.
+        if (this.push(b) && b !== null) this.wanted = true
+        if (b === null) return
+      }
+    } catch (err) {
+      this.destroy(err as Error)
+    } finally {
+      this.pumping = false
+      if (this.gone) this.release()
+    }
+  }
+
+  override _destroy (err: Error | null, cb: (err?: Error | null) => void): void {
+    this.gone = true
+    if (!this.pumping) this.release()
+    cb(err)
+  }
+
+  private release (): void {
+    const fh = this.fh
+    this.fh = undefined
+    void fh?.close().catch(() => {})
+    const s = this.stored
+    this.stored = undefined
+    void s?.return?.().catch(() => {})
+  }
+
+  /** The next bytes for the client; null at the end. Throws the fill's error when it failed. */
+  private async next (): Promise<Buffer | null> {
+    const f = this.fill
+    if (!this.opened) {
+      this.opened = true
+      if (f.state === 'running' && f.path !== undefined) {
+        try { this.fh = await open(f.path, 'r') } catch { this.fh = undefined }
+      }
+    }
+    for (;;) {
+      if (this.gone) return null
+      if (f.state === 'failed') throw f.error!
+      if (this.fh === undefined) return await this.fromStore()
+      const last = this.end ?? (f.size !== undefined ? f.size - 1 : undefined)
+      if (last !== undefined && this.pos > last) return null
+      const limit = f.released()
+      if ((f.complete || f.state === 'verified') && this.pos >= limit) return null
+      const upto = Math.min(limit, last !== undefined ? last + 1 : Infinity)
+      if (this.pos < upto) {
+        // More bytes for this reader still to come, and fewer than a batch at hand: wait for
+        // them. A batch once started is handed on whole, its chunks in one go.
+        const more = !(f.complete || f.state === 'verified') && (last === undefined || limit <= last)
+        if (more && this.pos >= this.until) {
+          if (upto - this.pos < BATCH) { await f.wait(); continue }
+          this.until = upto
+        }
+        const m = f.fromMemory(this.pos, upto)
+        if (m !== undefined) { this.pos += m.length; return m }
+        const buf = Buffer.allocUnsafe(Math.min(CHUNK, upto - this.pos))
+        const { bytesRead } = await this.fh.read(buf, 0, buf.length, this.pos)
+        if (bytesRead > 0) { this.pos += bytesRead; return buf.subarray(0, bytesRead) }
+        // Counted but not in the file yet: its write lands shortly.
+        await f.wait(POLL_MS)
+        continue
+      }
+      // At the head: until more bytes arrive or the fill ends.
+      await f.wait()
+    }
+  }
+
+  /** No file to follow (gone into the store already, or none): the stored blob, once verified. */
+  private async fromStore (): Promise<Buffer | null> {
+    const f = this.fill
+    if (this.stored === undefined) {
+      await f.done
+      const last = this.end ?? f.size! - 1
+      if (this.pos > last || this.gone) return null
+      this.stored = (await f.blobs.read(f.digest, { start: this.pos, end: last }))[Symbol.asyncIterator]() as AsyncIterator<Buffer>
+    }
+    const r = await this.stored.next()
+    if (r.done === true) return null
+    this.pos += r.value.length
+    return r.value
   }
 }
 
@@ -259,13 +371,14 @@ export class BlobFills {
         created = true
         f.markStarted(src.size, uploads.filePath?.(id))
         const t0 = Date.now()
-        // Hashed as the bytes pass (the upload store hashes again at commit, once the clients
-        // have everything): a right digest lets readers finish before the copy is durable.
+        // Hashed once, as the bytes pass: a right digest lets readers finish before the copy is
+        // durable, and the upload store takes it at commit (the bytes it wrote are these).
         const alg = digestAlgorithm(f.digest)
         const hash = createHash(alg)
+        let digest: Digest | undefined
         // The download runs ahead of the disk by up to LAG bytes (readers take them from the
         // window in memory): clients go at the upstream's pace, not at the pace of the writes.
-        const toDisk = new PassThrough({ highWaterMark: LAG })
+        const toDisk = new PassThrough({ writableHighWaterMark: LAG, readableHighWaterMark: 1 << 20 })
         // Its failure is reported through the download; an 'error' nobody hears would end the process.
         toDisk.on('error', () => {})
         const download = (async (): Promise<void> => {
@@ -277,19 +390,18 @@ export class BlobFills {
               // 'data' rather than for await: a chunk is often 16 KiB, and each costs little this way.
               body.on('data', (b: Buffer) => {
                 hash.update(b)
-                f.remember(b)
-                f.written += b.length
+                f.arrived(b)
                 counted += b.length
                 if (counted >= 1 << 20) count()
-                f.changed()
                 if (!toDisk.write(b)) { body.pause(); void drained(toDisk).then(() => body.resume()) }
               })
               body.once('end', () => { count(); resolve() })
               body.once('error', (err) => { count(); reject(err) })
               body.once('close', () => { if (!body.readableEnded) { count(); reject(Object.assign(new Error('aborted'), { code: 'ECONNRESET' })) } })
             })
-            if (f.size !== undefined && f.written !== f.size) throw new UpstreamFailure('bad_answer', `the upstream sent ${f.written} of the ${f.size} bytes of blob ${f.digest}`)
-            if (digestOf(alg, hash.digest('hex')) !== f.digest) throw Object.assign(new Error(`the bytes do not match ${f.digest}`), { code: 'DIGEST_INVALID' })
+            if (f.size !== undefined && f.written !== f.size) throw new UpstreamFailure('bad_answer', `the upstream sent ${f.written} of the ${f.size} bytes of blob ${f.digest}: nothing was cached`)
+            digest = digestOf(alg, hash.digest('hex'))
+            if (digest !== f.digest) throw Object.assign(new Error(`the bytes do not match ${f.digest}`), { code: 'DIGEST_INVALID' })
             f.size = f.written
             f.markComplete()
             log.info({ remote: f.remote, digest: f.digest, bytes: f.written, ms: Date.now() - t0 }, 'remote: blob downloaded from the upstream and verified')
@@ -302,9 +414,10 @@ export class BlobFills {
         })()
         download.catch(() => {})
         const [n] = await Promise.all([uploads.append(id, toDisk, { deferHash: true }), download])
-        if (f.size !== undefined && n !== f.size) throw new UpstreamFailure('bad_answer', `the upstream sent ${n} of the ${f.size} bytes of blob ${f.digest}`)
-        // Verifies the digest; on a mismatch nothing becomes visible.
-        const info = await uploads.commit(id, f.digest, blobs)
+        if (f.size !== undefined && n !== f.size) throw new UpstreamFailure('bad_answer', `the upstream sent ${n} of the ${f.size} bytes of blob ${f.digest}: nothing was cached`)
+        // The digest was checked as the bytes passed (the store checks it is the one asked for,
+        // and hashes the file itself if it cannot vouch that it holds exactly those bytes).
+        const info = await uploads.commit(id, f.digest, blobs, { hashed: { digest: digest!, size: n } })
         created = false
         f.markVerified(info.size)
       } else {

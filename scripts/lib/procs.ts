@@ -23,8 +23,12 @@ export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..')
  * take it ("the port is in use"). Below the range only another listener can.
  */
 export async function freePort (): Promise<number> {
+  // FLOTILLA_PORT_RANGE=LOW-HIGH: draw from there only (several people benching on one machine).
+  const range = /^(\d+)-(\d+)$/.exec(process.env.FLOTILLA_PORT_RANGE ?? '')
+  const low = range === null ? 10_000 : Number(range[1])
+  const span = range === null ? 22_000 : Number(range[2]) - low + 1
   for (let i = 0; i < 50; i++) {
-    const port = 10_000 + Math.floor(Math.random() * 22_000)
+    const port = low + Math.floor(Math.random() * span)
     if (await canListen(port)) return port
   }
   return await new Promise((resolve, reject) => {

@@ -51,11 +51,19 @@ export async function getLocal (ctx: Context, deps: RegistryDeps, name: Reposito
   await deps.sink.barrier()
   const linked = await deps.queries.linkedBlob(name, digest)
   if (linked === undefined) throw new FlotillaError('BLOB_UNKNOWN', `blob ${digest} is not in ${name}`, { digest })
+  await serveLinked(ctx, deps, digest, linked.size)
+}
+
+/**
+ * end-2 for a blob the caller found linked in the repository (`size` as linked): from this
+ * node's store, else streamed from a peer. A remote repository's cached blob comes here too.
+ */
+export async function serveLinked (ctx: Context, deps: RegistryDeps, digest: Digest, size: number): Promise<void> {
   const info = await deps.blobs.stat(digest)
   if (info === undefined) {
     // Known to the registry but not on this node yet: stream it from a peer that has it.
     if (deps.replication === undefined) throw new FlotillaError('BLOB_UNKNOWN', `blob ${digest} is not stored on this node`, { digest })
-    return await serveFromPeer(ctx, deps.replication, digest, linked.size)
+    return await serveFromPeer(ctx, deps.replication, digest, size)
   }
   await serveLocal(ctx, deps, digest, info.size)
 }

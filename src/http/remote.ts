@@ -29,12 +29,12 @@ import { decryptSecret } from '../../cluster/remote/secret.js'
 import { Upstream, UpstreamFailure, failureOf, httpsAgent, readAll } from '../../cluster/remote/upstream.js'
 import { trustedCAs } from '../../net/trusted-fetch.js'
 import type { Agent as HttpsAgent } from 'node:https'
-import { BlobFills, type BlobFill, type FillSource } from '../../cluster/remote/fill.js'
+import { BlobFills, type BlobFill, type FillReader, type FillSource } from '../../cluster/remote/fill.js'
 import type { RemoteMetrics } from '../../cluster/remote/metrics.js'
 import { rank } from '../../cluster/replication/replicator.js'
 import { parseManifest } from '../oci/manifest.js'
 import { submit, type RegistryDeps } from './deps.js'
-import { blobHeaders, getLocal as getLocalBlob, parseRange } from './blobs.js'
+import { blobHeaders, parseRange, serveLinked } from './blobs.js'
 import { getLocal as getLocalManifest } from './manifests.js'
 import { nextLink, pageParams, readLocalTagPage, tagsLocal } from './listing.js'
 import { CachedList } from './cached-list.js'
@@ -62,21 +62,17 @@ export interface RemoteServiceOptions {
 export interface RemoteTarget { remote: RemoteRecord; upstream: string }
 
 /**
- * The stream with its first chunk read already: a fill that fails before its first byte is
- * then the client's clear error status, not a response cut before its headers.
+ * A fill's reader with its first chunk read already: a fill that fails before its first byte
+ * is then the client's clear error status, not a response cut before its headers.
  */
-async function primed (stream: Readable): Promise<Readable> {
-  const it = stream[Symbol.asyncIterator]()
-  const first = await it.next() as IteratorResult<Buffer>
-  return Readable.from((async function * () {
-    if (first.done === true) return
-    yield first.value
-    for (;;) {
-      const n = await it.next() as IteratorResult<Buffer>
-      if (n.done === true) return
-      yield n.value
-    }
-  })(), { objectMode: false })
+async function primed (r: FillReader): Promise<Readable> {
+  try {
+    await r.prime()
+  } catch (err) {
+    r.destroy()
+    throw err
+  }
+  return r
 }
 
 export class RemoteService {
@@ -254,17 +250,20 @@ export class RemoteService {
     const digest = parseDigest(param)
     const t = this.target(r, name)
     await deps.sink.barrier()
-    if (await deps.queries.linkedBlob(name, digest) !== undefined) {
+    // Cached: served as a local repository's blob is (the same file serving, the same headers).
+    const linked = await deps.queries.linkedBlob(name, digest)
+    if (linked !== undefined) {
       metrics.cache.inc({ remote: r.name, kind: 'blob', result: 'hit' })
-      return await getLocalBlob(ctx, deps, name, param)
+      return await serveLinked(ctx, deps, digest, linked.size)
     }
     // Cached for another repository (or pushed): linked here too, no download.
     const known = await deps.queries.knownBlob(digest)
     if (known !== undefined) {
       await submit(deps, { type: 'LinkBlob', repo: name, digest, size: known.size, mount: true, at: deps.now() }).catch(() => {})
-      if (await deps.queries.linkedBlob(name, digest) !== undefined) {
+      const now = await deps.queries.linkedBlob(name, digest)
+      if (now !== undefined) {
         metrics.cache.inc({ remote: r.name, kind: 'blob', result: 'hit' })
-        return await getLocalBlob(ctx, deps, name, param)
+        return await serveLinked(ctx, deps, digest, now.size)
       }
     }
     metrics.cache.inc({ remote: r.name, kind: 'blob', result: 'miss' })

@@ -93,6 +93,17 @@ export interface AppendOptions {
   deferHash?: boolean
 }
 
+export interface CommitOptions {
+  /**
+   * The caller hashed the upload's bytes itself, exactly as it handed them to append (all of
+   * them, from byte 0, usually with deferHash), and got `digest` over `size` bytes. Commit then
+   * checks that this is the digest asked for and that the upload holds exactly the bytes this
+   * process appended, and does not read them again. An implementation that cannot vouch for the
+   * latter (a restart since, another writer) hashes as usual; so may any implementation.
+   */
+  hashed?: { digest: Digest; size: number }
+}
+
 /**
  * Upload sessions: append-only byte buffers that become blobs.
  * An upload's bytes survive a restart of the process; its hash state is rebuilt on demand.
@@ -111,7 +122,7 @@ export interface UploadStore {
    * Verify the upload against `digest` and move it into `blobs` (which must share the filesystem for a
    * cheap rename). On mismatch throws DIGEST_INVALID and keeps the upload so the client may retry.
    */
-  commit (id: string, digest: Digest, blobs: BlobStore): Promise<BlobInfo>
+  commit (id: string, digest: Digest, blobs: BlobStore, opts?: CommitOptions): Promise<BlobInfo>
   /** Discard an upload. Resolves false when absent. */
   remove (id: string): Promise<boolean>
   /** Ids of uploads present (for cleanup of abandoned sessions). */

@@ -12,6 +12,10 @@
  * An append is all or nothing: if the source fails, aborts or delivers the wrong length, the file
  * is cut back to its previous size. One operation at a time per upload: a second append or a
  * commit while one runs is rejected with BLOB_UPLOAD_INVALID, never interleaved.
+ *
+ * A caller that hashed the bytes as it appended them (a remote repository's fill, which checks
+ * the digest before its readers get the last byte) passes that digest to commit (`hashed`): the
+ * file is not read again when every byte in it was appended by this process since create.
  */
 import { createHash, type Hash } from 'node:crypto'
 import { createReadStream } from 'node:fs'
@@ -19,7 +23,7 @@ import { mkdir, open, readdir, rm, stat, type FileHandle } from 'node:fs/promise
 import { join } from 'node:path'
 import { FlotillaError } from '../errors.js'
 import { digestAlgorithm, digestOf, type Digest } from '../reference.js'
-import type { AppendOptions, BlobInfo, BlobStore, UploadStore } from './blob-store.js'
+import type { AppendOptions, BlobInfo, BlobStore, CommitOptions, UploadStore } from './blob-store.js'
 import { checkDigest, checkExpectedSize, checkUploadId, isUploadId } from './checks.js'
 import { FsBlobStore } from './fs-blob-store.js'
 import { fsyncDir, hashFile, READ_CHUNK, isErrno, unlinkIfPresent, writeHashed } from './fs-io.js'
@@ -34,6 +38,8 @@ export class FsUploadStore implements UploadStore {
   readonly root: string
   private readonly dir: string
   private readonly hashes = new Map<string, HashState>()
+  /** Uploads whose every byte this process appended since create: their size then. */
+  private readonly appended = new Map<string, number>()
   private readonly running = new Map<string, Running>()
   private opening: Promise<void> | undefined
 
@@ -74,6 +80,7 @@ export class FsUploadStore implements UploadStore {
     // The upload must survive a restart once the client has been told its location.
     await fsyncDir(this.dir)
     this.hashes.set(id, { hash: createHash('sha256'), bytes: 0 })
+    this.appended.set(id, 0)
   }
 
   async size (id: string): Promise<number | undefined> {
@@ -105,7 +112,7 @@ export class FsUploadStore implements UploadStore {
           end = start + n
         } catch (err) {
           // Cut back so the file matches the remembered hash; if this fails, hashAt() rebuilds later.
-          await fh.truncate(start).catch(() => {})
+          if (!await fh.truncate(start).then(() => true, () => false)) this.appended.delete(id)
           throw err
         } finally {
           await direct?.close()
@@ -113,6 +120,8 @@ export class FsUploadStore implements UploadStore {
         // Without a hash kept up to date, the next hashAt() rebuilds it from the file.
         if (hash !== undefined) this.hashes.set(id, { hash, bytes: end })
         else this.hashes.delete(id)
+        if (this.appended.get(id) === start) this.appended.set(id, end)
+        else this.appended.delete(id)
         return end
       } finally {
         await fh.close()
@@ -120,7 +129,7 @@ export class FsUploadStore implements UploadStore {
     })
   }
 
-  async commit (id: string, digest: Digest, blobs: BlobStore): Promise<BlobInfo> {
+  async commit (id: string, digest: Digest, blobs: BlobStore, opts: CommitOptions = {}): Promise<BlobInfo> {
     checkUploadId(id)
     return await this.exclusive(id, async () => {
       const path = this.pathOf(id)
@@ -128,10 +137,16 @@ export class FsUploadStore implements UploadStore {
       let size: number
       try {
         size = (await fh.stat()).size
-        const actual = digestAlgorithm(digest) === 'sha256'
-          ? (await this.hashAt(id, size)).copy().digest('hex')
-          : (await hashFile(path, 'sha512')).hash.digest('hex')
-        checkDigest(digest, digestOf(digestAlgorithm(digest), actual))
+        const { hashed } = opts
+        if (hashed !== undefined && hashed.size === size && this.appended.get(id) === size) {
+          // The caller's hash covers exactly these bytes (this process wrote each of them): trusted.
+          checkDigest(digest, hashed.digest)
+        } else {
+          const actual = digestAlgorithm(digest) === 'sha256'
+            ? (await this.hashAt(id, size)).copy().digest('hex')
+            : (await hashFile(path, 'sha512')).hash.digest('hex')
+          checkDigest(digest, digestOf(digestAlgorithm(digest), actual))
+        }
         await fh.sync()
       } finally {
         await fh.close()
@@ -152,6 +167,7 @@ export class FsUploadStore implements UploadStore {
         await rm(path, { force: true })
       }
       this.hashes.delete(id)
+      this.appended.delete(id)
       return info
     })
   }
@@ -164,6 +180,7 @@ export class FsUploadStore implements UploadStore {
       await r.done
     }
     this.hashes.delete(id)
+    this.appended.delete(id)
     return await unlinkIfPresent(this.pathOf(id))
   }
 

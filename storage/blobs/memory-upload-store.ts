@@ -6,8 +6,8 @@
 import { Readable } from 'node:stream'
 import { FlotillaError } from '../errors.js'
 import type { Digest } from '../reference.js'
-import type { AppendOptions, BlobInfo, BlobStore, UploadStore } from './blob-store.js'
-import { checkExpectedSize, checkUploadId, isUploadId } from './checks.js'
+import type { AppendOptions, BlobInfo, BlobStore, CommitOptions, UploadStore } from './blob-store.js'
+import { checkDigest, checkExpectedSize, checkUploadId, isUploadId } from './checks.js'
 import { checkNotOver, chunksOf, type Source } from './source.js'
 
 interface Upload { chunks: Buffer[]; size: number; busy: boolean; removed: AbortController }
@@ -51,10 +51,12 @@ export class MemoryUploadStore implements UploadStore {
     }
   }
 
-  async commit (id: string, digest: Digest, blobs: BlobStore): Promise<BlobInfo> {
+  async commit (id: string, digest: Digest, blobs: BlobStore, opts: CommitOptions = {}): Promise<BlobInfo> {
     const u = this.claim(id)
     try {
-      // The blob store verifies the digest; on DIGEST_INVALID the upload is still here.
+      // A caller whose bytes hashed to another digest is refused as the file store refuses it.
+      if (opts.hashed !== undefined) checkDigest(digest, opts.hashed.digest)
+      // The blob store verifies the digest (memory is cheap to hash again); on DIGEST_INVALID the upload is still here.
       const info = await blobs.ingest(Readable.from(u.chunks), { expected: digest, expectedSize: u.size })
       this.uploads.delete(id)
       return info

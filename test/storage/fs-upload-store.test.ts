@@ -62,6 +62,17 @@ t.test('the hash is rebuilt when the file is not what was hashed', async (t) => 
   t.equal((await uploads.commit('upload-0001', digestFor(Buffer.concat([whole, bytes(10, 4)])), blobs)).size, 1510)
 })
 
+t.test('a caller\'s hash is not trusted for bytes this process did not append', async (t) => {
+  const { root, blobs, uploads } = await fsPair(t)
+  await uploads.create('upload-0001')
+  await uploads.append('upload-0001', chunked(bytes(1000, 2)), { deferHash: true })
+  // Something else grew the file: a claim about 1003 bytes cannot be about what was appended.
+  await appendFile(join(root, 'uploads', 'upload-0001'), Buffer.from('xyz'))
+  const claimed = digestFor(Buffer.concat([bytes(1000, 2), Buffer.from('abc')]))
+  await t.rejects(uploads.commit('upload-0001', claimed, blobs, { hashed: { digest: claimed, size: 1003 } }), { code: 'DIGEST_INVALID' }, 'the file was hashed, and its bytes differ')
+  t.equal((await uploads.commit('upload-0001', digestFor(Buffer.concat([bytes(1000, 2), Buffer.from('xyz')])), blobs)).size, 1003)
+})
+
 t.test('commit into a blob store that is not an FsBlobStore copies through ingest', async (t) => {
   const { root, uploads } = await fsPair(t)
   const blobs = new MemoryBlobStore()

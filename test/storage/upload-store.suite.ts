@@ -119,6 +119,33 @@ export function uploadStoreSuite (t: Test, factory: UploadStoreFactory): void {
     t.ok((await readAll(await blobs.read(digestFor(data)))).equals(data))
   })
 
+  t.test('hashed: a commit takes the digest the caller computed while appending', async (t) => {
+    const { uploads, blobs } = await factory(t)
+    const data = bytes(700_000, 17)
+    await uploads.create(ID)
+    await uploads.append(ID, chunked(data), { deferHash: true })
+    const other = digestFor(bytes(700_000, 18))
+    await t.rejects(uploads.commit(ID, digestFor(data), blobs, { hashed: { digest: other, size: data.length } }), { code: 'DIGEST_INVALID' }, 'a caller whose bytes hashed to another digest is refused')
+    t.equal(await uploads.size(ID), data.length, 'and the upload is kept')
+    t.same(await uploads.commit(ID, digestFor(data), blobs, { hashed: { digest: digestFor(data), size: data.length } }), { digest: digestFor(data), size: data.length })
+    t.ok((await readAll(await blobs.read(digestFor(data)))).equals(data), 'the bytes appended are the blob')
+  })
+
+  t.test('hashed after a restart: the store cannot vouch for the bytes and hashes them', async (t) => {
+    const h = await factory(t)
+    if (h.restart === undefined) {
+      t.pass('nothing outlives this implementation\'s process')
+      return
+    }
+    const data = bytes(300_000, 19)
+    await h.uploads.create(ID)
+    await h.uploads.append(ID, chunked(data), { deferHash: true })
+    const uploads = await h.restart()
+    const lie = digestFor(bytes(300_000, 20))
+    await t.rejects(uploads.commit(ID, lie, h.blobs, { hashed: { digest: lie, size: data.length } }), { code: 'DIGEST_INVALID' }, 'a claim that does not match the bytes is caught')
+    t.same(await uploads.commit(ID, digestFor(data), h.blobs, { hashed: { digest: digestFor(data), size: data.length } }), { digest: digestFor(data), size: data.length })
+  })
+
   t.test('sha512 commit', async (t) => {
     const { uploads, blobs } = await factory(t)
     const data = bytes(1_300_000, 7)
