@@ -10,7 +10,11 @@
  * processes load the machine). The server side is this script run again with --serve; it
  * answers with a Content-Length, from a ring of reused buffers, as the node's blob route does.
  *
- *   npm run bench:transfer -- [--size-mib 1024] [--rounds 3]
+ *   npm run bench:transfer -- [--size-mib 1024] [--rounds 3] [--only node-http,peer-get]
+ *
+ * `--only` runs some of the paths (libp2p, fetch, node-http, peer-https, peer-get), e.g. to
+ * profile one: FLOTILLA_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" gives the server
+ * process those node options (the client is this process: put them before the script).
  */
 import { spawn } from 'node:child_process'
 import { createServer, request, type IncomingMessage, type ServerResponse } from 'node:http'
@@ -31,6 +35,10 @@ import { median, MiB, fmt } from './lib/stats.js'
 const PROTO = '/flotilla/bench-transfer/1.0.0'
 const args = process.argv.slice(2)
 const opt = (name: string, def: string): string => { const i = args.indexOf(name); return i >= 0 ? args[i + 1]! : def }
+const PATHS = ['libp2p', 'fetch', 'node-http', 'peer-https', 'peer-get'] as const
+const only = new Set(opt('--only', PATHS.join(',')).split(','))
+for (const p of only) if (!(PATHS as readonly string[]).includes(p)) throw new Error(`--only: unknown path ${p} (paths: ${PATHS.join(', ')})`)
+const runs = (p: typeof PATHS[number]): boolean => only.has(p)
 
 /** CPU seconds (user + system) this process has used. */
 const cpuSeconds = (): number => { const u = process.cpuUsage(); return (u.user + u.system) / 1e6 }
@@ -113,7 +121,8 @@ async function main (): Promise<void> {
   await writeFile(file, '')
   const { appendFile } = await import('node:fs/promises')
   for (let done = 0; done < size; done += 64 * MiB) await appendFile(file, randomBytes(Math.min(64 * MiB, size - done)))
-  const child = spawn(process.execPath, ['--import', join(ROOT, 'scripts/polyfill.mjs'), '--import', 'tsx', join(ROOT, 'scripts/bench/transfer.ts'), '--serve', '--file', file], { stdio: ['pipe', 'pipe', 'inherit'], cwd: ROOT })
+  const nodeArgs = (process.env.FLOTILLA_NODE_ARGS ?? '').split(' ').filter((a) => a !== '')
+  const child = spawn(process.execPath, [...nodeArgs, '--import', join(ROOT, 'scripts/polyfill.mjs'), '--import', 'tsx', join(ROOT, 'scripts/bench/transfer.ts'), '--serve', '--file', file], { stdio: ['pipe', 'pipe', 'inherit'], cwd: ROOT })
   const info = await new Promise<{ ma: string; http: string; peer: PeerTarget }>((resolve) => child.stdout.once('data', (d: Buffer) => resolve(JSON.parse(d.toString()) as { ma: string; http: string; peer: PeerTarget })))
   const key = await generateKeyPair('Ed25519')
   const peer = peerIdFromPrivateKey(key).toString()
@@ -146,32 +155,42 @@ async function main (): Promise<void> {
     if (n !== size) throw new Error(`${what} delivered ${n} of ${size} bytes`)
   }
   for (let r = 0; r < rounds; r++) {
-    let t0 = performance.now()
-    const stream = await host.dialProtocol(multiaddr(info.ma), PROTO)
-    let got = 0
-    for await (const chunk of stream) got += chunk.byteLength
-    if (got !== size) throw new Error(`libp2p delivered ${got} of ${size} bytes`)
-    libp2p.push(size / MiB / ((performance.now() - t0) / 1000))
-    t0 = performance.now()
-    const res = await fetch(`${info.http}/blob`, { headers: { authorization: await signRequest(key, peer, 'GET', '/blob') } })
-    got = 0
-    for await (const chunk of res.body!) got += (chunk as Uint8Array).byteLength
-    if (got !== size) throw new Error(`HTTP delivered ${got} of ${size} bytes`)
-    http.push(size / MiB / ((performance.now() - t0) / 1000))
-    const url = new URL('/blob', info.http)
-    const authorization = await signRequest(key, peer, 'GET', '/blob')
-    nodeHttp.push(await timed('nodeHttp', async () => {
-      await drain(await new Promise<IncomingMessage>((resolve, reject) => request({ host: url.hostname, port: url.port, path: '/blob', headers: { authorization } }, resolve).on('error', reject).end()), 'node:http')
-    }))
-    const auth2 = await signRequest(key, peer, 'GET', '/blob')
-    peerHttps.push(await timed('peerHttps', async () => {
-      await drain(await new Promise<IncomingMessage>((resolve, reject) => client.request(info.peer, { path: '/blob', headers: { authorization: auth2 } }, resolve).on('error', reject).end()), 'peer HTTPS')
-    }))
-    // What replication uses: PeerClient.get reads the TLS socket into one reused buffer.
-    const auth3 = await signRequest(key, peer, 'GET', '/blob')
-    peerGet.push(await timed('peerGet', async () => {
-      await drain(await client.get(info.peer, { method: 'GET', path: '/blob', headers: { authorization: auth3 }, timeoutMs: 60_000 }), 'peer get')
-    }))
+    if (runs('libp2p')) {
+      const t0 = performance.now()
+      const stream = await host.dialProtocol(multiaddr(info.ma), PROTO)
+      let got = 0
+      for await (const chunk of stream) got += chunk.byteLength
+      if (got !== size) throw new Error(`libp2p delivered ${got} of ${size} bytes`)
+      libp2p.push(size / MiB / ((performance.now() - t0) / 1000))
+    }
+    if (runs('fetch')) {
+      const t0 = performance.now()
+      const res = await fetch(`${info.http}/blob`, { headers: { authorization: await signRequest(key, peer, 'GET', '/blob') } })
+      let got = 0
+      for await (const chunk of res.body!) got += (chunk as Uint8Array).byteLength
+      if (got !== size) throw new Error(`HTTP delivered ${got} of ${size} bytes`)
+      http.push(size / MiB / ((performance.now() - t0) / 1000))
+    }
+    if (runs('node-http')) {
+      const url = new URL('/blob', info.http)
+      const authorization = await signRequest(key, peer, 'GET', '/blob')
+      nodeHttp.push(await timed('nodeHttp', async () => {
+        await drain(await new Promise<IncomingMessage>((resolve, reject) => request({ host: url.hostname, port: url.port, path: '/blob', headers: { authorization } }, resolve).on('error', reject).end()), 'node:http')
+      }))
+    }
+    if (runs('peer-https')) {
+      const auth2 = await signRequest(key, peer, 'GET', '/blob')
+      peerHttps.push(await timed('peerHttps', async () => {
+        await drain(await new Promise<IncomingMessage>((resolve, reject) => client.request(info.peer, { path: '/blob', headers: { authorization: auth2 } }, resolve).on('error', reject).end()), 'peer HTTPS')
+      }))
+    }
+    if (runs('peer-get')) {
+      // What replication uses: PeerClient.get reads the TLS socket into one reused buffer.
+      const auth3 = await signRequest(key, peer, 'GET', '/blob')
+      peerGet.push(await timed('peerGet', async () => {
+        await drain(await client.get(info.peer, { method: 'GET', path: '/blob', headers: { authorization: auth3 }, timeoutMs: 60_000 }), 'peer get')
+      }))
+    }
   }
   client.close()
   await host.stop()
