@@ -29,6 +29,7 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { createHost } from '../../net/host.js'
 import { signRequest, verifyRequest } from '../../net/peer-auth.js'
 import { PeerClient, PeerServer, createPeerCredentials, createPeerMetrics, type PeerTarget } from '../../net/peer-https.js'
+import { returnChunk } from '../../storage/blobs/source.js'
 import { tempDir, ROOT } from '../lib/procs.js'
 import { median, MiB, fmt } from './lib/stats.js'
 
@@ -147,10 +148,12 @@ async function main (): Promise<void> {
     return mibs
   }
   // node:http and the peer port, read the way a replica is stored: BlobFetcher's answer is a
-  // plain Readable that the upload store drains through 'data' events (storage/blobs/source.ts).
+  // plain Readable that the upload store drains through 'data' events (storage/blobs/source.ts),
+  // and returns each chunk once written (a no-op but for PeerClient.get with recycle, as
+  // BlobFetcher.fetchInto asks: its slabs are read into again).
   const drain = async (res: Readable, what: string): Promise<void> => {
     let n = 0
-    res.on('data', (chunk: Buffer) => { n += chunk.byteLength })
+    res.on('data', (chunk: Buffer) => { n += chunk.byteLength; returnChunk(chunk) })
     await new Promise<void>((resolve, reject) => { res.once('end', resolve); res.once('error', reject) })
     if (n !== size) throw new Error(`${what} delivered ${n} of ${size} bytes`)
   }
@@ -188,7 +191,7 @@ async function main (): Promise<void> {
       // What replication uses: PeerClient.get reads the TLS socket into one reused buffer.
       const auth3 = await signRequest(key, peer, 'GET', '/blob')
       peerGet.push(await timed('peerGet', async () => {
-        await drain(await client.get(info.peer, { method: 'GET', path: '/blob', headers: { authorization: auth3 }, timeoutMs: 60_000 }), 'peer get')
+        await drain(await client.get(info.peer, { method: 'GET', path: '/blob', headers: { authorization: auth3 }, timeoutMs: 60_000, recycle: true }), 'peer get')
       }))
     }
   }
