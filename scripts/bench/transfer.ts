@@ -195,9 +195,11 @@ async function main (): Promise<void> {
   process.stdout.write(`blob transfer between two processes, ${size / MiB} MiB, median of ${rounds}\n`)
   process.stdout.write(`  libp2p (tcp+noise+yamux)          ${fmt(l)} MiB/s\n`)
   process.stdout.write(`  plain HTTP, fetch                 ${fmt(h)} MiB/s\n`)
-  process.stdout.write(`  plain HTTP, node:http             ${fmt(nh)} MiB/s\n`)
+  // Every round too: on a shared 2-core machine a round may run at half the speed of the next.
+  const each = (xs: number[]): string => xs.length > 1 ? `  (rounds: ${xs.map((x) => fmt(x, 0)).join(', ')})` : ''
+  process.stdout.write(`  plain HTTP, node:http             ${fmt(nh)} MiB/s${each(nodeHttp)}\n`)
   process.stdout.write(`  peer port (mutual TLS), node:http ${fmt(ph)} MiB/s\n`)
-  process.stdout.write(`  peer port, PeerClient.get         ${fmt(pg)} MiB/s\n`)
+  process.stdout.write(`  peer port, PeerClient.get         ${fmt(pg)} MiB/s${each(peerGet)}\n`)
   process.stdout.write(`  plain fetch / libp2p              ${fmt(h / l, 2)}x\n`)
   process.stdout.write(`  peer port / plain node:http       ${fmt(ph / nh, 2)}x\n`)
   process.stdout.write(`  peer get / plain node:http        ${fmt(pg / nh, 2)}x  (issue 16: at least 0.8x)\n`)
