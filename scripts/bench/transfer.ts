@@ -2,14 +2,23 @@
  * Blob transfer between two processes: a libp2p stream (TCP + noise + yamux, what Raft and
  * gossip use) against peer-authenticated HTTP: plain (fetch, and node:http as replication
  * used it before the peer port) and over the peer port (net/peer-https.ts: mutual TLS with
- * libp2p certificates), read by node:https and by PeerClient.get (TLS decrypts into slabs
- * whose bytes are never reused, net/peer-response.ts: what replication uses now; issue 16
- * asks for at least 0.8× of plain node:http). Prints MiB/s of each and the ratios, and for
- * node:http and both peer-port readers the CPU seconds each side spent per GiB
- * (process.cpuUsage: it says where the time goes, and moves less than MiB/s when other
- * processes load the machine), and the ratio those give when each side has a core of its own
- * (the busier side's CPU per GiB bounds the copy). The server side is this script run again with --serve; it
- * answers with a Content-Length through the node's blob route's own FsBlobStore.writeTo.
+ * libp2p certificates), read by node:https and by PeerClient.get (TLS decrypts into slabs,
+ * net/peer-response.ts, lent to the consumer and read into again once it returns them, as
+ * BlobFetcher.fetchInto and the upload store do: what replication uses now; issue 16 asks for
+ * at least 0.8x of plain node:http). Prints MiB/s of each and the ratios, and for node:http and
+ * both peer-port readers the CPU seconds each side spent per GiB (process.cpuUsage: it says
+ * where the time goes, and moves less than MiB/s when other processes load the machine), and
+ * the ratio those give when each side has a core of its own (the busier side's CPU per GiB
+ * bounds the copy). The server side is this script run again with --serve; it answers with a
+ * Content-Length through the node's blob route's own FsBlobStore.writeTo.
+ *
+ * Where the peer port's time goes (perf, 1 GiB): AES-128-GCM (_aesni_ctr32_ghash_6x, OpenSSL
+ * 3.0 in node 20) is 30-39% of each side, about 0.17 CPU s per GiB each, the kernel's TCP
+ * send or receive 20-30%; one JS callback per 16 KiB TLS record on the reader. Where both
+ * processes share two busy cores, MiB/s follows the sum of both sides' CPU per GiB, and the
+ * cipher alone (0.34) is 40-60% of plain node:http's sum (0.55-0.9): at 0.8x all the rest
+ * would have to cost a fifth to a third less than plain HTTP's whole. With a core per side
+ * (two machines) the busier side bounds it, and there the peer port is about even.
  *
  *   npm run bench:transfer -- [--size-mib 1024] [--rounds 3] [--only node-http,peer-get]
  *
