@@ -18,7 +18,8 @@
  * processes share two busy cores, MiB/s follows the sum of both sides' CPU per GiB, and the
  * cipher alone (0.34) is 40-60% of plain node:http's sum (0.55-0.9): at 0.8x all the rest
  * would have to cost a fifth to a third less than plain HTTP's whole. With a core per side
- * (two machines) the busier side bounds it, and there the peer port is about even.
+ * (two machines) the busier side bounds it: the peer port's server (0.45-0.55) against
+ * node:http's reader (0.32-0.37 on a quiet machine, up to 0.7 on a loaded one).
  *
  *   npm run bench:transfer -- [--size-mib 1024] [--rounds 3] [--only node-http,peer-get]
  *
