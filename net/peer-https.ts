@@ -26,6 +26,7 @@ import type { PrivateKey } from '@libp2p/interface'
 import { createLibp2pCertificate, verifyLibp2pCertificate } from './libp2p-cert.js'
 import { Counter } from 'prom-client'
 import { ResponseError, ResponseReader } from './peer-response.js'
+import { lendChunk } from '../storage/blobs/source.js'
 
 /** This node's certificate and its key (PEM), per the libp2p TLS spec. */
 export interface PeerCredentials { cert: string; key: string }
@@ -118,7 +119,10 @@ export class PeerServer {
       opts.handler(req, res)
     })
     this.http.setTimeout(120_000, (s: Socket) => s.destroy())
-    this.tls = createTlsServer({ ...TLS_OPTIONS, cert: opts.credentials.cert, key: opts.credentials.key, requestCert: true, rejectUnauthorized: false, handshakeTimeout: HANDSHAKE_MS })
+    // Our order wins (AES-128-GCM), whatever order a client lists the suites in: node's server
+    // already picked it for a client listing ChaCha20 first (test/net/peer-tls.test.ts); said
+    // explicitly here, as the bulk path's speed depends on it.
+    this.tls = createTlsServer({ ...TLS_OPTIONS, honorCipherOrder: true, cert: opts.credentials.cert, key: opts.credentials.key, requestCert: true, rejectUnauthorized: false, handshakeTimeout: HANDSHAKE_MS })
     this.tls.on('secureConnection', (s: TLSSocket) => { this.accept(s) })
     this.tls.on('tlsClientError', (err: NodeJS.ErrnoException, s: TLSSocket) => {
       this.refuse(/timed out/i.test(err.message) ? 'timeout' : 'tls-error', err.message)
@@ -267,8 +271,25 @@ const BULK_FREE = 16
 const BULK_SLAB = 1 << 20
 /** Room below which the next read goes into a fresh slab (a TLS record holds at most 16 KiB). */
 const BULK_MIN_ROOM = 16 * 1024
+/** Returned slabs kept for the next reads, per PeerClient (a replica being written holds about 8 MiB of its answer). */
+const BULK_POOL = 16
 
-/** A peer-port connection read through `onread` into one reused buffer, for PeerClient.get. */
+/**
+ * A slab bulk reads decrypt into. It goes back to the pool, to be written again, only once
+ * nothing can read it: the connection reads into another one, and every chunk of it was
+ * lent (a get with `recycle`) and returned by its consumer (storage/blobs/source.ts).
+ */
+interface Slab {
+  buf: Buffer
+  /** Chunks of it lent and not returned yet. */
+  out: number
+  /** The connection still reads into it. */
+  filling: boolean
+  /** A chunk of it went to a consumer that never returns chunks: it is never written again. */
+  kept: boolean
+}
+
+/** A peer-port connection read through `onread` into slabs, for PeerClient.get. */
 interface BulkConn {
   socket: TLSSocket
   /** The answer being read; undefined while idle. */
@@ -276,7 +297,7 @@ interface BulkConn {
   /** What ended the connection, for the answer being read. */
   failure: Error | undefined
   /** The slab reads land in, and how much of it is filled. */
-  slab: Buffer | undefined
+  slab: Slab | undefined
   fill: number
 }
 
@@ -286,6 +307,12 @@ export interface PeerGetOptions {
   headers?: Record<string, string>
   /** The connection may be silent this long before the answer fails ("stopped answering"). */
   timeoutMs: number
+  /**
+   * The body's chunks are lent (storage/blobs/source.ts): the caller hands each chunk to one
+   * consumer only, which returns it once done (an upload store's writeHashed), so its memory
+   * is read into again. Never for a body that is teed or kept.
+   */
+  recycle?: boolean
 }
 
 /** A streamed answer: a PeerResponse (peer port) or node's IncomingMessage (a member without one). */
@@ -309,6 +336,9 @@ export class PeerClient {
   private readonly agents = new Map<string, PinnedAgent>()
   /** Bulk connections per member: all of them, and the idle ones (most recently used last). */
   private readonly bulk = new Map<string, { all: Set<BulkConn>; idle: BulkConn[] }>()
+  /** Slabs free to read into again, and every slab by its memory (to find a chunk's). */
+  private readonly freeSlabs: Buffer[] = []
+  private readonly slabOf = new WeakMap<ArrayBufferLike, Slab>()
 
   constructor (private readonly creds: PeerCredentials, private readonly metrics: PeerMetrics) {}
 
@@ -375,6 +405,13 @@ export class PeerClient {
       },
       abort: () => { conn.reader = undefined; s.destroy() },
       failed: (reason) => this.metrics.getFailures.inc({ reason }),
+      handOut: (chunk) => {
+        const slab = this.slabOf.get(chunk.buffer)
+        if (slab === undefined) return
+        if (o.recycle !== true) { slab.kept = true; return }
+        slab.out++
+        lendChunk(chunk, () => { slab.out--; this.settleSlab(slab) })
+      },
     })
     conn.reader = reader
     conn.failure = undefined
@@ -403,6 +440,29 @@ export class PeerClient {
     this.bulk.clear()
   }
 
+  private takeSlab (): Slab {
+    const slab: Slab = { buf: this.freeSlabs.pop() ?? Buffer.allocUnsafeSlow(BULK_SLAB), out: 0, filling: true, kept: false }
+    this.slabOf.set(slab.buf.buffer, slab)
+    return slab
+  }
+
+  /** Back to the pool once nothing reads it any more (else the garbage collector has it, with its chunks). */
+  private settleSlab (slab: Slab): void {
+    if (slab.filling || slab.out > 0 || slab.kept) return
+    slab.kept = true // settled once
+    if (this.freeSlabs.length < BULK_POOL) this.freeSlabs.push(slab.buf)
+  }
+
+  /** The connection reads no more into its slab: what the answer gathered of it goes out first. */
+  private retireSlab (conn: BulkConn): void {
+    const slab = conn.slab
+    if (slab === undefined) return
+    conn.reader?.cut()
+    conn.slab = undefined
+    slab.filling = false
+    this.settleSlab(slab)
+  }
+
   private bulkOf (peerId: string): { all: Set<BulkConn>; idle: BulkConn[] } {
     let b = this.bulk.get(peerId)
     if (b === undefined) { b = { all: new Set(), idle: [] }; this.bulk.set(peerId, b) }
@@ -429,11 +489,16 @@ export class PeerClient {
   private async dialBulk (peerId: string, host: string, port: number): Promise<BulkConn> {
     const conn: BulkConn = { socket: undefined as unknown as TLSSocket, reader: undefined, failure: undefined, slab: undefined, fill: 0 }
     // TLS decrypts each read straight into the connection's current slab, after the bytes
-    // before it: the body's chunks are views of it, and no byte of a slab is written twice.
+    // before it: the body's chunks are views of it, and a slab is written again only once
+    // every chunk of it came back (takeSlab, settleSlab).
     const onread = {
       buffer: (): Buffer => {
-        if (conn.slab === undefined || conn.slab.length - conn.fill < BULK_MIN_ROOM) { conn.slab = Buffer.allocUnsafeSlow(BULK_SLAB); conn.fill = 0 }
-        return conn.slab.subarray(conn.fill)
+        if (conn.slab === undefined || conn.slab.buf.length - conn.fill < BULK_MIN_ROOM) {
+          this.retireSlab(conn)
+          conn.slab = this.takeSlab()
+          conn.fill = 0
+        }
+        return conn.slab.buf.subarray(conn.fill)
       },
       callback: (n: number, buf: Uint8Array): boolean => {
         conn.fill += n
@@ -459,6 +524,7 @@ export class PeerClient {
     s.on('end', () => end())
     s.on('close', () => {
       end(conn.failure ?? new Error('the connection closed'))
+      this.retireSlab(conn)
       b.all.delete(conn)
       const i = b.idle.indexOf(conn)
       if (i >= 0) b.idle.splice(i, 1)

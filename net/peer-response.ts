@@ -7,10 +7,10 @@
  * writes made the peer port 0.7× of plain HTTP (scripts/bench/transfer.ts). There the socket
  * reads with `onread` into 1 MiB slabs, each read right after the one before, and this reader
  * hands the body out as views of those slabs, consecutive reads joined into one chunk (up to
- * CHUNK bytes): no copy, and no byte of a slab is ever written twice, so the upload store may
- * keep the chunks it is given (storage/blobs/fs-io.ts writeHashed holds them until their write
- * is done). Bytes fed without that guarantee (`owned` false: a reused buffer) are copied into
- * slabs of the reader's own first.
+ * CHUNK bytes): no copy. A slab is written again only once every chunk of it came back (a
+ * get with `recycle` lends them, storage/blobs/source.ts, and writeHashed returns each once
+ * written); otherwise the consumer may keep the chunks for good. Bytes fed without that
+ * guarantee (`owned` false: a reused buffer) are copied into slabs of the reader's own first.
  *
  *   feed(bytes) ──► head: status line, headers (up to MAX_HEAD bytes; 1xx heads skipped)
  *                   body: Content-Length bytes (the blob route), or chunked, or until close;
@@ -77,6 +77,8 @@ export interface ReaderHooks {
   abort: () => void
   /** The answer failed (before or after its head), and why. */
   failed?: (reason: ResponseFailure) => void
+  /** A chunk of the body that points into bytes fed as `owned`, as it is handed to the consumer (the connection may lend it: storage/blobs/source.ts). */
+  handOut?: (chunk: Buffer) => void
 }
 
 type Framing = { kind: 'none' } | { kind: 'length'; left: number } | { kind: 'chunked' } | { kind: 'close' }
@@ -102,8 +104,8 @@ export class ResponseReader {
   /** Our own slab (bytes fed without ownership are copied here) and how far it is filled. */
   private slab: Buffer | undefined
   private slabFill = 0
-  /** Body bytes gathered and not yet handed out: one stretch of one buffer. */
-  private run: { buffer: ArrayBufferLike; start: number; end: number } | undefined
+  /** Body bytes gathered and not yet handed out: one stretch of one buffer (`owned`: the caller's, not a slab of ours). */
+  private run: { buffer: ArrayBufferLike; start: number; end: number; owned: boolean } | undefined
   /** The bytes of the current feed() are the caller's to give: held by reference, never copied. */
   private owned = false
   private timer: NodeJS.Timeout | undefined
@@ -146,6 +148,12 @@ export class ResponseReader {
     this.completed = undefined
     if (completed !== undefined) this.hooks.done(completed && !this.overrun)
   }
+
+  /**
+   * Hand out the body bytes gathered so far now: the connection is about to read into another
+   * buffer, and the one before must have no bytes left that a later chunk would point into.
+   */
+  cut (): void { if (this.state === 'body') this.flush() }
 
   /** The connection ended (cleanly when `err` is undefined) or failed. */
   end (err?: Error): void {
@@ -307,7 +315,7 @@ export class ResponseReader {
   private deliver (bytes: Uint8Array, at: number, n: number): void {
     if (n === 0) return
     this.received += n
-    if (this.owned) { this.extend(bytes.buffer, bytes.byteOffset + at, n); return }
+    if (this.owned) { this.extend(bytes.buffer, bytes.byteOffset + at, n, true); return }
     while (n > 0) {
       if (this.slab === undefined || this.slab.length - this.slabFill < SLAB_MIN_ROOM) {
         this.slab = Buffer.allocUnsafeSlow(SLAB)
@@ -315,16 +323,16 @@ export class ResponseReader {
       }
       const k = Math.min(n, this.slab.length - this.slabFill)
       this.slab.set(k === bytes.length && at === 0 ? bytes : bytes.subarray(at, at + k), this.slabFill)
-      this.extend(this.slab.buffer, this.slab.byteOffset + this.slabFill, k)
+      this.extend(this.slab.buffer, this.slab.byteOffset + this.slabFill, k, false)
       this.slabFill += k
       at += k
       n -= k
     }
   }
 
-  private extend (buffer: ArrayBufferLike, offset: number, n: number): void {
+  private extend (buffer: ArrayBufferLike, offset: number, n: number, owned: boolean): void {
     if (this.run !== undefined && (this.run.buffer !== buffer || this.run.end !== offset)) this.flush()
-    if (this.run === undefined) this.run = { buffer, start: offset, end: offset + n }
+    if (this.run === undefined) this.run = { buffer, start: offset, end: offset + n, owned }
     else this.run.end += n
     if (this.run.end - this.run.start >= CHUNK) this.flush()
     else this.timer ??= setTimeout(() => { this.timer = undefined; this.flush() }, FLUSH_MS)
@@ -338,7 +346,9 @@ export class ResponseReader {
     if (r === undefined) return
     this.run = undefined
     if (this.res!.destroyed) return
-    if (!this.res!.push(Buffer.from(r.buffer, r.start, r.end - r.start))) this.hooks.pause()
+    const chunk = Buffer.from(r.buffer, r.start, r.end - r.start)
+    if (r.owned) this.hooks.handOut?.(chunk)
+    if (!this.res!.push(chunk)) this.hooks.pause()
   }
 
   private finish (reusable: boolean): void {

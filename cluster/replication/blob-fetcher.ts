@@ -29,15 +29,16 @@ export class BlobFetcher {
   /**
    * GET a blob (or a range of it) from a peer; the response body streams, a plain Readable
    * (PeerClient.get: read off the peer port into large chunks; fetch's web stream costs
-   * several times more per byte).
+   * several times more per byte). `recycle`: the body goes to one upload store only, which
+   * returns its chunks once written, so their memory is read into again (PeerGetOptions).
    */
-  async get (peer: string, digest: string, range?: { start: number; end?: number }, method: 'GET' | 'HEAD' = 'GET'): Promise<PeerBody> {
+  async get (peer: string, digest: string, range?: { start: number; end?: number }, method: 'GET' | 'HEAD' = 'GET', recycle = false): Promise<PeerBody> {
     const target = this.opts.target(peer)
     if (target === undefined) throw new Error(`no address known for peer ${peer}`)
     const path = `/internal/v1/blobs/${digest}`
     const headers: Record<string, string> = { authorization: await signRequest(this.opts.privateKey, this.opts.peerId, method, path) }
     if (range !== undefined) headers.range = `bytes=${range.start}-${range.end ?? ''}`
-    return await this.opts.client.get(target, { method, path, headers, timeoutMs: 60_000 })
+    return await this.opts.client.get(target, { method, path, headers, timeoutMs: 60_000, recycle })
   }
 
   /** Upload-session id used to assemble a replica of `digest`. */
@@ -60,7 +61,8 @@ export class BlobFetcher {
       for (let attempt = 0; attempt < 3; attempt++) {
         try {
           const offset = await this.opts.uploads.size(id) ?? 0
-          const res = await this.get(peer, digest, offset > 0 ? { start: offset } : undefined)
+          // The body goes to the upload session alone: its chunks may be recycled.
+          const res = await this.get(peer, digest, offset > 0 ? { start: offset } : undefined, 'GET', true)
           if (res.statusCode === 416) { res.resume(); break } // we already have every byte (or the peer's copy is shorter): commit decides
           if (res.statusCode !== 200 && res.statusCode !== 206) { res.resume(); throw new Error(`peer ${peer} answered ${res.statusCode ?? 0}`) }
           if (offset > 0 && res.statusCode === 200) {

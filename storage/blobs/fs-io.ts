@@ -5,7 +5,7 @@
 import { createHash, type Hash } from 'node:crypto'
 import { createReadStream } from 'node:fs'
 import { open, unlink, type FileHandle } from 'node:fs/promises'
-import { checkNotOver } from './source.js'
+import { checkNotOver, returnChunk } from './source.js'
 import { acquireAligned, alignDown, alignUp, DIRECT_CHUNK, releaseAligned, writeFully } from './direct-io.js'
 
 /**
@@ -65,7 +65,8 @@ async function writevAll (fh: FileHandle, bufs: Uint8Array[], position: number):
  * Copy `chunks` into `fh` from `position`, updating `hash` (if any), and return the byte count.
  * Chunks are gathered by reference into writes of about WRITE_CHUNK bytes, one write in flight
  * while the next is gathered and hashed. The producer must not reuse a chunk's memory after
- * yielding it (network and file streams never do).
+ * yielding it (network and file streams never do) until it is returned (returnChunk, once its
+ * write is done: source.ts).
  * Throws SIZE_INVALID as soon as more than `limit` bytes arrive.
  */
 export async function writeHashed (fh: FileHandle, position: number, batches: AsyncIterable<Uint8Array[]>, hash: Hash | undefined, limit?: number, direct?: FileHandle): Promise<number> {
@@ -77,7 +78,8 @@ export async function writeHashed (fh: FileHandle, position: number, batches: As
   let inflight: Promise<void> | undefined
   const flush = async (): Promise<void> => {
     await inflight
-    const p = writevAll(fh, pending, position + written)
+    const bufs = pending
+    const p = writevAll(fh, bufs, position + written).then(() => { for (const b of bufs) returnChunk(b) })
     // Nobody awaits the write until the next flush: mark it handled so a failure is not fatal meanwhile.
     p.catch(() => {})
     inflight = p
@@ -175,6 +177,8 @@ async function writeHashedDirect (fh: FileHandle, direct: FileHandle, position: 
           c = c.subarray(n)
           if (fill === DIRECT_CHUNK) { await submit(buf, fill, bufPos); buf = undefined }
         }
+        // Copied into the staging buffers (and hashed): unless part of it waits in `head`.
+        if (head.length === 0) returnChunk(chunk)
       }
     }
     await settle()

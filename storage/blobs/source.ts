@@ -121,3 +121,31 @@ export function checkNotOver (limit: number | undefined, size: number): void {
     throw new FlotillaError('SIZE_INVALID', `received more than the ${limit} bytes announced`, { expectedSize: limit })
   }
 }
+
+/**
+ * Lent chunks: memory a producer takes back for its next bytes once the consumer is done with
+ * it. A consumer that writes a chunk and drops it calls `returnChunk` after the write (and the
+ * hash) is done (writeHashed does); one that keeps chunks, or hands them on, just never
+ * returns them, and they are collected as any other. A producer lends only to a consumer that
+ * gets each chunk alone (never through a tee: one side would return bytes the other still
+ * reads). Returning a chunk that was not lent does nothing.
+ *
+ * Why: the peer port's bulk reads decrypt into 1 MiB slabs (net/peer-https.ts PeerClient.get);
+ * a fresh slab per MiB cost the reader page faults and garbage collection, about a tenth of
+ * its CPU time per GiB (scripts/bench/transfer.ts).
+ */
+const lent = new WeakMap<Uint8Array, () => void>()
+
+/** Lend `chunk`: `taken` runs once, when the consumer returns it. */
+export function lendChunk<T extends Uint8Array> (chunk: T, taken: () => void): T {
+  lent.set(chunk, taken)
+  return chunk
+}
+
+/** The consumer is done with `chunk` (its bytes are written, hashed, copied): the producer may reuse its memory. */
+export function returnChunk (chunk: Uint8Array): void {
+  const taken = lent.get(chunk)
+  if (taken === undefined) return
+  lent.delete(chunk)
+  taken()
+}

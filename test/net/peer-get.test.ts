@@ -13,6 +13,7 @@ import type { Readable } from 'node:stream'
 import type { Socket } from 'node:net'
 import { PeerClient, PeerServer, createPeerCredentials, createPeerMetrics, type PeerCredentials, type PeerMetrics } from '../../net/peer-https.js'
 import { ResponseReader, type PeerResponse, SLAB } from '../../net/peer-response.js'
+import { returnChunk } from '../../storage/blobs/source.js'
 
 /** A reader whose hooks record what it told the connection. */
 function reader (method = 'GET'): { r: ResponseReader; log: { done?: boolean; aborted: boolean; failed: string[]; paused: number } } {
@@ -308,4 +309,33 @@ t.test('get: destroying the answer mid-body drops the connection', async (t) => 
   res.once('data', () => res.destroy())
   await closed
   t.pass('the server saw the connection close')
+})
+
+t.test('get with recycle: returned chunks are read into again; chunks not returned, or of a get without recycle, never are', async (t) => {
+  const client = new PeerClient(member.creds, createPeerMetrics())
+  t.teardown(() => client.close())
+  const get = async (recycle: boolean): Promise<Buffer[]> => {
+    const { chunks, error } = await collect(await client.get(target, { method: 'GET', path: '/blob', timeoutMs: 20_000, recycle }))
+    t.equal(error, undefined)
+    t.ok(Buffer.concat(chunks).equals(blob), `recycle ${String(recycle)}: the whole blob`)
+    return chunks
+  }
+  // Whether some chunk of `a` and some chunk of `b` are the same bytes of memory (a slab read into again).
+  const overlap = (a: Buffer[], b: Buffer[]): number => a.filter((x) => b.some((y) => x.buffer === y.buffer && x.byteOffset < y.byteOffset + y.length && y.byteOffset < x.byteOffset + x.length)).length
+  // Returned once read, as an upload store returns them once written.
+  const first = await get(true)
+  for (const c of first) returnChunk(c)
+  // Kept (never returned): these must stay intact through every later read.
+  const kept = await get(true)
+  const second = await get(true)
+  t.ok(overlap(second, first) > 0, `the next answers read into the returned slabs (${overlap(second, first)} of ${second.length} chunks)`)
+  t.equal(overlap(second, kept), 0, 'never into a slab whose chunks are still out')
+  for (const c of second) returnChunk(c)
+  // Without recycle the chunks are the caller's for good: returning them changes nothing.
+  const plain = await get(false)
+  for (const c of plain) returnChunk(c)
+  const third = await get(true)
+  t.equal(overlap(third, plain) + overlap(third, kept), 0, 'nor into one that a get without recycle gave away')
+  t.ok(Buffer.concat(kept).equals(blob), 'the kept chunks are intact')
+  t.ok(Buffer.concat(plain).equals(blob), 'the chunks of the get without recycle are intact')
 })

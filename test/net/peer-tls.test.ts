@@ -203,3 +203,13 @@ t.test('a signed request is single-use: a replay within the skew window is refus
   const old = h.split(' ')
   t.equal(await checkSignature([old[0], old[1], old[2], old[4]].join(' '), 'GET', '/internal/v1/blobs/x', now), undefined, 'a signature without a nonce is refused')
 })
+
+t.test('the server picks AES-128-GCM (hardware accelerated) even for a client that lists ChaCha20 first', async (t) => {
+  const cipher = await new Promise<string>((resolve, reject) => {
+    const s = tlsConnect({ host: '127.0.0.1', port: addr.port, rejectUnauthorized: false, minVersion: 'TLSv1.3', ciphers: 'TLS_CHACHA20_POLY1305_SHA256:TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256', cert: member.creds.cert, key: member.creds.key })
+    s.setTimeout(10_000, () => s.destroy(new Error('timeout')))
+    s.once('secureConnect', () => { resolve(s.getCipher().name); s.destroy() })
+    s.once('error', reject)
+  })
+  t.equal(cipher, 'TLS_AES_128_GCM_SHA256')
+})
