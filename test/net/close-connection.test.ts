@@ -6,12 +6,8 @@
  * made to hold such bytes on purpose: the remote pauses it, so the window closes.
  */
 import t from 'tap'
-import { join } from 'node:path'
-import { mkdtemp, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
 import type { Connection, Stream } from '@libp2p/interface'
-import { createHost, type Host } from '../../net/host.js'
-import { loadOrCreateIdentity } from '../../net/identity.js'
+import { testHosts } from '../helpers/hosts.js'
 import { closeConnection } from '../../net/close-connection.js'
 
 const STALL = '/flotilla/test/stall/1.0.0'
@@ -29,14 +25,7 @@ async function until (what: string, cond: () => boolean, ms = 20_000): Promise<v
   }
 }
 
-const dir = await mkdtemp(join(tmpdir(), 'flotilla-close-'))
-const hosts: Host[] = []
-async function makeHost (name: string): Promise<Host> {
-  const id = await loadOrCreateIdentity(join(dir, `${name}.key`))
-  const host = await createHost({ privateKey: id.privateKey, listen: ['/ip4/127.0.0.1/tcp/0'], admit: () => true })
-  hosts.push(host)
-  return host
-}
+const makeHost = await testHosts(t, 'flotilla-close-')
 const a = await makeHost('a')
 const b = await makeHost('b')
 // b pauses every stalled stream (no more window for a) and says so with one byte.
@@ -44,10 +33,6 @@ await b.handle(STALL, (stream: Stream) => {
   stream.pause()
   stream.send(Uint8Array.of(1))
 }, { maxInboundStreams: 16 })
-t.teardown(async () => {
-  await Promise.all(hosts.map(async (h) => await h.stop()))
-  await rm(dir, { recursive: true, force: true })
-})
 
 /** A fresh connection from a to b with a stream holding 1 MiB that b will not take. */
 async function stalledConnection (): Promise<{ connection: Connection; stream: Stream }> {

@@ -5,32 +5,17 @@
  * bound (9.5 MiB stuck in a write buffer was seen); it now waits for each 'drain' event.
  */
 import t from 'tap'
-import { join } from 'node:path'
-import { mkdtemp, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
 import { createHash } from 'node:crypto'
-import { createHost, type Host } from '../../net/host.js'
-import { loadOrCreateIdentity } from '../../net/identity.js'
+import { testHosts } from '../helpers/hosts.js'
 import { requestStreamed, serveStreamed } from '../../net/streamed-response.js'
 
 const PROTOCOL = '/flotilla/test/streamed/1.0.0'
 const PART = 256 * 1024
 const PARTS = 512 // 128 MiB in all
 
-const dir = await mkdtemp(join(tmpdir(), 'flotilla-streamed-'))
-const hosts: Host[] = []
-async function makeHost (name: string): Promise<Host> {
-  const id = await loadOrCreateIdentity(join(dir, `${name}.key`))
-  const host = await createHost({ privateKey: id.privateKey, listen: ['/ip4/127.0.0.1/tcp/0'], admit: () => true })
-  hosts.push(host)
-  return host
-}
+const makeHost = await testHosts(t, 'flotilla-streamed-')
 const server = await makeHost('server')
 const client = await makeHost('client')
-t.teardown(async () => {
-  await Promise.all(hosts.map(async (h) => await h.stop()))
-  await rm(dir, { recursive: true, force: true })
-})
 
 /** Bytes the handler has handed to the stream so far. */
 let produced = 0
