@@ -20,7 +20,7 @@
  */
 import type { Context } from 'koa'
 import type { IncomingMessage } from 'node:http'
-import { Readable } from 'node:stream'
+import { Readable, Transform } from 'node:stream'
 import { createHash } from 'node:crypto'
 import { FlotillaError } from '../../storage/errors.js'
 import { digestAlgorithm, digestOf, parseDigest, parseReference, type Digest, type RepositoryName } from '../../storage/reference.js'
@@ -35,6 +35,7 @@ import { rank } from '../../cluster/replication/replicator.js'
 import { parseManifest } from '../oci/manifest.js'
 import { submit, type RegistryDeps } from './deps.js'
 import { blobHeaders, parseRange, serveLinked } from './blobs.js'
+import type { ByteRange } from '../../storage/blobs/blob-store.js'
 import { getLocal as getLocalManifest } from './manifests.js'
 import { nextLink, pageParams, readLocalTagPage, tagsLocal } from './listing.js'
 import { CachedList } from './cached-list.js'
@@ -268,17 +269,17 @@ export class RemoteService {
     }
     metrics.cache.inc({ remote: r.name, kind: 'blob', result: 'miss' })
     if (ctx.method === 'HEAD') return await this.headUpstream(ctx, t, name, digest)
-    let got: { size: number | undefined; body: Readable }
+    let got: { size: number | undefined; body: Readable; range?: ByteRange }
     try {
-      got = await this.blobStream(t, name, digest)
+      got = await this.blobStream(t, name, digest, ctx.get('range'))
     } catch (err) {
       throw this.clientError(err, 'blob', name)
     }
-    const range = got.size === undefined ? undefined : parseRange(ctx.get('range'), got.size)
-    if (range !== undefined && range.start > 0) {
-      // A range of a blob not cached yet: served once it is (ranges of a fill are for peers).
-      got.body.destroy()
-      throw new FlotillaError('UPSTREAM_UNAVAILABLE', `blob ${digest} of ${name} is being fetched from the upstream: retry the range request in a moment`)
+    if (got.range !== undefined && got.size !== undefined) {
+      // A range of a blob not cached yet (a client resuming a pull): cut from the fill's bytes.
+      ctx.length = blobHeaders(ctx, digest, got.size, got.range)
+      ctx.body = got.body
+      return
     }
     if (got.size !== undefined) {
       blobHeaders(ctx, digest, got.size, undefined)
@@ -309,10 +310,13 @@ export class RemoteService {
    * ranking that answers, else that member's fill (internal route): one upstream download for
    * the cluster, one stream per other node, however many clients pull at once.
    */
-  private async blobStream (t: RemoteTarget, name: RepositoryName, digest: Digest): Promise<{ size: number | undefined; body: Readable }> {
+  private async blobStream (t: RemoteTarget, name: RepositoryName, digest: Digest, rangeHeader = ''): Promise<{ size: number | undefined; body: Readable; range?: ByteRange }> {
     const f = this.localFill(t, name, digest, true)
     await f.started
     await f.firstByte()
+    const range = f.size === undefined ? undefined : parseRange(rangeHeader, f.size)
+    // A range reads on to the blob's end: that end comes only once the digest matched.
+    if (range !== undefined) return { size: f.size, range, body: rangeOfFill(await primed(f.reader({ start: range.start, end: f.size! - 1 })), range) }
     return { size: f.size, body: await primed(f.reader()) }
   }
 
@@ -422,4 +426,35 @@ export class RemoteService {
     }
     return undefined
   }
+}
+
+/**
+ * The bytes `range` of a fill's reader that starts at range.start and reads on to the blob's
+ * end. The range's last piece is held back
+ * until the reader has ended, which it only does once the whole blob matched its digest (else
+ * it fails, and the answer is cut): as with a whole blob, no complete answer carries bytes the
+ * digest did not vouch for. The bytes after the range are read and dropped meanwhile.
+ */
+export function rangeOfFill (source: Readable, range: ByteRange): Readable {
+  let at = range.start
+  let held: Buffer | undefined
+  const out = new Transform({
+    transform (chunk: Buffer, _enc, done) {
+      const from = Math.max(range.start - at, 0)
+      const to = Math.min(range.end + 1 - at, chunk.length)
+      at += chunk.length
+      if (from < to) {
+        if (held !== undefined) this.push(held)
+        held = chunk.subarray(from, to)
+      }
+      done()
+    },
+    flush (done) {
+      if (held !== undefined) this.push(held)
+      done()
+    },
+  })
+  source.on('error', (err) => out.destroy(err))
+  out.on('close', () => { if (!source.readableEnded) source.destroy() })
+  return source.pipe(out)
 }

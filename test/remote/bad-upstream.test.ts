@@ -21,6 +21,7 @@ t.test('bad upstream answers: clear errors, nothing corrupt cached', async (t) =
   const wrongDigest = sha(randomBytes(200_000))
   const cut = randomBytes(1_000_000) // served half, then the connection is cut
   const missing = sha('never stored upstream')
+  const ranged = randomBytes(3_000_000) // asked for by range before it is cached
   const manifest = Buffer.from(JSON.stringify({
     schemaVersion: 2,
     mediaType: OCI_MANIFEST,
@@ -42,6 +43,7 @@ t.test('bad upstream answers: clear errors, nothing corrupt cached', async (t) =
     const blob = (b: Buffer): void => { res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(b.length) }); res.end(b) }
     if (path === `/v2/lib/app/blobs/${sha(config)}`) return blob(config)
     if (path === `/v2/lib/app/blobs/${sha(good)}`) return blob(good)
+    if (path === `/v2/lib/app/blobs/${sha(ranged)}`) return blob(ranged)
     if (path === `/v2/lib/app/blobs/${wrongDigest}`) return blob(wrong)
     if (path === `/v2/lib/app/blobs/${sha(cut)}`) {
       res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(cut.length) })
@@ -135,6 +137,23 @@ t.test('bad upstream answers: clear errors, nothing corrupt cached', async (t) =
     t.match(m, /flotilla_remote_fill_errors_total\{remote="bad",cause="truncated"\} [12]/)
     t.match(m, /flotilla_remote_fill_errors_total\{remote="bad",cause="bad_answer"\} \d/)
     t.match(m, /flotilla_remote_fill_errors_total\{remote="bad",cause="not_found"\} 1/)
+  })
+
+  await t.test('a range of a blob not cached yet (a client resuming a pull): 206 with those bytes; a wrong blob never completes one', async (t) => {
+    const res = await get(`/v2/bad/lib/app/blobs/${sha(ranged)}`, { headers: { range: 'bytes=1000000-1999999' } })
+    const body = Buffer.from(await res.arrayBuffer())
+    t.equal(res.status, 206, 'partial content, not a 503')
+    t.equal(res.headers.get('content-range'), `bytes 1000000-1999999/${ranged.length}`)
+    t.ok(body.equals(ranged.subarray(1_000_000, 2_000_000)), `exactly those bytes (${body.length})`)
+    await waitFor('the whole blob to be cached by that fill', async () => {
+      const again = await get(`/v2/bad/lib/app/blobs/${sha(ranged)}`, { headers: { range: 'bytes=0-9' } })
+      const b = Buffer.from(await again.arrayBuffer())
+      return again.status === 206 && b.equals(ranged.subarray(0, 10)) && hits.get(`/v2/lib/app/blobs/${sha(ranged)}`) === 1 ? true : undefined
+    }, 10_000)
+    t.equal(hits.get(`/v2/lib/app/blobs/${sha(ranged)}`), 1, 'one upstream download served the range and the cache')
+    const wrongRange = await get(`/v2/bad/lib/app/blobs/${wrongDigest}`, { headers: { range: 'bytes=1000-1999' } })
+    const got = await wrongRange.arrayBuffer().then((b) => Buffer.from(b), () => undefined)
+    t.ok(wrongRange.status !== 206 || got === undefined || got.length < 1000, `a range of bytes that fail their digest is not answered whole (${wrongRange.status}, ${got?.length ?? 'cut'} bytes)`)
   })
 
   await t.test('pushes to a remote repository are refused', async (t) => {
