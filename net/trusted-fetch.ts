@@ -17,8 +17,8 @@ export type FetchLike = (url: string | URL, init?: RequestInit) => Promise<Respo
 
 /** A fetch that trusts `extraCAs` (PEM texts) for https://, besides the system's CAs; the global fetch when there are none. */
 export function trustedFetch (extraCAs: string[]): FetchLike {
-  if (extraCAs.length === 0) return async (url, init) => await fetch(url, init)
-  const ca = [...rootCertificates, ...processExtraCAs(), ...extraCAs]
+  const ca = trustedCAs(extraCAs)
+  if (ca === undefined) return async (url, init) => await fetch(url, init)
   return async (url, init = {}) => {
     const u = new URL(url)
     if (u.protocol !== 'https:') return await fetch(u, init)
@@ -37,8 +37,11 @@ export function trustedCAs (extraCAs: string[]): string[] | undefined {
 /** Whether a TLS error means the peer's certificate chain is not trusted (a private CA, self-signed). */
 export function untrustedCertificate (err: unknown): boolean {
   const code = (err as { code?: unknown } | undefined)?.code
-  return typeof code === 'string' && /^(UNABLE_TO_VERIFY_LEAF_SIGNATURE|UNABLE_TO_GET_ISSUER_CERT(_LOCALLY)?|SELF_SIGNED_CERT_IN_CHAIN|DEPTH_ZERO_SELF_SIGNED_CERT|CERT_UNTRUSTED)$/.test(code)
+  return typeof code === 'string' && UNTRUSTED.has(code)
 }
+
+/** OpenSSL's codes for a chain this side does not trust (not: expired, wrong host). */
+const UNTRUSTED = new Set(['UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY', 'UNABLE_TO_GET_ISSUER_CERT', 'SELF_SIGNED_CERT_IN_CHAIN', 'DEPTH_ZERO_SELF_SIGNED_CERT', 'CERT_UNTRUSTED', 'CERT_SIGNATURE_FAILURE'])
 
 /** NODE_EXTRA_CA_CERTS still counts: giving node:https a CA list would otherwise drop it. */
 function processExtraCAs (): string[] {

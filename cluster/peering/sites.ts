@@ -35,7 +35,7 @@ import { SiteReceiver, type ReceiverState } from './receiver.js'
 import { SiteOps, SITE_HANDSHAKE_PROTOCOL } from './ops.js'
 import type { AccessQueries } from '../access/queries.js'
 import { randomUUID } from 'node:crypto'
-import type { FetchLike } from '../../net/trusted-fetch.js'
+import { untrustedCertificate, type FetchLike } from '../../net/trusted-fetch.js'
 import { SITE_SUMMARY_PROTOCOL, SummarySource, type ReconcileState, type RoundReport } from './reconcile.js'
 
 export const HANDSHAKE_PATH = '/api/v1/sites/handshake'
@@ -610,7 +610,7 @@ export class Sites {
     } catch (err) {
       const cause = (err as { cause?: { message?: string; code?: string } }).cause
       // A certificate this node cannot verify: most often a private CA, which tls.trust adds.
-      const untrusted = /CERT|SIGNATURE|ISSUER/.test(cause?.code ?? '')
+      const untrusted = untrustedCertificate(cause)
       throw new FlotillaError('BAD_REQUEST', `cannot reach the other site at ${opts.address}: ${cause?.message ?? cause?.code ?? (err as Error).message}. ${untrusted ? 'If its certificate comes from a private CA, give this site\'s nodes that CA with tls.trust (--tls-trust FILE, FLOTILLA_TLS_TRUST)' : 'Check the address (any member\'s HTTP URL)'}`)
     }
     const text = await res.text()

@@ -11,6 +11,7 @@ import { request as plainRequest } from 'node:http'
 import { Readable } from 'node:stream'
 import { rootCertificates } from 'node:tls'
 import { CliError } from './client.js'
+import { untrustedCertificate } from '../../net/trusted-fetch.js'
 
 export interface TlsOptions {
   caCert?: string
@@ -77,7 +78,6 @@ export async function httpsFetch (url: string | URL, init: RequestInit, tls: Cli
   })
 }
 
-const UNTRUSTED = new Set(['UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY', 'UNABLE_TO_GET_ISSUER_CERT', 'SELF_SIGNED_CERT_IN_CHAIN', 'DEPTH_ZERO_SELF_SIGNED_CERT', 'CERT_UNTRUSTED', 'CERT_SIGNATURE_FAILURE'])
 
 /**
  * The cause and the fix of a failed connection to `base`, when it is about TLS; else undefined.
@@ -88,7 +88,7 @@ export function explainTlsFailure (base: string, cause: (Error & { code?: string
   const code = cause.code ?? ''
   const host = (() => { try { return new URL(base).host } catch { return base } })()
   const ca = 'pass --ca-cert FILE (or set FLOTILLA_CA_CERT) with the CA that signed it, e.g. the ca.crt flotilla cert init wrote'
-  if (UNTRUSTED.has(code)) return `the node's TLS certificate is not signed by a CA this command trusts (${code}): ${ca}`
+  if (untrustedCertificate({ code })) return `the node's TLS certificate is not signed by a CA this command trusts (${code}): ${ca}`
   if (code === 'ERR_TLS_CERT_ALTNAME_INVALID') {
     const names = (cause as { cert?: { subjectaltname?: string } }).cert?.subjectaltname
     return `the node's TLS certificate is not for ${host} (${names !== undefined && names !== '' ? `it lists ${names}` : cause.reason ?? cause.message}): use --node with a name or address the certificate lists, or issue one that lists ${host.replace(/:\d+$/, '')} (flotilla cert server --hosts …)`
