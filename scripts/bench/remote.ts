@@ -7,6 +7,12 @@
  *   cached pull   the same image through Flotilla again (from its cache) against the same
  *                 bytes pushed to a local repository of Flotilla. Target: at least 0.95×.
  *
+ *   first pull   again with the upstream across a link (--link MBIT/RTT_MS, default 1000/10: one
+ *   over a link  gigabit with 10 ms of round trip, test/helpers/tcp-proxy.ts), for both pulls. On
+ *                loopback the upstream serves from the page cache with sendfile at 1-3 GB/s,
+ *                and a cache that must receive, hash, store and send every byte is bound by
+ *                its CPU there; a real upstream (Docker Hub, another site) is across a network.
+ *
  * A pull is the manifest by tag then every blob, one after the other, bodies drained (not
  * hashed: the servers are measured, not this client). Each repetition uses a new image.
  *
@@ -15,7 +21,7 @@
  * which would otherwise slow whichever came first. Each pull also reports the CPU time the node spent on it (from /proc), a figure
  * that the machine's load sways much less than MiB/s.
  *
- *   npm run bench:remote -- [--size-mib 200] [--reps 3] [--pulls 3] [--json FILE]
+ *   npm run bench:remote -- [--size-mib 200] [--reps 3] [--pulls 3] [--link 1000/10|none] [--json FILE]
  */
 import { parseArgs } from 'node:util'
 import http from 'node:http'
@@ -25,12 +31,19 @@ import { readFileSync } from 'node:fs'
 import { dirname } from 'node:path'
 import { loadavg } from 'node:os'
 import { startFlotilla, startReference, OPEN_ANONYMOUS, type RunningRegistry } from '../lib/procs.js'
+import { startTcpProxy, type TcpProxy } from '../../test/helpers/tcp-proxy.js'
 
-const { values: argv } = parseArgs({ options: { 'size-mib': { type: 'string', default: '200' }, reps: { type: 'string', default: '3' }, pulls: { type: 'string', default: '3' }, json: { type: 'string' } } })
+const { values: argv } = parseArgs({ options: { 'size-mib': { type: 'string', default: '200' }, reps: { type: 'string', default: '3' }, pulls: { type: 'string', default: '3' }, link: { type: 'string', default: '1000/10' }, json: { type: 'string' } } })
 const SIZE = Number(argv['size-mib']) * 2 ** 20
 const REPS = Number(argv.reps)
 /** Cached and local pulls per rep, alternated: one each was too few against a loaded machine's noise. */
 const PULLS = Number(argv.pulls)
+/** --link MBIT/RTT_MS: the upstream also reached as across a network (test/helpers/tcp-proxy.ts); none: loopback only. */
+const LINK = argv.link === 'none' ? undefined : (() => {
+  const m = /^(\d+(?:\.\d+)?)\/(\d+(?:\.\d+)?)$/.exec(argv.link)
+  if (m === null) throw new Error(`--link ${argv.link}: expected MBIT/RTT_MS (for example 1000/10) or none`)
+  return { mbit: Number(m[1]), rttMs: Number(m[2]) }
+})()
 const sha = (b: Buffer): string => 'sha256:' + createHash('sha256').update(b).digest('hex')
 const OCI = 'application/vnd.oci.image.manifest.v1+json'
 const agent = new http.Agent({ keepAlive: true })
@@ -117,6 +130,7 @@ const median = (xs: number[]): number => { const s = [...xs].sort((a, b) => a - 
 
 let upstream: RunningRegistry | undefined
 let node: RunningRegistry | undefined
+let link: (TcpProxy & { url: string }) | undefined
 try {
   console.log(`remote bench: ${REPS} reps of a ${SIZE / 2 ** 20} MiB image; load average ${loadavg().map((l) => l.toFixed(1)).join(' ')}`)
   upstream = await startReference()
@@ -124,10 +138,20 @@ try {
   const admin = 'Basic ' + Buffer.from(`${node.credentials!.username}:${node.credentials!.password}`).toString('base64')
   const put = await request(`${node.url}/api/v1/remotes/hub`, 'PUT', { authorization: admin, 'content-type': 'application/json' }, Buffer.from(JSON.stringify({ prefix: 'hub/', upstream: upstream.url, ttlSeconds: 3600 })))
   if (put.status !== 200) throw new Error(`remote add answered ${put.status}: ${put.body.toString()}`)
+  if (LINK !== undefined) {
+    // The same upstream behind a link, as a team's Docker Hub or other site is: a second remote.
+    const u = new URL(upstream.url)
+    const proxy = await startTcpProxy({ target: { host: u.hostname, port: Number(u.port) }, latencyMs: LINK.rttMs / 2, bytesPerSecond: LINK.mbit * 1e6 / 8 })
+    link = Object.assign(proxy, { url: `http://127.0.0.1:${proxy.port}` })
+    const wan = await request(`${node.url}/api/v1/remotes/wan`, 'PUT', { authorization: admin, 'content-type': 'application/json' }, Buffer.from(JSON.stringify({ prefix: 'wan/', upstream: link.url, ttlSeconds: 3600 })))
+    if (wan.status !== 200) throw new Error(`remote add answered ${wan.status}: ${wan.body.toString()}`)
+  }
   const direct: number[] = []
   const first: number[] = []
   const cached: number[] = []
   const local: number[] = []
+  const directLink: number[] = []
+  const firstLink: number[] = []
   const cpu = { first: [] as number[], cached: [] as number[], local: [] as number[] }
   const pid = node.proc.pid
   for (let i = 0; i < REPS; i++) {
@@ -149,6 +173,17 @@ try {
     const c = async (): Promise<void> => { await idle(node!.url); const m = await measured(pid, node!.url, `hub/library/cached${i}`, '1'); cached.push(m.speed); cpu.cached.push(m.cpu) }
     const l = async (): Promise<void> => { await idle(node!.url); const m = await measured(pid, node!.url, `bench/local${i}`, '1'); local.push(m.speed); cpu.local.push(m.cpu) }
     for (let k = 0; k < PULLS; k++) if ((i + k) % 2 === 0) { await c(); await l() } else { await l(); await c() }
+    if (link !== undefined) {
+      // Across the link: straight from the upstream against through Flotilla, new images again.
+      const c = image()
+      const d = image()
+      await push(upstream.url, `library/wdirect${i}`, '1', c.blobs, c.manifest)
+      await push(upstream.url, `library/wcached${i}`, '1', d.blobs, d.manifest)
+      await idle(node.url)
+      directLink.push(await pull(link.url, `library/wdirect${i}`, '1'))
+      firstLink.push(await pull(node.url, `wan/library/wcached${i}`, '1'))
+      console.log(`rep ${i + 1}, upstream over a ${LINK!.mbit} Mbit/s link with ${LINK!.rttMs} ms RTT: direct ${directLink[i]!.toFixed(0)} MiB/s, first through Flotilla ${firstLink[i]!.toFixed(0)} MiB/s`)
+    }
     const mine = (xs: number[]): string => xs.slice(-PULLS).map((x) => x.toFixed(0)).join('/')
     console.log(`rep ${i + 1}: direct ${direct[i]!.toFixed(0)} MiB/s, first through Flotilla ${first[i]!.toFixed(0)} MiB/s (node CPU ${cpu.first[i]} ms), cached ${mine(cached)} MiB/s (${mine(cpu.cached)} ms), local ${mine(local)} MiB/s (${mine(cpu.local)} ms); load ${loadavg()[0]!.toFixed(1)}`)
   }
@@ -157,11 +192,14 @@ try {
   console.log('')
   console.log('| pull | MiB/s (median) | node CPU ms (median) | against | MiB/s | node CPU ms | ratio | target |')
   console.log('| --- | --- | --- | --- | --- | --- | --- | --- |')
-  console.log(`| first, through Flotilla | ${median(first).toFixed(0)} | ${median(cpu.first)} | straight from the upstream | ${median(direct).toFixed(0)} | - | ${r1.toFixed(2)}× | ≥ 0.8× |`)
+  console.log(`| first, through Flotilla (upstream on loopback) | ${median(first).toFixed(0)} | ${median(cpu.first)} | straight from the upstream | ${median(direct).toFixed(0)} | - | ${r1.toFixed(2)}× | ≥ 0.8× |`)
+  const r3 = link !== undefined ? median(firstLink) / median(directLink) : undefined
+  if (r3 !== undefined) console.log(`| first, through Flotilla (upstream over ${LINK!.mbit} Mbit/s, ${LINK!.rttMs} ms RTT) | ${median(firstLink).toFixed(0)} | - | straight from the upstream, same link | ${median(directLink).toFixed(0)} | - | ${r3.toFixed(2)}× | ≥ 0.8× |`)
   console.log(`| cached, through Flotilla | ${median(cached).toFixed(0)} | ${median(cpu.cached)} | local repository | ${median(local).toFixed(0)} | ${median(cpu.local)} | ${r2.toFixed(2)}× | ≥ 0.95× |`)
   console.log(`load average ${loadavg().map((l) => l.toFixed(1)).join(' ')}`)
-  if (argv.json !== undefined) await writeFile(argv.json, JSON.stringify({ sizeMiB: SIZE / 2 ** 20, reps: REPS, pulls: PULLS, direct, first, cached, local, cpu, firstRatio: r1, cachedRatio: r2, load: loadavg() }, null, 2))
+  if (argv.json !== undefined) await writeFile(argv.json, JSON.stringify({ sizeMiB: SIZE / 2 ** 20, reps: REPS, pulls: PULLS, link: LINK, direct, first, directLink, firstLink, cached, local, cpu, firstRatio: r1, firstLinkRatio: r3, cachedRatio: r2, load: loadavg() }, null, 2))
 } finally {
+  await link?.close()
   await node?.stop()
   await upstream?.stop()
   for (const r of [node, upstream]) if (r !== undefined) await rm(dirname(r.dataDir), { recursive: true, force: true })

@@ -34,6 +34,8 @@ import type { Readable } from 'node:stream'
 import { writeFile, rm, stat } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { FsBlobStore } from '../../storage/blobs/fs-blob-store.js'
+import { FsUploadStore } from '../../storage/blobs/fs-upload-store.js'
+import { parseDigest } from '../../storage/reference.js'
 import { randomBytes } from 'node:crypto'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
@@ -48,7 +50,7 @@ import { median, MiB, fmt } from './lib/stats.js'
 const PROTO = '/flotilla/bench-transfer/1.0.0'
 const args = process.argv.slice(2)
 const opt = (name: string, def: string): string => { const i = args.indexOf(name); return i >= 0 ? args[i + 1]! : def }
-const PATHS = ['libp2p', 'fetch', 'node-http', 'peer-https', 'peer-get'] as const
+const PATHS = ['libp2p', 'fetch', 'node-http', 'peer-https', 'peer-get', 'copy'] as const
 const only = new Set(opt('--only', PATHS.join(',')).split(','))
 for (const p of only) if (!(PATHS as readonly string[]).includes(p)) throw new Error(`--only: unknown path ${p} (paths: ${PATHS.join(', ')})`)
 const runs = (p: typeof PATHS[number]): boolean => only.has(p)
@@ -106,7 +108,7 @@ async function serve (file: string): Promise<void> {
     },
   })
   const pp = await peerServer.listen('127.0.0.1', 0)
-  process.stdout.write(JSON.stringify({ ma: host.getMultiaddrs()[0]!.toString(), http: `http://127.0.0.1:${port}`, peer: { peerId: peerIdFromPrivateKey(key).toString(), url: `https://127.0.0.1:${pp.port}` } }) + '\n')
+  process.stdout.write(JSON.stringify({ ma: host.getMultiaddrs()[0]!.toString(), http: `http://127.0.0.1:${port}`, digest: blob.digest, peer: { peerId: peerIdFromPrivateKey(key).toString(), url: `https://127.0.0.1:${pp.port}` } }) + '\n')
   process.stdin.resume()
   process.stdin.on('end', () => process.exit(0))
 }
@@ -123,7 +125,7 @@ async function main (): Promise<void> {
   for (let done = 0; done < size; done += 64 * MiB) await appendFile(file, randomBytes(Math.min(64 * MiB, size - done)))
   const nodeArgs = (process.env.FLOTILLA_NODE_ARGS ?? '').split(' ').filter((a) => a !== '')
   const child = spawn(process.execPath, [...nodeArgs, '--import', join(ROOT, 'scripts/polyfill.mjs'), '--import', 'tsx', join(ROOT, 'scripts/bench/transfer.ts'), '--serve', '--file', file], { stdio: ['pipe', 'pipe', 'inherit'], cwd: ROOT })
-  const info = await new Promise<{ ma: string; http: string; peer: PeerTarget }>((resolve) => child.stdout.once('data', (d: Buffer) => resolve(JSON.parse(d.toString()) as { ma: string; http: string; peer: PeerTarget })))
+  const info = await new Promise<{ ma: string; http: string; digest: string; peer: PeerTarget }>((resolve) => child.stdout.once('data', (d: Buffer) => resolve(JSON.parse(d.toString()) as { ma: string; http: string; digest: string; peer: PeerTarget })))
   const key = await generateKeyPair('Ed25519')
   const peer = peerIdFromPrivateKey(key).toString()
   const host = await createHost({ privateKey: key, listen: ['/ip4/127.0.0.1/tcp/0'], admit: () => true })
@@ -133,8 +135,26 @@ async function main (): Promise<void> {
   const nodeHttp: number[] = []
   const peerHttps: number[] = []
   const peerGet: number[] = []
+  const copyHttp: number[] = []
+  const copyPeer: number[] = []
   // CPU seconds spent by the client (this process) and the server, per path.
-  const cpu = { nodeHttp: { client: 0, server: 0 }, peerHttps: { client: 0, server: 0 }, peerGet: { client: 0, server: 0 } }
+  const cpu = { nodeHttp: { client: 0, server: 0 }, peerHttps: { client: 0, server: 0 }, peerGet: { client: 0, server: 0 }, copyHttp: { client: 0, server: 0 }, copyPeer: { client: 0, server: 0 } }
+  // --only copy: a whole replica, as BlobFetcher.fetchInto makes one (cluster/replication/blob-fetcher.ts):
+  // the body appended to an upload session (hashed as written, fsynced), then committed into
+  // the blob store (digest checked, fsynced, renamed); the blob is deleted before the next copy.
+  const copyStores = { blobs: new FsBlobStore(join(dir, 'copy')), uploads: new FsUploadStore(join(dir, 'copy')) }
+  await copyStores.blobs.open()
+  await copyStores.uploads.open()
+  const digest = parseDigest(info.digest)
+  let copies = 0
+  const copy = async (body: Readable): Promise<void> => {
+    const id = `bench-copy-${copies++}`
+    await copyStores.uploads.create(id)
+    const n = await copyStores.uploads.append(id, body)
+    if (n !== size) throw new Error(`copy ${id} received ${n} of ${size} bytes`)
+    await copyStores.uploads.commit(id, digest, copyStores.blobs)
+    await copyStores.blobs.delete(digest)
+  }
   const serverCpu = async (): Promise<number> => Number(await (await fetch(`${info.http}/cpu`)).text())
   const timed = async (path: keyof typeof cpu, run: () => Promise<void>): Promise<number> => {
     const s0 = await serverCpu()
@@ -193,6 +213,23 @@ async function main (): Promise<void> {
         await drain(await client.get(info.peer, { method: 'GET', path: '/blob', headers: { authorization: auth3 }, timeoutMs: 60_000, recycle: true }), 'peer get')
       }))
     }
+    if (runs('copy')) {
+      // Alternated, so that neither always meets the page cache's writeback of the one before.
+      const plain = async (): Promise<void> => {
+        const url = new URL('/blob', info.http)
+        const authorization = await signRequest(key, peer, 'GET', '/blob')
+        copyHttp.push(await timed('copyHttp', async () => {
+          await copy(await new Promise<IncomingMessage>((resolve, reject) => request({ host: url.hostname, port: url.port, path: '/blob', headers: { authorization } }, resolve).on('error', reject).end()))
+        }))
+      }
+      const tls = async (): Promise<void> => {
+        const authorization = await signRequest(key, peer, 'GET', '/blob')
+        copyPeer.push(await timed('copyPeer', async () => {
+          await copy(await client.get(info.peer, { method: 'GET', path: '/blob', headers: { authorization }, timeoutMs: 60_000, recycle: true }))
+        }))
+      }
+      if (r % 2 === 0) { await plain(); await tls() } else { await tls(); await plain() }
+    }
   }
   client.close()
   await host.stop()
@@ -224,6 +261,19 @@ async function main (): Promise<void> {
   // fast as the busier side can go; a ceiling that the load of other processes here moves less.
   const busier = (c: { client: number; server: number }): number => Math.max(c.client, c.server)
   process.stdout.write(`  peer get / plain node:http, busier side's CPU per GiB  ${fmt(busier(cpu.nodeHttp) / busier(cpu.peerGet), 2)}x  (each node on a machine of its own)\n`)
+  if (runs('copy')) {
+    // What issue 16 compares: a node-to-node blob copy (a replica made durable) over the peer
+    // port against the same copy over plain HTTP, as replication made it before the peer port.
+    const ch = median(copyHttp)
+    const cp = median(copyPeer)
+    process.stdout.write(`blob copy (replica: upload session hashed and fsynced, committed into the blob store)\n`)
+    process.stdout.write(`  plain HTTP, node:http             ${fmt(ch)} MiB/s${each(copyHttp)}\n`)
+    process.stdout.write(`  peer port, PeerClient.get         ${fmt(cp)} MiB/s${each(copyPeer)}\n`)
+    process.stdout.write(`  peer port / plain HTTP            ${fmt(cp / ch, 2)}x  (issue 16: at least 0.8x)\n`)
+    process.stdout.write(`  CPU s per GiB, plain HTTP copy    ${per(cpu.copyHttp)}\n`)
+    process.stdout.write(`  CPU s per GiB, peer port copy     ${per(cpu.copyPeer)}\n`)
+    process.stdout.write(`  peer port / plain HTTP, busier side's CPU per GiB  ${fmt(busier(cpu.copyHttp) / busier(cpu.copyPeer), 2)}x  (each node on a machine of its own)\n`)
+  }
 }
 
 await main()
