@@ -4,8 +4,8 @@
  * used it before the peer port) and over the peer port (net/peer-https.ts: mutual TLS with
  * libp2p certificates), read by node:https and by PeerClient.get (TLS decrypts into slabs,
  * net/peer-response.ts, lent to the consumer and read into again once it returns them, as
- * BlobFetcher.fetchInto and the upload store do: what replication uses now; issue 16 asks for
- * see `copy` below). Prints MiB/s of each and the ratios, and for node:http and
+ * BlobFetcher.fetchInto and the upload store do: what replication uses now; issue 16's measure
+ * is `copy` below). Prints MiB/s of each and the ratios, and for node:http and
  * both peer-port readers the CPU seconds each side spent per GiB (process.cpuUsage: it says
  * where the time goes, and moves less than MiB/s when other processes load the machine), and
  * the ratio those give when each side has a core of its own (the busier side's CPU per GiB
