@@ -198,7 +198,10 @@ async function makeTls (): Promise<void> {
   cleanupDirs.push(dir)
   const ca = await createCA({ name: 'Flotilla bench CA' })
   const server = await issueCertificate(ca, { kind: 'server', hosts: { dns: ['localhost'], ips: ['127.0.0.1'] } })
-  tlsFiles = { certificate: join(dir, 'server.crt'), key: join(dir, 'server.key'), ca: join(dir, 'ca.crt'), caDir: dir }
+  // The CA alone in the cert dir skopeo reads (--dest-cert-dir): there, a *.key is taken for a
+  // client key and skopeo refuses to start without its *.cert.
+  await mkdir(join(dir, 'certs.d'))
+  tlsFiles = { certificate: join(dir, 'server.crt'), key: join(dir, 'server.key'), ca: join(dir, 'certs.d', 'ca.crt'), caDir: join(dir, 'certs.d') }
   await writeFile(tlsFiles.certificate, server.certPem)
   await writeFile(tlsFiles.key, server.keyPem, { mode: 0o600 })
   await writeFile(tlsFiles.ca, ca.certPem)

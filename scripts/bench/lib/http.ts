@@ -22,7 +22,8 @@ export function setCredentials (origin: string, user: string, pass: string): voi
 }
 
 export function credentialsFor (url: string): { user: string; pass: string } | undefined {
-  return credentials.get(new URL(url).origin)
+  // A failure's "url" may be a command line (skopeo's): no origin, no credentials.
+  return URL.canParse(url) ? credentials.get(new URL(url).origin) : undefined
 }
 
 export interface BenchRequest {
