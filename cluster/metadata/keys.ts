@@ -44,6 +44,7 @@
  *   ├── rchecked␀<repo>␀<tag>                     → {digest, at}       when a remote's cached tag was last checked upstream
  *   ├── prop␀<repo>␀<digest>␀<key>␀<value>        → {user?, ro?}       a manifest's properties, user-set or read-only (properties.ts)
  *   ├── propidx␀<key>␀<value>␀<repo>␀<digest>     → {user?, ro?}       the same, inverted: manifests by property
+ *   ├── propver␀<repo>␀<digest>                   → {l, c, s}          the version of the last change of a manifest's user properties (hlc.ts)
  *   ├── sum␀<digest>                              → {sha1, md5}        a blob's SHA-1 and MD5 (hex)
  *   └── sumidx␀sha1|md5␀<hex>␀<digest>            → {}                 blobs by checksum
  */
@@ -105,6 +106,7 @@ export const key = {
   propIndex: (k: string, v: string, repo: string, digest: string): string => `propidx${SEP}${k}${SEP}${v}${SEP}${repo}${SEP}${digest}`,
   propIndexKeyPrefix: (k: string): string => `propidx${SEP}${k}${SEP}`,
   propIndexValuePrefix: (k: string, v: string): string => `propidx${SEP}${k}${SEP}${v}${SEP}`,
+  propVersion: (repo: string, digest: string): string => `propver${SEP}${repo}${SEP}${digest}`,
   sum: (digest: string): string => `sum${SEP}${digest}`,
   sumIndex: (alg: 'sha1' | 'md5', hex: string, digest: string): string => `sumidx${SEP}${alg}${SEP}${hex}${SEP}${digest}`,
   sumIndexPrefix: (alg: 'sha1' | 'md5', hex: string): string => `sumidx${SEP}${alg}${SEP}${hex}${SEP}`,

@@ -201,6 +201,8 @@ export async function maintainProperties (tx: RefsTx): Promise<void> {
       const entries = await tx.keys(key.propPrefix(repo, digest))
       if (after === null) {
         for (const ek of entries) { const [pk, pv] = pairOf(ek); delEntry(tx, repo, digest, pk, pv) }
+        // The version peering settled the user properties by (cluster/peering/hlc.ts) goes too.
+        tx.del(key.propVersion(repo, digest))
         continue
       }
       const want = readOnlyPairs(JSON.parse(dec.decode(after)) as ManifestRecord)
@@ -228,6 +230,28 @@ export async function maintainProperties (tx: RefsTx): Promise<void> {
       tx.del(key.sumIndex('sha1', was.sha1, digest))
       tx.del(key.sumIndex('md5', was.md5, digest))
     }
+  }
+}
+
+/**
+ * Peering (cluster/peering/apply.ts): make a manifest's user properties exactly `pairs`, as
+ * another site has them (its read-only ones follow the manifest here by themselves). A pair
+ * that is read-only here too keeps its read-only part when the user part goes.
+ */
+export async function setUserProperties (tx: TxLike, repo: string, digest: string, pairs: Array<{ key: string; value: string }>): Promise<void> {
+  await mustManifest(tx, repo, digest)
+  for (const p of pairs) { const why = badProperty(p.key, p.value); if (why !== undefined) throw new FlotillaError('BAD_REQUEST', why) }
+  const want = new Set(pairs.map((p) => `${p.key}${SEP}${p.value}`))
+  for (const ek of await tx.keys(key.propPrefix(repo, digest))) {
+    const e = await tx.getJSON<PropEntry>(ek)
+    const [pk, pv] = pairOf(ek)
+    if (want.delete(`${pk}${SEP}${pv}`)) { if (e?.user !== true) putEntry(tx, repo, digest, pk, pv, { ...e, user: true }); continue }
+    if (e?.user !== true) continue
+    if (e.ro !== undefined) putEntry(tx, repo, digest, pk, pv, { ro: e.ro }); else delEntry(tx, repo, digest, pk, pv)
+  }
+  for (const id of want) {
+    const i = id.indexOf(SEP)
+    putEntry(tx, repo, digest, id.slice(0, i), id.slice(i + 1), { user: true })
   }
 }
 
@@ -269,6 +293,17 @@ export async function propertiesOf (store: KV, repo: string, digest: string): Pr
     } else {
       out.push({ key: pk, values: [pv], readOnly: e.ro !== undefined })
     }
+  }
+  return out
+}
+
+/** A manifest's user-set pairs (read-only ones excluded), in key order: what peering ships. */
+export async function userPropertiesOf (store: KV, repo: string, digest: string): Promise<Array<{ key: string; value: string }>> {
+  const out: Array<{ key: string; value: string }> = []
+  for await (const [k, v] of store.entries(prefixRange(key.propPrefix(repo, digest)))) {
+    if (decodeEntry(v).user !== true) continue
+    const [pk, pv] = pairOf(k)
+    out.push({ key: pk, value: pv })
   }
   return out
 }

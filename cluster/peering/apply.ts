@@ -11,6 +11,9 @@
  *   tag␀R␀T written alone  → put R D [T] (a tag moved onto a manifest that was already there)
  *   tag␀R␀T deleted alone  → untag R T
  *   manifest␀R␀D deleted   → delete R D
+ *   prop␀R␀D␀…  written    → props R D  (a manifest's user properties: SetProperties,
+ *                                        RemoveProperties, a promotion; not a manifest's
+ *                                        own read-only ones, nor with its delete)
  *
  * Reading writes rather than commands catches every command that makes these changes
  * (PutManifest, DeleteTag, DeleteManifest, Promote) without teaching each one.
@@ -25,7 +28,8 @@ import type { TxLike } from '../access/apply.js'
 import { key } from '../metadata/keys.js'
 import type { Command, CommandResult, ManifestRecord } from '../metadata/commands.js'
 import type { PeeringCommand } from './commands.js'
-import { isVersion, MAX_CLOCK_AHEAD_MS, merge, readClock, setTagVersion, tick, wins, writeClock, type Version } from './hlc.js'
+import { isVersion, MAX_CLOCK_AHEAD_MS, merge, propsWin, readClock, setPropsVersion, setTagVersion, tick, wins, writeClock, type Version } from './hlc.js'
+import { setUserProperties } from '../metadata/properties.js'
 import { accessOps, applyAccessChange } from './access-feed.js'
 import { applyRules } from './rules.js'
 import { isValidSiteName, membersProblem, rulesProblem, type FeedEntry, type FeedOp, type PeeringRecord, type ShippedChange, type SiteCursor, type SiteFailure } from './model.js'
@@ -64,6 +68,19 @@ export function feedOps (tx: TxWrites): FeedOp[] {
       }
     }
   }
+  // Manifests whose user properties the command changed, after their puts (the receiver needs the manifest first).
+  const props = new Map<string, { repo: string; digest: string }>()
+  for (const [k, v] of writes) {
+    const parts = k.split(SEP)
+    if (parts[0] !== 'prop' || parts.length < 5) continue
+    const [, repo, digest] = parts as [string, string, string]
+    const id = `${repo}${SEP}${digest}`
+    if (deletedManifests.has(id) || cached.has(id) || props.has(id)) continue
+    // A manifest written by this command: its read-only properties are its own (they ship with
+    // it); only user ones (a promotion copies them) make a change of properties.
+    if (puts.has(id) && (v === null || (JSON.parse(dec.decode(v)) as { user?: boolean }).user !== true)) continue
+    props.set(id, { repo, digest })
+  }
   for (const [k, v] of writes) {
     const parts = k.split(SEP)
     if (parts[0] !== 'tag' || parts.length !== 3) continue
@@ -80,6 +97,7 @@ export function feedOps (tx: TxWrites): FeedOp[] {
     if (put !== undefined) put.tags.push(tag)
     else ops.push({ op: 'put', repo, digest, tags: [tag] })
   }
+  for (const { repo, digest } of props.values()) ops.push({ op: 'props', repo, digest })
   return ops
 }
 
@@ -101,6 +119,7 @@ export async function appendFeed (tx: TxLike & TxWrites, at: number): Promise<vo
     const parts = k.split(SEP)
     if (parts[0] === 'tag' && parts.length === 3) setTagVersion(tx, parts[1]!, parts[2]!, v, val === null)
   }
+  for (const op of ops) if (op.op === 'props') setPropsVersion(tx, op.repo, op.digest, v)
   let seq = (await tx.getJSON<{ seq: number }>(key.siteSeq()))?.seq ?? 0
   for (const op of ops) {
     seq++
@@ -304,7 +323,9 @@ interface Outcome { partly?: FlotillaError; superseded: boolean }
  * always stores its manifest by digest, but moves only the tags whose version here is older
  * than the change's; an untag removes the tag only if its version here is older, and leaves
  * its own version as a tombstone; a manifest delete removes the tags older than it, and the
- * manifest too unless a newer tag still points at it.
+ * manifest too unless a newer tag still points at it. A manifest's user properties are settled
+ * as one whole by their own version (propver): the newer set replaces the one here; a manifest
+ * not here (filtered out, or not arrived) passes them over.
  */
 async function applyOne (tx: TxLike, ch: Exclude<ShippedChange, { op: 'access' }>, exec: Exec, p: PeeringRecord, v: Version): Promise<Outcome> {
   switch (ch.op) {
@@ -376,6 +397,15 @@ async function applyOne (tx: TxLike, ch: Exclude<ShippedChange, { op: 'access' }
       const r = await exec({ type: 'DeleteManifest', repo: ch.repo, digest: ch.digest })
       if (!r.ok) throw new FlotillaError(r.code, r.message)
       for (const t of older) setTagVersion(tx, ch.repo, t, v, true)
+      return { superseded: false }
+    }
+    case 'props': {
+      if (await tx.get(key.manifest(ch.repo, ch.digest)) === undefined) return { superseded: false }
+      // Changed here (or by a later change from elsewhere) since: the newer set stands.
+      if (!(await propsWin(tx, ch.repo, ch.digest, v))) return { superseded: true }
+      if (!Array.isArray(ch.props)) throw new FlotillaError('BAD_REQUEST', 'the properties change carries no list of properties')
+      await setUserProperties(tx, ch.repo, ch.digest, ch.props)
+      setPropsVersion(tx, ch.repo, ch.digest, v)
       return { superseded: false }
     }
   }

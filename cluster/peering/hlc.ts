@@ -20,12 +20,18 @@
  *   hlc                      → {l, c}                 this site's clock
  *   tagver␀<repo>␀<tag>      → {l, c, s, deleted?}    the version of the tag's last write here
  *
+ * A manifest's user properties are settled the same way, as one whole (properties.ts keeps
+ * the version, and drops it with the manifest):
+ *
+ *   propver␀<repo>␀<digest>  → {l, c, s}              the version of the last change of them here
+ *
  * The rule (cluster/peering/README.md): highest version wins, deletes included. A received
  * tag update or delete takes effect only if its version is higher than the tag's here; a
  * delete leaves its version behind, so an older update that arrives later does not bring the
  * tag back, and a newer one does.
  */
 import type { TxLike } from '../access/apply.js'
+import { key } from '../metadata/keys.js'
 
 const SEP = '\u0000'
 
@@ -113,4 +119,14 @@ export function setTagVersion (tx: Pick<TxLike, 'putJSON'>, repo: string, tag: s
 export async function wins (tx: Pick<TxLike, 'getJSON'>, repo: string, tag: string, v: Version): Promise<boolean> {
   const cur = await tagVersion(tx, repo, tag)
   return cur === undefined || compareVersions(v, cur) > 0
+}
+
+/** Whether a change of version `v` to a manifest's user properties wins over what is here. */
+export async function propsWin (tx: Pick<TxLike, 'getJSON'>, repo: string, digest: string, v: Version): Promise<boolean> {
+  const cur = await tx.getJSON<Version>(key.propVersion(repo, digest))
+  return cur === undefined || compareVersions(v, cur) > 0
+}
+
+export function setPropsVersion (tx: Pick<TxLike, 'putJSON'>, repo: string, digest: string, v: Version): void {
+  tx.putJSON(key.propVersion(repo, digest), { l: v.l, c: v.c, s: v.s })
 }

@@ -73,6 +73,8 @@ export type FeedOp =
   | { op: 'put'; repo: string; digest: string; tags: string[] }
   | { op: 'untag'; repo: string; tag: string }
   | { op: 'delete'; repo: string; digest: string }
+  /** A manifest's user properties changed (shipped as they are when shipped: the whole set). */
+  | { op: 'props'; repo: string; digest: string }
   | AccessFeedOp
 
 /**
@@ -90,6 +92,7 @@ export type ShippedChange =
   | { seq: number; at: number; op: 'put'; repo: string; digest: string; tags: string[]; body: string; mediaType: string; blobs: string[]; sizes: Record<string, number>; manifests: string[]; subject?: string; artifactType?: string; annotations?: Record<string, string> } & Origin
   | { seq: number; at: number; op: 'untag'; repo: string; tag: string } & Origin
   | { seq: number; at: number; op: 'delete'; repo: string; digest: string } & Origin
+  | { seq: number; at: number; op: 'props'; repo: string; digest: string; props: Array<{ key: string; value: string }> } & Origin
   | ShippedAccess & Origin
 
 /** Where a receiver stands with one origin site. */
@@ -165,6 +168,8 @@ export function filteredBy (rules: PeeringRules, e: FeedOp): string | undefined 
     if (rules.tags !== undefined && e.tags.length > 0 && !e.tags.some((t) => tagGlobMatches(rules.tags!, t))) return `tags (${rules.tags})`
     return undefined
   }
+  // Properties go with their manifest: wherever the repository ships (a receiver without the manifest passes them over).
+  if (e.op === 'props') return undefined
   if (!rules.deletes) return 'deletes (off)'
   if (e.op === 'untag' && rules.tags !== undefined && !tagGlobMatches(rules.tags, e.tag)) return `tags (${rules.tags})`
   return undefined

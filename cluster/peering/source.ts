@@ -13,6 +13,7 @@ import type { Logger } from 'pino'
 import type { BlobStore } from '../../storage/blobs/blob-store.js'
 import { parseDigest, type Digest } from '../../storage/reference.js'
 import type { MetadataQueries } from '../metadata/queries.js'
+import { userPropertiesOf } from '../metadata/properties.js'
 import type { PeeringQueries } from './queries.js'
 import { filteredBy, repoAllowed, sends, shippedTags, type PeeringRecord, type ShippedChange, type SiteMember } from './model.js'
 import { shipAccess } from './access-feed.js'
@@ -113,7 +114,15 @@ export class SiteSource {
       if (filteredBy(rules, e) !== undefined) continue
       const origin = e.origin !== undefined ? { origin: e.origin, ...(e.v !== undefined ? { v: e.v } : {}) } : {}
       if (e.op === 'access') { if (this.d.access !== undefined) changes.push({ ...await shipAccess(this.d.access, await this.d.siteId(), e), ...origin }); continue }
-      if (e.op !== 'put') { changes.push(e.op === 'untag' ? { seq: e.seq, at: e.at, op: 'untag', repo: e.repo, tag: e.tag, ...origin } : { seq: e.seq, at: e.at, op: 'delete', repo: e.repo, digest: e.digest, ...origin }); continue }
+      if (e.op === 'untag') { changes.push({ seq: e.seq, at: e.at, op: 'untag', repo: e.repo, tag: e.tag, ...origin }); continue }
+      if (e.op === 'delete') { changes.push({ seq: e.seq, at: e.at, op: 'delete', repo: e.repo, digest: e.digest, ...origin }); continue }
+      if (e.op === 'props') {
+        // The properties as they are now (a later change ships them again, with its own version);
+        // a manifest deleted since: nothing (its delete follows in the feed).
+        if (await this.d.queries.manifest(e.repo, e.digest) === undefined) continue
+        changes.push({ seq: e.seq, at: e.at, op: 'props', repo: e.repo, digest: e.digest, props: await userPropertiesOf(this.d.queries.kv, e.repo, e.digest), ...origin })
+        continue
+      }
       const rec = await this.d.queries.manifest(e.repo, e.digest)
       const raw = rec === undefined ? undefined : await this.d.queries.manifestBody(e.repo, e.digest)
       // Deleted since: nothing to ship (its delete follows in the feed).

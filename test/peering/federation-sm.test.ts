@@ -14,6 +14,8 @@ import { dumpState } from '../../cluster/metadata/snapshot.js'
 import { compareVersions, merge, tick } from '../../cluster/peering/hlc.js'
 import type { PeeringRecord, ShippedChange } from '../../cluster/peering/model.js'
 import type { Command } from '../../cluster/metadata/commands.js'
+import { propertiesOf, userPropertiesOf } from '../../cluster/metadata/properties.js'
+import { key } from '../../cluster/metadata/keys.js'
 import { D1, M, MT, PEER, SITE_A, SITE_B, body } from './fixtures.js'
 
 
@@ -50,9 +52,11 @@ async function shipped (from: Site, after: number): Promise<ShippedChange[]> {
     const o = { origin: e.origin!, v: e.v! }
     if (e.op === 'put') {
       const n = Number(e.digest.slice(7, 8))
-      out.push({ seq: e.seq, at: e.at, op: 'put', repo: e.repo, digest: e.digest, tags: e.tags, body: body(n), mediaType: MT, blobs: [D1], sizes: { [D1]: 7 }, manifests: [], ...o })
+      const annotations = (await from.q.manifest(e.repo, e.digest))?.annotations
+      out.push({ seq: e.seq, at: e.at, op: 'put', repo: e.repo, digest: e.digest, tags: e.tags, body: body(n), mediaType: MT, blobs: [D1], sizes: { [D1]: 7 }, manifests: [], ...(annotations !== undefined ? { annotations } : {}), ...o })
     } else if (e.op === 'untag') out.push({ seq: e.seq, at: e.at, op: 'untag', repo: e.repo, tag: e.tag, ...o })
     else if (e.op === 'delete') out.push({ seq: e.seq, at: e.at, op: 'delete', repo: e.repo, digest: e.digest, ...o })
+    else if (e.op === 'props' && await from.q.manifest(e.repo, e.digest) !== undefined) out.push({ seq: e.seq, at: e.at, op: 'props', repo: e.repo, digest: e.digest, props: await userPropertiesOf(from.kv, e.repo, e.digest), ...o })
   }
   return out
 }
@@ -216,4 +220,54 @@ t.test('deterministic: two members applying the same log reach the same state, c
     await new Promise((resolve) => setTimeout(resolve, 5))
   }
   t.equal(dumps[0], dumps[1], 'byte-identical state')
+})
+
+/** A site's properties of manifest n, as `key=value` strings (read-only ones marked `ro:`). */
+async function props (s: Site, n: number): Promise<string[]> {
+  return (await propertiesOf(s.kv, 'r', M(n))).flatMap((p) => p.values.map((v) => `${p.readOnly ? 'ro:' : ''}${p.key}=${v}`))
+}
+
+t.test('user properties ship with their manifest: set, replaced and removed at one site, the same at the other', async (t) => {
+  const a = await site(SITE_A, SITE_B)
+  const b = await site(SITE_B, SITE_A)
+  await ok(a, { type: 'PutManifest', repo: 'r', digest: M(1), body: body(1), mediaType: MT, tags: ['t'], blobs: [D1], manifests: [], annotations: { 'org.opencontainers.image.source': 'git' }, at: 1000 })
+  await ok(a, { type: 'SetProperties', repo: 'r', digest: M(1), props: [{ key: 'qa', value: 'passed' }, { key: 'team', value: 'web' }], at: 1100 })
+  const feed = await a.pq.feedAfter(0, 10)
+  t.match(feed.map((e) => e.op), ['put', 'props'], 'the push ships its manifest (its read-only annotation with it), the properties as a change of their own')
+  t.match(await receive(b, a, 1200), { applied: 2, failed: 0 })
+  t.same(await props(b, 1), ['org.opencontainers.image.source=git', 'qa=passed', 'team=web'].map((p) => p.startsWith('org.') ? 'ro:' + p : p), 'B has A\'s properties, the annotation read-only')
+  await ok(a, { type: 'SetProperties', repo: 'r', digest: M(1), props: [{ key: 'qa', value: 'failed' }], replace: true, at: 1300 })
+  await ok(a, { type: 'RemoveProperties', repo: 'r', digest: M(1), props: [{ key: 'team' }], at: 1400 })
+  t.match(await receive(b, a, 1500), { applied: 2, failed: 0 })
+  t.same(await props(b, 1), ['ro:org.opencontainers.image.source=git', 'qa=failed'], 'a replaced value and a removed key: the same at B')
+  t.same(await userPropertiesOf(b.kv, 'r', M(1)), await userPropertiesOf(a.kv, 'r', M(1)))
+})
+
+t.test('properties changed at both sites: the later set wins at both, whatever the order of arrival', async (t) => {
+  for (const order of ['a first', 'b first']) {
+    const a = await site(SITE_A, SITE_B)
+    const b = await site(SITE_B, SITE_A)
+    await push(a, 1, ['t'], 1000)
+    await receive(b, a, 1100)
+    await ok(a, { type: 'SetProperties', repo: 'r', digest: M(1), props: [{ key: 'stage', value: 'dev' }], at: 2000 })
+    await ok(b, { type: 'SetProperties', repo: 'r', digest: M(1), props: [{ key: 'stage', value: 'prod' }, { key: 'owner', value: 'ops' }], at: 3000 })
+    if (order === 'a first') { await receive(b, a, 4000); await receive(a, b, 4100) } else { await receive(a, b, 4000); await receive(b, a, 4100) }
+    t.same(await props(a, 1), ['owner=ops', 'stage=prod'], `${order}: A ends with B's later set`)
+    t.same(await props(b, 1), ['owner=ops', 'stage=prod'], `${order}: B keeps its own later set`)
+  }
+})
+
+t.test('properties of a manifest the receiver does not have are passed over; a deleted manifest takes its properties\' version with it', async (t) => {
+  const a = await site(SITE_A, SITE_B)
+  const b = await site(SITE_B, SITE_A)
+  await push(a, 1, ['t'], 1000)
+  await ok(a, { type: 'SetProperties', repo: 'r', digest: M(1), props: [{ key: 'k', value: 'v' }], at: 1100 })
+  // B gets the properties change alone (its put filtered out, say): nothing to attach them to.
+  const only = (await shipped(a, 0)).filter((c) => c.op === 'props')
+  t.match(await ok(b, { type: 'SiteApply', name: 'other', origin: SITE_A, changes: only, through: 2, originAt: 0, at: 1200 }), { applied: 1, failed: 0 })
+  t.same(await props(b, 1), [])
+  t.not(await a.kv.get(key.propVersion('r', M(1))), undefined, 'A versions the properties it changed')
+  await ok(a, { type: 'DeleteManifest', repo: 'r', digest: M(1) }, 1300)
+  t.equal(await a.kv.get(key.propVersion('r', M(1))), undefined, 'the version went with the manifest')
+  t.same((await a.pq.feedAfter(2, 10)).map((e) => e.op), ['delete'], 'the delete ships no properties change')
 })

@@ -122,6 +122,23 @@ t.test('a tag moved twice quickly at A: every manifest reaches B by digest, the 
   t.equal((await manifestAt(b, B, 'team/moving', 'latest')).digest, imgs[2]!.digest, 'the tag points where it points at A')
 })
 
+t.test('user properties set and removed at A reach B with the manifest they describe', async (t) => {
+  const img = image({ layers: 1 })
+  t.equal((await pushHttp(A.url, a.credentials, 'team/props', img, 'v1')).outcome, 'ok')
+  const set = await authFetch(`${A.url}/api/v1/properties`, a.credentials, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ image: 'team/props:v1', properties: [{ key: 'qa', value: 'passed' }, { key: 'ticket', value: 'OPS-7' }] }) })
+  t.equal(set.status, 200, await set.text())
+  const at = async (): Promise<Array<{ key: string; values: string[] }>> => {
+    const r = await authFetch(`${B.url}/api/v1/properties?image=${encodeURIComponent('team/props@' + img.digest)}`, b.credentials)
+    return r.status === 200 ? ((await r.json()) as { properties: Array<{ key: string; values: string[] }> }).properties : []
+  }
+  await caughtUp(b, 'site-a', a)
+  t.match(await at(), [{ key: 'qa', values: ['passed'] }, { key: 'ticket', values: ['OPS-7'] }], 'B shows A\'s properties')
+  const rm = await authFetch(`${A.url}/api/v1/properties?image=team/props:v1&property=ticket`, a.credentials, { method: 'DELETE' })
+  t.equal(rm.status, 200, await rm.text())
+  await caughtUp(b, 'site-a', a)
+  t.same((await at()).map((p) => p.key), ['qa'], 'a property removed at A is gone at B')
+})
+
 t.test('a tag move B refuses (an immutable tag there): the manifest comes by digest, the refusal is shown with its cause, the rest flows on', async (t) => {
   const put = await authFetch(`${B.url}/api/v1/immutable`, b.credentials, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ pattern: 'frozen/**' }) })
   await put.arrayBuffer()
