@@ -41,6 +41,7 @@
  *     advertise: (p2p address)   FLOTILLA_SITES_ADVERTISE --sites-advertise ADDR  (HOST:PORT or multiaddr other sites dial; cluster/peering/)
  *     reconcileInterval: 5m      FLOTILLA_SITES_RECONCILE_INTERVAL             (a receiving site compares summary hashes with the other this often; 0: only behind a trimmed feed)
  *     feedRetain: 100000         FLOTILLA_SITES_FEED_RETAIN                    (the most change-feed entries kept; acknowledged ones go sooner)
+ *     tombstoneTtl: 30d          FLOTILLA_SITES_TOMBSTONE_TTL                  (deleted tags' versions are kept this long; 0: for ever)
  *   properties:
  *     promote: true              FLOTILLA_PROMOTE_PROPERTIES                   (a promotion carries user properties unless it says otherwise)
  *   checksums:                                                                 (SHA-1 and MD5 of every blob, cluster/checksums/)
@@ -159,7 +160,13 @@ export const ConfigSchema = z.object({
      * that far behind reconciles instead).
      */
     feedRetain: z.number().int().min(1).default(100_000),
-  }).strict().default({ reconcileInterval: '5m', feedRetain: 100_000 }),
+    /**
+     * How long a deleted tag's version (its tombstone, cluster/peering/hlc.ts) is kept. While it
+     * is, an older update of the tag from another site cannot bring it back and reconciliation
+     * can repair a missed delete; a site away for longer may do either. 0: kept for ever.
+     */
+    tombstoneTtl: duration.default('30d'),
+  }).strict().default({ reconcileInterval: '5m', feedRetain: 100_000, tombstoneTtl: '30d' }),
   /** Properties of manifests (cluster/metadata/properties.ts). */
   properties: z.object({
     /** Whether `flotilla promote` (POST /api/v1/promote) carries user properties when the request does not say. */
@@ -233,6 +240,7 @@ const ENV: Array<[string, string[], (s: string) => unknown]> = [
   ['FLOTILLA_SITES_ADVERTISE', ['sites', 'advertise'], (s) => s],
   ['FLOTILLA_SITES_RECONCILE_INTERVAL', ['sites', 'reconcileInterval'], (s) => s],
   ['FLOTILLA_SITES_FEED_RETAIN', ['sites', 'feedRetain'], (s) => Number(s)],
+  ['FLOTILLA_SITES_TOMBSTONE_TTL', ['sites', 'tombstoneTtl'], (s) => s],
   ['FLOTILLA_PROMOTE_PROPERTIES', ['properties', 'promote'], (s) => s === 'true' || s === '1' ? true : s === 'false' || s === '0' ? false : s],
   ['FLOTILLA_CHECKSUMS', ['checksums', 'enabled'], (s) => s === 'true' || s === '1' ? true : s === 'false' || s === '0' ? false : s],
   ['FLOTILLA_CHECKSUM_WORKERS', ['checksums', 'workers'], (s) => Number(s)],

@@ -137,6 +137,7 @@ export class RegistryNode {
       access: deps.auth.queries,
       reconcileIntervalMs: durationMs(config.sites.reconcileInterval)!,
       feedRetain: config.sites.feedRetain,
+      tombstoneTtlMs: durationMs(config.sites.tombstoneTtl)!,
       fetch: trustedFetch(loadTrust(config.tls.trust ?? [])),
     })
   }

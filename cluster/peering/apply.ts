@@ -28,7 +28,7 @@ import type { TxLike } from '../access/apply.js'
 import { key } from '../metadata/keys.js'
 import type { Command, CommandResult, ManifestRecord } from '../metadata/commands.js'
 import type { PeeringCommand } from './commands.js'
-import { isVersion, MAX_CLOCK_AHEAD_MS, merge, propsWin, readClock, setPropsVersion, setTagVersion, tick, wins, writeClock, type Version } from './hlc.js'
+import { compareVersions, hlcKey, isVersion, MAX_CLOCK_AHEAD_MS, merge, propsWin, readClock, setPropsVersion, setTagVersion, tagVersion, tick, wins, writeClock, type Version } from './hlc.js'
 import { setUserProperties } from '../metadata/properties.js'
 import { accessOps, applyAccessChange } from './access-feed.js'
 import { applyRules } from './rules.js'
@@ -37,6 +37,8 @@ import { isValidSiteName, membersProblem, rulesProblem, type FeedEntry, type Fee
 const SEP = '\u0000'
 /** Feed entries one SiteTrimFeed removes at most (one Raft entry, one batch). */
 export const TRIM_BATCH = 10_000
+/** Tombstones one SitePurgeTombstones forgets at most. */
+export const PURGE_BATCH = 2_000
 /** Failures kept per origin site (the oldest go first). */
 const MAX_FAILURES = 1000
 
@@ -172,6 +174,19 @@ export async function applyPeering (tx: TxLike, c: PeeringCommand, exec: Exec): 
       for (let seq = from + 1; seq <= through; seq++) tx.del(key.feed(seq))
       tx.putJSON(key.siteTrim(), { seq: through, at: c.at })
       return { ok: true, value: { trimmed: through } }
+    }
+    case 'SitePurgeTombstones': {
+      if (!Array.isArray(c.tags) || c.tags.length > PURGE_BATCH) throw new FlotillaError('BAD_REQUEST', `SitePurgeTombstones takes at most ${PURGE_BATCH} tags`)
+      let purged = 0
+      for (const t of c.tags) {
+        if (typeof t?.repo !== 'string' || typeof t.tag !== 'string' || !isVersion(t.v)) throw new FlotillaError('BAD_REQUEST', 'SitePurgeTombstones needs {repo, tag, v} for each tag')
+        const cur = await tagVersion(tx, t.repo, t.tag)
+        if (cur?.deleted !== true || compareVersions(cur, t.v) !== 0) continue
+        if (await tx.get(key.tag(t.repo, t.tag)) !== undefined) continue
+        tx.del(hlcKey.tag(t.repo, t.tag))
+        purged++
+      }
+      return { ok: true, value: { purged } }
     }
     case 'SiteAcked': {
       if (typeof c.site !== 'string' || !Number.isSafeInteger(c.seq) || c.seq < 0) throw new FlotillaError('BAD_REQUEST', 'SiteAcked needs a site and a sequence number')

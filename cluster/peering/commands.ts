@@ -48,8 +48,15 @@ export type PeeringCommand =
    * tail (`sites.feedRetain`). A receiver whose cursor is behind is told so, and reconciles.
    */
   | { type: 'SiteTrimFeed'; through: number; at: number }
+  /**
+   * Forget deleted tags' versions (tombstones) older than `sites.tombstoneTtl`, as the leader
+   * found them (at most PURGE_BATCH per command). Each goes only if it is still a tombstone of
+   * exactly that version and the tag is still absent: a tag written again since keeps its
+   * version. Answers {purged}.
+   */
+  | { type: 'SitePurgeTombstones'; tags: Array<{ repo: string; tag: string; v: Version }>; at: number }
 
-const TYPES = new Set<string>(['PutSitePeering', 'RemoveSitePeering', 'SetSiteMembers', 'SiteApply', 'SiteAcked', 'SetSiteRules', 'SiteRulesSynced', 'SiteRepair', 'SiteTrimFeed'] satisfies Array<PeeringCommand['type']>)
+const TYPES = new Set<string>(['PutSitePeering', 'RemoveSitePeering', 'SetSiteMembers', 'SiteApply', 'SiteAcked', 'SetSiteRules', 'SiteRulesSynced', 'SiteRepair', 'SiteTrimFeed', 'SitePurgeTombstones'] satisfies Array<PeeringCommand['type']>)
 
 export function isPeeringCommand (c: { type: string }): c is PeeringCommand {
   return TYPES.has(c.type)

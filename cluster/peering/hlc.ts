@@ -64,6 +64,7 @@ export const hlcKey = {
   clock: (): string => 'hlc',
   tag: (repo: string, tag: string): string => `tagver${SEP}${repo}${SEP}${tag}`,
   tagPrefix: (repo: string): string => `tagver${SEP}${repo}${SEP}`,
+  allTags: (): string => `tagver${SEP}`,
 }
 
 /** The clock after a change made here at command time `at`. */

@@ -43,6 +43,28 @@ export class PeeringQueries {
     return (await this.json<{ seq: number }>(key.siteSeq()))?.seq ?? 0
   }
 
+  /**
+   * Tombstones (deleted tags' versions, hlc.ts) made before `beforeMs`, scanning at most
+   * `scan` tag versions after the key `after` (undefined: from the first): what the leader
+   * purges (Sites.purgeTombstones). `next`: where the next scan starts, undefined at the end.
+   */
+  async tombstonesBefore (beforeMs: number, after: string | undefined, scan: number): Promise<{ found: Array<{ repo: string; tag: string; v: TagVersion }>; next: string | undefined; scanned: number }> {
+    const range = prefixRange(hlcKey.allTags())
+    const found: Array<{ repo: string; tag: string; v: TagVersion }> = []
+    let last: string | undefined
+    let scanned = 0
+    for await (const [k, raw] of this.kv.entries({ ...(after !== undefined ? { gt: after } : { gte: range.gte }), lt: range.lt, limit: scan })) {
+      last = k
+      scanned++
+      const v = decodeJSON<TagVersion>(raw)
+      if (v.deleted !== true || v.l >= beforeMs) continue
+      // tagver␀<repo>␀<tag>: names hold no NUL.
+      const [, repo, tag] = k.split('\u0000') as [string, string, string]
+      found.push({ repo, tag, v })
+    }
+    return { found, next: scanned < scan ? undefined : last, scanned }
+  }
+
   /** This site's feed is trimmed through this sequence (SiteTrimFeed; 0: never trimmed). */
   async trimmed (): Promise<number> {
     return (await this.json<{ seq: number }>(key.siteTrim()))?.seq ?? 0

@@ -33,6 +33,7 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { SiteSource } from './source.js'
 import { SiteReceiver, type ReceiverState } from './receiver.js'
 import { SiteOps, SITE_HANDSHAKE_PROTOCOL } from './ops.js'
+import { PURGE_BATCH } from './apply.js'
 import type { AccessQueries } from '../access/queries.js'
 import { randomUUID } from 'node:crypto'
 import { untrustedCertificate, type FetchLike } from '../../net/trusted-fetch.js'
@@ -109,12 +110,18 @@ export interface SitesDeps {
   reconcileIntervalMs?: number
   /** `sites.feedRetain`: the most entries the change feed keeps (older ones go even unacknowledged). */
   feedRetain?: number
+  /** `sites.tombstoneTtl` in ms: deleted tags' versions older than this are forgotten (0: kept for ever); default 30 days. */
+  tombstoneTtlMs?: number
   /** fetch() with the CAs of tls.trust (net/trusted-fetch.ts), for a handshake to an https:// site; the global fetch when absent. */
   fetch?: FetchLike
 }
 
 /** How often the leader looks at trimming the feed. */
 const TRIM_EVERY_MS = 2_000
+/** How often the leader scans for tombstones past sites.tombstoneTtl (sooner when the TTL is shorter), and how many tag versions a scan reads. */
+const PURGE_EVERY_MS = 60_000
+const PURGE_SCAN = 50_000
+const DEFAULT_TOMBSTONE_TTL_MS = 30 * 86_400_000
 
 /** How often a sending member records another site's acknowledgement, at most (Sites.acked). */
 const ACK_EVERY_MS = 5_000
@@ -148,6 +155,7 @@ export class Sites {
     reconcileRounds: new Counter({ name: 'flotilla_site_reconcile_rounds_total', help: 'Reconciliation rounds with the peered site, by outcome: in-sync (the summary hashes agreed, or every difference was known), repaired, differ (differences left alone: local pushes, newer versions here), error', labelNames: ['site', 'outcome'] as const, registers: [] }),
     reconcileDifferences: new Counter({ name: 'flotilla_site_reconcile_differences_total', help: 'Repositories whose summary hashes differed from the peered site\'s and were compared in detail', labelNames: ['site'] as const, registers: [] }),
     reconcileRepairs: new Counter({ name: 'flotilla_site_reconcile_repairs_total', help: 'Repairs reconciliation applied here: manifests fetched, tags moved, tags removed (untag)', labelNames: ['site', 'kind'] as const, registers: [] }),
+    tombstonesPurged: new Counter({ name: 'flotilla_site_tombstones_purged_total', help: 'Deleted tags\' versions (tombstones of federated tags) forgotten after sites.tombstoneTtl', registers: [] }),
     feedTrimmed: new Gauge({ name: 'flotilla_site_feed_trimmed_seq', help: 'This site\'s change feed is trimmed through this sequence (entries every receiving peering acknowledged, or past sites.feedRetain)', registers: [] }),
   }
 
@@ -350,6 +358,11 @@ export class Sites {
         this.lastTrim = Date.now()
         await this.trimFeed()
       }
+      const ttl = this.d.tombstoneTtlMs ?? DEFAULT_TOMBSTONE_TTL_MS
+      if (lead && ttl > 0 && Date.now() - this.lastPurge > Math.min(PURGE_EVERY_MS, Math.max(1000, ttl / 4))) {
+        this.lastPurge = Date.now()
+        await this.purgeTombstones(ttl)
+      }
       if (!lead && Date.now() - this.lastProbe > PROBE_EVERY_MS) {
         this.lastProbe = Date.now()
         for (const p of await this.d.cluster.peeringQueries.peerings()) void this.probe(p).catch(() => {})
@@ -388,6 +401,30 @@ export class Sites {
     const now = (r.value as { trimmed: number }).trimmed
     this.metrics.feedTrimmed.set(now)
     this.d.log.debug({ from: trimmed, through: now, head, acked }, 'peering: change feed trimmed')
+  }
+
+  private lastPurge = 0
+  /** Where the next tombstone scan starts (a tag version key); undefined: from the first. */
+  private purgeFrom: string | undefined
+  /**
+   * Forget tombstones older than the TTL (the leader, through the log), PURGE_SCAN tag versions
+   * a round, resuming where the last round stopped. A tombstone keeps an older update of the
+   * tag from another site from bringing it back, and lets reconciliation repair a missed
+   * delete; past the TTL (30 days by default) a site that was away that long may do either.
+   * Without it every tag ever deleted would keep a record for ever, peered or not.
+   */
+  private async purgeTombstones (ttlMs: number): Promise<void> {
+    const pq = this.d.cluster.peeringQueries
+    const { found, next } = await pq.tombstonesBefore(Date.now() - ttlMs, this.purgeFrom, PURGE_SCAN)
+    this.purgeFrom = next
+    for (let i = 0; i < found.length; i += PURGE_BATCH) {
+      const tags = found.slice(i, i + PURGE_BATCH).map((t) => ({ repo: t.repo, tag: t.tag, v: { l: t.v.l, c: t.v.c, s: t.v.s } }))
+      const r = await this.d.sink.submit({ type: 'SitePurgeTombstones', tags, at: Date.now() })
+      if (!r.ok) { this.d.log.warn({ err: r.message }, 'peering: could not purge old tombstones'); return }
+      const purged = (r.value as { purged: number }).purged
+      this.metrics.tombstonesPurged.inc(purged)
+      this.d.log.debug({ purged, found: tags.length }, 'peering: old tombstones purged')
+    }
   }
 
   private newReceiver (name: string): SiteReceiver {

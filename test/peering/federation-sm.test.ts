@@ -271,3 +271,36 @@ t.test('properties of a manifest the receiver does not have are passed over; a d
   t.equal(await a.kv.get(key.propVersion('r', M(1))), undefined, 'the version went with the manifest')
   t.same((await a.pq.feedAfter(2, 10)).map((e) => e.op), ['delete'], 'the delete ships no properties change')
 })
+
+t.test('tombstones past their TTL are forgotten through the log, only while they are still that tombstone', async (t) => {
+  const a = await site(SITE_A, SITE_B)
+  await push(a, 1, ['old', 'back', 'live', 'newer'], 1000)
+  for (const tag of ['old', 'back', 'newer']) await ok(a, { type: 'DeleteTag', repo: 'r', tag }, 2000)
+  const found = (await a.pq.tombstonesBefore(5000, undefined, 100)).found
+  t.same(found.map((f) => f.tag).sort(), ['back', 'newer', 'old'], 'the scan finds the deleted tags\' versions, not the live one')
+  t.same((await a.pq.tombstonesBefore(1500, undefined, 100)).found, [], 'none older than the cutoff')
+  // After the scan: 'back' is pushed again (a live tag, its version no tombstone any more), and
+  // the purge names 'newer' with another version than its tombstone's.
+  await push(a, 2, ['back'], 3000)
+  const stale = found.find((f) => f.tag === 'newer')!
+  const tags = found.map((f) => ({ repo: f.repo, tag: f.tag, v: f.tag === 'newer' ? { ...stale.v, c: stale.v.c + 7 } : { l: f.v.l, c: f.v.c, s: f.v.s } }))
+  t.match(await ok(a, { type: 'SitePurgeTombstones', tags, at: 6000 }), { purged: 1 }, 'only the tombstone still as found, with the same version')
+  t.equal(await a.kv.get('tagver\u0000r\u0000old'), undefined, 'old\'s tombstone is gone')
+  t.not(await a.kv.get('tagver\u0000r\u0000back'), undefined, 'a tag written again keeps its version')
+  t.not(await a.kv.get('tagver\u0000r\u0000newer'), undefined, 'a tombstone of another version stays')
+  t.not(await a.kv.get('tagver\u0000r\u0000live'), undefined, 'a live tag\'s version stays')
+  t.equal(await a.q.resolveTag('r', 'back'), M(2))
+  // Resumable scans: one key at a time still finds every tombstone, and ends with next undefined.
+  const seen: string[] = []
+  let from: string | undefined
+  for (let i = 0; i < 10; i++) {
+    const r = await a.pq.tombstonesBefore(5000, from, 1)
+    seen.push(...r.found.map((f) => f.tag))
+    from = r.next
+    if (from === undefined) break
+  }
+  t.same(seen, ['newer'], 'a scan resumed key by key finds what is left')
+  t.equal(from, undefined, 'and ends')
+  const r = await a.sm.apply({ command: { type: 'SitePurgeTombstones', tags: Array.from({ length: 2001 }, (_, i) => ({ repo: 'r', tag: `t${i}`, v: { l: 1, c: 0, s: SITE_A } })), at: 7000 } })
+  t.match(r, { ok: false, code: 'BAD_REQUEST' }, 'a batch over the limit is refused')
+})
