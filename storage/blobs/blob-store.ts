@@ -54,8 +54,9 @@ export interface BlobStore {
   /** Every committed blob. */
   list (): AsyncIterable<BlobInfo>
   /**
-   * When this process last read the blob (ms), or undefined when it has not: what garbage
-   * collection asks before it drops a copy kept outside a blob's placement. In memory only.
+   * When this process last read or stored the blob (ms), or undefined when it has done
+   * neither: what garbage collection asks before it drops a copy kept outside a blob's
+   * placement (a copy that has just landed is as fresh as one just read). In memory only.
    */
   lastRead? (digest: Digest): number | undefined
 }

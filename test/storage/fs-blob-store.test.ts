@@ -34,6 +34,19 @@ t.test('on-disk layout: blobs/<alg>/<2 hex>/<hex>, read-only', async (t) => {
   t.same(await readdir(join(root, 'tmp')), [], 'no temp file left after success')
 })
 
+t.test('lastRead: a blob stored or read counts from then (GC keeps a fetch-through copy that just landed)', async (t) => {
+  const store = new FsBlobStore(t.testdir())
+  await store.open()
+  const before = Date.now()
+  const a = await store.ingest(chunked(bytes(1000, 2)))
+  const stored = store.lastRead(a.digest)
+  t.ok(stored !== undefined && stored >= before, 'stored: counts from the store')
+  await new Promise((resolve) => setTimeout(resolve, 20))
+  await readAll(await store.read(a.digest))
+  t.ok(store.lastRead(a.digest)! > stored!, 'read: counts from the read')
+  t.equal(store.lastRead(digestFor(bytes(10, 3))), undefined, 'a blob never stored nor read: undefined')
+})
+
 t.test('open() empties tmp/; list() skips strays; a new instance sees the blobs', async (t) => {
   const root = t.testdir()
   const store = new FsBlobStore(root)
