@@ -31,24 +31,26 @@ t.test('a copy kept outside the placement goes once unread for gc.copyIdle; the 
   const other = c.nodes.find((n) => n.peerId !== owner)!
   await waitFor('the layer on its placement\'s disk', async () => await hasBlobOnDisk(home.dataDir, layer) ? true : undefined, 30_000)
 
-  // A whole read from the other node streams it through and keeps a copy there.
+  // A whole read from the other node streams it through and keeps a copy there. The copy's idle
+  // time starts when it lands: after readStart, and by landedBy at the latest.
+  const readStart = Date.now()
   const res = await authFetch(`${other.url}/v2/copies/app/blobs/${layer}`, creds)
   t.equal(res.status, 200, 'served by the node outside the placement')
   t.equal(Buffer.from(await res.arrayBuffer()).length, img.layers[0]!.size, 'whole')
-  const readAt = Date.now()
   await waitFor('the fetch-through copy on the other node\'s disk', async () => await hasBlobOnDisk(other.dataDir, layer) ? true : undefined, 30_000)
+  const landedBy = Date.now()
 
   const first = await gc()
   const early = first.nodes.find((n) => n.peerId === other.peerId)
   t.ok(early?.ok, 'the other node swept')
-  if (Date.now() - readAt < IDLE_MS) {
+  if (Date.now() - readStart < IDLE_MS) {
     t.equal(early?.copies ?? 0, 0, 'a copy read within gc.copyIdle is kept')
     t.ok(await hasBlobOnDisk(other.dataDir, layer), 'and still on disk')
   } else {
     t.comment('the machine was too slow to check the copy is kept while fresh: the sweep came after gc.copyIdle')
   }
 
-  await sleep(Math.max(0, readAt + IDLE_MS + 500 - Date.now()))
+  await sleep(Math.max(0, landedBy + IDLE_MS + 500 - Date.now()))
   const second = await gc()
   const swept = second.nodes.find((n) => n.peerId === other.peerId)
   // On a slow machine the first sweep already came after gc.copyIdle and dropped it.
