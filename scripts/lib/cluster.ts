@@ -15,7 +15,7 @@
  * (scripts/lib/test-tls.ts); node URLs are then https://.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
-import { createWriteStream } from 'node:fs'
+import { createWriteStream, existsSync } from 'node:fs'
 import { mkdir, readFile, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
@@ -153,8 +153,27 @@ export async function runCli (args: string[], opts: { env?: Record<string, strin
 /**
  * Start one node: `flotilla serve` (found a cluster, or restart on an existing data dir) or
  * `flotilla join URL --token T`. Resolves once /readyz answers 200.
+ *
+ * Ports drawn by freePort were free a moment before the node binds them; another test's
+ * listener may take one in between ("the port is in use"). The node then exits before it
+ * does anything else, and is started again on newly drawn ports (a data dir it created is
+ * removed first; an existing one is kept).
  */
 export async function startNode (opts: NodeOptions): Promise<ClusterNode> {
+  const dataDir = opts.dataDir ?? join(opts.base, opts.name, 'data')
+  const fresh = !existsSync(dataDir)
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startNodeOnce(opts)
+    } catch (err) {
+      const drawn = opts.port === undefined && opts.p2pPort === undefined
+      if (!drawn || attempt >= 3 || !(err instanceof NodeExitError) || !/cannot listen on .* the port is in use/s.test(err.message)) throw err
+      if (fresh) await rm(dataDir, { recursive: true, force: true })
+    }
+  }
+}
+
+async function startNodeOnce (opts: NodeOptions): Promise<ClusterNode> {
   const dataDir = opts.dataDir ?? join(opts.base, opts.name, 'data')
   await mkdir(join(dataDir, '..'), { recursive: true })
   const port = opts.port ?? await freePort()
