@@ -283,12 +283,13 @@ export class RegistryNode {
   /**
    * Whether this node's copy of `digest` is an extra one GC may drop (gc.copyIdle): outside
    * the blob's placement, every member of the placement recorded as holding it, and not read
-   * here for gc.copyIdle (a copy not read since this process started counts from the start).
+   * here for gc.copyIdle (a copy not read since this process started counts from the start,
+   * or from when it was stored if later: a fetch-through copy lands without being read).
    */
   async extraCopy (digest: string): Promise<boolean> {
     const r = this.replicator
     if (r === undefined || r.shouldHold(digest)) return false
-    const last = this.deps.blobs.lastRead?.(digest as Digest) ?? this.startedAt
+    const last = Math.max(this.deps.blobs.lastRead?.(digest as Digest) ?? this.startedAt, await this.deps.blobs.storedAt?.(digest as Digest) ?? 0)
     if (Date.now() - last < durationMs(this.config.gc.copyIdle)!) return false
     const holders = new Set(await this.deps.queries.holders(digest))
     return placement(digest, this.cluster.memberIds(), this.config.cluster.replicas).every((p) => holders.has(p))

@@ -54,11 +54,12 @@ export interface BlobStore {
   /** Every committed blob. */
   list (): AsyncIterable<BlobInfo>
   /**
-   * When this process last read or stored the blob (ms), or undefined when it has done
-   * neither: what garbage collection asks before it drops a copy kept outside a blob's
-   * placement (a copy that has just landed is as fresh as one just read). In memory only.
+   * When this process last read the blob (ms), or undefined when it has not: what garbage
+   * collection asks before it drops a copy kept outside a blob's placement. In memory only.
    */
   lastRead? (digest: Digest): number | undefined
+  /** When the blob's bytes were stored here (ms; the file's mtime), or undefined when it is not here. */
+  storedAt? (digest: Digest): Promise<number | undefined>
 }
 
 /** How long a placed blob stays fresh if nothing settles it (an upload whose link never came). */

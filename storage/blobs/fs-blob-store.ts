@@ -92,7 +92,7 @@ export class FsBlobStore implements BlobStore {
   private readonly locks = new Map<string, Promise<void>>()
   /** Direct reads running now with the wide ring. */
   private wideReads = 0
-  /** When each blob was last read or stored by this process (lastRead). */
+  /** When each blob was last read by this process (lastRead). */
   private readonly reads = new Map<string, number>()
 
   constructor (root: string, opts: { directIO?: boolean } = {}) {
@@ -148,6 +148,16 @@ export class FsBlobStore implements BlobStore {
 
   lastRead (digest: Digest): number | undefined {
     return this.reads.get(digest)
+  }
+
+  async storedAt (digest: Digest): Promise<number | undefined> {
+    try {
+      // The upload's last write: a committed blob is renamed into place, never rewritten.
+      return (await stat(this.pathOf(digest))).mtimeMs
+    } catch (err) {
+      if (isErrno(err, 'ENOENT')) return undefined
+      throw err
+    }
   }
 
   async read (digest: Digest, range?: ByteRange): Promise<Readable> {
@@ -325,11 +335,7 @@ export class FsBlobStore implements BlobStore {
     // Marked before anything else, and under the digest's lock: a collect() either ran before
     // (the bytes are put back below) or sees the mark and leaves them.
     this.marks.mark(info.digest)
-    const placed = await this.locked(info.digest, async () => await this.place(path, info))
-    // A fetch-through copy lands here without a read: its idle time starts now, not at the
-    // process's start (src/node.ts extraCopy), or the first sweep would drop it at once.
-    this.reads.set(info.digest, Date.now())
-    return placed
+    return await this.locked(info.digest, async () => await this.place(path, info))
   }
 
   private async place (path: string, info: BlobInfo): Promise<BlobInfo> {

@@ -34,17 +34,17 @@ t.test('on-disk layout: blobs/<alg>/<2 hex>/<hex>, read-only', async (t) => {
   t.same(await readdir(join(root, 'tmp')), [], 'no temp file left after success')
 })
 
-t.test('lastRead: a blob stored or read counts from then (GC keeps a fetch-through copy that just landed)', async (t) => {
+t.test('lastRead and storedAt: when a blob was last read, and when it was stored (GC keeps a fetch-through copy that just landed)', async (t) => {
   const store = new FsBlobStore(t.testdir())
   await store.open()
   const before = Date.now()
   const a = await store.ingest(chunked(bytes(1000, 2)))
-  const stored = store.lastRead(a.digest)
-  t.ok(stored !== undefined && stored >= before, 'stored: counts from the store')
-  await new Promise((resolve) => setTimeout(resolve, 20))
+  const stored = await store.storedAt(a.digest)
+  t.ok(stored !== undefined && stored >= before - 1000 && stored <= Date.now() + 1000, 'stored: the time it was written')
+  t.equal(store.lastRead(a.digest), undefined, 'not read yet')
   await readAll(await store.read(a.digest))
-  t.ok(store.lastRead(a.digest)! > stored!, 'read: counts from the read')
-  t.equal(store.lastRead(digestFor(bytes(10, 3))), undefined, 'a blob never stored nor read: undefined')
+  t.ok(store.lastRead(a.digest)! >= before, 'read: counts from the read')
+  t.equal(await store.storedAt(digestFor(bytes(10, 3))), undefined, 'a blob not here: undefined')
 })
 
 t.test('open() empties tmp/; list() skips strays; a new instance sees the blobs', async (t) => {
